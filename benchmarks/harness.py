@@ -1,0 +1,96 @@
+"""Latency and drift measurement for a pipeline, honest by construction.
+
+End-to-end (preprocess + infer + postprocess), engine-only and a bare ``onnxruntime`` session
+are measured in the same loop, interleaved frame by frame, so a busy neighbour on a shared
+machine slows all three alike and their ratios stay meaningful. Warm-up runs are discarded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from edgemed.drift import drift_figures
+
+
+def latency_stats(seconds: Sequence[float]) -> dict:
+    s = np.asarray(seconds, dtype=np.float64) * 1e3
+    if not s.size:
+        return {"runs": 0}
+    return {
+        "runs": int(s.size),
+        "p50_ms": float(np.percentile(s, 50)), "p90_ms": float(np.percentile(s, 90)),
+        "p99_ms": float(np.percentile(s, 99)), "mean_ms": float(s.mean()),
+        "min_ms": float(s.min()), "max_ms": float(s.max()),
+        "throughput_fps": float(1e3 / s.mean()) if s.mean() > 0 else 0.0,
+    }
+
+
+def _raw_session(pipe):
+    """A plain onnxruntime session on the same artifact and threads: the floor edgemed adds to."""
+    if pipe.engine.backend != "onnxruntime":
+        return None
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if getattr(pipe.engine, "threads", None):
+        opts.intra_op_num_threads = int(pipe.engine.threads)
+    return ort.InferenceSession(str(pipe.engine.model_path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def bench_latency(pipe, images: Sequence[np.ndarray], runs: int = 300, warmup: int = 20,
+                  with_raw: bool = True) -> dict:
+    """Interleaved end-to-end, engine-only and raw-backend latencies over ``runs`` frames."""
+    prepared = [pipe.prepare(im) for im in images]
+    raw = _raw_session(pipe) if with_raw else None
+    feed_name = pipe.input_name
+    e2e, infer, bare, stages = [], [], [], {"preprocess": [], "infer": [], "postprocess": []}
+    for i in range(warmup + runs):
+        k = i % len(images)
+        t0 = time.perf_counter()
+        result = pipe.predict(images[k])
+        t1 = time.perf_counter()
+        pipe.engine.infer({feed_name: prepared[k].tensor})
+        t2 = time.perf_counter()
+        if raw is not None:
+            raw.run(None, {feed_name: prepared[k].tensor})
+        t3 = time.perf_counter()
+        if i >= warmup:
+            e2e.append(t1 - t0)
+            infer.append(t2 - t1)
+            if raw is not None:
+                bare.append(t3 - t2)
+            for key in stages:
+                stages[key].append(result.timings[key])
+    out = {
+        "end_to_end": latency_stats(e2e),
+        "infer": latency_stats(infer),
+        "breakdown_p50_ms": {k: float(np.median(v) * 1e3) for k, v in stages.items()},
+    }
+    if raw is not None:
+        out["raw_onnxruntime"] = latency_stats(bare)
+    return out
+
+
+def bench_drift(pipe) -> dict:
+    """The engine's drift against the FP32 reference stored in the bundle (probe inputs)."""
+    reference = pipe.bundle.reference()
+    outputs = np.concatenate([
+        pipe.engine.infer({pipe.input_name: x[None]})[pipe.output_name] for x in reference["inputs"]
+    ])
+    return drift_figures(reference["outputs"], outputs, pipe.task, pipe.output_kind)
+
+
+def bench_bundle(pipe, images: Sequence[np.ndarray], runs: int = 300, warmup: int = 20) -> dict:
+    result = {
+        "bundle": str(pipe.bundle.path),
+        "model": pipe.bundle.manifest["model"].get("name"),
+        "task": pipe.task,
+        "artifact": {k: pipe.artifact.get(k) for k in ("file", "backend", "precision", "bytes")},
+        "engine": pipe.engine.describe(),
+        "latency": bench_latency(pipe, images, runs=runs, warmup=warmup),
+        "drift": bench_drift(pipe),
+    }
+    return result

@@ -1,0 +1,256 @@
+"""``edgemed convert``: source model → verified bundle, written atomically.
+
+The order matters: options are checked before anything is loaded; the bundle is assembled in a
+temporary directory; the FP32 ONNX model must match the source on real probe images before the
+directory is renamed into place. A failure at any point leaves no bundle behind.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgemed._version import BUNDLE_SCHEMA_VERSION, __version__
+from edgemed.bundle import MANIFEST, REFERENCE, REPORT, atomic_directory, file_entry, write_json
+from edgemed.datasets import ImageSet
+from edgemed.drift import drift_figures
+from edgemed.errors import ConversionError, EdgemedError, InputError
+from edgemed.preprocess import Preprocessor, default_spec
+from edgemed.samples import samples_dir
+
+from . import options
+from .export_onnx import INPUT_NAME, export_torch, finalize, graph_io
+from .reference import engine_outputs, reference_outputs
+from .sources import SourceModel, load_source
+
+PROBE_COUNT = 8
+# FP32 ONNX must reproduce the source: |diff| <= ATOL + RTOL * max|reference| on every probe output.
+PARITY_ATOL = 1e-4
+PARITY_RTOL = 1e-5
+MODEL_FILE = "model.onnx"
+
+
+def sample_images() -> Path:
+    """The real ultrasound sample images shipped with edgemed (the default probe set)."""
+    return samples_dir("busi")
+
+
+def tool_versions() -> dict:
+    versions = {"edgemed": __version__, "python": platform.python_version(), "numpy": np.__version__}
+    for name in ("torch", "onnx", "onnxruntime", "onnxscript"):
+        try:
+            versions[name] = __import__(name).__version__
+        except ImportError:
+            pass
+    return versions
+
+
+def _probe_tensors(images: ImageSet, pre: Preprocessor) -> np.ndarray:
+    tensors = []
+    for name, image in images:
+        try:
+            tensors.append(pre(image).tensor[0])
+        except EdgemedError as exc:
+            raise InputError(f"probe image {name}: {exc}", "make the images match the model input") from exc
+    return np.stack(tensors)
+
+
+def _onnx_source(source: SourceModel, target: Path, input_shape: list[int] | None) -> tuple[list, dict]:
+    import onnx
+
+    try:
+        proto = onnx.load(str(source.path))
+    except Exception as exc:  # noqa: BLE001
+        raise ConversionError(f"{source.path}: not a readable ONNX model ({str(exc)[:200]})",
+                              "check the file is complete") from exc
+    proto = finalize(proto)
+    ins, _ = graph_io(proto)
+    if len(ins) != 1:
+        raise ConversionError(f"{source.path}: the model has {len(ins)} inputs; edgemed takes single-image models",
+                              "export a model with one image input")
+    name, dims = ins[0]
+    if len(dims) != 4:
+        raise ConversionError(f"{source.path}: input {name!r} has shape {dims}, not NCHW",
+                              "export a 4-D image input")
+    if input_shape is not None:
+        mismatch = [i for i in (1, 2, 3) if isinstance(dims[i], int) and dims[i] != input_shape[i]]
+        if mismatch:
+            raise InputError(f"--input-shape {input_shape} does not match the ONNX input {dims}",
+                             "pass the model's real input shape, or omit --input-shape for ONNX files")
+    shape = input_shape or [1] + [d if isinstance(d, int) else -1 for d in dims[1:]]
+    if any(d < 1 for d in shape[1:]):
+        raise InputError(f"{source.path}: input {name!r} has symbolic dims {dims}",
+                         "pass --input-shape NxCxHxW")
+    onnx.save_model(proto, str(target), save_as_external_data=False)
+    return shape, {"exporter": "none (ONNX source, checked and shape-inferred)", "dynamic_batch":
+                   not isinstance(dims[0], int), "input_name": name, "notes": []}
+
+
+def convert(
+    model: str | Path,
+    out: str | Path,
+    task: str,
+    input_shape: str | None = None,
+    arch: str | None = None,
+    arch_args: str | dict | None = None,
+    allow_pickle: bool = False,
+    labels: str | list[str] | None = None,
+    preprocess: Any = None,
+    to: str = "onnx",
+    precision: str = "fp32",
+    calib: str | Path | None = None,
+    calib_count: int | None = None,
+    calib_key: str | None = None,
+    output_kind: str = "logits",
+    name: str | None = None,
+    force: bool = False,
+    log: Callable[[str], None] = lambda s: None,
+) -> Path:
+    started = time.perf_counter()
+    if task not in ("classification", "segmentation"):
+        raise InputError(f"--task {task!r} is not supported", "use classification or segmentation")
+    if output_kind not in ("logits", "probabilities"):
+        raise InputError(f"--output-kind {output_kind!r} is not supported", "use logits or probabilities")
+    shape = options.parse_shape(input_shape) if input_shape is not None else None
+    label_list = options.parse_labels(labels)
+    spec = options.parse_preprocess(preprocess)
+    targets = options.parse_choices(to, options.TARGETS, "--to")
+    precisions = options.parse_choices(precision, options.PRECISIONS, "--precision")
+    model = Path(model)
+    if not model.is_file():
+        raise InputError(f"{model}: no such model file", "check the path")
+    out = Path(out)
+    if out.exists() and not force:
+        raise InputError(f"{out} already exists", "pass --force to replace it, or choose another -o")
+
+    source = load_source(model, arch=arch, arch_args=arch_args, allow_pickle=allow_pickle)
+    if shape is None and not source.is_onnx:
+        raise InputError("--input-shape is required for PyTorch models", "write e.g. --input-shape 1x1x256x256")
+    log(f"source: {source.kind} {model.name} (sha256 {source.sha256[:12]})")
+
+    with atomic_directory(out, force=force) as tmp:
+        onnx_path = tmp / MODEL_FILE
+        t0 = time.perf_counter()
+        if source.is_onnx:
+            shape, export = _onnx_source(source, onnx_path, shape)
+            input_name = export.pop("input_name")
+        else:
+            record = export_torch(source.module, shape, onnx_path)
+            export = {"exporter": record.exporter, "dynamic_batch": record.dynamic_batch,
+                      "notes": source.notes + record.notes}
+            input_name = INPUT_NAME
+        export["seconds"] = round(time.perf_counter() - t0, 3)
+        log(f"exported with {export['exporter']} exporter (dynamic batch: {export['dynamic_batch']})")
+
+        spec = spec if spec is not None else default_spec(shape)
+        pre = Preprocessor(spec, shape)
+        probe_set = ImageSet.open(calib if calib is not None else sample_images(), key=calib_key)
+        probe_set = probe_set.subset(min(PROBE_COUNT, calib_count or PROBE_COUNT))
+        probes = _probe_tensors(probe_set, pre)
+
+        from edgemed.runtimes.onnxruntime import OnnxRuntimeEngine
+
+        engine = OnnxRuntimeEngine(onnx_path, device="cpu")
+        output_name = engine.outputs[0].name
+        reference, reference_by = reference_outputs(source, probes, onnx_path, input_name)
+        candidate = engine_outputs(engine, probes, input_name, output_name)
+        engine.close()
+        label_list = _check_outputs(task, reference, label_list)
+
+        figures = drift_figures(reference, candidate, task, output_kind)
+        tolerance = PARITY_ATOL + PARITY_RTOL * float(np.abs(reference).max())
+        figures["parity_tolerance"] = tolerance
+        passed = figures["max_abs_diff"] <= tolerance and (
+            figures.get("agreement", 1.0) == 1.0 and figures.get("changed_pixels", 0.0) == 0.0
+        )
+        figures["passed"] = bool(passed)
+        log(f"parity vs {reference_by}: max |diff| {figures['max_abs_diff']:.2e} (tolerance {tolerance:.1e})")
+        if not passed:
+            raise ConversionError(
+                f"ONNX Runtime output differs from the source model on real probes: max |diff| "
+                f"{figures['max_abs_diff']:.3g} > {tolerance:.3g} (agreement/changed pixels in report)",
+                "the export is not faithful; try another opset/exporter or report the model; no bundle written",
+            )
+
+        np.savez_compressed(tmp / REFERENCE, inputs=probes, outputs=reference)
+        versions = tool_versions()
+        artifact = file_entry(tmp, MODEL_FILE, backend="onnxruntime", precision="fp32",
+                              drift={**figures, "reference": reference_by, "budget": "parity"},
+                              built_with={k: versions[k] for k in ("torch", "onnx", "onnxruntime") if k in versions})
+        batch = "batch" if export["dynamic_batch"] else shape[0]
+        report = {
+            "created": _now(),
+            "source": {"kind": source.kind, "file": model.name, "sha256": source.sha256},
+            "export": export,
+            "probes": {"count": len(probes), "from": str(probe_set.path), "names": probe_set.names},
+            "artifacts": [_report_row(artifact, export["seconds"])],
+            "targets": targets, "precisions": precisions,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        write_json(tmp / REPORT, report)
+        manifest = {
+            "schema_version": BUNDLE_SCHEMA_VERSION,
+            "model": {"name": name or model.stem, "task": task, "labels": label_list},
+            "input": {"name": input_name, "shape": [batch] + list(shape[1:]), "dtype": "float32", "layout": "NCHW"},
+            "output": {"names": [output_name], "kind": output_kind, "shape": ["batch"] + list(reference.shape[1:])},
+            "preprocess": spec,
+            "postprocess": _postprocess(task, reference),
+            "artifacts": [artifact],
+            "files": [file_entry(tmp, REFERENCE), file_entry(tmp, REPORT)],
+            "provenance": {
+                "source_sha256": source.sha256, "source_kind": source.kind,
+                "probe_set_sha256": probe_set.sha256(), "probe_count": len(probes),
+                "tools": versions, "created": report["created"], "host": platform.node(),
+            },
+        }
+        write_json(tmp / MANIFEST, manifest)
+    log(f"bundle written: {out}")
+    return out
+
+
+def _check_outputs(task: str, reference: np.ndarray, labels: list[str] | None) -> list[str]:
+    if task == "classification":
+        if reference.ndim != 2:
+            raise InputError(f"a classifier should output (N, classes), this model outputs {reference.shape}",
+                             "use --task segmentation for per-pixel outputs")
+        classes = max(2, reference.shape[1])
+        default = [str(i) for i in range(classes)]
+    else:
+        if reference.ndim != 4:
+            raise InputError(f"a segmenter should output (N, C, H, W), this model outputs {reference.shape}",
+                             "use --task classification for per-image outputs")
+        classes = max(2, reference.shape[1])
+        default = ["background"] + [f"class{i}" for i in range(1, classes)]
+    if labels is None:
+        return default
+    if len(labels) != classes:
+        raise InputError(f"--labels names {len(labels)} classes but the model outputs {classes}",
+                         f"give {classes} names, e.g. {','.join(default)}")
+    return labels
+
+
+def _postprocess(task: str, reference: np.ndarray) -> dict:
+    if task == "classification":
+        return {"activation": "sigmoid" if reference.shape[1] == 1 else "softmax", "decision": "argmax"}
+    return {"activation": "sigmoid" if reference.shape[1] == 1 else "softmax", "decision": "argmax",
+            "resize_to_input": "bilinear on probabilities"}
+
+
+def _report_row(artifact: dict, seconds: float) -> dict:
+    return {k: artifact[k] for k in ("file", "backend", "precision", "bytes")} | {
+        "build_seconds": seconds, "passed": artifact["drift"]["passed"],
+        "max_abs_diff": artifact["drift"]["max_abs_diff"],
+    }
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+__all__ = ["convert", "sample_images"]

@@ -1,0 +1,126 @@
+"""PyTorch → ONNX export: the dynamo exporter first, the TorchScript-based one as a named fallback.
+
+The result always has a dynamic batch axis where the model allows it, passes ``onnx.checker``
+and shape inference, and is saved as one self-contained file (no external-data side file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgemed.errors import ConversionError
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
+OPSET = 18
+
+
+@dataclass
+class ExportRecord:
+    exporter: str
+    dynamic_batch: bool
+    notes: list[str] = field(default_factory=list)
+
+
+def _first(exc: BaseException) -> str:
+    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:240]
+
+
+def _dynamo(module: Any, example: Any, dynamic: bool):
+    import torch
+
+    shapes = ({0: torch.export.Dim("batch", min=1, max=1024)},) if dynamic else None
+    quiet = logging.getLogger("torch.onnx")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # e.g. "torchvision is not installed" registry chatter
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(module, (example,), dynamo=True, input_names=[INPUT_NAME],
+                                        output_names=[OUTPUT_NAME], dynamic_shapes=shapes, opset_version=OPSET,
+                                        verbose=False, optimize=True)
+    finally:
+        quiet.setLevel(level)
+    return program.model_proto
+
+
+def _torchscript(module: Any, example: Any, dynamic: bool):
+    import onnx
+    import torch
+
+    buffer = io.BytesIO()
+    axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (example,), buffer, dynamo=False, input_names=[INPUT_NAME],
+                          output_names=[OUTPUT_NAME], dynamic_axes=axes, opset_version=OPSET)
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def export_torch(module: Any, input_shape: list[int], target: Path) -> ExportRecord:
+    """Export a torch module (or ExportedProgram) to ``target``; raises ConversionError if all routes fail."""
+    import onnx
+    import torch
+
+    example = torch.zeros(input_shape, dtype=torch.float32)
+    notes: list[str] = []
+    is_script = isinstance(module, torch.jit.ScriptModule)
+    is_program = isinstance(module, torch.export.ExportedProgram)
+    attempts = []
+    if not is_script:
+        attempts += [("dynamo", _dynamo, True), ("dynamo", _dynamo, False)]
+    if not is_program:
+        attempts += [("torchscript", _torchscript, True)]
+    if is_script:
+        notes.append("TorchScript input: exported with the TorchScript-based exporter (dynamo cannot trace it)")
+    proto = None
+    for name, fn, dynamic in attempts:
+        try:
+            proto = fn(module, example, dynamic)
+            record = ExportRecord(name, dynamic, notes)
+            break
+        except Exception as exc:  # noqa: BLE001 - exporters raise many types; each failure is reported
+            notes.append(f"{name} exporter ({'dynamic' if dynamic else 'static'} batch) failed: {_first(exc)}")
+    if proto is None:
+        raise ConversionError("every ONNX exporter failed: " + " | ".join(notes),
+                              "check the model runs on a tensor of --input-shape, or export ONNX yourself")
+    if record.exporter != "dynamo" and not is_script:
+        notes.append("fell back to the TorchScript-based exporter")
+    if not record.dynamic_batch:
+        notes.append("batch axis is static: the model could not be exported with a dynamic batch")
+    proto = finalize(proto)
+    onnx.save_model(proto, str(target), save_as_external_data=False)
+    return record
+
+
+def finalize(proto: Any) -> Any:
+    """Check the graph and attach inferred shapes; raises ConversionError on an invalid model."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(proto, full_check=False)
+        proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=False)
+    except Exception as exc:  # noqa: BLE001 - onnx raises ValidationError / InferenceError
+        raise ConversionError(f"the ONNX model is invalid ({_first(exc)})",
+                              "fix the model or re-export it with a supported opset") from exc
+    return proto
+
+
+def graph_io(proto: Any) -> tuple[list[tuple[str, list]], list[tuple[str, list]]]:
+    """(name, dims) of graph inputs and outputs; symbolic dims are strings."""
+    initializers = {i.name for i in proto.graph.initializer}
+
+    def dims(value_info: Any) -> list:
+        shape = value_info.type.tensor_type.shape
+        return [d.dim_param or (d.dim_value if d.HasField("dim_value") else "?") for d in shape.dim]
+
+    ins = [(v.name, dims(v)) for v in proto.graph.input if v.name not in initializers]
+    outs = [(v.name, dims(v)) for v in proto.graph.output]
+    return ins, outs

@@ -1,0 +1,60 @@
+"""The FP32 reference: what the source model itself answers on the probe inputs.
+
+For torch sources that is PyTorch; for ONNX sources it is ONNX's own reference evaluator
+(an independent numpy implementation of the spec), so ONNX Runtime is never checked only
+against itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edgemed.errors import ConversionError
+
+from .sources import SourceModel
+
+
+def _torch_callable(module: Any):
+    import torch
+
+    if isinstance(module, torch.export.ExportedProgram):
+        return module.module()
+    return module
+
+
+def reference_outputs(source: SourceModel, probes: np.ndarray, onnx_path: str | None = None,
+                      input_name: str = "input") -> tuple[np.ndarray, str]:
+    """Stacked outputs, one probe at a time (batch 1 always works), and what produced them."""
+    if source.is_onnx:
+        from onnx.reference import ReferenceEvaluator
+
+        try:
+            evaluator = ReferenceEvaluator(str(onnx_path or source.path))
+            outs = [evaluator.run(None, {input_name: p[None]})[0] for p in probes]
+        except Exception as exc:  # noqa: BLE001 - evaluator lacks some ops
+            raise ConversionError(f"ONNX reference evaluator cannot run this model ({str(exc)[:200]})",
+                                  "export from PyTorch instead so the reference comes from the source") from exc
+        return np.concatenate(outs).astype(np.float32), "onnx.reference.ReferenceEvaluator"
+    import torch
+
+    fn = _torch_callable(source.module)
+    outs = []
+    with torch.no_grad():
+        for p in probes:
+            try:
+                out = fn(torch.from_numpy(p[None].copy()))
+            except Exception as exc:  # noqa: BLE001
+                raise ConversionError(f"the model fails on a probe of shape {p[None].shape} ({str(exc)[:200]})",
+                                      "check --input-shape and the preprocessing spec") from exc
+            if isinstance(out, (tuple, list)):
+                out = out[0]
+            if isinstance(out, dict):
+                out = next(iter(out.values()))
+            outs.append(out.detach().float().numpy())
+    return np.concatenate(outs).astype(np.float32), f"torch {torch.__version__}"
+
+
+def engine_outputs(engine: Any, probes: np.ndarray, input_name: str, output_name: str) -> np.ndarray:
+    return np.concatenate([engine.infer({input_name: p[None]})[output_name] for p in probes]).astype(np.float32)

@@ -1,0 +1,82 @@
+"""DICOM decoding into the pixel values a model should see.
+
+pydicom does the parsing and decompression; this module applies what the standard says a
+viewer must apply before display-independent processing: Modality LUT (rescale slope and
+intercept), MONOCHROME1 inversion, and colour conversion to RGB. Imported lazily: pydicom is
+an optional extra.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+
+def read_dicom(path: str | Path) -> list[np.ndarray]:
+    """Return the frames of a DICOM file as float32 (H,W) or uint8 (H,W,3) arrays."""
+    try:
+        import pydicom
+        from pydicom.errors import InvalidDicomError
+        from pydicom.pixels import apply_modality_lut
+    except ImportError as exc:
+        raise InputError(f"{path}: reading DICOM needs pydicom", "pip install 'edgemed[dicom]'") from exc
+    try:
+        ds = pydicom.dcmread(str(path))
+    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{path}: not a readable DICOM file ({_first_line(exc)})",
+                         "check the file is complete and is DICOM Part 10") from exc
+    if "PixelData" not in ds:
+        raise InputError(f"{path}: DICOM file has no pixel data", "pass an image object, not a report or SR")
+    try:
+        pixels = ds.pixel_array
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types for missing decoders and bad data
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        name = getattr(syntax, "name", str(syntax))
+        raise InputError(
+            f"{path}: cannot decode DICOM pixel data (transfer syntax {name}: {_first_line(exc)})",
+            "install a decoder plugin for it (e.g. pip install pylibjpeg pylibjpeg-openjpeg) "
+            "or export the study uncompressed",
+        ) from exc
+
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+
+    if samples == 1:
+        if photometric == "PALETTE COLOR":
+            from pydicom.pixels import apply_color_lut
+
+            rgb = apply_color_lut(pixels, ds)
+            rgb = _palette_to_uint8(rgb)
+            return _split(rgb, frames, colour=True)
+        values = apply_modality_lut(pixels, ds).astype(np.float32)
+        if photometric == "MONOCHROME1":
+            # Inverted greyscale: high stored values are dark. Flip within the rescaled range.
+            values = values.max() + values.min() - values
+        return _split(values, frames, colour=False)
+
+    # pydicom >= 3 returns YBR data converted to RGB (pixel_array's as_rgb default).
+    return _split(np.asarray(pixels), frames, colour=True)
+
+
+def _palette_to_uint8(rgb: np.ndarray) -> np.ndarray:
+    rgb = np.asarray(rgb)
+    if rgb.dtype == np.uint8:
+        return rgb
+    top = 65535.0 if rgb.max() > 255 else 255.0
+    return np.clip(np.round(rgb.astype(np.float64) / top * 255.0), 0, 255).astype(np.uint8)
+
+
+def _split(array: np.ndarray, frames: int, colour: bool) -> list[np.ndarray]:
+    per_frame_ndim = 3 if colour else 2
+    if array.ndim == per_frame_ndim + 1:
+        return [np.ascontiguousarray(f) for f in array]
+    return [np.ascontiguousarray(array)]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

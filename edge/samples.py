@@ -1,0 +1,35 @@
+"""Paths to what ships inside the package: small trained models and real sample images.
+
+These make ``edgemed demo`` and the default benchmarks work on a fresh machine with no other
+files. Sources and licences: ``assets/NOTICE.md``.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+SHIPPED_MODELS = ("unet_busi", "cnn_breastmnist")
+_SAMPLES_FOR_TASK = {"segmentation": "busi", "classification": "breastmnist"}
+
+
+def assets_dir() -> Path:
+    return Path(str(resources.files("edgemed") / "assets"))
+
+
+def samples_dir(name: str) -> Path:
+    """``busi`` (ultrasound frames), ``busi_masks`` (their lesion masks) or ``breastmnist``."""
+    return assets_dir() / "samples" / name
+
+
+def samples_for_task(task: str) -> Path:
+    return samples_dir(_SAMPLES_FOR_TASK[task])
+
+
+def shipped_model(name: str) -> tuple[Path, dict]:
+    """The state_dict file and the model card (arch, input shape, spec, training record)."""
+    if name not in SHIPPED_MODELS:
+        raise KeyError(name)
+    card = json.loads((assets_dir() / f"{name}.json").read_text())
+    return assets_dir() / f"{name}.pt", card

@@ -1,0 +1,30 @@
+"""edgemed's own model zoo: architectures a state_dict checkpoint can name with ``--arch``.
+
+Building one imports torch, so this is conversion-side only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgemed.errors import ConversionError
+
+ARCHITECTURES = {
+    "cnn": "edgemed.zoo.cnn:SmallCNN",
+    "unet": "edgemed.zoo.unet:UNet2D",
+}
+
+
+def build(name: str, **kwargs: Any):
+    """Instantiate a zoo architecture; unknown names and bad arguments are one-line errors."""
+    import importlib
+
+    if name not in ARCHITECTURES:
+        raise ConversionError(f"unknown architecture {name!r}", f"--arch must be one of {', '.join(ARCHITECTURES)}")
+    module_name, cls_name = ARCHITECTURES[name].split(":")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConversionError(f"--arch-args do not fit {name}: {exc}",
+                              f"see {ARCHITECTURES[name]} for its constructor arguments") from exc

@@ -1,0 +1,72 @@
+"""The Engine protocol: what every backend runner offers (Polygraphy's runner, ORT's plain run)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgemed.errors import InputError
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple[int | str, ...]  # str for symbolic (dynamic) dimensions
+    dtype: str = "float32"
+
+
+class Engine:
+    """Base runner: validates feeds, offers a context manager, and describes itself.
+
+    Subclasses implement ``_run`` and ``close``. ``infer`` refuses feeds that a backend would
+    reject with an opaque error or, worse, accept and answer wrongly.
+    """
+
+    backend = "unknown"
+    precision = "fp32"
+    device = "cpu"
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+
+    def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self._check_feed(feed)
+        return self._run(feed)
+
+    def _run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def close(self) -> None:  # pragma: no cover - overridden
+        pass
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def describe(self) -> dict:
+        return {"backend": self.backend, "precision": self.precision, "device": self.device}
+
+    def _check_feed(self, feed: Mapping[str, np.ndarray]) -> None:
+        expected = {t.name: t for t in self.inputs}
+        if set(feed) != set(expected):
+            raise InputError(f"engine inputs are {sorted(expected)}, got {sorted(feed)}",
+                             f"call infer({{{next(iter(expected))!r}: batch}})")
+        for name, array in feed.items():
+            info = expected[name]
+            if not isinstance(array, np.ndarray):
+                raise InputError(f"input {name!r} is a {type(array).__name__}, not a numpy array",
+                                 "pass numpy.float32 arrays")
+            if array.dtype != np.dtype(info.dtype):
+                raise InputError(f"input {name!r} has dtype {array.dtype}, the model takes {info.dtype}",
+                                 f"convert with .astype(numpy.{info.dtype})")
+            if array.ndim != len(info.shape) or any(
+                isinstance(d, int) and d > 0 and d != s for d, s in zip(info.shape, array.shape)
+            ):
+                raise InputError(f"input {name!r} has shape {tuple(array.shape)}, the model takes {info.shape}",
+                                 "preprocess with the bundle's spec (pipe.predict does)")
+            if array.dtype.kind == "f" and not np.isfinite(array).all():
+                raise InputError(f"input {name!r} contains NaN or Inf", "replace non-finite values first")

@@ -1,0 +1,84 @@
+"""ONNX Runtime engine: the plain InferenceSession.run path, providers chosen by device."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from edgemed.errors import BackendUnavailable, BundleError
+
+from .base import Engine, TensorInfo
+
+_PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+    "openvino": ["OpenVINOExecutionProvider", "CPUExecutionProvider"],
+}
+
+_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
+           "tensor(uint8)": "uint8", "tensor(int8)": "int8", "tensor(double)": "float64"}
+
+
+def providers_for(device: str) -> list[str]:
+    """The execution providers for a device, refusing ones this onnxruntime build lacks."""
+    import onnxruntime as ort
+
+    wanted = _PROVIDERS.get(device)
+    if wanted is None:
+        raise BackendUnavailable(f"onnxruntime has no provider mapping for device {device!r}",
+                                 f"use one of {', '.join(_PROVIDERS)}")
+    have = ort.get_available_providers()
+    if wanted[0] not in have:
+        raise BackendUnavailable(
+            f"onnxruntime on this machine lacks {wanted[0]} for device {device!r} (has {', '.join(have)})",
+            "install onnxruntime-gpu for CUDA/TensorRT, onnxruntime-openvino for OpenVINO, or use device='cpu'",
+        )
+    return [p for p in wanted if p in have]
+
+
+class OnnxRuntimeEngine(Engine):
+    backend = "onnxruntime"
+
+    def __init__(self, model_path: str | Path, device: str = "cpu", threads: int | None = None,
+                 precision: str = "fp32") -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.inter_op_num_threads = 1
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        options.log_severity_level = 3
+        self.device, self.precision, self.threads = device, precision, threads
+        self.model_path = Path(model_path)
+        try:
+            self.session = ort.InferenceSession(str(model_path), sess_options=options,
+                                                providers=providers_for(device))
+        except BackendUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own Fail/InvalidGraph types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BundleError(f"{model_path}: onnxruntime cannot load the model ({first[:300]})",
+                              "the file is truncated or not ONNX; copy the bundle again or rebuild it") from exc
+        self.inputs = [TensorInfo(i.name, tuple(i.shape), _DTYPES.get(i.type, i.type))
+                       for i in self.session.get_inputs()]
+        self.outputs = [TensorInfo(o.name, tuple(o.shape), _DTYPES.get(o.type, o.type))
+                        for o in self.session.get_outputs()]
+        self._output_names = [o.name for o in self.outputs]
+
+    def _run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        values = self.session.run(self._output_names, dict(feed))
+        return dict(zip(self._output_names, values))
+
+    def close(self) -> None:
+        self.session = None  # type: ignore[assignment]
+
+    def describe(self) -> dict:
+        import onnxruntime as ort
+
+        return {**super().describe(), "providers": self.session.get_providers() if self.session else [],
+                "threads": self.threads, "onnxruntime": ort.__version__}

@@ -1,0 +1,59 @@
+"""Shared fixtures: the real data in ../shared/data and bundles of the shipped models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgemed.samples import samples_dir, shipped_model
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+DICOM = SHARED / "dicom"
+
+
+def pytest_report_header(config):
+    return f"shared data: {SHARED} ({'present' if SHARED.is_dir() else 'MISSING'})"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED.is_dir():
+        pytest.fail(f"the real data is missing at {SHARED}; the project expects ../shared/data beside it")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def busi(shared_data):
+    with np.load(shared_data / "busi_256.npz") as d:
+        return {k: d[k] for k in d.files}
+
+
+@pytest.fixture(scope="session")
+def breastmnist(shared_data):
+    with np.load(shared_data / "breastmnist.npz") as d:
+        return {k: d[k] for k in d.files}
+
+
+def convert_shipped(name: str, out: Path, **overrides) -> Path:
+    from edgemed.converters.convert import convert
+
+    weights, card = shipped_model(name)
+    calib = samples_dir("busi" if card["task"] == "segmentation" else "breastmnist")
+    kwargs = dict(task=card["task"], input_shape="x".join(map(str, card["input_shape"])), arch=card["arch"],
+                  arch_args=card["arch_args"], labels=card["labels"], preprocess=card["preprocess"],
+                  calib=calib, name=name)
+    kwargs.update(overrides)
+    return convert(weights, out, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def unet_bundle(tmp_path_factory) -> Path:
+    return convert_shipped("unet_busi", tmp_path_factory.mktemp("bundles") / "unet_busi")
+
+
+@pytest.fixture(scope="session")
+def cnn_bundle(tmp_path_factory) -> Path:
+    return convert_shipped("cnn_breastmnist", tmp_path_factory.mktemp("bundles") / "cnn_breastmnist")

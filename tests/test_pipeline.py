@@ -1,0 +1,96 @@
+"""edgemed.load → predict on real images, from arrays of any dtype and from files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edgemed import load
+from edgemed.errors import BackendUnavailable, InputError
+from edgemed.samples import samples_dir
+
+from .conftest import DICOM
+
+
+def test_classifier_predicts_real_images(cnn_bundle, breastmnist):
+    with load(cnn_bundle, device="cpu") as pipe:
+        images, labels = breastmnist["test_images"], breastmnist["test_labels"]
+        preds = [pipe.predict(im).index for im in images]
+        accuracy = float(np.mean(np.array(preds) == labels))
+        assert accuracy >= 0.80  # shipped model's recorded test accuracy is ~0.86
+        r = pipe.predict(images[0])
+        assert r.label in ("malignant", "benign_or_normal") and r.probabilities.shape == (2,)
+        assert abs(float(r.probabilities.sum()) - 1) < 1e-5
+        assert set(r.timings) == {"preprocess", "infer", "postprocess"}
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.float32, np.float64])
+def test_any_numeric_dtype_is_accepted(cnn_bundle, breastmnist, dtype):
+    img = breastmnist["test_images"][3]
+    with load(cnn_bundle) as pipe:
+        r8 = pipe.predict(img)
+        r = pipe.predict(img.astype(dtype))
+        assert r.index == r8.index
+
+
+def test_paths_and_dicom(cnn_bundle):
+    with load(cnn_bundle) as pipe:
+        assert pipe.predict(samples_dir("breastmnist") / "breastmnist_test_000.png").probabilities.shape == (2,)
+        assert pipe.predict(str(DICOM / "CT_small.dcm")).label in pipe.labels
+
+
+def test_engine_infer_gives_raw_outputs(cnn_bundle):
+    with load(cnn_bundle) as pipe:
+        ref = pipe.bundle.reference()
+        out = pipe.engine.infer({"input": ref["inputs"]})
+        np.testing.assert_allclose(out["output"], ref["outputs"], atol=1e-4)
+        with pytest.raises(InputError, match="dtype float64"):
+            pipe.engine.infer({"input": ref["inputs"].astype(np.float64)})
+        with pytest.raises(InputError, match="shape"):
+            pipe.engine.infer({"input": ref["inputs"][:, :, :10]})
+        with pytest.raises(InputError, match="inputs are"):
+            pipe.engine.infer({"x": ref["inputs"]})
+        bad = ref["inputs"].copy()
+        bad[0, 0, 0, 0] = np.inf
+        with pytest.raises(InputError, match="NaN or Inf"):
+            pipe.engine.infer({"input": bad})
+
+
+def test_bad_images(cnn_bundle):
+    with load(cnn_bundle) as pipe:
+        nan = np.full((28, 28), np.nan, np.float32)
+        with pytest.raises(InputError, match="NaN"):
+            pipe.predict(nan)
+        with pytest.raises(InputError, match="shape"):
+            pipe.predict(np.zeros((2, 28, 28, 3)))
+        with pytest.raises(InputError, match="30 frames"):
+            pipe.predict(DICOM / "examples_ybr_color.dcm")
+
+
+def test_unknown_backend_or_precision_lists_what_exists(cnn_bundle):
+    with pytest.raises(BackendUnavailable, match="available: onnxruntime/fp32"):
+        load(cnn_bundle, backend="tensorrt")
+    with pytest.raises(BackendUnavailable, match="available"):
+        load(cnn_bundle, precision="int8")
+    with pytest.raises(BackendUnavailable, match="CUDAExecutionProvider"):
+        load(cnn_bundle, device="cuda")
+
+
+def test_runtime_path_imports_without_torch_or_onnx(cnn_bundle):
+    code = f"""
+import sys, importlib.abc
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'onnx', 'onnxscript'):
+            raise ImportError('blocked ' + name)
+sys.meta_path.insert(0, Block())
+import numpy as np, edgemed
+pipe = edgemed.load({str(cnn_bundle)!r})
+r = pipe.predict(np.zeros((28, 28), np.uint8) + 100)
+print(r.label, sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx')))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().endswith("[]"), out.stdout + out.stderr
