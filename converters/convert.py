@@ -19,17 +19,20 @@ import numpy as np
 from edgemed._version import BUNDLE_SCHEMA_VERSION, __version__
 from edgemed.bundle import MANIFEST, REFERENCE, REPORT, atomic_directory, file_entry, write_json
 from edgemed.datasets import ImageSet
-from edgemed.drift import drift_figures
-from edgemed.errors import ConversionError, EdgemedError, InputError
+from edgemed.drift import DEFAULT_BUDGETS, drift_figures, parse_budget
+from edgemed.errors import ConversionError, InputError
 from edgemed.preprocess import Preprocessor, default_spec
 from edgemed.samples import samples_dir
+from edgemed.table import format_table
 
 from . import options
+from .artifacts import BUILDERS, Context
+from .calibration import MIN_INT8_CALIBRATION, PROBE_COUNT, split_images, stack
 from .export_onnx import INPUT_NAME, export_torch, finalize, graph_io
+from .ort_quantize import CALIB_METHODS, scratch_dir
 from .reference import engine_outputs, reference_outputs
 from .sources import SourceModel, load_source
 
-PROBE_COUNT = 8
 # FP32 ONNX must reproduce the source: |diff| <= ATOL + RTOL * max|reference| on every probe output.
 PARITY_ATOL = 1e-4
 PARITY_RTOL = 1e-5
@@ -49,16 +52,6 @@ def tool_versions() -> dict:
         except ImportError:
             pass
     return versions
-
-
-def _probe_tensors(images: ImageSet, pre: Preprocessor) -> np.ndarray:
-    tensors = []
-    for name, image in images:
-        try:
-            tensors.append(pre(image).tensor[0])
-        except EdgemedError as exc:
-            raise InputError(f"probe image {name}: {exc}", "make the images match the model input") from exc
-    return np.stack(tensors)
 
 
 def _onnx_source(source: SourceModel, target: Path, input_shape: list[int] | None) -> tuple[list, dict]:
@@ -102,11 +95,14 @@ def convert(
     allow_pickle: bool = False,
     labels: str | list[str] | None = None,
     preprocess: Any = None,
-    to: str = "onnx",
-    precision: str = "fp32",
+    to: str | list[str] = "onnx",
+    precision: str | list[str] = "fp32",
     calib: str | Path | None = None,
     calib_count: int | None = None,
     calib_key: str | None = None,
+    calib_method: str = "minmax",
+    drift_budget: str | None = None,
+    static_shapes: bool = False,
     output_kind: str = "logits",
     name: str | None = None,
     force: bool = False,
@@ -122,19 +118,27 @@ def convert(
     spec = options.parse_preprocess(preprocess)
     targets = options.parse_choices(to, options.TARGETS, "--to")
     precisions = options.parse_choices(precision, options.PRECISIONS, "--precision")
+    method = options.parse_choices(calib_method, CALIB_METHODS, "--calib-method")[0]
+    bounds = parse_budget(drift_budget if drift_budget is not None else DEFAULT_BUDGETS[task], task)
+    options.check_backends(targets)
     model = Path(model)
     if not model.is_file():
         raise InputError(f"{model}: no such model file", "check the path")
     out = Path(out)
     if out.exists() and not force:
         raise InputError(f"{out} already exists", "pass --force to replace it, or choose another -o")
+    images = ImageSet.open(calib if calib is not None else sample_images(), key=calib_key)
+    split = split_images(images, calib_count)
+    if "int8" in precisions and len(split.calibration) < MIN_INT8_CALIBRATION:
+        raise InputError(f"INT8 needs at least {MIN_INT8_CALIBRATION} calibration images, got "
+                         f"{len(split.calibration)}", "pass --calib with a folder or .npz of real images")
 
     source = load_source(model, arch=arch, arch_args=arch_args, allow_pickle=allow_pickle)
     if shape is None and not source.is_onnx:
         raise InputError("--input-shape is required for PyTorch models", "write e.g. --input-shape 1x1x256x256")
     log(f"source: {source.kind} {model.name} (sha256 {source.sha256[:12]})")
 
-    with atomic_directory(out, force=force) as tmp:
+    with atomic_directory(out, force=force) as tmp, scratch_dir() as scratch:
         onnx_path = tmp / MODEL_FILE
         t0 = time.perf_counter()
         if source.is_onnx:
@@ -150,16 +154,14 @@ def convert(
 
         spec = spec if spec is not None else default_spec(shape)
         pre = Preprocessor(spec, shape)
-        probe_set = ImageSet.open(calib if calib is not None else sample_images(), key=calib_key)
-        probe_set = probe_set.subset(min(PROBE_COUNT, calib_count or PROBE_COUNT))
-        probes = _probe_tensors(probe_set, pre)
+        evaluation = stack(split.evaluation, pre)
 
         from edgemed.runtimes.onnxruntime import OnnxRuntimeEngine
 
         engine = OnnxRuntimeEngine(onnx_path, device="cpu")
         output_name = engine.outputs[0].name
-        reference, reference_by = reference_outputs(source, probes, onnx_path, input_name)
-        candidate = engine_outputs(engine, probes, input_name, output_name)
+        reference, reference_by = reference_outputs(source, evaluation, onnx_path, input_name)
+        candidate = engine_outputs(engine, evaluation, input_name, output_name)
         engine.close()
         label_list = _check_outputs(task, reference, label_list)
 
@@ -169,8 +171,9 @@ def convert(
         passed = figures["max_abs_diff"] <= tolerance and (
             figures.get("agreement", 1.0) == 1.0 and figures.get("changed_pixels", 0.0) == 0.0
         )
-        figures["passed"] = bool(passed)
-        log(f"parity vs {reference_by}: max |diff| {figures['max_abs_diff']:.2e} (tolerance {tolerance:.1e})")
+        figures.update(passed=bool(passed), reference=reference_by, budget="parity")
+        log(f"parity vs {reference_by} on {len(evaluation)} real images: max |diff| "
+            f"{figures['max_abs_diff']:.2e} (tolerance {tolerance:.1e})")
         if not passed:
             raise ConversionError(
                 f"ONNX Runtime output differs from the source model on real probes: max |diff| "
@@ -178,22 +181,37 @@ def convert(
                 "the export is not faithful; try another opset/exporter or report the model; no bundle written",
             )
 
-        np.savez_compressed(tmp / REFERENCE, inputs=probes, outputs=reference)
         versions = tool_versions()
-        artifact = file_entry(tmp, MODEL_FILE, backend="onnxruntime", precision="fp32",
-                              drift={**figures, "reference": reference_by, "budget": "parity"},
-                              built_with={k: versions[k] for k in ("torch", "onnx", "onnxruntime") if k in versions})
-        batch = "batch" if export["dynamic_batch"] else shape[0]
+        artifacts = [file_entry(tmp, MODEL_FILE, backend="onnxruntime", precision="fp32", drift=figures,
+                                build={"seconds": export["seconds"]},
+                                built_with={k: versions[k] for k in ("torch", "onnx", "onnxruntime") if k in versions})]
+        ctx = Context(tmp, Path(scratch), onnx_path, pre, input_name, split.calibration, evaluation, reference,
+                      task, output_kind, bounds, method, 1 if static_shapes else None, log, versions)
+        for target in targets:
+            backend = options.BACKEND_OF[target]
+            for prec in precisions:
+                if (backend, prec) == ("onnxruntime", "fp32"):
+                    continue
+                log(f"building {backend} {prec}")
+                entry = BUILDERS[backend](ctx, prec)
+                log(f"  {backend} {prec}: {_summary(entry['drift'])}")
+                artifacts.append(entry)
+
+        np.savez_compressed(tmp / REFERENCE, inputs=evaluation[:PROBE_COUNT], outputs=reference[:PROBE_COUNT])
+        batch = "batch" if export["dynamic_batch"] and not static_shapes else shape[0]
         report = {
             "created": _now(),
             "source": {"kind": source.kind, "file": model.name, "sha256": source.sha256},
             "export": export,
-            "probes": {"count": len(probes), "from": str(probe_set.path), "names": probe_set.names},
-            "artifacts": [_report_row(artifact, export["seconds"])],
-            "targets": targets, "precisions": precisions,
+            "data": {"from": str(images.path), "images": len(images), "calibration": len(split.calibration),
+                     "evaluation": len(split.evaluation), "evaluation_overlaps_calibration": split.overlap,
+                     "calib_method": method},
+            "budget": ",".join(map(str, bounds)),
+            "artifacts": [_report_row(a) for a in artifacts],
             "seconds": round(time.perf_counter() - started, 3),
         }
         write_json(tmp / REPORT, report)
+        log(format_table(REPORT_HEADERS, [_table_row(r) for r in report["artifacts"]]))
         manifest = {
             "schema_version": BUNDLE_SCHEMA_VERSION,
             "model": {"name": name or model.stem, "task": task, "labels": label_list},
@@ -201,17 +219,32 @@ def convert(
             "output": {"names": [output_name], "kind": output_kind, "shape": ["batch"] + list(reference.shape[1:])},
             "preprocess": spec,
             "postprocess": _postprocess(task, reference),
-            "artifacts": [artifact],
+            "artifacts": artifacts,
             "files": [file_entry(tmp, REFERENCE), file_entry(tmp, REPORT)],
             "provenance": {
                 "source_sha256": source.sha256, "source_kind": source.kind,
-                "probe_set_sha256": probe_set.sha256(), "probe_count": len(probes),
+                "calibration_sha256": split.calibration.sha256(), "calibration_count": len(split.calibration),
+                "evaluation_sha256": split.evaluation.sha256(), "evaluation_count": len(split.evaluation),
                 "tools": versions, "created": report["created"], "host": platform.node(),
             },
         }
         write_json(tmp / MANIFEST, manifest)
     log(f"bundle written: {out}")
     return out
+
+
+REPORT_HEADERS = ["artifact", "backend", "precision", "MB", "build s", "drift", "gate"]
+
+
+def _summary(d: dict) -> str:
+    parts = [f"{k} {d[k]:.4f}" for k in ("agreement", "dice", "changed_pixels") if k in d]
+    parts.append(f"max|diff| {d['max_abs_diff']:.2e}")
+    return ", ".join(parts) + (" -> passed" if d.get("passed") else f" -> FAILED ({'; '.join(d.get('missed', []))})")
+
+
+def _table_row(r: dict) -> list:
+    return [r["file"], r["backend"], r["precision"], f"{r['bytes'] / 1e6:.2f}", r["build_seconds"], r["drift"],
+            "pass" if r["passed"] else "FAIL"]
 
 
 def _check_outputs(task: str, reference: np.ndarray, labels: list[str] | None) -> list[str]:
@@ -242,10 +275,12 @@ def _postprocess(task: str, reference: np.ndarray) -> dict:
             "resize_to_input": "bilinear on probabilities"}
 
 
-def _report_row(artifact: dict, seconds: float) -> dict:
-    return {k: artifact[k] for k in ("file", "backend", "precision", "bytes")} | {
-        "build_seconds": seconds, "passed": artifact["drift"]["passed"],
-        "max_abs_diff": artifact["drift"]["max_abs_diff"],
+def _report_row(artifact: dict) -> dict:
+    d = artifact["drift"]
+    return {k: artifact[k] for k in ("file", "backend", "precision")} | {
+        "bytes": artifact["bytes"] + artifact.get("weights", {}).get("bytes", 0),
+        "build_seconds": artifact.get("build", {}).get("seconds"), "passed": d["passed"],
+        "drift": _summary(d).split(" -> ")[0], "excluded_layers": artifact.get("build", {}).get("excluded_nodes", []),
     }
 
 

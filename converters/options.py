@@ -10,8 +10,9 @@ from typing import Any
 from edgemed.errors import InputError
 from edgemed.preprocess import validate_spec
 
-TARGETS = ("onnx",)
-PRECISIONS = ("fp32",)
+TARGETS = ("onnx", "openvino", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "int8")
+BACKEND_OF = {"onnx": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}
 
 
 def parse_shape(text: str) -> list[int]:
@@ -56,6 +57,18 @@ def parse_choices(text: str | list[str], allowed: tuple[str, ...], option: str) 
     items = [s.strip().lower() for s in text.split(",")] if isinstance(text, str) else [s.lower() for s in text]
     bad = [s for s in items if s not in allowed]
     if bad or not items:
-        raise InputError(f"{option} {','.join(bad) or text!r} is not supported",
+        raise InputError(f"{option} {','.join(bad) or text} is not supported",
                          f"choose from {', '.join(allowed)}")
     return list(dict.fromkeys(items))
+
+
+def check_backends(targets: list[str]) -> None:
+    """Refuse a target whose toolchain is not installed here, before any work is done."""
+    import importlib.util
+
+    needs = {"openvino": ("openvino", "pip install 'edgemed[openvino]'"),
+             "tensorrt": ("tensorrt", "TensorRT engines are built on the target: run this convert on the "
+                                      "Jetson/GPU machine where the tensorrt package imports")}
+    for target in targets:
+        if target in needs and importlib.util.find_spec(needs[target][0]) is None:
+            raise InputError(f"--to {target}: the {needs[target][0]!r} package is not installed here", needs[target][1])

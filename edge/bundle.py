@@ -131,9 +131,11 @@ class Bundle:
     def listed_files(self) -> list[dict]:
         """Every file the manifest vouches for: artifacts plus reference and report."""
         entries = list(self.manifest.get("artifacts", [])) + list(self.manifest.get("files", []))
-        for e in entries:
+        for e in list(entries):
             if not isinstance(e, dict):
                 raise BundleError(f"bundle {self.path}: a file entry is not an object", "rebuild the bundle")
+            if "weights" in e:  # OpenVINO IR: the .bin beside the .xml
+                entries.append(e["weights"])
         return entries
 
     def verify_files(self) -> None:

@@ -64,7 +64,9 @@ class ImageSet:
             return self
         if count < 1:
             raise InputError(f"asked for {count} images", "use a count of at least 1")
-        idx = np.linspace(0, len(self) - 1, count).round().astype(int)
+        return self.select(np.linspace(0, len(self) - 1, count).round().astype(int).tolist())
+
+    def select(self, idx: list[int]) -> ImageSet:
         return ImageSet(
             self.path,
             [self.names[i] for i in idx],

@@ -12,6 +12,8 @@ from .base import Engine
 # backend name -> (python package that must import, module.Class)
 _BACKENDS = {
     "onnxruntime": ("onnxruntime", "edgemed.runtimes.onnxruntime:OnnxRuntimeEngine"),
+    "openvino": ("openvino", "edgemed.runtimes.openvino:OpenVinoEngine"),
+    "tensorrt": ("tensorrt", "edgemed.runtimes.tensorrt:TensorRtEngine"),
 }
 
 

@@ -1,0 +1,162 @@
+"""Building each (backend, precision) artifact and passing it through the drift gate.
+
+One function per artifact kind keeps the loaders (build) apart from the runners (measure),
+as Polygraphy does; the gate and the fallback ladder are shared.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgemed.bundle import file_entry
+from edgemed.datasets import ImageSet
+from edgemed.drift import Bound, drift_figures, judge
+from edgemed.preprocess import Preprocessor
+from edgemed.runtimes import create_engine
+
+from .reference import engine_outputs
+
+
+@dataclass
+class Context:
+    """What every builder needs: the FP32 model, the data, the reference, the budget."""
+
+    bundle_dir: Path
+    scratch: Path
+    fp32_onnx: Path
+    pre: Preprocessor
+    input_name: str
+    calibration: ImageSet
+    evaluation: np.ndarray
+    reference: np.ndarray
+    task: str
+    output_kind: str
+    bounds: list[Bound]
+    calib_method: str = "minmax"
+    static_batch: int | None = None
+    log: Any = print
+    versions: dict = field(default_factory=dict)
+
+
+def measure(ctx: Context, backend: str, path: Path, precision: str) -> dict:
+    """Run the artifact on the evaluation images and judge its drift against the budget."""
+    with create_engine(backend, path, device="cpu", precision=precision) as engine:
+        outputs = engine_outputs(engine, ctx.evaluation, engine.inputs[0].name, engine.outputs[0].name)
+    figures = drift_figures(ctx.reference, outputs, ctx.task, ctx.output_kind)
+    passed, missed = judge(figures, ctx.bounds)
+    figures.update(passed=passed, missed=missed, budget=",".join(map(str, ctx.bounds)))
+    return figures
+
+
+def _entry(ctx: Context, name: str, backend: str, precision: str, figures: dict, build: dict, seconds: float,
+           weights: str | None = None) -> dict:
+    entry = file_entry(ctx.bundle_dir, name, backend=backend, precision=precision, drift=figures,
+                       build={**build, "seconds": round(seconds, 3)}, built_with=ctx.versions)
+    if weights:
+        entry["weights"] = file_entry(ctx.bundle_dir, weights)
+    return entry
+
+
+def build_onnxruntime(ctx: Context, precision: str) -> dict:
+    from . import ort_quantize
+
+    t0 = time.perf_counter()
+    name = f"model.{precision}.onnx"
+    target = ctx.bundle_dir / name
+    if precision == "fp16":
+        build = ort_quantize.convert_fp16(ctx.fp32_onnx, target)
+        figures = measure(ctx, "onnxruntime", target, precision)
+        return _entry(ctx, name, "onnxruntime", precision, figures, build, time.perf_counter() - t0)
+
+    from .fallback import exclusion_ladder, rank_nodes
+
+    prepared = ort_quantize.preprocess_for_quantization(ctx.fp32_onnx, ctx.scratch / "prepared.onnx")
+    build = ort_quantize.quantize_int8(prepared, target, ctx.calibration, ctx.pre, ctx.input_name, ctx.calib_method)
+    figures = measure(ctx, "onnxruntime", target, precision)
+    attempts = [{"excluded": [], **_short(figures)}]
+    if not figures["passed"]:
+        ctx.log(f"  onnxruntime int8 misses the budget ({'; '.join(figures['missed'])}); ranking layers")
+        ranked = rank_nodes(prepared, target, ctx.calibration.subset(8), ctx.pre, ctx.input_name, ctx.scratch)
+        build["layer_sqnr_db"] = [[n, round(s, 2)] for n, s in ranked[:12]]
+        best = (figures, build)
+        for excluded in exclusion_ladder(ranked):
+            trial = ort_quantize.quantize_int8(prepared, target, ctx.calibration, ctx.pre, ctx.input_name,
+                                               ctx.calib_method, exclude=excluded)
+            trial_figures = measure(ctx, "onnxruntime", target, precision)
+            attempts.append({"excluded": excluded, **_short(trial_figures)})
+            ctx.log(f"  kept {len(excluded)} layer(s) in float: {_verdict(trial_figures)}")
+            best = (trial_figures, {**build, **trial})
+            if trial_figures["passed"]:
+                break
+        figures, build = best
+    build["attempts"] = attempts
+    return _entry(ctx, name, "onnxruntime", precision, figures, build, time.perf_counter() - t0)
+
+
+def build_openvino(ctx: Context, precision: str) -> dict:
+    from . import openvino_ir
+
+    t0 = time.perf_counter()
+    xml, bin_ = f"openvino.{precision}.xml", f"openvino.{precision}.bin"
+    target = ctx.bundle_dir / xml
+    if precision in ("fp32", "fp16"):
+        build = openvino_ir.export_ir(ctx.fp32_onnx, target, precision, ctx.static_batch)
+        figures = measure(ctx, "openvino", target, precision)
+        return _entry(ctx, xml, "openvino", precision, figures, build, time.perf_counter() - t0, bin_)
+    build = openvino_ir.quantize_ir(ctx.fp32_onnx, target, ctx.calibration, ctx.pre, ctx.static_batch)
+    figures = measure(ctx, "openvino", target, precision)
+    attempts = [{"accuracy_control": False, **_short(figures)}]
+    primary = ctx.bounds[0]
+    if not figures["passed"] and primary.op == ">=":
+        ctx.log(f"  openvino int8 misses the budget ({'; '.join(figures['missed'])}); "
+                "NNCF accuracy control keeps harmful layers in float")
+
+        def score(outputs: np.ndarray) -> float:
+            return float(drift_figures(ctx.reference, outputs, ctx.task, ctx.output_kind)[primary.metric])
+
+        build = openvino_ir.quantize_ir_with_accuracy_control(
+            ctx.fp32_onnx, target, ctx.calibration, ctx.pre, ctx.evaluation, score,
+            max_drop=max(0.0, 1.0 - primary.value), static_batch=ctx.static_batch)
+        figures = measure(ctx, "openvino", target, precision)
+        attempts.append({"accuracy_control": True, **_short(figures)})
+        ctx.log(f"  after accuracy control: {_verdict(figures)}")
+    build["attempts"] = attempts
+    return _entry(ctx, xml, "openvino", precision, figures, build, time.perf_counter() - t0, bin_)
+
+
+def build_tensorrt(ctx: Context, precision: str) -> dict:
+    """TensorRT (UNVERIFIED: needs the tensorrt package and a GPU). The bundle keeps the ONNX the
+    engine is built from; the engine itself lives in the target's engine cache, built here on
+    first measurement. INT8 uses a Q/DQ ONNX with symmetric activations, as TensorRT requires."""
+    from . import ort_quantize
+
+    t0 = time.perf_counter()
+    if precision == "int8":
+        name = "model.int8-qdq-symmetric.onnx"
+        prepared = ort_quantize.preprocess_for_quantization(ctx.fp32_onnx, ctx.scratch / "prepared.onnx")
+        build = ort_quantize.quantize_int8(prepared, ctx.bundle_dir / name, ctx.calibration, ctx.pre,
+                                           ctx.input_name, ctx.calib_method, symmetric_activations=True)
+    else:
+        name, build = f"model.tensorrt-{precision}.onnx", {}
+        (ctx.bundle_dir / name).write_bytes(ctx.fp32_onnx.read_bytes())
+    figures = measure(ctx, "tensorrt", ctx.bundle_dir / name, precision)
+    build["engine"] = "built and cached on the target (see edgemed.runtimes.engine_cache)"
+    return _entry(ctx, name, "tensorrt", precision, figures, build, time.perf_counter() - t0)
+
+
+BUILDERS = {"onnxruntime": build_onnxruntime, "openvino": build_openvino, "tensorrt": build_tensorrt}
+
+
+def _short(figures: dict) -> dict:
+    keys = ("agreement", "dice", "changed_pixels", "max_abs_diff", "passed")
+    return {k: figures[k] for k in keys if k in figures}
+
+
+def _verdict(figures: dict) -> str:
+    main = ", ".join(f"{k} {figures[k]:.4f}" for k in ("agreement", "dice", "changed_pixels") if k in figures)
+    return f"{main} -> {'passed' if figures['passed'] else 'failed'}"

@@ -1,0 +1,99 @@
+"""ONNX Runtime artifacts: static QDQ INT8 (per-channel weights) and FP16 with float32 I/O.
+
+INT8 follows ORT's documented path: ``quant_pre_process`` (shape inference and graph
+optimisation), then ``quantize_static`` in QDQ format. ConvTranspose and Resize, common in
+U-Net decoders, are quantized like Conv. Node names to keep in float come from the accuracy
+fallback (:mod:`edgemed.converters.fallback`).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from edgemed.datasets import ImageSet
+from edgemed.errors import ConversionError
+from edgemed.preprocess import Preprocessor
+
+from .calibration import preprocess_stream
+
+CALIB_METHODS = ("minmax", "entropy", "percentile")
+OP_TYPES = ["Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "Mul", "Concat", "MaxPool", "AveragePool",
+            "GlobalAveragePool", "Resize", "Relu", "Sigmoid"]
+
+
+def make_reader(images: ImageSet, pre: Preprocessor, input_name: str):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = None
+
+        def get_next(self):
+            if self._it is None:
+                self._it = preprocess_stream(images, pre)
+            tensor = next(self._it, None)
+            return None if tensor is None else {input_name: tensor}
+
+        def rewind(self) -> None:
+            self._it = None
+
+    return Reader()
+
+
+def preprocess_for_quantization(fp32: Path, out: Path) -> Path:
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(fp32), str(out), skip_symbolic_shape=True)
+    except Exception as exc:  # noqa: BLE001 - falls back to the plain model; recorded by caller
+        raise ConversionError(f"quant_pre_process failed ({str(exc)[:200]})", "report the model") from exc
+    return out
+
+
+def quantize_int8(prepared: Path, out: Path, images: ImageSet, pre: Preprocessor, input_name: str,
+                  method: str = "minmax", exclude: Sequence[str] = (), symmetric_activations: bool = False) -> dict:
+    """Write a QDQ INT8 model; returns the settings used (for the report)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    extra = {"ActivationSymmetric": symmetric_activations, "WeightSymmetric": True}
+    if method == "percentile":
+        extra["CalibPercentile"] = 99.99
+    try:
+        quantize_static(
+            str(prepared), str(out), make_reader(images, pre, input_name),
+            quant_format=QuantFormat.QDQ, op_types_to_quantize=OP_TYPES, per_channel=True,
+            activation_type=QuantType.QInt8 if symmetric_activations else QuantType.QUInt8,
+            weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude), calibrate_method=methods[method],
+            extra_options=extra,
+        )
+    except ConversionError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise ConversionError(f"onnxruntime INT8 quantization failed ({str(exc).splitlines()[0][:200]})",
+                              "try --calib-method minmax, or exclude the model from int8") from exc
+    return {"method": method, "per_channel": True, "format": "QDQ",
+            "activations": "int8 symmetric" if symmetric_activations else "uint8 asymmetric",
+            "weights": "int8 symmetric per-channel", "calibration_images": len(images),
+            "excluded_nodes": list(exclude)}
+
+
+def convert_fp16(fp32: Path, out: Path) -> dict:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(fp32))
+    try:
+        half = convert_float_to_float16(model, keep_io_types=True)
+    except Exception as exc:  # noqa: BLE001
+        raise ConversionError(f"FP16 conversion failed ({str(exc)[:200]})", "drop fp16 from --precision") from exc
+    onnx.save_model(half, str(out))
+    return {"io": "float32 (casts inside the graph)"}
+
+
+def scratch_dir() -> tempfile.TemporaryDirectory:
+    """Intermediate models live outside the bundle and vanish with the conversion."""
+    return tempfile.TemporaryDirectory(prefix="edgemed-quant-")

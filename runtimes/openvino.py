@@ -1,0 +1,87 @@
+"""OpenVINO engine: an IR (or ONNX) compiled for CPU, GPU or NPU with a latency hint.
+
+The inference precision is pinned to the artifact's precision: on CPUs with AVX-512 BF16 or
+AMX, OpenVINO would otherwise run an "FP32" artifact in bf16 by default, and the drift that
+edgemed measured would not be the drift the device delivers.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from edgemed.errors import BackendUnavailable, BundleError
+
+from .base import Engine, TensorInfo
+
+_DEVICES = {"cpu": "CPU", "gpu": "GPU", "npu": "NPU", "auto": "AUTO"}
+_PRECISION_HINT = {"fp32": "f32", "fp16": "f16", "int8": "f32"}  # int8 layers stay int8; the rest in f32
+
+
+def _dims(partial_shape) -> tuple:
+    return tuple(int(d.get_length()) if d.is_static else "?" for d in partial_shape)
+
+
+class OpenVinoEngine(Engine):
+    backend = "openvino"
+
+    def __init__(self, model_path: str | Path, device: str = "cpu", threads: int | None = None,
+                 precision: str = "fp32", static_batch: int | None = None) -> None:
+        import openvino as ov
+
+        self.core = ov.Core()
+        ov_device = _DEVICES.get(device)
+        if ov_device is None or (ov_device != "AUTO" and ov_device not in self.core.available_devices):
+            raise BackendUnavailable(
+                f"OpenVINO has no device {device!r} here (available: {', '.join(self.core.available_devices)})",
+                "use device='cpu', or install the driver for the GPU/NPU",
+            )
+        self.device, self.precision, self.threads = device, precision, threads
+        self.model_path = Path(model_path)
+        try:
+            model = self.core.read_model(str(model_path))
+        except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError with long C++ text
+            raise BundleError(f"{model_path}: OpenVINO cannot read the model ({str(exc).splitlines()[0][:200]})",
+                              "the file is truncated or corrupt; copy the bundle again or rebuild it") from exc
+        if ov_device == "NPU" or static_batch:
+            # The NPU compiles static shapes only: fix the batch axis.
+            model.reshape({model.inputs[0]: [static_batch or 1] + list(_dims(model.inputs[0].partial_shape))[1:]})
+        config = {"PERFORMANCE_HINT": "LATENCY"}
+        if ov_device == "CPU":
+            config["INFERENCE_PRECISION_HINT"] = _PRECISION_HINT.get(precision, "f32")
+            if threads:
+                config["INFERENCE_NUM_THREADS"] = int(threads)
+        try:
+            self.compiled = self.core.compile_model(model, ov_device, config)
+        except Exception as exc:  # noqa: BLE001
+            raise BackendUnavailable(f"OpenVINO cannot compile {Path(model_path).name} for {ov_device} "
+                                     f"({str(exc).splitlines()[0][:200]})", "try device='cpu'") from exc
+        self.inputs = [TensorInfo(p.get_any_name(), _dims(p.get_partial_shape()), "float32")
+                       for p in self.compiled.inputs]
+        self.outputs = [TensorInfo(p.get_any_name(), _dims(p.get_partial_shape()), "float32")
+                        for p in self.compiled.outputs]
+        self._local = threading.local()  # an InferRequest is not thread-safe; one per thread
+
+    def _request(self):
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        return request
+
+    def _run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        request = self._request()
+        request.infer({name: array for name, array in feed.items()})
+        return {info.name: np.array(request.get_output_tensor(i).data, copy=True)
+                for i, info in enumerate(self.outputs)}
+
+    def close(self) -> None:
+        self.compiled = None
+        self._local = threading.local()
+
+    def describe(self) -> dict:
+        import openvino as ov
+
+        return {**super().describe(), "openvino": ov.get_version(), "threads": self.threads}

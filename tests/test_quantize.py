@@ -1,0 +1,144 @@
+"""INT8/FP16 artifacts for ONNX Runtime and OpenVINO on real data, gated by clinical drift."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edgemed import load
+from edgemed.bundle import Bundle
+from edgemed.errors import BackendUnavailable, EdgemedError, InputError
+
+from .conftest import SHARED, convert_shipped
+
+CALIB = dict(calib=SHARED / "breastmnist.npz", calib_key="train_images")
+
+
+@pytest.fixture(scope="module")
+def cnn_all(tmp_path_factory):
+    out = tmp_path_factory.mktemp("q") / "cnn_all"
+    return convert_shipped("cnn_breastmnist", out, to="onnx,openvino", precision="fp32,fp16,int8", **CALIB)
+
+
+def test_every_artifact_is_built_measured_and_hashed(cnn_all):
+    b = Bundle.open(cnn_all)
+    kinds = {(a["backend"], a["precision"]) for a in b.artifacts}
+    assert kinds == {(x, p) for x in ("onnxruntime", "openvino") for p in ("fp32", "fp16", "int8")}
+    for a in b.artifacts:
+        d = a["drift"]
+        assert d["cases"] >= 64 and "agreement" in d and "max_abs_diff" in d and isinstance(d["passed"], bool)
+    prov = b.manifest["provenance"]
+    assert prov["calibration_count"] == 128 and len(prov["calibration_sha256"]) == 64
+    assert any(e["file"].endswith(".bin") for e in b.listed_files())  # OpenVINO weights are hashed too
+
+
+def test_int8_artifacts_meet_the_default_budget_or_say_so(cnn_all):
+    b = Bundle.open(cnn_all)
+    for a in b.artifacts:
+        if a["precision"] != "int8":
+            continue
+        d = a["drift"]
+        assert d["budget"] == "agreement>=0.999"
+        assert d["passed"] == (d["agreement"] >= 0.999), d
+        if d["passed"]:
+            with load(cnn_all, backend=a["backend"], precision="int8") as pipe:
+                assert pipe.artifact["file"] == a["file"]
+
+
+def test_passed_engines_agree_with_the_pytorch_reference_on_real_images(cnn_all, breastmnist):
+    images = breastmnist["test_images"][:40]
+    with load(cnn_all, backend="onnxruntime", precision="fp32") as ref:
+        want = [ref.predict(im).index for im in images]
+    b = Bundle.open(cnn_all)
+    for a in b.artifacts:
+        if not a["drift"]["passed"]:
+            continue
+        with load(cnn_all, backend=a["backend"], precision=a["precision"]) as pipe:
+            got = [pipe.predict(im).index for im in images]
+        assert np.mean(np.array(got) == np.array(want)) >= 0.95, a["file"]
+
+
+def test_failed_artifacts_are_never_selected(tmp_path):
+    out = convert_shipped("cnn_breastmnist", tmp_path / "strict", precision="fp32,int8",
+                          drift_budget="agreement>=0.999,max_prob_diff<=0.000001", **CALIB)
+    b = Bundle.open(out)
+    int8 = next(a for a in b.artifacts if a["precision"] == "int8")
+    assert int8["drift"]["passed"] is False and int8["drift"]["missed"]
+    attempts = int8["build"]["attempts"]
+    assert len(attempts) > 1 and attempts[1]["excluded"]  # the layer fallback ran
+    assert int8["build"]["layer_sqnr_db"]  # ranked by onnxruntime's qdq_loss_debug
+    with pytest.raises(BackendUnavailable, match="failed drift gate"):
+        load(out, precision="int8")
+    with load(out) as pipe:
+        assert pipe.artifact["precision"] == "fp32"
+    report = json.loads((out / "report.json").read_text())
+    assert any(not r["passed"] for r in report["artifacts"])
+
+
+def test_ort_int8_layer_fallback_reaches_a_tight_budget(tmp_path):
+    # A budget FP32-vs-INT8 logits rarely meet with every layer quantized: fallback must keep layers in float.
+    out = convert_shipped("cnn_breastmnist", tmp_path / "tight", precision="fp32,int8",
+                          drift_budget="agreement>=0.999,max_prob_diff<=0.02", **CALIB)
+    int8 = next(a for a in Bundle.open(out).artifacts if a["precision"] == "int8")
+    attempts = int8["build"]["attempts"]
+    if attempts[0]["passed"]:
+        pytest.skip("full INT8 already met the tight budget on this model; nothing to fall back from")
+    assert int8["drift"]["passed"] == (int8["drift"]["max_prob_diff"] <= 0.02 and int8["drift"]["agreement"] >= 0.999)
+    assert len(int8["build"]["excluded_nodes"]) >= 1 or not int8["drift"]["passed"]
+
+
+def _images(folder, arrays):
+    folder.mkdir()
+    for i, a in enumerate(arrays):
+        Image.fromarray(a).save(folder / f"{i:03d}.png")
+    return folder
+
+
+@pytest.mark.parametrize("case", ["empty", "mixed_no_resize", "corrupt", "too_few"])
+def test_bad_calibration_data(tmp_path, breastmnist, case):
+    imgs = breastmnist["train_images"]
+    spec = [{"op": "scale", "factor": 1 / 255}]
+    kwargs = dict(precision="fp32,int8")
+    if case == "empty":
+        calib, needle = _images(tmp_path / "c", []), "holds no images"
+    elif case == "mixed_no_resize":
+        big = [np.asarray(Image.fromarray(i).resize((40, 40))) for i in imgs[:30]]
+        calib, needle = _images(tmp_path / "c", list(imgs[:30]) + big), "40x40 after preprocessing"
+        kwargs["preprocess"] = spec
+    elif case == "corrupt":
+        calib = _images(tmp_path / "c", list(imgs[:40]))
+        (calib / "010.png").write_bytes((calib / "010.png").read_bytes()[:50])
+        needle = "010.png"
+    else:
+        calib, needle = _images(tmp_path / "c", list(imgs[:5])), "at least 16 calibration images"
+    with pytest.raises(EdgemedError, match=needle):
+        convert_shipped("cnn_breastmnist", tmp_path / "out", calib=calib, **kwargs)
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if ".partial" in p.name]
+
+
+@pytest.mark.parametrize("kw,needle", [
+    (dict(precision="int4"), "--precision int4"),
+    (dict(drift_budget="dice>>0.9"), "does not parse"),
+    (dict(drift_budget="dice>=0.99"), "does not apply to classification"),
+    (dict(drift_budget="agreement<=0.99"), "points the wrong way"),
+    (dict(to="coreml"), "--to coreml"),
+])
+def test_bad_options(tmp_path, kw, needle):
+    with pytest.raises(InputError, match=needle):
+        convert_shipped("cnn_breastmnist", tmp_path / "out", **kw)
+    assert not (tmp_path / "out").exists()
+
+
+def test_tensorrt_target_without_tensorrt_is_a_clear_error(tmp_path):
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        with pytest.raises(InputError, match="built on the target"):
+            convert_shipped("cnn_breastmnist", tmp_path / "out", to="onnx,tensorrt")
+        assert not (tmp_path / "out").exists()
+    else:
+        pytest.skip("tensorrt is installed here")
