@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .bundle import Bundle
-from .errors import InputError
+from .errors import BackendUnavailable, InputError
 from .images import read_image
 from .postprocess import (
     class_probabilities,
@@ -23,7 +23,7 @@ from .postprocess import (
 )
 from .preprocess import Prepared
 from .results import ClassificationResult, SegmentationResult
-from .selection import DEFAULT_PREFERENCE, eligible, rank
+from .selection import describe_artifacts, eligible, rank
 
 Result = ClassificationResult | SegmentationResult
 
@@ -94,6 +94,7 @@ class Pipeline:
             "task": self.task,
             "artifact": self.artifact["file"],
             "reason": self.reason,
+            "profile": getattr(self, "profile", {}).get("name"),
             **self.engine.describe(),
         }
 
@@ -107,18 +108,56 @@ class Pipeline:
         self.close()
 
 
+def _engine_device(backend: str, profile: dict) -> str:
+    if backend == "openvino":
+        return profile.get("ov_device", "cpu")
+    if backend == "tensorrt":
+        return "cuda"
+    return profile.get("ort_device", "cpu")
+
+
 def load(bundle: str | Path, device: str = "cpu", backend: str | None = None, precision: str | None = None,
          threads: int | None = None) -> Pipeline:
-    """Open and verify a bundle, choose an artifact for the device, and start its engine."""
-    from edgemed.runtimes import create_engine
+    """Open and verify a bundle, choose an artifact for the device, and start its engine.
+
+    Only drift-passed artifacts whose backend is installed are eligible; the device profile's
+    preference orders them, and ``device="auto"`` measures them instead of assuming.
+    """
+    from edgemed.devices.detect import detect, resolve_device
+    from edgemed.devices.profiles import load_profiles
+    from edgemed.runtimes import available_backends, create_engine
 
     if not isinstance(device, str) or not device:
         raise InputError(f"device {device!r} is not a name", "use e.g. device='cpu'")
     b = Bundle.open(bundle)
-    candidates = rank(eligible(b.artifacts, backend, precision), DEFAULT_PREFERENCE)
-    artifact = candidates[0]
+    machine = detect(probe_openvino=device in ("auto", "npu"))
+    profile = resolve_device(device, machine, load_profiles())
+    candidates = eligible(b.artifacts, backend, precision)
+    installed = available_backends()
+    runnable = [a for a in candidates if installed.get(a.get("backend"), False)]
+    if not runnable:
+        raise BackendUnavailable(
+            f"no installed backend can run the bundle's passed artifacts ({describe_artifacts(candidates)})",
+            "install the backend (e.g. pip install 'edgemed[openvino]')")
+    ranked = rank(runnable, profile["preference"])
+
+    def make(art: dict):
+        return create_engine(art["backend"], b.file(art["file"]), device=_engine_device(art["backend"], profile),
+                             threads=threads, precision=art["precision"])
+
     requested = "/".join(x for x in (backend, precision) if x)
-    reason = f"requested {requested}" if requested else "first drift-passed artifact in the device preference"
-    engine = create_engine(artifact["backend"], b.file(artifact["file"]), device=device, threads=threads,
-                           precision=artifact["precision"])
-    return Pipeline(b, engine, artifact, reason)
+    if device == "auto" and len(ranked) > 1:
+        from . import autoselect
+        from .hashing import sha256_file
+
+        probe = b.reference()["inputs"][:1]
+        artifact, reason = autoselect.choose(ranked, make, probe, b.manifest["input"]["name"],
+                                             sha256_file(b.path / "edgemed.json"), profile["name"],
+                                             machine.cpu_model, threads)
+    else:
+        artifact = ranked[0]
+        reason = (f"requested {requested}; " if requested else "") + (
+            f"first drift-passed artifact in profile {profile['name']}'s preference")
+    pipe = Pipeline(b, make(artifact), artifact, reason)
+    pipe.profile = profile
+    return pipe

@@ -10,8 +10,6 @@ from collections.abc import Sequence
 
 from .errors import BackendUnavailable
 
-DEFAULT_PREFERENCE: list[tuple[str, str]] = [("onnxruntime", "fp32")]
-
 
 def describe_artifacts(artifacts: Sequence[dict]) -> str:
     return ", ".join(

@@ -57,3 +57,11 @@ def unet_bundle(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def cnn_bundle(tmp_path_factory) -> Path:
     return convert_shipped("cnn_breastmnist", tmp_path_factory.mktemp("bundles") / "cnn_breastmnist")
+
+
+@pytest.fixture(scope="session")
+def cnn_bundle_all(tmp_path_factory) -> Path:
+    """The shipped classifier as every ORT and OpenVINO artifact, calibrated on BreastMNIST train images."""
+    return convert_shipped("cnn_breastmnist", tmp_path_factory.mktemp("bundles") / "cnn_all",
+                           to="onnx,openvino", precision="fp32,fp16,int8",
+                           calib=SHARED / "breastmnist.npz", calib_key="train_images")

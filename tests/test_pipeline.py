@@ -75,8 +75,12 @@ def test_unknown_backend_or_precision_lists_what_exists(cnn_bundle):
         load(cnn_bundle, backend="tensorrt")
     with pytest.raises(BackendUnavailable, match="available"):
         load(cnn_bundle, precision="int8")
-    with pytest.raises(BackendUnavailable, match="CUDAExecutionProvider"):
+    with pytest.raises(BackendUnavailable, match="no NVIDIA GPU was detected: this machine is"):
         load(cnn_bundle, device="cuda")
+    with pytest.raises(BackendUnavailable, match="no Jetson was detected"):
+        load(cnn_bundle, device="jetson")
+    with pytest.raises(BackendUnavailable, match="unknown device 'tpu'"):
+        load(cnn_bundle, device="tpu")
 
 
 def test_runtime_path_imports_without_torch_or_onnx(cnn_bundle):
