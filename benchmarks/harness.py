@@ -35,6 +35,7 @@ def _raw_session(pipe):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as edgemed's engine, for a fair pair
     if getattr(pipe.engine, "threads", None):
         opts.intra_op_num_threads = int(pipe.engine.threads)
     return ort.InferenceSession(str(pipe.engine.model_path), sess_options=opts, providers=["CPUExecutionProvider"])

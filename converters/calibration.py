@@ -18,7 +18,7 @@ from edgemed.preprocess import Preprocessor
 
 MIN_INT8_CALIBRATION = 16
 DEFAULT_CALIB_COUNT = 128
-MAX_EVALUATION = 64
+MAX_EVALUATION = 128
 PROBE_COUNT = 8
 
 
@@ -30,10 +30,10 @@ class ImageSplit:
 
 
 def split_images(images: ImageSet, calib_count: int | None) -> ImageSplit:
-    """Every 5th image (up to 64) held out for evaluation, the rest for calibration."""
+    """Every 4th image (up to 128) held out for evaluation, the rest for calibration."""
     n = len(images)
     if n >= 40:
-        held = list(range(0, n, 5))[:MAX_EVALUATION]
+        held = list(range(0, n, 4))[:MAX_EVALUATION]
         rest = [i for i in range(n) if i not in set(held)]
         calibration = images.select(rest).subset(calib_count or DEFAULT_CALIB_COUNT)
         return ImageSplit(calibration, images.select(held), overlap=False)

@@ -16,7 +16,7 @@ import numpy as np
 from .datasets import ImageSet
 from .images import read_image
 from .metrics import dice
-from .samples import SHIPPED_MODELS, samples_dir, samples_for_task, shipped_model
+from .samples import SHIPPED_MODELS, calibration_set, samples_dir, samples_for_task, shipped_model
 from .table import format_table
 
 
@@ -40,12 +40,16 @@ def _score(pipe, task: str, out: Path, echo: Callable[[str], None]) -> None:
     echo(f"  {len(images)} BreastMNIST images: {hits}/{len(images)} match their labels")
 
 
+DEMO_HEADERS = ["model", "artifact", "MB", "drift vs FP32", "gate", "e2e p50 ms", "e2e p99 ms", "infer p50 ms",
+                "raw ORT p50 ms"]
+
+
 def run_demo(out: Path, runs: int = 300, echo: Callable[[str], None] = print) -> None:
-    from edgemed.benchmarks.harness import bench_bundle
+    from edgemed.benchmarks.harness import bench_latency
     from edgemed.converters.convert import convert
 
     from . import load
-    from .cli import BENCH_HEADERS, _bench_rows
+    from .bundle import Bundle
 
     out = Path(out)
     rows = []
@@ -55,14 +59,28 @@ def run_demo(out: Path, runs: int = 300, echo: Callable[[str], None] = print) ->
         echo(f"converting {name} ({card['task']}, trained: {_training_line(card)})")
         convert(weights, bundle, task=card["task"], input_shape="x".join(map(str, card["input_shape"])),
                 arch=card["arch"], arch_args=card["arch_args"], labels=card["labels"],
-                preprocess=card["preprocess"], calib=samples_for_task(card["task"]), name=name, force=True,
-                log=lambda s: echo(f"  {s}"))
+                preprocess=card["preprocess"], calib=calibration_set(card["task"]), to="onnx,openvino",
+                precision="fp32,fp16,int8", name=name, force=True, log=lambda s: echo(f"  {s}"))
+        images = [image for _, image in ImageSet.open(samples_for_task(card["task"]))]
         with load(bundle, device="cpu") as pipe:
             _score(pipe, card["task"], out, echo)
-            images = [image for _, image in ImageSet.open(samples_for_task(card["task"]))]
-            rows += _bench_rows(bench_bundle(pipe, images, runs=runs))
+        for art in Bundle.open(bundle).artifacts:
+            d = art["drift"]
+            drift = f"agreement {d['agreement']:.3f}" if "agreement" in d else f"dice {d['dice']:.4f}"
+            size = (art["bytes"] + art.get("weights", {}).get("bytes", 0)) / 1e6
+            row = [name, f"{art['backend']}/{art['precision']}", f"{size:.2f}", drift,
+                   "pass" if d["passed"] else "FAIL"]
+            if not d["passed"]:
+                rows.append(row + ["-", "-", "-", "-"])
+                continue
+            with load(bundle, backend=art["backend"], precision=art["precision"]) as pipe:
+                lat = bench_latency(pipe, images, runs=runs)
+            raw = lat.get("raw_onnxruntime", {}).get("p50_ms")
+            rows.append(row + [f"{lat['end_to_end']['p50_ms']:.2f}", f"{lat['end_to_end']['p99_ms']:.2f}",
+                               f"{lat['infer']['p50_ms']:.2f}", f"{raw:.2f}" if raw else "-"])
     echo("")
-    echo(format_table(BENCH_HEADERS, rows))
+    echo(format_table(DEMO_HEADERS, rows))
+    echo("(latencies measured side by side in this run; drift on held-out real images vs the PyTorch model)")
 
 
 def _training_line(card: dict) -> str:

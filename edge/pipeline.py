@@ -6,7 +6,7 @@ This module must not import torch or onnx: it is the runtime path on the device.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -76,16 +76,19 @@ class Pipeline:
         result.timings = {"preprocess": t1 - t0, "infer": t2 - t1, "postprocess": t3 - t2}
         return result
 
-    def stream(self, frames: Iterable[np.ndarray], fps: float | None = None) -> Iterator[Result]:
-        """Results for a sequence of frames, paced at ``fps`` when given (a recorded clip played live)."""
-        period = 1.0 / fps if fps else 0.0
-        start = time.perf_counter()
-        for i, frame in enumerate(frames):
-            if period:
-                delay = start + i * period - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-            yield self.predict(frame)
+    def stream(self, frames: Iterable[np.ndarray], fps: float | None = None, maxsize: int = 2):
+        """Results for a sequence of frames, in order. With ``fps`` the frames arrive like a live probe
+        and, when the engine falls behind, the oldest waiting frame is dropped (reported, counted in
+        ``pipe.last_stream_stats``); without it, every frame is processed."""
+        from .streaming import stream
+
+        return stream(self, frames, fps=fps, maxsize=maxsize)
+
+    def streamer(self, maxsize: int = 2, drop_oldest: bool = True):
+        """Callback form: ``s = pipe.streamer(); fut = s.submit(frame); fut.result()``."""
+        from .streaming import Streamer
+
+        return Streamer(self, maxsize=maxsize, drop_oldest=drop_oldest)
 
     def describe(self) -> dict:
         return {

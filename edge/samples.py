@@ -27,6 +27,12 @@ def samples_for_task(task: str) -> Path:
     return samples_dir(_SAMPLES_FOR_TASK[task])
 
 
+def calibration_set(task: str) -> Path:
+    """A small real calibration set (train-split images) shipped so INT8 works out of the box."""
+    return samples_dir("calibration") / {"segmentation": "busi_train48.npz",
+                                         "classification": "breastmnist_train64.npz"}[task]
+
+
 def shipped_model(name: str) -> tuple[Path, dict]:
     """The state_dict file and the model card (arch, input shape, spec, training record)."""
     if name not in SHIPPED_MODELS:

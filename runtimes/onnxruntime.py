@@ -53,6 +53,10 @@ class OnnxRuntimeEngine(Engine):
         if threads:
             options.intra_op_num_threads = int(threads)
         options.log_severity_level = 3
+        # No busy-wait in the intra-op pool: on a 2-4 core device the spinning threads steal the
+        # cores that preprocessing (and any other session) needs; measured here, two spinning
+        # sessions interleaved ran at 11.7 ms p50 vs 7.2 ms without spinning (6.1 ms alone).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.device, self.precision, self.threads = device, precision, threads
         self.model_path = Path(model_path)
         try:

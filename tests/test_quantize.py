@@ -142,3 +142,30 @@ def test_tensorrt_target_without_tensorrt_is_a_clear_error(tmp_path):
         assert not (tmp_path / "out").exists()
     else:
         pytest.skip("tensorrt is installed here")
+
+
+def test_each_passed_backend_agrees_with_the_pytorch_reference_engine(cnn_all, breastmnist):
+    """Fresh real images (the BreastMNIST test split), not the ones the gate saw."""
+    import torch
+
+    from edgemed.drift import drift_figures, judge, parse_budget
+    from edgemed.runtimes.pytorch import TorchReferenceEngine
+    from edgemed.samples import shipped_model
+    from edgemed.zoo import build
+
+    weights, card = shipped_model("cnn_breastmnist")
+    module = build("cnn", **card["arch_args"])
+    module.load_state_dict(torch.load(weights, weights_only=True))
+    b = Bundle.open(cnn_all)
+    pre = b.preprocessor()
+    x = np.concatenate([pre(im).tensor for im in breastmnist["test_images"]])
+    with TorchReferenceEngine(module, card["input_shape"]) as ref_engine:
+        ref = ref_engine.infer({"input": x})["output"]
+    budget = parse_budget(b.manifest["artifacts"][1]["drift"]["budget"], "classification")  # the bundle's own budget
+    for a in b.artifacts:
+        if not a["drift"]["passed"]:
+            continue
+        with load(cnn_all, backend=a["backend"], precision=a["precision"]) as pipe:
+            out = np.concatenate([pipe.engine.infer({"input": x[i:i + 1]})[pipe.output_name] for i in range(len(x))])
+        ok, missed = judge(drift_figures(ref, out, "classification"), budget)
+        assert ok, (a["file"], missed)

@@ -1,0 +1,24 @@
+"""Bundles for the pytest-benchmark suites: the shipped models in every ORT/OpenVINO precision.
+
+Run:  .venv/bin/python -m pytest benchmarks --benchmark-enable --benchmark-group-by=group
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from edgemed.converters.convert import convert
+from edgemed.samples import calibration_set, shipped_model
+
+
+def _bundle(name: str, where):
+    weights, card = shipped_model(name)
+    return convert(weights, where / name, task=card["task"], input_shape="x".join(map(str, card["input_shape"])),
+                   arch=card["arch"], arch_args=card["arch_args"], labels=card["labels"],
+                   preprocess=card["preprocess"], calib=calibration_set(card["task"]), to="onnx,openvino",
+                   precision="fp32,int8")
+
+
+@pytest.fixture(scope="session", params=["unet_busi", "cnn_breastmnist"])
+def bundle(request, tmp_path_factory):
+    return _bundle(request.param, tmp_path_factory.mktemp("bench"))

@@ -1,0 +1,76 @@
+"""FP32 vs INT8 per backend, and edgemed's layer beside the raw backend call it wraps.
+
+Each benchmark is grouped with its twin so pytest-benchmark prints them side by side and
+the ratio (INT8/FP32, edgemed/raw) is read from one run on one machine.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from edgemed import load
+from edgemed.bundle import Bundle
+from edgemed.datasets import ImageSet
+from edgemed.samples import samples_for_task
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_infer(benchmark, bundle, backend, precision):
+    b = Bundle.open(bundle)
+    if not any(a["backend"] == backend and a["precision"] == precision and a["drift"]["passed"] for a in b.artifacts):
+        pytest.skip(f"{backend}/{precision} did not pass the drift gate for this model")
+    benchmark.group = f"{b.manifest['model']['name']} infer"
+    with load(bundle, backend=backend, precision=precision) as pipe:
+        x = b.reference()["inputs"][:1]
+        benchmark(pipe.engine.infer, {pipe.input_name: x})
+
+
+def test_raw_onnxruntime(benchmark, bundle):
+    b = Bundle.open(bundle)
+    benchmark.group = f"{b.manifest['model']['name']} infer"
+    session = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = b.reference()["inputs"][:1]
+    benchmark(session.run, None, {b.manifest["input"]["name"]: x})
+
+
+def test_predict_end_to_end(benchmark, bundle):
+    b = Bundle.open(bundle)
+    benchmark.group = f"{b.manifest['model']['name']} end-to-end"
+    frame = next(iter(ImageSet.open(samples_for_task(b.task))))[1]
+    with load(bundle, backend="onnxruntime", precision="fp32") as pipe:
+        benchmark(pipe.predict, frame)
+
+
+def test_preprocess(benchmark, bundle):
+    b = Bundle.open(bundle)
+    benchmark.group = f"{b.manifest['model']['name']} end-to-end"
+    frame = next(iter(ImageSet.open(samples_for_task(b.task))))[1]
+    pre = b.preprocessor()
+    benchmark(pre, frame)
+
+
+def test_hand_written_numpy_plus_session_run(benchmark, bundle):
+    """What a user would write without edgemed: PIL resize + numpy normalise + session.run + argmax."""
+    from PIL import Image
+
+    b = Bundle.open(bundle)
+    benchmark.group = f"{b.manifest['model']['name']} end-to-end"
+    frame = next(iter(ImageSet.open(samples_for_task(b.task))))[1]
+    session = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
+    h, w = b.manifest["input"]["shape"][2:]
+    name = b.manifest["input"]["name"]
+
+    def run():
+        x = np.asarray(Image.fromarray(frame).resize((w, h), Image.Resampling.BILINEAR), np.float32)
+        x = (x - x.min()) / max(float(x.max() - x.min()), 1e-6) if b.task == "segmentation" else (x / 255 - 0.5) / 0.5
+        out = session.run(None, {name: x[None, None]})[0]
+        if b.task == "segmentation":
+            probs = out[0]
+            mask = np.asarray(Image.fromarray(probs[1] - probs[0]).resize(frame.shape[::-1])) > 0
+            return mask
+        return int(np.argmax(out))
+
+    benchmark(run)

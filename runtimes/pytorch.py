@@ -1,0 +1,35 @@
+"""PyTorch reference engine: the source model behind the Engine protocol, for parity checks only.
+
+Never selected by ``edgemed.load`` (the runtime path must not import torch); converters and
+tests use it to compare every deployed artifact with the model as trained.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .base import Engine, TensorInfo
+
+
+class TorchReferenceEngine(Engine):
+    backend = "pytorch"
+
+    def __init__(self, module: Any, input_shape: list, input_name: str = "input", output_name: str = "output"
+                 ) -> None:
+        import torch
+
+        self.module = module.eval()
+        self._torch = torch
+        self.inputs = [TensorInfo(input_name, tuple(["batch"] + list(input_shape[1:])))]
+        self.outputs = [TensorInfo(output_name, ("batch",))]
+
+    def _run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with self._torch.no_grad():
+            out = self.module(self._torch.from_numpy(np.ascontiguousarray(feed[self.inputs[0].name])))
+        return {self.outputs[0].name: out.float().numpy()}
+
+    def describe(self) -> dict:
+        return {**super().describe(), "torch": self._torch.__version__}
