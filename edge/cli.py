@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import click
-import numpy as np
 
 from .errors import EdgemedError
 
@@ -121,61 +120,76 @@ def predict(bundle: Path, inputs: tuple[Path, ...], device: str, backend: str | 
                 click.echo(f"{name}: mask {record['size'][0]}x{record['size'][1]}: {areas}")
 
 
-def _bench_rows(report: dict) -> list[list]:
-    lat, drift = report["latency"], report["drift"]
-    art = report["artifact"]
-    rows = []
-    for key, label in (("end_to_end", "edgemed predict (end-to-end)"), ("infer", "edgemed engine.infer"),
-                       ("raw_onnxruntime", "raw onnxruntime session.run")):
-        if key in lat:
-            s = lat[key]
-            rows.append([report["model"], f"{art['backend']}/{art['precision']}", label,
-                         f"{s['p50_ms']:.2f}", f"{s['p90_ms']:.2f}", f"{s['p99_ms']:.2f}", s["runs"]])
-    task_fig = f"agreement {drift['agreement']:.3f}" if "agreement" in drift else f"dice {drift['dice']:.4f}"
-    rows.append([report["model"], "drift vs FP32 reference", f"max|diff| {drift['max_abs_diff']:.2e}, {task_fig}",
-                 "", "", "", drift["cases"]])
-    return rows
-
-
-BENCH_HEADERS = ["model", "artifact", "measure", "p50 ms", "p90 ms", "p99 ms", "runs"]
-
-
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--backend")
 @click.option("--precision")
-@click.option("--threads", type=int)
-@click.option("--data", type=click.Path(path_type=Path), help="Images to time on (default: the bundle's probes).")
+@click.option("--all", "all_artifacts", is_flag=True, help="Every artifact of the bundle, side by side.")
+@click.option("--scenario", type=click.Choice(["point-of-care", "remote"]))
+@click.option("--data", type=click.Path(path_type=Path), help="Images (folder or .npz); default: shipped samples.")
+@click.option("--labels", type=click.Path(path_type=Path), help="CSV file,label, mask folder, or .npz.")
+@click.option("--fps", default=30.0, show_default=True, type=click.FloatRange(0.1, 1000))
+@click.option("--duration", default=10.0, show_default=True, type=click.FloatRange(0.1, 3600))
+@click.option("--threads", type=click.IntRange(1, 256))
 @click.option("--runs", default=300, show_default=True, type=click.IntRange(10, 1_000_000))
 @click.option("--warmup", default=20, show_default=True, type=click.IntRange(0, 10_000))
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the full report as JSON.")
-def bench(bundle: Path, device: str, backend: str | None, precision: str | None, threads: int | None,
-          data: Path | None, runs: int, warmup: int, json_out: Path | None) -> None:
-    """Measure latency (end-to-end, engine, raw backend) and drift against the FP32 reference."""
-    from edgemed.benchmarks.harness import bench_bundle
+@click.option("--history", type=click.Path(path_type=Path), help="SQLite history store (default: user cache).")
+@click.option("--no-history", is_flag=True, help="Do not record this run.")
+def bench(bundle: Path, json_out: Path | None, history: Path | None, no_history: bool, **kw) -> None:
+    """Latency (end-to-end, engine, raw backend), drift and accuracy per artifact, per scenario."""
+    from edgemed.benchmarks.history import History
+    from edgemed.benchmarks.run import history_rows, run_bench
 
-    from . import load
     from .table import format_table
 
-    with load(bundle, device=device, backend=backend, precision=precision, threads=threads) as pipe:
-        images = _bench_images(pipe, data)
-        report = bench_bundle(pipe, images, runs=runs, warmup=warmup)
-    click.echo(format_table(BENCH_HEADERS, _bench_rows(report)))
+    report = run_bench(bundle, log=lambda s: click.echo(s, err=True), **kw)
+    click.echo(format_table(BENCH_HEADERS, [_bench_row(report, a) for a in report["artifacts"]]))
+    for a in report["artifacts"]:
+        if "point_of_care" in a:
+            p = a["point_of_care"]
+            click.echo(f"point-of-care {a['backend']}/{a['precision']}: {p['processed']}/{p['frames']} frames at "
+                       f"{p['achieved_fps']:.1f} fps (target {p['fps_target']:g}), {p['deadline_misses']} deadline "
+                       f"misses (> {p['deadline_ms']:.1f} ms), {p['dropped']} dropped, "
+                       f"p99 {p['latency']['p99_ms']:.1f} ms")
+        if "remote" in a:
+            r = a["remote"]
+            energy = r["energy"]
+            e = (f"{energy['joules_per_inference'] * 1e3:.2f} mJ/inference ({energy['source']})"
+                 if "joules_per_inference" in energy else f"energy {energy['source']}")
+            click.echo(f"remote {a['backend']}/{a['precision']}: cold start {r['cold_start_s']:.2f} s, peak RSS "
+                       f"{r['peak_rss_mb']:.0f} MB, bundle {r['bundle_mb']:.1f} MB, 1-thread p50 "
+                       f"{r['latency_1_thread']['p50_ms']:.2f} ms, {e}")
     if json_out is not None:
         _write_json(json_out, report)
+    if not no_history:
+        store = History(history)
+        store.append(history_rows(report))
+        store.close()
 
 
-def _bench_images(pipe, data: Path | None) -> list[np.ndarray]:
-    from .datasets import ImageSet
+BENCH_HEADERS = ["artifact", "MB", "gate", "e2e p50", "e2e p90", "e2e p99", "infer p50", "raw ORT p50",
+                 "drift on data", "vs ground truth"]
 
-    if data is not None:
-        return [image for _, image in ImageSet.open(data).subset(64)]
-    # The bundle's probes are stored preprocessed; timing needs raw frames, so default to the
-    # real sample frames shipped for the task (the pipeline preprocesses them as it would live).
-    from .samples import samples_for_task
 
-    return [image for _, image in ImageSet.open(samples_for_task(pipe.task))]
+def _bench_row(report: dict, a: dict) -> list:
+    head = [f"{a['backend']}/{a['precision']}", f"{a['bytes'] / 1e6:.2f}", "pass" if a["gate_passed"] else "FAIL"]
+    if "latency" not in a:
+        return head + ["-"] * 7
+    e2e, inf = a["latency"]["end_to_end"], a["latency"]["infer"]
+    raw = a["latency"].get("raw_onnxruntime", {}).get("p50_ms")
+    d = a["drift_on_data"]
+    drift = f"agreement {d['agreement']:.3f}" if "agreement" in d else f"dice {d['dice']:.4f}"
+    acc = a.get("accuracy")
+    if acc is None:
+        truth = "-"
+    elif "accuracy" in acc:
+        truth = f"acc {acc['accuracy']:.3f}"
+    else:
+        truth = ", ".join(f"{k} dice {v['dice']:.3f}" for k, v in acc["per_class"].items())
+    return head + [f"{e2e['p50_ms']:.2f}", f"{e2e['p90_ms']:.2f}", f"{e2e['p99_ms']:.2f}", f"{inf['p50_ms']:.2f}",
+                   f"{raw:.2f}" if raw else "-", drift, truth]
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -210,6 +224,32 @@ def verify(bundle: Path, device: str) -> None:
     if failures:
         raise EdgemedError(f"{failures} artifact(s) disagree with the reference on this device",
                            "rebuild the bundle on this device or investigate the backend version")
+
+
+@main.command()
+@click.option("--history", type=click.Path(path_type=Path), help="SQLite history store (default: user cache).")
+@click.option("--html", "html_out", type=click.Path(path_type=Path), help="Write a self-contained HTML report.")
+@click.option("--threshold", default=0.10, show_default=True, help="Latency regression threshold (fraction).")
+@click.option("--fail-on-regression", is_flag=True, help="Exit 1 when a regression is found (release gate).")
+def report(history: Path | None, html_out: Path | None, threshold: float, fail_on_regression: bool) -> None:
+    """Trends and regressions against the stored baselines."""
+    from edgemed.benchmarks.history import History
+    from edgemed.benchmarks.report import html_report, regressions, text_report
+
+    store = History(history, create=False)
+    runs = store.runs()
+    store.close()
+    found = regressions(runs, threshold)
+    click.echo(text_report(runs, found))
+    if html_out is not None:
+        html_out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = html_out.with_name(f".{html_out.name}.partial")
+        tmp.write_text(html_report(runs, found), encoding="utf-8")
+        tmp.replace(html_out)
+        click.echo(f"HTML report: {html_out}")
+    if found and fail_on_regression:
+        click.echo(f"edgemed: {len(found)} regression(s) against the stored baselines", err=True)
+        sys.exit(1)
 
 
 @main.command()

@@ -94,3 +94,68 @@ class ImageSet:
                 h.update(f.name.encode())
                 h.update(hashlib.sha256(f.read_bytes()).digest())
         return h.hexdigest()
+
+
+def load_labels(labels: str | Path | None, images: ImageSet, task: str, label_names: list[str]) -> list | None:
+    """Ground truth aligned with ``images``: class indices (classification) or masks (segmentation).
+
+    Accepted: a CSV ``file,label`` (label as a name or an index), a folder of masks named like the
+    images (any image type; 0/255 masks read as 0/1), or an ``.npz`` with ``labels``/``masks`` in
+    the same order as the images (the images' own .npz when ``labels`` is None and it has them).
+    """
+    import csv
+
+    if labels is None:
+        if images._array is None:
+            return None
+        labels = images.path
+    path = Path(labels)
+    if path.suffix.lower() == ".npz":
+        with np.load(path, allow_pickle=False) as data:
+            key = "masks" if task == "segmentation" else "labels"
+            if key not in data.files:
+                key = next((k for k in data.files if k.endswith(f"_{key}")), None)
+            if key is None:
+                return None if labels == images.path else _missing(path, task)
+            values = data[key]
+        if images._array is not None and len(values) >= len(images) and images.path == path:
+            idx = [int(n.split("[")[1].rstrip("]")) for n in images.names]
+            values = values[idx]
+        if len(values) != len(images):
+            raise InputError(f"{path}: {len(values)} labels for {len(images)} images", "give one label per image")
+        return [np.asarray(v) if task == "segmentation" else int(v) for v in values]
+    if path.is_dir():
+        if task != "segmentation":
+            raise InputError(f"{path}: a folder of masks is for segmentation", "give a CSV file,label for classes")
+        masks = []
+        by_stem = {p.stem: p for p in path.iterdir() if p.is_file()}
+        for name in images.names:
+            stem = Path(name.split("#")[0]).stem
+            if stem not in by_stem:
+                raise InputError(f"{path}: no mask for image {name}", "name each mask like its image")
+            mask = read_frames(by_stem[stem])[0]
+            masks.append((mask > 0).astype(np.uint8) if mask.max() == 255 and len(label_names) == 2 else mask)
+        return masks
+    if path.suffix.lower() == ".csv":
+        with open(path, newline="") as f:
+            rows = {r["file"]: r["label"] for r in csv.DictReader(f)}
+        out = []
+        for name in images.names:
+            value = rows.get(name.split("#")[0])
+            if value is None:
+                raise InputError(f"{path}: no label for {name}", "add a row file,label for every image")
+            out.append(label_names.index(value) if value in label_names else _index(value, path, label_names))
+        return out
+    return _missing(path, task)
+
+
+def _index(value: str, path: Path, names: list[str]) -> int:
+    if value.isdigit() and int(value) < max(2, len(names)):
+        return int(value)
+    raise InputError(f"{path}: label {value!r} is neither a class name ({', '.join(names)}) nor an index",
+                     "use the bundle's class names")
+
+
+def _missing(path: Path, task: str):
+    raise InputError(f"{path}: not a labels file", "pass a CSV file,label, a mask folder, or an .npz with "
+                     + ("masks" if task == "segmentation" else "labels"))

@@ -41,11 +41,15 @@ def test_predict_json_and_text(cnn_bundle):
 
 
 def test_bench_table_and_json(cnn_bundle, tmp_path):
-    proc = edgemed("bench", cnn_bundle, "--runs", 30, "--warmup", 5, "--json", tmp_path / "b.json", check=True)
-    assert "raw onnxruntime session.run" in proc.stdout and "drift vs FP32 reference" in proc.stdout
+    proc = edgemed("bench", cnn_bundle, "--runs", 30, "--warmup", 5, "--json", tmp_path / "b.json", "--history",
+                   tmp_path / "h.sqlite", check=True)
+    assert "raw ORT p50" in proc.stdout and "onnxruntime/fp32" in proc.stdout
     report = json.loads((tmp_path / "b.json").read_text())
-    assert report["latency"]["end_to_end"]["runs"] == 30
-    assert report["drift"]["agreement"] == 1.0 and report["drift"]["max_abs_diff"] <= 1e-4
+    assert report["schema"] == "edgemed-bench/1"
+    (art,) = report["artifacts"]
+    assert art["latency"]["end_to_end"]["runs"] == 30
+    assert art["drift_reference"]["agreement"] == 1.0 and art["drift_reference"]["max_abs_diff"] <= 1e-4
+    assert art["accuracy"]["cases"] == 8  # the shipped BreastMNIST samples with their labels
 
 
 def test_verify(cnn_bundle):
@@ -76,5 +80,5 @@ def test_errors_are_one_line(cnn_bundle, tmp_path):
 def test_demo_runs_the_main_job(tmp_path):
     proc = edgemed("demo", "--out", tmp_path / "demo", "--runs", 20, check=True)
     assert "unet_busi" in proc.stdout and "cnn_breastmnist" in proc.stdout
-    assert "raw onnxruntime session.run" in proc.stdout
+    assert "raw ORT p50 ms" in proc.stdout and "openvino/int8" in proc.stdout
     assert len(list((tmp_path / "demo" / "predictions").glob("*_overlay.png"))) == 8

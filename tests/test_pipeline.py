@@ -98,3 +98,45 @@ print(r.label, sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'on
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().endswith("[]"), out.stdout + out.stderr
+
+
+def test_shipped_models_parity_within_1e_4(unet_bundle, cnn_bundle):
+    from edgemed.bundle import Bundle
+
+    for bundle in (unet_bundle, cnn_bundle):
+        art = Bundle.open(bundle).artifacts[0]
+        assert art["precision"] == "fp32" and art["drift"]["max_abs_diff"] <= 1e-4, art["drift"]
+
+
+def test_unet_masks_on_real_ultrasound_at_original_size(unet_bundle, busi):
+    from edgemed.metrics import dice
+
+    test = np.where(busi["split"] == "test")[0]
+    lesions = [i for i in test if busi["masks"][i].any()][:40]
+    with load(unet_bundle) as pipe:
+        scores = []
+        for i in lesions:
+            r = pipe.predict(busi["images"][i])
+            assert r.mask.shape == (256, 256) and r.mask.dtype == np.uint8
+            scores.append(dice(r.mask, busi["masks"][i], 1))
+        # a non-square frame maps back to its own size
+        r = pipe.predict(busi["images"][lesions[0]][:, :200])
+        assert r.mask.shape == (256, 200)
+        assert set(r.areas) == {"background", "lesion"} and sum(r.areas.values()) == 256 * 200
+    assert np.mean(scores) >= 0.55, np.mean(scores)  # shipped model: test Dice 0.69 at 128 px
+
+
+def test_predict_out_writes_mask_and_overlay(unet_bundle, tmp_path):
+    from PIL import Image
+
+    from edgemed.samples import samples_dir
+    from tests.test_cli import edgemed
+
+    src = sorted(samples_dir("busi").glob("*malignant*.png"))[0]
+    proc = edgemed("predict", unet_bundle, src, DICOM / "CT_small.dcm", "--out", tmp_path, "--json", check=True)
+    rows = [__import__("json").loads(x) for x in proc.stdout.splitlines()]
+    assert rows[0]["areas_px"]["lesion"] > 0
+    mask = np.asarray(Image.open(tmp_path / f"{src.stem}_mask.png"))
+    overlay = np.asarray(Image.open(tmp_path / f"{src.stem}_overlay.png"))
+    assert mask.shape == (256, 256) and overlay.shape == (256, 256, 3)
+    assert (tmp_path / "CT_small_mask.png").is_file()

@@ -1,0 +1,77 @@
+"""The two deployment scenarios: point-of-care (live 30 fps stream) and remote (low-power clinic)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .energy import measure_energy
+from .harness import latency_stats
+
+_COLD = """
+import json, resource, sys, time
+t0 = time.perf_counter()
+import numpy as np
+import edgemed
+pipe = edgemed.load(sys.argv[1], backend=sys.argv[2], precision=sys.argv[3], threads=int(sys.argv[4]))
+frame = np.load(sys.argv[5])
+pipe.predict(frame)
+first = time.perf_counter() - t0
+for _ in range(int(sys.argv[6])):
+    pipe.predict(frame)
+print(json.dumps({"first_result_s": first, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def point_of_care(pipe, frames: list[np.ndarray], fps: float, duration: float) -> dict:
+    """A sustained live stream: frames arrive at ``fps``; misses are results later than one frame period."""
+    n = max(1, int(round(fps * duration)))
+    source = [frames[i % len(frames)] for i in range(n)]
+    period = 1.0 / fps
+    t0 = time.perf_counter()
+    results = list(pipe.stream(source, fps=fps))
+    wall = time.perf_counter() - t0
+    done = [r for r in results if not r.dropped]
+    latencies = [r.latency for r in done]
+    misses = sum(1 for x in latencies if x > period)
+    return {
+        "fps_target": fps, "duration_s": duration, "frames": n, "processed": len(done),
+        "dropped": n - len(done), "deadline_misses": misses, "deadline_ms": period * 1e3,
+        "achieved_fps": len(done) / wall if wall > 0 else 0.0,
+        "latency": latency_stats(latencies),
+        "stage_p50_ms": {k: float(np.median([r.timings[k] for r in done]) * 1e3)
+                         for k in ("queue_wait", "preprocess", "infer", "postprocess")} if done else {},
+    }
+
+
+def remote(bundle: Path, artifact: dict, frame: np.ndarray, workdir: Path, profile: dict, runs: int = 50) -> dict:
+    """Cold start in a new process, size on disk, peak RSS, latency at one thread, energy."""
+    frame_path = workdir / "frame.npy"
+    np.save(frame_path, frame)
+    proc = subprocess.run([sys.executable, "-c", _COLD, str(bundle), artifact["backend"], artifact["precision"], "1",
+                           str(frame_path), str(runs)], capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        cold = {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+    else:
+        cold = json.loads(proc.stdout.strip().splitlines()[-1])
+    from edgemed import load
+
+    size = sum(f.stat().st_size for f in Path(bundle).iterdir() if f.is_file())
+    artifact_bytes = artifact["bytes"] + artifact.get("weights", {}).get("bytes", 0)
+    with load(bundle, backend=artifact["backend"], precision=artifact["precision"], threads=1) as pipe:
+        for _ in range(10):
+            pipe.predict(frame)
+        samples = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            pipe.predict(frame)
+            samples.append(time.perf_counter() - t)
+        energy = measure_energy(lambda: pipe.predict(frame), runs, profile.get("telemetry", "none"))
+    return {"cold_start_s": cold.get("first_result_s"), "peak_rss_mb": cold.get("peak_rss_mb"),
+            "cold_start_error": cold.get("error"), "bundle_mb": size / 1e6, "artifact_mb": artifact_bytes / 1e6,
+            "latency_1_thread": latency_stats(samples), "energy": energy}
