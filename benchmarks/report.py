@@ -72,8 +72,8 @@ def _svg_latency(items: list[tuple[str, dict]]) -> str:
     if not items:
         return "<p>no latency data</p>"
     top = max(s["max_ms"] for _, s in items) * 1.05
-    width, row_h, left = 640, 34, 230
-    scale = (width - left - 20) / top
+    width, row_h, left = 760, 34, 260
+    scale = (width - left - 120) / top  # room on the right for the p50 label
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{row_h * len(items) + 30}">']
     for i, (name, s) in enumerate(items):
         y = 10 + i * row_h
@@ -114,7 +114,8 @@ def html_report(runs: list[dict], found: list[dict]) -> str:
                  for k, r in latest.items() if "latency" in r["record"]]
     case_svgs = [_svg_cases(f"{k[0]} {k[2]}/{k[3]}", r["record"]["drift_on_data"]["dice_per_case"])
                  for k, r in latest.items() if r["record"].get("drift_on_data", {}).get("dice_per_case")]
-    reg = "".join(f"<li>{html.escape(str(f))}</li>" for f in found) or "<li>none against the stored baselines</li>"
+    reg = "".join(f'<li class="bad">{html.escape(str(f))}</li>' for f in found) or \
+        "<li>none against the stored baselines</li>"
     figures = []
     for k, r in latest.items():
         w = r["record"].get("worst_case")
@@ -128,7 +129,7 @@ def html_report(runs: list[dict], found: list[dict]) -> str:
     imgs = "".join(figures)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>edgemed benchmark report</title>
 <style>body{{font-family:sans-serif;margin:24px;color:#222}}h2{{border-bottom:1px solid #ccc}}
-figure{{display:inline-block;margin:8px}}.reg li{{color:#a00}}</style></head><body>
+figure{{display:inline-block;margin:8px}}.bad{{color:#a00}}</style></head><body>
 <h1>edgemed benchmark report</h1><p>{len(runs)} stored runs, {len(latest)} artifact/device/scenario series.</p>
 <h2>Regressions</h2><ul class="reg">{reg}</ul>
 <h2>Latency per artifact (latest run, end to end)</h2>{_svg_latency(lat_items)}
