@@ -91,19 +91,20 @@ def build_onnxruntime(ctx: Context, precision: str) -> dict:
     if not figures["passed"]:
         ctx.log(f"  onnxruntime int8 misses the budget ({'; '.join(figures['missed'])}); ranking layers")
         ranked = rank_nodes(prepared, target, ctx.calibration.subset(8), ctx.pre, ctx.input_name, ctx.scratch)
-        build["layer_sqnr_db"] = [[n, round(s, 2)] for n, s in ranked[:12]]
+        build["layer_sqnr_db"] = [[n, round(s, 2)] for n, s, _ in ranked[:12]]
         for excluded in exclusion_ladder(ranked):
             trial = ort_quantize.quantize_int8(prepared, target, ctx.calibration, ctx.pre, ctx.input_name,
                                                ctx.calib_method, exclude=excluded)
             tuning = measure(ctx, "onnxruntime", target, precision, part="tuning")
             attempts.append({"excluded": excluded, "tuning": _short(tuning)})
-            ctx.log(f"  kept {len(excluded)} layer(s) in float (tuning half): {_verdict(tuning)}")
+            ctx.log(f"  kept {len(excluded)} node(s) in float (tuning half): {_verdict(tuning)}")
             build = {**build, **trial}
             if tuning["passed"]:
                 break
         figures = measure(ctx, "onnxruntime", target, precision)  # the verdict, on the other half
         attempts[-1]["gate"] = _short(figures)
     build["attempts"] = attempts
+    build["quantized_layers"] = quantized_layers_onnx(target)
     return _entry(ctx, name, "onnxruntime", precision, figures, build, time.perf_counter() - t0)
 
 
@@ -137,6 +138,9 @@ def build_openvino(ctx: Context, precision: str) -> dict:
         attempts.append({"accuracy_control": True, **_short(figures)})
         ctx.log(f"  after accuracy control: {_verdict(figures)}")
     build["attempts"] = attempts
+    build["quantized_layers"] = quantized_layers_openvino(target)
+    if build["quantized_layers"]["fake_quantize_ops"] == 0:
+        ctx.log("  note: no layer is left in INT8; this artifact is FP32 in all but name")
     return _entry(ctx, xml, "openvino", precision, figures, build, time.perf_counter() - t0, bin_)
 
 
@@ -158,6 +162,29 @@ def build_tensorrt(ctx: Context, precision: str) -> dict:
     figures = measure(ctx, "tensorrt", ctx.bundle_dir / name, precision)
     build["engine"] = "built and cached on the target (see edgemed.runtimes.engine_cache)"
     return _entry(ctx, name, "tensorrt", precision, figures, build, time.perf_counter() - t0)
+
+
+LAYER_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
+
+
+def quantized_layers_onnx(path: Path) -> dict:
+    """How many compute layers of a QDQ model really take INT8 weights (an all-float "INT8" shows 0)."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    dq_outputs = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    layers = [n for n in graph.node if n.op_type in LAYER_OPS]
+    return {"int8": sum(1 for n in layers if len(n.input) > 1 and n.input[1] in dq_outputs), "of": len(layers)}
+
+
+def quantized_layers_openvino(xml: Path) -> dict:
+    import openvino as ov
+
+    model = ov.Core().read_model(str(xml))
+    types = [op.get_type_name() for op in model.get_ops()]
+    layers = sum(t in ("Convolution", "ConvolutionBackpropData", "MatMul", "GroupConvolution") for t in types)
+    fq = types.count("FakeQuantize")
+    return {"int8": min(layers, fq), "of": layers, "fake_quantize_ops": fq}
 
 
 BUILDERS = {"onnxruntime": build_onnxruntime, "openvino": build_openvino, "tensorrt": build_tensorrt}

@@ -233,7 +233,7 @@ def convert(
     return out
 
 
-REPORT_HEADERS = ["artifact", "backend", "precision", "MB", "build s", "drift", "gate"]
+REPORT_HEADERS = ["artifact", "backend", "precision", "MB", "build s", "int8 layers", "drift", "gate"]
 
 
 def _summary(d: dict) -> str:
@@ -243,8 +243,9 @@ def _summary(d: dict) -> str:
 
 
 def _table_row(r: dict) -> list:
-    return [r["file"], r["backend"], r["precision"], f"{r['bytes'] / 1e6:.2f}", r["build_seconds"], r["drift"],
-            "pass" if r["passed"] else "FAIL"]
+    q = r.get("quantized_layers")
+    return [r["file"], r["backend"], r["precision"], f"{r['bytes'] / 1e6:.2f}", r["build_seconds"],
+            f"{q['int8']}/{q['of']}" if q else "-", r["drift"], "pass" if r["passed"] else "FAIL"]
 
 
 def _check_outputs(task: str, reference: np.ndarray, labels: list[str] | None) -> list[str]:
@@ -281,6 +282,7 @@ def _report_row(artifact: dict) -> dict:
         "bytes": artifact["bytes"] + artifact.get("weights", {}).get("bytes", 0),
         "build_seconds": artifact.get("build", {}).get("seconds"), "passed": d["passed"],
         "drift": _summary(d).split(" -> ")[0], "excluded_layers": artifact.get("build", {}).get("excluded_nodes", []),
+        "quantized_layers": artifact.get("build", {}).get("quantized_layers"),
     }
 
 

@@ -16,11 +16,12 @@ from edgemed.preprocess import Preprocessor
 from .ort_quantize import make_reader
 
 QUANTIZABLE = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
+PASS_THROUGH = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "BatchNormalization"}
 
 
 def rank_nodes(prepared_fp32: Path, qdq: Path, images: ImageSet, pre: Preprocessor, input_name: str,
-               workdir: Path) -> list[tuple[str, float]]:
-    """(node name, SQNR dB) for quantizable float nodes, worst (lowest SQNR) first."""
+               workdir: Path) -> list[tuple[str, float, list[str]]]:
+    """(layer node name, SQNR dB, node names to keep in float with it), worst (lowest SQNR) first."""
     import onnx
     from onnxruntime.quantization.qdq_loss_debug import (
         collect_activations,
@@ -39,22 +40,31 @@ def rank_nodes(prepared_fp32: Path, qdq: Path, images: ImageSet, pre: Preprocess
     graph = onnx.load(str(prepared_fp32)).graph
     producer = {out: node for node in graph.node for out in node.output}
     ranked: dict[str, float] = {}
+    members: dict[str, list[str]] = {}
     for tensor, err in errors.items():
         node = producer.get(tensor)
+        chain = []
+        # A Conv's output is often fused with its activation (Conv-Relu), so the quantized tensor is
+        # the activation's output: walk back to the layer and keep the whole group together.
+        while node is not None and node.op_type in PASS_THROUGH and node.input and node.input[0] in producer:
+            chain.append(node.name)
+            node = producer[node.input[0]]
         if node is None or node.op_type not in QUANTIZABLE or not node.name:
             continue
         # qdq_err: the noise this tensor's own quantization adds (local), rather than the error
         # accumulated from upstream layers (xmodel_err), which would blame the last layers.
         sqnr = float(err.get("qdq_err", err.get("xmodel_err", float("inf"))))
         ranked[node.name] = min(sqnr, ranked.get(node.name, float("inf")))
-    return sorted(ranked.items(), key=lambda kv: kv[1])
+        members.setdefault(node.name, [node.name])
+        members[node.name] += [n for n in chain if n and n not in members[node.name]]
+    order = sorted(ranked.items(), key=lambda kv: kv[1])
+    return [(name, sqnr, members[name]) for name, sqnr in order]
 
 
-def exclusion_ladder(ranked: list[tuple[str, float]]) -> list[list[str]]:
-    """Growing sets of the worst nodes to keep in float: 1, 2, 4, ... up to half the layers."""
-    names = [n for n, _ in ranked]
+def exclusion_ladder(ranked: list[tuple[str, float, list[str]]]) -> list[list[str]]:
+    """Node names of the worst 1, 2, 4, ... layers (each with its fused activation), up to half the layers."""
     ladder, k = [], 1
-    while k <= max(1, len(names) // 2):
-        ladder.append(names[:k])
+    while k <= max(1, len(ranked) // 2):
+        ladder.append([n for _, _, group in ranked[:k] for n in group])
         k *= 2
     return ladder

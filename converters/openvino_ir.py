@@ -7,6 +7,8 @@ reverts the most harmful layers to float, measured with the same clinical metric
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -25,6 +27,14 @@ def _quiet_nncf() -> None:
     import nncf
 
     nncf.set_log_level(logging.WARNING)  # its per-layer INFO lines would drown the conversion report
+
+
+@contextlib.contextmanager
+def _silenced():
+    """NNCF draws progress bars on the terminal; the conversion report says what matters."""
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        yield
 
 
 def _read(onnx_path: Path, static_batch: int | None):
@@ -72,7 +82,8 @@ def quantize_ir(onnx_path: Path, xml_path: Path, images: ImageSet, pre: Preproce
     model = _read(onnx_path, static_batch)
     dataset = nncf.Dataset(_Images(images, pre))
     try:
-        quantized = nncf.quantize(model, dataset, subset_size=len(images), preset=nncf.QuantizationPreset.MIXED)
+        with _silenced():
+            quantized = nncf.quantize(model, dataset, subset_size=len(images), preset=nncf.QuantizationPreset.MIXED)
     except Exception as exc:  # noqa: BLE001
         raise ConversionError(f"NNCF quantization failed ({str(exc).splitlines()[0][:200]})",
                               "drop int8 for openvino, or report the model") from exc
@@ -97,10 +108,11 @@ def quantize_ir_with_accuracy_control(onnx_path: Path, xml_path: Path, images: I
         return float(score(np.concatenate([compiled(x)[out] for x in items])))
 
     try:
-        quantized = nncf.quantize_with_accuracy_control(
-            model, calib, validation, validate, max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE,
-            subset_size=len(images), preset=nncf.QuantizationPreset.MIXED,
-        )
+        with _silenced():
+            quantized = nncf.quantize_with_accuracy_control(
+                model, calib, validation, validate, max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE,
+                subset_size=len(images), preset=nncf.QuantizationPreset.MIXED,
+            )
     except Exception as exc:  # noqa: BLE001
         raise ConversionError(f"NNCF accuracy-controlled quantization failed ({str(exc).splitlines()[0][:200]})",
                               "drop int8 for openvino, or relax --drift-budget knowingly") from exc

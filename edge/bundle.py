@@ -179,8 +179,12 @@ class Bundle:
         path = self.file(REFERENCE)
         if not path.is_file():
             raise BundleError(f"bundle {self.path}: {REFERENCE} is missing", "rebuild the bundle")
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+        except (ValueError, OSError, EOFError) as exc:  # object arrays (pickles) are refused, never loaded
+            raise BundleError(f"bundle {self.path}: {REFERENCE} is not a plain array archive ({exc})",
+                              "rebuild the bundle") from exc
 
     def report(self) -> dict:
         path = self.file(REPORT)
@@ -196,14 +200,58 @@ def file_entry(root: Path, name: str, **extra: Any) -> dict:
     return {"file": name, "sha256": sha256_file(path), "bytes": path.stat().st_size, **extra}
 
 
+OWNER = ".edgemed-owner"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_interrupted(target: Path) -> list[str]:
+    """Clean up after a convert that was killed (SIGKILL, power loss) before it could clean up itself.
+
+    A ``.NAME.partial-*`` directory whose writer is gone is removed. A ``.NAME.old-*`` directory is
+    the previous bundle caught between the two renames of a replacement: if no bundle stands at
+    ``target`` it is put back, otherwise it is removed. Returns what was done, for the log.
+    """
+    parent = target.parent if str(target.parent) else Path(".")
+    done = []
+    if not parent.is_dir():
+        return done
+    for stale in sorted(parent.glob(f".{target.name}.partial-*")):
+        try:
+            pid = int((stale / OWNER).read_text().strip())
+        except (OSError, ValueError):
+            pid = -1
+        if pid > 0 and _alive(pid) and pid != os.getpid():
+            continue  # another convert is writing it right now
+        shutil.rmtree(stale, ignore_errors=True)
+        done.append(f"removed interrupted {stale.name}")
+    for old in sorted(parent.glob(f".{target.name}.old-*")):
+        if not target.exists() and (old / "edgemed.json").is_file():
+            os.rename(old, target)
+            done.append(f"restored the previous bundle from {old.name}")
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+    return done
+
+
 @contextlib.contextmanager
 def atomic_directory(target: str | Path, force: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling directory; on success it replaces ``target`` in one rename.
+    """Yield a temporary sibling directory; on success it replaces ``target`` by renames.
 
     On any exception (including KeyboardInterrupt) the temporary directory is removed and the
-    previous ``target``, if any, is untouched.
+    previous ``target``, if any, is untouched. A process killed outright leaves only hidden
+    ``.partial``/``.old`` siblings, which the next conversion to the same target repairs.
     """
     target = Path(target)
+    recover_interrupted(target)
     if target.exists() and not force:
         raise BundleError(f"{target} already exists", "pass --force to replace it, or choose another -o")
     if target.exists() and not target.is_dir():
@@ -214,8 +262,10 @@ def atomic_directory(target: str | Path, force: bool = False) -> Iterator[Path]:
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; a bundle is meant to be shared like any folder
+    (tmp / OWNER).write_text(str(os.getpid()))
     try:
         yield tmp
+        (tmp / OWNER).unlink()
         for p in tmp.rglob("*"):
             if p.is_file():
                 with open(p, "rb") as f:

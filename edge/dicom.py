@@ -30,6 +30,15 @@ def read_dicom(path: str | Path) -> list[np.ndarray]:
                          "check the file is complete and is DICOM Part 10") from exc
     if "PixelData" not in ds:
         raise InputError(f"{path}: DICOM file has no pixel data", "pass an image object, not a report or SR")
+    from .preprocess import MAX_IMAGE_PIXELS
+
+    try:
+        declared = int(ds.Rows) * int(ds.Columns) * int(ds.get("NumberOfFrames", 1) or 1)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise InputError(f"{path}: DICOM file lacks valid Rows/Columns", "the file is damaged") from exc
+    if declared > 4 * MAX_IMAGE_PIXELS or int(ds.Rows) * int(ds.Columns) > MAX_IMAGE_PIXELS:
+        raise InputError(f"{path}: DICOM declares {declared} pixels, beyond edgemed's limit",
+                         "downsample or split the series before analysis")
     try:
         pixels = ds.pixel_array
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types for missing decoders and bad data

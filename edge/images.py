@@ -13,13 +13,14 @@ import numpy as np
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
 from .errors import InputError
+from .preprocess import MAX_IMAGE_PIXELS
 
 PIL_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 DICOM_SUFFIXES = {".dcm", ".dicom"}
 IMAGE_SUFFIXES = PIL_SUFFIXES | DICOM_SUFFIXES | {".npy"}
 
 # A frame larger than this is refused before it is decoded (decompression bombs declare huge sizes).
-MAX_PIXELS = 64_000_000
+MAX_PIXELS = MAX_IMAGE_PIXELS
 
 
 def is_dicom(path: Path) -> bool:
@@ -70,7 +71,13 @@ def _read_pil(path: Path) -> list[np.ndarray]:
 
 def _read_npy(path: Path) -> list[np.ndarray]:
     try:
-        array = np.load(path, allow_pickle=False)
+        array = np.load(path, allow_pickle=False, mmap_mode="r")  # header first: refuse huge arrays unread
+        if array.size > 4 * MAX_PIXELS:
+            raise InputError(f"{path}: array of shape {array.shape} is beyond edgemed's size limit",
+                             "downsample or split it before analysis")
+        array = np.array(array)
+    except InputError:
+        raise
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(f"{path}: not a readable .npy array ({exc})",
                          "save with numpy.save; object arrays are refused") from exc

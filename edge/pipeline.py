@@ -120,11 +120,13 @@ def _engine_device(backend: str, profile: dict) -> str:
 
 
 def load(bundle: str | Path, device: str = "cpu", backend: str | None = None, precision: str | None = None,
-         threads: int | None = None) -> Pipeline:
+         threads: int | None = None, require_signature: str | Path | None = None) -> Pipeline:
     """Open and verify a bundle, choose an artifact for the device, and start its engine.
 
     Only drift-passed artifacts whose backend is installed are eligible; the device profile's
     preference orders them, and ``device="auto"`` measures them instead of assuming.
+    With ``require_signature`` (an Ed25519 public key file) the bundle must carry a valid
+    signature by that key and hold exactly the files that were signed.
     """
     from edgemed.devices.detect import detect, resolve_device
     from edgemed.devices.profiles import load_profiles
@@ -132,6 +134,10 @@ def load(bundle: str | Path, device: str = "cpu", backend: str | None = None, pr
 
     if not isinstance(device, str) or not device:
         raise InputError(f"device {device!r} is not a name", "use e.g. device='cpu'")
+    if require_signature is not None:
+        from .signing import verify_signature
+
+        verify_signature(Path(bundle), Path(require_signature))
     b = Bundle.open(bundle)
     machine = detect(probe_openvino=device in ("auto", "npu"))
     profile = resolve_device(device, machine, load_profiles())

@@ -28,6 +28,9 @@ _INTERPOLATION = {
 
 # Largest side a spec may ask to resize or crop to: a hostile spec must not allocate gigabytes.
 MAX_SIDE = 8192
+# Largest frame accepted (pixels): beyond this an input is refused before any work (64 MP covers
+# whole-slide tiles and large-panel detectors; pathology slides must be tiled first).
+MAX_IMAGE_PIXELS = 64_000_000
 
 
 @dataclass(frozen=True)
@@ -328,6 +331,9 @@ def check_image(image: Any) -> np.ndarray:
                          "pass one 2-D frame (grey) or an RGB frame; split multi-frame data first")
     if image.shape[0] < 1 or image.shape[1] < 1:
         raise InputError(f"image shape {image.shape} is empty", "pass a non-empty image")
+    if image.shape[0] * image.shape[1] > MAX_IMAGE_PIXELS:
+        raise InputError(f"image is {image.shape[0]}x{image.shape[1]}, beyond edgemed's {MAX_IMAGE_PIXELS} pixel limit",
+                         "downsample or tile the image before analysis")
     if image.dtype.kind == "f" and not np.isfinite(image).all():
         raise InputError("image contains NaN or Inf values", "replace or mask non-finite pixels before predict")
     return image

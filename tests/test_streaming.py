@@ -74,17 +74,24 @@ def _rss_mb() -> float:
 
 
 def test_soak_10000_calls_memory_bounded(cnn_bundle, breastmnist):
+    import time
+
     images = breastmnist["test_images"]
+    lat = []
     with load(cnn_bundle) as pipe:
         first = pipe.predict(images[0]).probabilities
         for i in range(500):
             pipe.predict(images[i % len(images)])
         start = _rss_mb()
         for i in range(10_000):
+            t0 = time.perf_counter()
             pipe.predict(images[i % len(images)])
+            lat.append(time.perf_counter() - t0)
         growth = _rss_mb() - start
         assert np.array_equal(pipe.predict(images[0]).probabilities, first)
     assert growth < 16, f"RSS grew {growth:.1f} MB over 10,000 calls"
+    p99_start, p99_end = np.percentile(lat[:1000], 99), np.percentile(lat[-1000:], 99)
+    assert p99_end < 2 * p99_start + 1e-3, (p99_start, p99_end)  # no degradation beyond noise
 
 
 def test_streaming_example_runs_on_the_real_clip(unet_bundle, tmp_path):
