@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgemed.timing import time_calls
+
 from .energy import measure_energy
 from .harness import latency_stats
 
@@ -64,13 +66,7 @@ def remote(bundle: Path, artifact: dict, frame: np.ndarray, workdir: Path, profi
     size = sum(f.stat().st_size for f in Path(bundle).iterdir() if f.is_file())
     artifact_bytes = artifact["bytes"] + artifact.get("weights", {}).get("bytes", 0)
     with load(bundle, backend=artifact["backend"], precision=artifact["precision"], threads=1) as pipe:
-        for _ in range(10):
-            pipe.predict(frame)
-        samples = []
-        for _ in range(runs):
-            t = time.perf_counter()
-            pipe.predict(frame)
-            samples.append(time.perf_counter() - t)
+        samples = time_calls(lambda: pipe.predict(frame), runs, warmup=10)
         energy = measure_energy(lambda: pipe.predict(frame), runs, profile.get("telemetry", "none"))
     return {"cold_start_s": cold.get("first_result_s"), "peak_rss_mb": cold.get("peak_rss_mb"),
             "cold_start_error": cold.get("error"), "bundle_mb": size / 1e6, "artifact_mb": artifact_bytes / 1e6,

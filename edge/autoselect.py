@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from .timing import time_calls
 
 WARMUP, RUNS = 5, 30
 
@@ -30,14 +31,7 @@ def _key(manifest_sha: str, profile: str, cpu: str, threads: int | None) -> str:
 
 
 def _time(engine, feed: dict) -> float:
-    for _ in range(WARMUP):
-        engine.infer(feed)
-    samples = []
-    for _ in range(RUNS):
-        t0 = time.perf_counter()
-        engine.infer(feed)
-        samples.append(time.perf_counter() - t0)
-    return float(np.median(samples))
+    return float(np.median(time_calls(lambda: engine.infer(feed), RUNS, WARMUP)))
 
 
 def choose(candidates: list[dict], make_engine: Callable[[dict], object], probe: np.ndarray, input_name: str,
