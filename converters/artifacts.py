@@ -41,6 +41,7 @@ class Context:
     # Held-out images are split in two: fallback/accuracy control tune on one half and the
     # verdict is taken on the other, so the gate never grades the data the fallback optimised for.
     static_batch: int | None = None
+    dla_core: int | None = None
     log: Any = print
     versions: dict = field(default_factory=dict)
 
@@ -159,8 +160,20 @@ def build_tensorrt(ctx: Context, precision: str) -> dict:
     else:
         name, build = f"model.tensorrt-{precision}.onnx", {}
         (ctx.bundle_dir / name).write_bytes(ctx.fp32_onnx.read_bytes())
-    figures = measure(ctx, "tensorrt", ctx.bundle_dir / name, precision)
-    build["engine"] = "built and cached on the target (see edgemed.runtimes.engine_cache)"
+    from edgemed.runtimes.engine_cache import BuildOptions
+    from edgemed.runtimes.tensorrt import TensorRtEngine
+
+    shape = tuple(int(d) for d in ctx.evaluation.shape[1:])
+    options = BuildOptions(precision, (1, *shape), (1, *shape), (max(1, len(ctx.evaluation)), *shape), ctx.dla_core)
+    with TensorRtEngine(ctx.bundle_dir / name, precision=precision, options=options) as engine:
+        outputs = engine_outputs(engine, ctx.evaluation[halves(len(ctx.evaluation))[1]], engine.inputs[0].name,
+                                 engine.outputs[0].name)
+    figures = drift_figures(ctx.reference[halves(len(ctx.evaluation))[1]], outputs, ctx.task, ctx.output_kind)
+    passed, missed = judge(figures, ctx.bounds)
+    figures.update(passed=passed, missed=missed, budget=",".join(map(str, ctx.bounds)),
+                   evaluated_on="gate half of the held-out images")
+    build.update(engine="built and cached on the target (see edgemed.runtimes.engine_cache)",
+                 builder_flags=options.builder_flags(), dla_core=ctx.dla_core)
     return _entry(ctx, name, "tensorrt", precision, figures, build, time.perf_counter() - t0)
 
 

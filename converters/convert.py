@@ -103,6 +103,7 @@ def convert(
     calib_method: str = "minmax",
     drift_budget: str | None = None,
     static_shapes: bool = False,
+    dla_core: int | None = None,
     output_kind: str = "logits",
     name: str | None = None,
     force: bool = False,
@@ -185,8 +186,10 @@ def convert(
         artifacts = [file_entry(tmp, MODEL_FILE, backend="onnxruntime", precision="fp32", drift=figures,
                                 build={"seconds": export["seconds"]},
                                 built_with={k: versions[k] for k in ("torch", "onnx", "onnxruntime") if k in versions})]
-        ctx = Context(tmp, Path(scratch), onnx_path, pre, input_name, split.calibration, evaluation, reference,
-                      task, output_kind, bounds, method, 1 if static_shapes else None, log, versions)
+        ctx = Context(bundle_dir=tmp, scratch=Path(scratch), fp32_onnx=onnx_path, pre=pre, input_name=input_name,
+                      calibration=split.calibration, evaluation=evaluation, reference=reference, task=task,
+                      output_kind=output_kind, bounds=bounds, calib_method=method,
+                      static_batch=1 if static_shapes else None, dla_core=dla_core, log=log, versions=versions)
         for target in targets:
             backend = options.BACKEND_OF[target]
             for prec in precisions:

@@ -68,6 +68,7 @@ def main() -> None:
 @click.option("--calib-method", default="minmax", show_default=True, help="minmax, entropy or percentile.")
 @click.option("--drift-budget", help='e.g. "dice>=0.995" (default: 99.9% agreement/Dice with FP32).')
 @click.option("--static-shapes", is_flag=True, help="Fix the batch axis to 1 (OpenVINO NPU needs it).")
+@click.option("--dla-core", type=click.IntRange(0, 3), help="TensorRT: build for this Jetson DLA core (GPU fallback).")
 @click.option("--output-kind", default="logits", type=click.Choice(["logits", "probabilities"]))
 @click.option("--name", help="Model name recorded in the bundle.")
 @click.option("--force", is_flag=True, help="Replace an existing bundle.")

@@ -169,3 +169,76 @@ def test_each_passed_backend_agrees_with_the_pytorch_reference_engine(cnn_all, b
             out = np.concatenate([pipe.engine.infer({"input": x[i:i + 1]})[pipe.output_name] for i in range(len(x))])
         ok, missed = judge(drift_figures(ref, out, "classification"), budget)
         assert ok, (a["file"], missed)
+
+
+@pytest.fixture(scope="module")
+def monai_unet_trained(tmp_path_factory, busi):
+    """A MONAI UNet trained briefly on BUSI (train split, 64x64) through edgemed's own preprocessing."""
+    import torch
+    from monai.networks.nets import UNet
+
+    from edgemed.preprocess import Preprocessor, resize_array
+
+    torch.manual_seed(0)
+    spec = [{"op": "to_gray"}, {"op": "resize", "size": [64, 64]}, {"op": "minmax"}]
+    pre = Preprocessor(spec, [1, 1, 64, 64])
+    train = np.where(busi["split"] == "train")[0][:240]
+    x = torch.from_numpy(np.concatenate([pre(busi["images"][i]).tensor for i in train]))
+    masks = np.stack([resize_array(busi["masks"][i], (64, 64), "nearest") for i in train])
+    y = torch.from_numpy(masks.astype(np.int64))
+    net = UNet(spatial_dims=2, in_channels=1, out_channels=2, channels=(8, 16, 32), strides=(2, 2), num_res_units=1)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    for _ in range(4):
+        for i in range(0, len(x), 16):
+            loss = torch.nn.functional.cross_entropy(net(x[i:i + 16]), y[i:i + 16])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    net.eval()
+    d = tmp_path_factory.mktemp("monai")
+    path = d / "monai_unet.pt"
+    torch.jit.save(torch.jit.script(net), path)
+    (d / "spec.json").write_text(json.dumps(spec))
+    return path, d / "spec.json"
+
+
+def test_monai_unet_goes_through_int8_and_openvino(monai_unet_trained, tmp_path, busi):
+    from edgemed.converters.convert import convert
+    from edgemed.samples import calibration_set
+
+    src, spec = monai_unet_trained
+    out = convert(src, tmp_path / "monai", task="segmentation", input_shape="1x1x64x64", preprocess=spec,
+                  labels="background,lesion", calib=calibration_set("segmentation"), to="onnx,openvino",
+                  precision="fp32,int8")
+    b = Bundle.open(out)
+    arts = {(a["backend"], a["precision"]): a for a in b.artifacts}
+    assert set(arts) == {("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "int8")}
+    assert arts[("onnxruntime", "fp32")]["drift"]["max_abs_diff"] <= 1e-4
+    for a in arts.values():
+        assert "dice" in a["drift"] and isinstance(a["drift"]["passed"], bool)
+    assert arts[("onnxruntime", "int8")]["build"]["quantized_layers"]["of"] > 0
+    with load(out) as pipe:
+        assert pipe.predict(busi["images"][600]).mask.shape == (256, 256)
+
+
+def test_static_shapes_for_the_npu(tmp_path):
+    out = convert_shipped("cnn_breastmnist", tmp_path / "static", to="onnx,openvino", precision="fp32",
+                          static_shapes=True)
+    b = Bundle.open(out)
+    assert b.manifest["input"]["shape"][0] == 1
+    ov = next(a for a in b.artifacts if a["backend"] == "openvino")
+    import openvino as ov_
+
+    model = ov_.Core().read_model(str(out / ov["file"]))
+    assert model.inputs[0].partial_shape.is_static and list(model.inputs[0].shape) == [1, 1, 28, 28]
+
+
+def test_onnxruntime_cuda_execution_provider_where_a_gpu_exists(cnn_bundle, breastmnist):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("no CUDA execution provider here (onnxruntime-gpu and a GPU are needed)")
+    with load(cnn_bundle, device="cuda", backend="onnxruntime", precision="fp32") as gpu, load(cnn_bundle) as cpu:
+        assert "CUDAExecutionProvider" in gpu.describe()["providers"]
+        for im in breastmnist["test_images"][:50]:
+            np.testing.assert_allclose(gpu.predict(im).probabilities, cpu.predict(im).probabilities, atol=1e-4)
