@@ -1,8 +1,8 @@
 """Latency and drift measurement for a pipeline, honest by construction.
 
 End-to-end (preprocess + infer + postprocess), engine-only and a bare ``onnxruntime`` session
-are measured in the same loop, interleaved frame by frame, so a busy neighbour on a shared
-machine slows all three alike and their ratios stay meaningful. Warm-up runs are discarded.
+are measured in one run, in alternating blocks, so a busy neighbour on a shared machine slows
+all three alike and their ratios stay meaningful. Warm-up runs are discarded.
 """
 
 from __future__ import annotations
@@ -35,40 +35,55 @@ def _raw_session(pipe):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as edgemed's engine, for a fair pair
     if getattr(pipe.engine, "threads", None):
         opts.intra_op_num_threads = int(pipe.engine.threads)
     return ort.InferenceSession(str(pipe.engine.model_path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
+BLOCK = 25  # frames per block; blocks of the three measurements alternate
+
+
 def bench_latency(pipe, images: Sequence[np.ndarray], runs: int = 300, warmup: int = 20,
                   with_raw: bool = True) -> dict:
-    """Interleaved end-to-end, engine-only and raw-backend latencies over ``runs`` frames."""
+    """End-to-end, engine-only and raw-backend latencies over ``runs`` frames each.
+
+    The three are measured in alternating blocks of 25 frames: close enough in time that a busy
+    neighbour slows all three alike, far enough apart that one session's spinning thread pool
+    has gone idle before the other runs (per-frame interleaving doubled both here).
+    """
     prepared = [pipe.prepare(im) for im in images]
     raw = _raw_session(pipe) if with_raw else None
     feed_name = pipe.input_name
     e2e, infer, bare, stages = [], [], [], {"preprocess": [], "infer": [], "postprocess": []}
-    for i in range(warmup + runs):
-        k = i % len(images)
+
+    def timed(fn, k):
         t0 = time.perf_counter()
-        result = pipe.predict(images[k])
-        t1 = time.perf_counter()
-        pipe.engine.infer({feed_name: prepared[k].tensor})
-        t2 = time.perf_counter()
+        out = fn(k)
+        return time.perf_counter() - t0, out
+
+    for k in range(min(warmup, 1_000)):
+        pipe.predict(images[k % len(images)])
         if raw is not None:
-            raw.run(None, {feed_name: prepared[k].tensor})
-        t3 = time.perf_counter()
-        if i >= warmup:
-            e2e.append(t1 - t0)
-            infer.append(t2 - t1)
-            if raw is not None:
-                bare.append(t3 - t2)
+            raw.run(None, {feed_name: prepared[k % len(images)].tensor})
+    done = 0
+    while done < runs:
+        block = range(done, min(runs, done + BLOCK))
+        for i in block:
+            dt, result = timed(lambda k: pipe.predict(images[k % len(images)]), i)
+            e2e.append(dt)
             for key in stages:
                 stages[key].append(result.timings[key])
+        for i in block:
+            infer.append(timed(lambda k: pipe.engine.infer({feed_name: prepared[k % len(images)].tensor}), i)[0])
+        if raw is not None:
+            for i in block:
+                bare.append(timed(lambda k: raw.run(None, {feed_name: prepared[k % len(images)].tensor}), i)[0])
+        done += len(block)
     out = {
         "end_to_end": latency_stats(e2e),
         "infer": latency_stats(infer),
         "breakdown_p50_ms": {k: float(np.median(v) * 1e3) for k, v in stages.items()},
+        "method": f"alternating blocks of {BLOCK} frames, {warmup} warm-up frames excluded",
     }
     if raw is not None:
         out["raw_onnxruntime"] = latency_stats(bare)

@@ -83,7 +83,7 @@ def build_onnxruntime(ctx: Context, precision: str) -> dict:
         figures = measure(ctx, "onnxruntime", target, precision)
         return _entry(ctx, name, "onnxruntime", precision, figures, build, time.perf_counter() - t0)
 
-    from .fallback import exclusion_ladder, rank_nodes
+    from .fallback import exclusion_ladder, output_layers, rank_nodes
 
     prepared = ort_quantize.preprocess_for_quantization(ctx.fp32_onnx, ctx.scratch / "prepared.onnx")
     build = ort_quantize.quantize_int8(prepared, target, ctx.calibration, ctx.pre, ctx.input_name, ctx.calib_method)
@@ -93,7 +93,7 @@ def build_onnxruntime(ctx: Context, precision: str) -> dict:
         ctx.log(f"  onnxruntime int8 misses the budget ({'; '.join(figures['missed'])}); ranking layers")
         ranked = rank_nodes(prepared, target, ctx.calibration.subset(8), ctx.pre, ctx.input_name, ctx.scratch)
         build["layer_sqnr_db"] = [[n, round(s, 2)] for n, s, _ in ranked[:12]]
-        for excluded in exclusion_ladder(ranked):
+        for excluded in exclusion_ladder(ranked, output_layers(prepared)):
             trial = ort_quantize.quantize_int8(prepared, target, ctx.calibration, ctx.pre, ctx.input_name,
                                                ctx.calib_method, exclude=excluded)
             tuning = measure(ctx, "onnxruntime", target, precision, part="tuning")

@@ -61,10 +61,38 @@ def rank_nodes(prepared_fp32: Path, qdq: Path, images: ImageSet, pre: Preprocess
     return [(name, sqnr, members[name]) for name, sqnr in order]
 
 
-def exclusion_ladder(ranked: list[tuple[str, float, list[str]]]) -> list[list[str]]:
-    """Node names of the worst 1, 2, 4, ... layers (each with its fused activation), up to half the layers."""
-    ladder, k = [], 1
+def output_layers(prepared_fp32: Path) -> list[str]:
+    """Nodes that produce the graph's outputs, walked back through activations to the last layer.
+
+    Their output quantization clips logits to the calibration range; an image whose logits fall
+    outside it is clipped the same way whatever else is kept in float, so the head goes first.
+    """
+    import onnx
+
+    graph = onnx.load(str(prepared_fp32)).graph
+    producer = {out: node for node in graph.node for out in node.output}
+    names = []
+    for out in graph.output:
+        node = producer.get(out.name)
+        group = []
+        while node is not None:
+            group.append(node.name)
+            if node.op_type in QUANTIZABLE or not node.input or node.input[0] not in producer:
+                break
+            node = producer[node.input[0]]
+        if node is not None and node.op_type in QUANTIZABLE:
+            names += [n for n in group if n]
+    return names
+
+
+def exclusion_ladder(ranked: list[tuple[str, float, list[str]]], head: list[str] | None = None) -> list[list[str]]:
+    """Node names to keep in float, growing: the output head alone, then the head plus the worst
+    1, 2, 4, ... layers by SQNR (each with its fused activation), up to half the layers."""
+    head = list(head or [])
+    ladder = [head] if head else []
+    rest = [r for r in ranked if r[0] not in head]
+    k = 1
     while k <= max(1, len(ranked) // 2):
-        ladder.append([n for _, _, group in ranked[:k] for n in group])
+        ladder.append(head + [n for _, _, group in rest[:k] for n in group if n not in head])
         k *= 2
     return ladder

@@ -15,12 +15,7 @@ import numpy as np
 from .bundle import Bundle
 from .errors import BackendUnavailable, InputError
 from .images import read_image
-from .postprocess import (
-    class_probabilities,
-    mask_from_probabilities,
-    segmentation_probabilities,
-    to_original_geometry,
-)
+from .postprocess import class_probabilities, segmentation_mask
 from .preprocess import Prepared
 from .results import ClassificationResult, SegmentationResult
 from .selection import describe_artifacts, eligible, rank
@@ -58,10 +53,9 @@ class Pipeline:
             label = self.labels[index] if index < len(self.labels) else str(index)
             labels = self.labels if len(self.labels) == probs.size else [str(i) for i in range(probs.size)]
             return ClassificationResult(label, index, probs, labels)
-        maps = segmentation_probabilities(output, self.output_kind)
-        maps = to_original_geometry(maps, prepared.geometry)
-        labels = self.labels if len(self.labels) == maps.shape[0] else [str(i) for i in range(maps.shape[0])]
-        return SegmentationResult(mask_from_probabilities(maps), labels)
+        mask, classes = segmentation_mask(output, self.output_kind, prepared.geometry)
+        labels = self.labels if len(self.labels) == classes else [str(i) for i in range(classes)]
+        return SegmentationResult(mask, labels)
 
     # -- public ----------------------------------------------------------------------------
     def predict(self, image: np.ndarray | str | Path) -> Result:
@@ -151,8 +145,9 @@ def load(bundle: str | Path, device: str = "cpu", backend: str | None = None, pr
     ranked = rank(runnable, profile["preference"])
 
     def make(art: dict):
+        extra = {"spin": bool(profile.get("ort_allow_spinning", True))} if art["backend"] == "onnxruntime" else {}
         return create_engine(art["backend"], b.file(art["file"]), device=_engine_device(art["backend"], profile),
-                             threads=threads, precision=art["precision"])
+                             threads=threads or profile.get("threads"), precision=art["precision"], **extra)
 
     requested = "/".join(x for x in (backend, precision) if x)
     if device == "auto" and len(ranked) > 1:

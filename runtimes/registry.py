@@ -22,7 +22,8 @@ def available_backends() -> dict[str, bool]:
 
 
 def create_engine(backend: str, model_path: str | Path, device: str = "cpu", threads: int | None = None,
-                  precision: str = "fp32") -> Engine:
+                  precision: str = "fp32", **options) -> Engine:
+    """An engine of ``backend`` on ``model_path``; ``options`` are that backend's own settings."""
     if backend not in _BACKENDS:
         raise BackendUnavailable(f"unknown backend {backend!r}", f"use one of {', '.join(_BACKENDS)}")
     package, target = _BACKENDS[backend]
@@ -31,4 +32,4 @@ def create_engine(backend: str, model_path: str | Path, device: str = "cpu", thr
                                  f"pip install {package}")
     module_name, cls_name = target.split(":")
     cls = getattr(importlib.import_module(module_name), cls_name)
-    return cls(model_path, device=device, threads=threads, precision=precision)
+    return cls(model_path, device=device, threads=threads, precision=precision, **options)
