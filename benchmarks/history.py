@@ -7,11 +7,11 @@ fails SQLite's integrity check is refused (never silently emptied or recreated).
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from pathlib import Path
 
 from edgemed.errors import EdgemedError
+from edgemed.paths import cache_dir
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -33,9 +33,7 @@ KEY = ("bundle_sha256", "model", "artifact", "backend", "precision", "device", "
 
 
 def default_path() -> Path:
-    base = os.environ.get("EDGEMED_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "edgemed")
-    return Path(base) / "history.sqlite"
+    return cache_dir() / "history.sqlite"
 
 
 class History:

@@ -19,7 +19,7 @@ from .harness import latency_stats
 WARMUP_FRAMES = 10
 
 _COLD = """
-import json, resource, sys, time
+import json, sys, time
 t0 = time.perf_counter()
 import numpy as np
 import edgemed
@@ -29,7 +29,9 @@ pipe.predict(frame)
 first = time.perf_counter() - t0
 for _ in range(int(sys.argv[6])):
     pipe.predict(frame)
-print(json.dumps({"first_result_s": first, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so it would report the parent's peak.
+hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+print(json.dumps({"first_result_s": first, "peak_rss_mb": hwm / 1024}))
 """
 
 

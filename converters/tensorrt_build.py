@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgemed.atomic import write_atomic
 from edgemed.errors import BackendUnavailable, ConversionError
 from edgemed.runtimes.engine_cache import BuildOptions
 
@@ -55,12 +56,6 @@ def build_engine(onnx_path: Path, options: BuildOptions, timing_cache: Path | No
         raise ConversionError(f"TensorRT failed to build an engine for {Path(onnx_path).name}",
                               "see the TensorRT log above; try another precision or disable DLA")
     if timing_cache is not None:
-        _write_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
+        write_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
     return bytes(plan)
 
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_bytes(data)
-    tmp.replace(path)

@@ -9,21 +9,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import write_atomic
+from .paths import cache_dir
 from .timing import time_calls
 
 WARMUP, RUNS = 5, 30
 
 
 def cache_file() -> Path:
-    base = os.environ.get("EDGEMED_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "edgemed")
-    return Path(base) / "autoselect.json"
+    return cache_dir() / "autoselect.json"
 
 
 def _key(manifest_sha: str, profile: str, cpu: str, threads: int | None) -> str:
@@ -62,7 +61,4 @@ def _store(path: Path, key: str, value: dict) -> None:
     except (OSError, json.JSONDecodeError):
         data = {}
     data[key] = value
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
+    write_atomic(path, json.dumps(data, indent=2))

@@ -217,10 +217,9 @@ def _bench_row(report: dict, a: dict) -> list:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    from .atomic import write_atomic
+
+    write_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 @main.command()
@@ -296,10 +295,9 @@ def report(history: Path | None, html_out: Path | None, threshold: float, fail_o
     found = regressions(runs, threshold)
     click.echo(text_report(runs, found))
     if html_out is not None:
-        html_out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = html_out.with_name(f".{html_out.name}.partial")
-        tmp.write_text(html_report(runs, found), encoding="utf-8")
-        tmp.replace(html_out)
+        from .atomic import write_atomic
+
+        write_atomic(html_out, html_report(runs, found))
         click.echo(f"HTML report: {html_out}")
     if found and fail_on_regression:
         click.echo(f"edgemed: {len(found)} regression(s) against the stored baselines", err=True)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from .atomic import write_atomic
 
 _COLOURS = np.array([[0, 0, 0], [255, 64, 64], [64, 200, 255], [255, 220, 0], [120, 255, 120]], dtype=np.float32)
 
@@ -40,6 +43,6 @@ def write_segmentation(out_dir: Path, stem: str, image: np.ndarray, mask: np.nda
 
 
 def _save_atomic(img: Image.Image, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    img.save(tmp, format="PNG")
-    tmp.replace(path)
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG")
+    write_atomic(path, buffer.getvalue())

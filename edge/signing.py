@@ -14,6 +14,7 @@ import json
 import os
 from pathlib import Path
 
+from .atomic import write_atomic
 from .errors import BundleError, InputError
 from .hashing import sha256_file
 
@@ -93,11 +94,7 @@ def sign_bundle(root: Path, private_key: Path) -> Path:
     public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     record = {"algorithm": ALGORITHM, "key_fingerprint": fingerprint(public), "files": files,
               "signature": base64.b64encode(key.sign(_payload(files))).decode()}
-    target = root / SIGNATURE
-    tmp = root / f".{SIGNATURE}.partial"
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(target)
-    return target
+    return write_atomic(root / SIGNATURE, json.dumps(record, indent=2) + "\n")
 
 
 def verify_signature(root: Path, public_key: Path) -> str:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from edgemed.atomic import write_atomic
 from edgemed.errors import BundleError, InputError
+from edgemed.paths import cache_dir
 
 PRECISION_FLAGS = {"fp32": [], "fp16": ["FP16"], "int8": ["INT8", "FP16"]}
 
@@ -81,9 +82,7 @@ def cache_key(onnx_sha256: str, target: TargetInfo, options: BuildOptions) -> st
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("EDGEMED_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "edgemed")
-    return Path(base) / "engines"
+    return cache_dir() / "engines"
 
 
 class EngineCache:
@@ -108,14 +107,11 @@ class EngineCache:
         return data
 
     def store(self, key: str, plan: bytes, target: TargetInfo, onnx_sha256: str, options: BuildOptions) -> Path:
-        self.root.mkdir(parents=True, exist_ok=True)
         engine, meta_path = self.paths(key)
         meta = {"target": asdict(target), "onnx_sha256": onnx_sha256, "options": asdict(options),
                 "engine_sha256": hashlib.sha256(plan).hexdigest()}
-        for path, data in ((engine, plan), (meta_path, json.dumps(meta, indent=2).encode())):
-            tmp = path.with_name(f".{path.name}.partial")
-            tmp.write_bytes(data)
-            tmp.replace(path)
+        write_atomic(engine, plan)
+        write_atomic(meta_path, json.dumps(meta, indent=2))  # written last: an engine without it is ignored
         return engine
 
 
