@@ -78,3 +78,28 @@ def test_auto_measures_and_caches_the_choice(cnn_bundle_all, monkeypatch, tmp_pa
                first["reason"].split("measured p50 ")[1].split(", ")}
     chosen = f"{pipe.artifact['backend']}/{pipe.artifact['precision']}"
     assert timings[chosen] == min(timings.values())
+
+
+def test_tegrastats_power_lines_from_orin_and_xavier():
+    from edgemed.benchmarks.energy import parse_tegrastats_power_mw
+
+    orin = ("11-25-2026 10:01:02 RAM 3110/62841MB (lfb 15x4MB) CPU [2%@729,1%@729] EMC_FREQ 0% GR3D_FREQ 0% "
+            "cpu@47.5C soc2@44.8C VDD_GPU_SOC 1596mW/1596mW VDD_CPU_CV 398mW/398mW VIN_SYS_5V0 2923mW/2923mW "
+            "VDD_IN 4884mW/4884mW")
+    xavier = ("RAM 2286/7771MB (lfb 947x4MB) SWAP 0/3885MB CPU [3%@1190,2%@1190] GR3D_FREQ 0%@114 "
+              "VDD_IN 3982/3982 VDD_CPU_GPU_CV 476/476 VDD_SOC 1190/1190")
+    assert parse_tegrastats_power_mw(orin) == 4884.0
+    assert parse_tegrastats_power_mw(xavier) == 3982.0
+    assert parse_tegrastats_power_mw("RAM 100/200MB CPU [1%@100]") is None
+
+
+def test_rapl_counters_read_from_a_sysfs_tree(tmp_path):
+    from edgemed.benchmarks.energy import rapl_counters
+
+    zone = tmp_path / "intel-rapl:0"
+    zone.mkdir()
+    (zone / "energy_uj").write_text("123456789\n")
+    (tmp_path / "intel-rapl:0:0").mkdir()  # a sub-zone (core): not summed twice
+    (tmp_path / "intel-rapl:0:0" / "energy_uj").write_text("5\n")
+    assert rapl_counters(tmp_path) == [zone / "energy_uj"]
+    assert rapl_counters(tmp_path / "missing") == []
