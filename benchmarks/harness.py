@@ -97,16 +97,3 @@ def bench_drift(pipe) -> dict:
         pipe.engine.infer({pipe.input_name: x[None]})[pipe.output_name] for x in reference["inputs"]
     ])
     return drift_figures(reference["outputs"], outputs, pipe.task, pipe.output_kind)
-
-
-def bench_bundle(pipe, images: Sequence[np.ndarray], runs: int = 300, warmup: int = 20) -> dict:
-    result = {
-        "bundle": str(pipe.bundle.path),
-        "model": pipe.bundle.manifest["model"].get("name"),
-        "task": pipe.task,
-        "artifact": {k: pipe.artifact.get(k) for k in ("file", "backend", "precision", "bytes")},
-        "engine": pipe.engine.describe(),
-        "latency": bench_latency(pipe, images, runs=runs, warmup=warmup),
-        "drift": bench_drift(pipe),
-    }
-    return result
