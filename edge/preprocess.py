@@ -352,7 +352,9 @@ class Preprocessor:
 
     def image(self, image: np.ndarray) -> tuple[np.ndarray, list]:
         """Run the ops on one image; returns the float32 (H,W[,C]) result and its geometry."""
-        image = check_image(image)
+        return self._apply(check_image(image))
+
+    def _apply(self, image: np.ndarray) -> tuple[np.ndarray, list]:
         geo: list = []
         for params in self.spec:
             image = _OPS[params["op"]][0](image, params, geo)
@@ -360,7 +362,7 @@ class Preprocessor:
 
     def __call__(self, image: np.ndarray) -> Prepared:
         original = check_image(image)
-        x, geo = self.image(original)
+        x, geo = self._apply(original)
         c = _channels_of(x)
         if c != self.channels:
             hint = "add {\"op\": \"to_gray\"}" if self.channels == 1 else "add {\"op\": \"to_rgb\"}"

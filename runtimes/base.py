@@ -31,8 +31,11 @@ class Engine:
     inputs: list[TensorInfo]
     outputs: list[TensorInfo]
 
-    def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self._check_feed(feed)
+    def infer(self, feed: Mapping[str, np.ndarray], validate: bool = True) -> dict[str, np.ndarray]:
+        """Raw outputs by name. ``validate=False`` is for callers whose feed is already checked
+        (the Pipeline's preprocessor guarantees names, dtype, shape and finiteness)."""
+        if validate:
+            self._check_feed(feed)
         return self._run(feed)
 
     def _run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
