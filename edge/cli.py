@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -19,8 +20,19 @@ EXIT_USER_ERROR = 2
 EXIT_INTERNAL = 3
 
 
+_INTERRUPTED = []
+
+
+def _on_sigint(signum, frame):  # noqa: ARG001 - signal handler signature
+    # Remember the interrupt: raised inside an extension module's import, KeyboardInterrupt can
+    # surface as "ImportError: initialization failed", which must still read as an interrupt.
+    _INTERRUPTED.append(signum)
+    raise KeyboardInterrupt
+
+
 class _Group(click.Group):
     def invoke(self, ctx: click.Context):
+        signal.signal(signal.SIGINT, _on_sigint)
         try:
             return super().invoke(ctx)
         except EdgemedError as exc:
@@ -36,6 +48,9 @@ class _Group(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
             raise
         except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback on request
+            if _INTERRUPTED:
+                click.echo("edgemed: interrupted; nothing half-written was kept", err=True)
+                sys.exit(130)
             if os.environ.get("EDGEMED_DEBUG"):
                 raise
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
