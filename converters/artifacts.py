@@ -38,8 +38,6 @@ class Context:
     output_kind: str
     bounds: list[Bound]
     calib_method: str = "minmax"
-    # Held-out images are split in two: fallback/accuracy control tune on one half and the
-    # verdict is taken on the other, so the gate never grades the data the fallback optimised for.
     static_batch: int | None = None
     dla_core: int | None = None
     log: Any = print
@@ -47,20 +45,36 @@ class Context:
 
 
 def halves(n: int) -> tuple[slice, slice]:
-    """(tuning, gate) halves of the held-out images: even and odd positions."""
+    """(tuning, gate) halves of the held-out images: even and odd positions.
+
+    Fallback and accuracy control tune on one half and the verdict is taken on the other, so the
+    gate never grades the images the fallback optimised for.
+    """
     return slice(0, n, 2), slice(1, n, 2)
 
 
-def measure(ctx: Context, backend: str, path: Path, precision: str, part: str = "gate") -> dict:
-    """Run the artifact on one half of the held-out images and judge its drift against the budget."""
+def judge_engine(ctx: Context, engine: Any, part: str = "gate") -> dict:
+    """Run an engine on one half of the held-out images and judge its drift against the budget."""
     sel = halves(len(ctx.evaluation))[0 if part == "tuning" else 1]
-    with create_engine(backend, path, device="cpu", precision=precision) as engine:
-        outputs = engine_outputs(engine, ctx.evaluation[sel], engine.inputs[0].name, engine.outputs[0].name)
+    outputs = engine_outputs(engine, ctx.evaluation[sel], engine.inputs[0].name, engine.outputs[0].name)
     figures = drift_figures(ctx.reference[sel], outputs, ctx.task, ctx.output_kind)
     figures["evaluated_on"] = f"{part} half of the held-out images"
     passed, missed = judge(figures, ctx.bounds)
     figures.update(passed=passed, missed=missed, budget=",".join(map(str, ctx.bounds)))
     return figures
+
+
+def measure(ctx: Context, backend: str, path: Path, precision: str, part: str = "gate") -> dict:
+    with create_engine(backend, path, device="cpu", precision=precision) as engine:
+        return judge_engine(ctx, engine, part)
+
+
+def prepared_for_quantization(ctx: Context) -> Path:
+    """ORT's quant_pre_process output, made once per conversion (ORT INT8 and TensorRT INT8 share it)."""
+    from .ort_quantize import preprocess_for_quantization
+
+    path = ctx.scratch / "prepared.onnx"
+    return path if path.is_file() else preprocess_for_quantization(ctx.fp32_onnx, path)
 
 
 def _entry(ctx: Context, name: str, backend: str, precision: str, figures: dict, build: dict, seconds: float,
@@ -85,7 +99,7 @@ def build_onnxruntime(ctx: Context, precision: str) -> dict:
 
     from .fallback import exclusion_ladder, output_layers, rank_nodes
 
-    prepared = ort_quantize.preprocess_for_quantization(ctx.fp32_onnx, ctx.scratch / "prepared.onnx")
+    prepared = prepared_for_quantization(ctx)
     build = ort_quantize.quantize_int8(prepared, target, ctx.calibration, ctx.pre, ctx.input_name, ctx.calib_method)
     figures = measure(ctx, "onnxruntime", target, precision)
     attempts = [{"excluded": [], **_short(figures)}]
@@ -154,9 +168,8 @@ def build_tensorrt(ctx: Context, precision: str) -> dict:
     t0 = time.perf_counter()
     if precision == "int8":
         name = "model.int8-qdq-symmetric.onnx"
-        prepared = ort_quantize.preprocess_for_quantization(ctx.fp32_onnx, ctx.scratch / "prepared.onnx")
-        build = ort_quantize.quantize_int8(prepared, ctx.bundle_dir / name, ctx.calibration, ctx.pre,
-                                           ctx.input_name, ctx.calib_method, symmetric_activations=True)
+        build = ort_quantize.quantize_int8(prepared_for_quantization(ctx), ctx.bundle_dir / name, ctx.calibration,
+                                           ctx.pre, ctx.input_name, ctx.calib_method, symmetric_activations=True)
     else:
         name, build = f"model.tensorrt-{precision}.onnx", {}
         (ctx.bundle_dir / name).write_bytes(ctx.fp32_onnx.read_bytes())
@@ -166,12 +179,7 @@ def build_tensorrt(ctx: Context, precision: str) -> dict:
     shape = tuple(int(d) for d in ctx.evaluation.shape[1:])
     options = BuildOptions(precision, (1, *shape), (1, *shape), (max(1, len(ctx.evaluation)), *shape), ctx.dla_core)
     with TensorRtEngine(ctx.bundle_dir / name, precision=precision, options=options) as engine:
-        outputs = engine_outputs(engine, ctx.evaluation[halves(len(ctx.evaluation))[1]], engine.inputs[0].name,
-                                 engine.outputs[0].name)
-    figures = drift_figures(ctx.reference[halves(len(ctx.evaluation))[1]], outputs, ctx.task, ctx.output_kind)
-    passed, missed = judge(figures, ctx.bounds)
-    figures.update(passed=passed, missed=missed, budget=",".join(map(str, ctx.bounds)),
-                   evaluated_on="gate half of the held-out images")
+        figures = judge_engine(ctx, engine)
     build.update(engine="built and cached on the target (see edgemed.runtimes.engine_cache)",
                  builder_flags=options.builder_flags(), dla_core=ctx.dla_core)
     return _entry(ctx, name, "tensorrt", precision, figures, build, time.perf_counter() - t0)
