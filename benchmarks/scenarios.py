@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgemed.bundle import artifact_bytes
 from edgemed.timing import time_calls
 
 from .energy import measure_energy
@@ -72,10 +73,9 @@ def remote(bundle: Path, artifact: dict, frame: np.ndarray, workdir: Path, profi
     from edgemed import load
 
     size = sum(f.stat().st_size for f in Path(bundle).iterdir() if f.is_file())
-    artifact_bytes = artifact["bytes"] + artifact.get("weights", {}).get("bytes", 0)
     with load(bundle, backend=artifact["backend"], precision=artifact["precision"], threads=1) as pipe:
         samples = time_calls(lambda: pipe.predict(frame), runs, warmup=10)
         energy = measure_energy(lambda: pipe.predict(frame), runs, profile.get("telemetry", "none"))
     return {"cold_start_s": cold.get("first_result_s"), "peak_rss_mb": cold.get("peak_rss_mb"),
-            "cold_start_error": cold.get("error"), "bundle_mb": size / 1e6, "artifact_mb": artifact_bytes / 1e6,
-            "latency_1_thread": latency_stats(samples), "energy": energy}
+            "cold_start_error": cold.get("error"), "bundle_mb": size / 1e6,
+            "artifact_mb": artifact_bytes(artifact) / 1e6, "latency_1_thread": latency_stats(samples), "energy": energy}

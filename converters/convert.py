@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgemed._version import BUNDLE_SCHEMA_VERSION, __version__
-from edgemed.bundle import MANIFEST, REFERENCE, REPORT, atomic_directory, file_entry, write_json
+from edgemed.bundle import MANIFEST, REFERENCE, REPORT, artifact_bytes, atomic_directory, file_entry, write_json
 from edgemed.datasets import ImageSet
 from edgemed.drift import DEFAULT_BUDGETS, drift_figures, parse_budget
 from edgemed.errors import ConversionError, InputError
@@ -282,7 +282,7 @@ def _postprocess(task: str, reference: np.ndarray) -> dict:
 def _report_row(artifact: dict) -> dict:
     d = artifact["drift"]
     return {k: artifact[k] for k in ("file", "backend", "precision")} | {
-        "bytes": artifact["bytes"] + artifact.get("weights", {}).get("bytes", 0),
+        "bytes": artifact_bytes(artifact),
         "build_seconds": artifact.get("build", {}).get("seconds"), "passed": d["passed"],
         "drift": _summary(d).split(" -> ")[0], "excluded_layers": artifact.get("build", {}).get("excluded_nodes", []),
         "quantized_layers": artifact.get("build", {}).get("quantized_layers"),

@@ -191,6 +191,11 @@ class Bundle:
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
+def artifact_bytes(artifact: dict) -> int:
+    """Size on disk of an artifact, its OpenVINO weights file included."""
+    return artifact["bytes"] + artifact.get("weights", {}).get("bytes", 0)
+
+
 def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
 

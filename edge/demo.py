@@ -49,7 +49,7 @@ def run_demo(out: Path, runs: int = 300, echo: Callable[[str], None] = print) ->
     from edgemed.converters.convert import convert
 
     from . import load
-    from .bundle import Bundle
+    from .bundle import Bundle, artifact_bytes
 
     out = Path(out)
     rows = []
@@ -67,7 +67,7 @@ def run_demo(out: Path, runs: int = 300, echo: Callable[[str], None] = print) ->
         for art in Bundle.open(bundle).artifacts:
             d = art["drift"]
             drift = f"agreement {d['agreement']:.3f}" if "agreement" in d else f"dice {d['dice']:.4f}"
-            size = (art["bytes"] + art.get("weights", {}).get("bytes", 0)) / 1e6
+            size = artifact_bytes(art) / 1e6
             row = [name, f"{art['backend']}/{art['precision']}", f"{size:.2f}", drift,
                    "pass" if d["passed"] else "FAIL"]
             if not d["passed"]:
