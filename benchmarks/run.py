@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edgemed import load
-from edgemed.bundle import Bundle
+from edgemed.bundle import Bundle, artifact_bytes
 from edgemed.datasets import ImageSet, load_labels
 from edgemed.drift import drift_figures
 from edgemed.hashing import sha256_file
@@ -66,7 +66,7 @@ def run_bench(bundle: Path, device: str = "cpu", backend: str | None = None, pre
     for be, pr in targets:
         art = next(a for a in b.artifacts if a["backend"] == be and a["precision"] == pr)
         row = {"file": art["file"], "backend": be, "precision": pr,
-               "bytes": art["bytes"] + art.get("weights", {}).get("bytes", 0),
+               "bytes": artifact_bytes(art),
                "gate_passed": bool(art["drift"].get("passed")), "gate": {k: art["drift"].get(k) for k in
                                                                          ("agreement", "dice", "max_abs_diff")}}
         if not row["gate_passed"]:
@@ -78,8 +78,7 @@ def run_bench(bundle: Path, device: str = "cpu", backend: str | None = None, pre
             row["engine"] = pipe.engine.describe()
             row["latency"] = bench_latency(pipe, frames, runs=runs, warmup=warmup)
             row["drift_reference"] = bench_drift(pipe)
-            results = [pipe.predict(f) for f in frames]
-            outputs = np.concatenate([pipe.infer(pipe.prepare(f)) for f in frames])
+            outputs, results = _run_frames(pipe, frames)
             if reference_outputs is None:
                 reference_outputs = _fp32_outputs(bundle, frames, device, threads)
             row["drift_on_data"] = drift_figures(reference_outputs[0], outputs, b.task, pipe.output_kind)
@@ -118,9 +117,19 @@ def run_bench(bundle: Path, device: str = "cpu", backend: str | None = None, pre
 def _fp32_outputs(bundle: Path, frames: list, device: str, threads: int | None):
     """Outputs and masks of the bundle's FP32 ONNX Runtime artifact on the same frames (the on-device reference)."""
     with load(bundle, device=device, backend="onnxruntime", precision="fp32", threads=threads) as ref:
-        outputs = np.concatenate([ref.infer(ref.prepare(f)) for f in frames])
-        masks = [ref.predict(f).mask for f in frames] if ref.task == "segmentation" else None
-    return outputs, masks
+        outputs, results = _run_frames(ref, frames)
+    return outputs, [r.mask for r in results] if ref.task == "segmentation" else None
+
+
+def _run_frames(pipe, frames: list) -> tuple[np.ndarray, list]:
+    """Raw outputs and results for every frame, preprocessing and inferring each frame once."""
+    outputs, results = [], []
+    for frame in frames:
+        prepared = pipe.prepare(frame)
+        output = pipe.infer(prepared)
+        outputs.append(output)
+        results.append(pipe.finish(output, prepared))
+    return np.concatenate(outputs), results
 
 
 def history_rows(report: dict) -> list[dict]:

@@ -185,8 +185,9 @@ def bench(bundle: Path, json_out: Path | None, history: Path | None, no_history:
             energy = r["energy"]
             e = (f"{energy['joules_per_inference'] * 1e3:.2f} mJ/inference ({energy['source']})"
                  if "joules_per_inference" in energy else f"energy {energy['source']}")
-            click.echo(f"remote {a['backend']}/{a['precision']}: cold start {r['cold_start_s']:.2f} s, peak RSS "
-                       f"{r['peak_rss_mb']:.0f} MB, bundle {r['bundle_mb']:.1f} MB, 1-thread p50 "
+            cold = (f"cold start {r['cold_start_s']:.2f} s, peak RSS {r['peak_rss_mb']:.0f} MB"
+                    if r["cold_start_error"] is None else f"cold start failed ({r['cold_start_error']})")
+            click.echo(f"remote {a['backend']}/{a['precision']}: {cold}, bundle {r['bundle_mb']:.1f} MB, 1-thread p50 "
                        f"{r['latency_1_thread']['p50_ms']:.2f} ms, {e}")
     if json_out is not None:
         _write_json(json_out, report)
