@@ -13,10 +13,10 @@ from edgemed.samples import calibration_set, shipped_model
 
 def _bundle(name: str, where):
     weights, card = shipped_model(name)
-    return convert(weights, where / name, task=card["task"], input_shape="x".join(map(str, card["input_shape"])),
-                   arch=card["arch"], arch_args=card["arch_args"], labels=card["labels"],
-                   preprocess=card["preprocess"], calib=calibration_set(card["task"]), to="onnx,openvino",
-                   precision="fp32,int8")
+    return convert(weights, where / name, task=card["task"], input_shape=tuple(card["input_shape"]),
+                   arch=card["arch"], arch_args=card["arch_args"], labels=tuple(card["labels"]),
+                   preprocess=tuple(card["preprocess"]), calib=calibration_set(card["task"]),
+                   targets=("onnx", "openvino"), precisions=("fp32", "int8"))
 
 
 @pytest.fixture(scope="session", params=["unet_busi", "cnn_breastmnist"])

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from edgemed.drift import drift_figures
+from edgemed.drift import Comparison, compare
 
 
 def latency_stats(seconds: Sequence[float]) -> dict:
@@ -90,10 +90,10 @@ def bench_latency(pipe, images: Sequence[np.ndarray], runs: int = 300, warmup: i
     return out
 
 
-def bench_drift(pipe) -> dict:
-    """The engine's drift against the FP32 reference stored in the bundle (probe inputs)."""
+def bench_drift(pipe) -> Comparison:
+    """The engine's outputs on the bundle's reference probes, compared with the stored FP32 outputs."""
     reference = pipe.bundle.reference()
     outputs = np.concatenate([
         pipe.engine.infer({pipe.input_name: x[None]})[pipe.output_name] for x in reference["inputs"]
     ])
-    return drift_figures(reference["outputs"], outputs, pipe.task, pipe.output_kind)
+    return compare(reference["outputs"], outputs, pipe.task, pipe.output_kind, pipe.labels)

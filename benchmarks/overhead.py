@@ -51,7 +51,7 @@ def main() -> None:
     for bundle in args.bundles:
         pipe = edgemed.load(bundle, backend="onnxruntime", precision="fp32")
         frame = next(iter(ImageSet.open(samples_for_task(pipe.task))))[1]
-        hand = hand_written(bundle, frame, pipe.task, pipe.bundle.manifest["input"]["shape"])
+        hand = hand_written(bundle, frame, pipe.task, pipe.bundle.manifest.input.shape)
         ours = functools.partial(pipe.predict, frame)
         for fn in (hand, ours):
             for _ in range(BLOCK):
@@ -65,7 +65,7 @@ def main() -> None:
                     fn()
                     samples[name].append(time.perf_counter() - t0)
         a, b = np.median(samples["hand"]) * 1e3, np.median(samples["edgemed"]) * 1e3
-        print(f"{pipe.bundle.manifest['model']['name']}: hand-written p50 {a:.3f} ms, edgemed predict p50 {b:.3f} ms, "
+        print(f"{pipe.bundle.name}: hand-written p50 {a:.3f} ms, edgemed predict p50 {b:.3f} ms, "
               f"ratio {b / a:.3f}")
 
 

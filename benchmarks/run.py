@@ -1,9 +1,11 @@
 """``edgemed bench``: every requested artifact measured side by side, with drift and accuracy.
 
 The JSON it returns (and writes with ``--json``) is the documented, stable interface:
-``{"schema": "edgemed-bench/1", "bundle", "model", "task", "device", "scenario", "data",
-"artifacts": [{"file", "backend", "precision", "bytes", "gate_passed", "latency", "drift_reference",
-"drift_on_data", "accuracy", "point_of_care" | "remote"}], "created", "versions"}``.
+``{"schema": "edgemed-bench/2", "bundle", "bundle_sha256", "model", "task", "device", "scenario", "data",
+"artifacts": [{"file", "backend", "precision", "bytes", "verdict", "gate", "latency", "drift_reference",
+"drift_on_data", "dice_per_case", "accuracy", "point_of_care" | "remote"}], "created", "versions"}``.
+``gate`` is the artifact's drift record from conversion; ``drift_reference`` and ``drift_on_data``
+are drift records (verdict, budget, cases, metrics) judged on this device by the same rule.
 """
 
 from __future__ import annotations
@@ -13,20 +15,22 @@ import platform
 import tempfile
 from pathlib import Path
 
+import msgspec
 import numpy as np
 
 from edgemed import load
-from edgemed.bundle import Bundle, artifact_bytes
+from edgemed.bundle import Bundle
 from edgemed.datasets import ImageSet, load_labels
-from edgemed.drift import drift_figures
-from edgemed.hashing import sha256_file
-from edgemed.metrics import classification_report, dice, segmentation_report
+from edgemed.drift import compare
+from edgemed.gate import recheck
+from edgemed.metrics import classification_report, segmentation_report
 from edgemed.samples import samples_dir, samples_for_task
+from edgemed.selection import select
 
 from .harness import bench_drift, bench_latency
 from .scenarios import point_of_care, remote
 
-SCHEMA = "edgemed-bench/1"
+SCHEMA = "edgemed-bench/2"
 
 
 def _versions() -> dict:
@@ -55,39 +59,35 @@ def run_bench(bundle: Path, device: str = "cpu", backend: str | None = None, pre
               labels: Path | None = None, fps: float = 30.0, duration: float = 10.0, threads: int | None = None,
               runs: int = 300, warmup: int = 20, limit: int = 200, log=lambda s: None) -> dict:
     b = Bundle.open(bundle)
-    images, frames, truth = _data(b.task, data, labels, b.labels, limit)
     if all_artifacts:
-        targets = [(a["backend"], a["precision"]) for a in b.artifacts]
+        targets = b.artifacts
     else:
-        with load(bundle, device=device, backend=backend, precision=precision, threads=threads) as pipe:
-            targets = [(pipe.artifact["backend"], pipe.artifact["precision"])]
+        targets = [select(b, device, backend, precision, threads).artifact]
+    images, frames, truth = _data(b.task, data, labels, b.labels, limit)
     reference_outputs = None  # on-device FP32 outputs on the user's data: what every artifact is compared with
-    per_artifact, worst_cases = [], []
-    for be, pr in targets:
-        art = next(a for a in b.artifacts if a["backend"] == be and a["precision"] == pr)
-        row = {"file": art["file"], "backend": be, "precision": pr,
-               "bytes": artifact_bytes(art),
-               "gate_passed": bool(art["drift"].get("passed")), "gate": {k: art["drift"].get(k) for k in
-                                                                         ("agreement", "dice", "max_abs_diff")}}
-        if not row["gate_passed"]:
-            row["skipped"] = "failed the drift gate at conversion; never selected"
+    per_artifact = []
+    for art in targets:
+        row = {"file": art.file, "backend": art.backend, "precision": art.precision, "bytes": art.size_bytes,
+               "verdict": art.drift.verdict, "gate": msgspec.to_builtins(art.drift)}
+        if not art.drift.passed:
+            row["skipped"] = f"{art.drift.verdict} at conversion; never selected"
             per_artifact.append(row)
             continue
-        log(f"benchmarking {be}/{pr}")
-        with load(bundle, device=device, backend=be, precision=pr, threads=threads) as pipe:
+        log(f"benchmarking {art.key}")
+        with load(bundle, device=device, backend=art.backend, precision=art.precision, threads=threads) as pipe:
             row["engine"] = pipe.engine.describe()
             row["latency"] = bench_latency(pipe, frames, runs=runs, warmup=warmup)
-            row["drift_reference"] = bench_drift(pipe)
+            row["drift_reference"] = msgspec.to_builtins(
+                recheck(art.drift, bench_drift(pipe), b.task, "the bundle's reference probes"))
             outputs, results = _run_frames(pipe, frames)
             if reference_outputs is None:
                 reference_outputs = _fp32_outputs(bundle, frames, device, threads)
-            row["drift_on_data"] = drift_figures(reference_outputs[0], outputs, b.task, pipe.output_kind)
+            comparison = compare(reference_outputs[0], outputs, b.task, pipe.output_kind, b.labels)
+            row["drift_on_data"] = msgspec.to_builtins(recheck(art.drift, comparison, b.task, "the bench data"))
             if b.task == "segmentation":
-                case = [dice(r.mask, m, 1) for r, m in zip(results, reference_outputs[1])]
-                row["drift_on_data"]["dice_per_case"] = case
+                case = comparison.per_case["dice"].tolist()
+                row["dice_per_case"] = case
                 worst = int(np.argmin(case))
-                worst_cases.append({"artifact": art["file"], "index": worst, "name": images.names[worst],
-                                    "dice_vs_fp32": case[worst]})
                 row["worst_case"] = {
                     "name": images.names[worst], "dice_vs_fp32": case[worst],
                     "fp32_overlay_png": _thumb(frames[worst], reference_outputs[1][worst]),
@@ -106,10 +106,10 @@ def run_bench(bundle: Path, device: str = "cpu", backend: str | None = None, pre
                 row["remote"] = remote(Path(bundle), art, frames[0], Path(tmp), profile)
         per_artifact.append(row)
     return {
-        "schema": SCHEMA, "bundle": str(bundle), "bundle_sha256": sha256_file(Path(bundle) / "edgemed.json"),
-        "model": b.manifest["model"]["name"], "task": b.task, "device": device, "scenario": scenario or "latency",
+        "schema": SCHEMA, "bundle": str(bundle), "bundle_sha256": b.manifest_sha256(),
+        "model": b.name, "task": b.task, "device": device, "scenario": scenario or "latency",
         "data": {"from": str(images.path), "images": len(images), "labels": truth is not None},
-        "artifacts": per_artifact, "worst_cases": worst_cases,
+        "artifacts": per_artifact,
         "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(), "versions": _versions(),
     }
 

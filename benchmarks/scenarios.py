@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgemed.bundle import artifact_bytes
+from edgemed.devices.profiles import DeviceProfile
+from edgemed.manifest import Artifact
 from edgemed.timing import time_calls
 
 from .energy import measure_energy
@@ -60,11 +61,12 @@ def point_of_care(pipe, frames: list[np.ndarray], fps: float, duration: float) -
     }
 
 
-def remote(bundle: Path, artifact: dict, frame: np.ndarray, workdir: Path, profile: dict, runs: int = 50) -> dict:
+def remote(bundle: Path, artifact: Artifact, frame: np.ndarray, workdir: Path, profile: DeviceProfile,
+           runs: int = 50) -> dict:
     """Cold start in a new process, size on disk, peak RSS, latency at one thread, energy."""
     frame_path = workdir / "frame.npy"
     np.save(frame_path, frame)
-    proc = subprocess.run([sys.executable, "-c", _COLD, str(bundle), artifact["backend"], artifact["precision"], "1",
+    proc = subprocess.run([sys.executable, "-c", _COLD, str(bundle), artifact.backend, artifact.precision, "1",
                            str(frame_path), str(runs)], capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         cold = {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
@@ -73,9 +75,9 @@ def remote(bundle: Path, artifact: dict, frame: np.ndarray, workdir: Path, profi
     from edgemed import load
 
     size = sum(f.stat().st_size for f in Path(bundle).iterdir() if f.is_file())
-    with load(bundle, backend=artifact["backend"], precision=artifact["precision"], threads=1) as pipe:
+    with load(bundle, backend=artifact.backend, precision=artifact.precision, threads=1) as pipe:
         samples = time_calls(lambda: pipe.predict(frame), runs, warmup=10)
-        energy = measure_energy(lambda: pipe.predict(frame), runs, profile.get("telemetry", "none"))
+        energy = measure_energy(lambda: pipe.predict(frame), runs, profile.telemetry)
     return {"cold_start_s": cold.get("first_result_s"), "peak_rss_mb": cold.get("peak_rss_mb"),
             "cold_start_error": cold.get("error"), "bundle_mb": size / 1e6,
-            "artifact_mb": artifact_bytes(artifact) / 1e6, "latency_1_thread": latency_stats(samples), "energy": energy}
+            "artifact_mb": artifact.size_bytes / 1e6, "latency_1_thread": latency_stats(samples), "energy": energy}

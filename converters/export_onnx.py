@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgemed.errors import ConversionError
+from edgemed.errors import ConversionError, first_line
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
@@ -26,11 +26,6 @@ class ExportRecord:
     exporter: str
     dynamic_batch: bool
     notes: list[str] = field(default_factory=list)
-
-
-def _first(exc: BaseException) -> str:
-    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-    return (lines[0] if lines else type(exc).__name__)[:240]
 
 
 def _dynamo(module: Any, example: Any, dynamic: bool):
@@ -87,7 +82,7 @@ def export_torch(module: Any, input_shape: list[int], target: Path) -> ExportRec
             record = ExportRecord(name, dynamic, notes)
             break
         except Exception as exc:  # noqa: BLE001 - exporters raise many types; each failure is reported
-            notes.append(f"{name} exporter ({'dynamic' if dynamic else 'static'} batch) failed: {_first(exc)}")
+            notes.append(f"{name} exporter ({'dynamic' if dynamic else 'static'} batch) failed: {first_line(exc, 240)}")
     if proto is None:
         raise ConversionError("every ONNX exporter failed: " + " | ".join(notes),
                               "check the model runs on a tensor of --input-shape, or export ONNX yourself")
@@ -108,7 +103,7 @@ def finalize(proto: Any) -> Any:
         onnx.checker.check_model(proto, full_check=False)
         proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=False)
     except Exception as exc:  # noqa: BLE001 - onnx raises ValidationError / InferenceError
-        raise ConversionError(f"the ONNX model is invalid ({_first(exc)})",
+        raise ConversionError(f"the ONNX model is invalid ({first_line(exc, 240)})",
                               "fix the model or re-export it with a supported opset") from exc
     return proto
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgemed.datasets import ImageSet
-from edgemed.errors import ConversionError
+from edgemed.errors import ConversionError, first_line
 from edgemed.preprocess import Preprocessor
 
 from .calibration import preprocess_stream
@@ -45,7 +45,7 @@ def _read(onnx_path: Path, static_batch: int | None):
     try:
         model = ov.convert_model(str(onnx_path))
     except Exception as exc:  # noqa: BLE001
-        raise ConversionError(f"OpenVINO cannot convert the ONNX model ({str(exc).splitlines()[0][:200]})",
+        raise ConversionError(f"OpenVINO cannot convert the ONNX model ({first_line(exc, 200)})",
                               "drop openvino from --to, or report the model") from exc
     if static_batch:
         shape = list(model.inputs[0].partial_shape)
@@ -85,7 +85,7 @@ def quantize_ir(onnx_path: Path, xml_path: Path, images: ImageSet, pre: Preproce
         with _silenced():
             quantized = nncf.quantize(model, dataset, subset_size=len(images), preset=nncf.QuantizationPreset.MIXED)
     except Exception as exc:  # noqa: BLE001
-        raise ConversionError(f"NNCF quantization failed ({str(exc).splitlines()[0][:200]})",
+        raise ConversionError(f"NNCF quantization failed ({first_line(exc, 200)})",
                               "drop int8 for openvino, or report the model") from exc
     ov.save_model(quantized, str(xml_path), compress_to_fp16=False)
     return {"tool": f"nncf {nncf.__version__}", "preset": "mixed", "calibration_images": len(images),
@@ -114,7 +114,7 @@ def quantize_ir_with_accuracy_control(onnx_path: Path, xml_path: Path, images: I
                 subset_size=len(images), preset=nncf.QuantizationPreset.MIXED,
             )
     except Exception as exc:  # noqa: BLE001
-        raise ConversionError(f"NNCF accuracy-controlled quantization failed ({str(exc).splitlines()[0][:200]})",
+        raise ConversionError(f"NNCF accuracy-controlled quantization failed ({first_line(exc, 200)})",
                               "drop int8 for openvino, or relax --drift-budget knowingly") from exc
     ov.save_model(quantized, str(xml_path), compress_to_fp16=False)
     return {"tool": f"nncf {nncf.__version__}", "preset": "mixed", "calibration_images": len(images),

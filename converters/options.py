@@ -1,74 +1,181 @@
-"""Parsing and checking convert's options before any work is done (fail fast, one line each)."""
+"""What ``edgemed convert`` is asked to do, as one typed record checked before any work is done.
+
+The CLI parses its strings into :class:`ConvertOptions` (:meth:`ConvertOptions.from_cli`); the
+Python API builds it from typed values. Either way every option is checked here, fail fast, one
+line each, before a model is loaded or a file written.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgemed.errors import InputError
+from edgemed.errors import OptionError
+from edgemed.gate import Budget, default_budget
 from edgemed.preprocess import validate_spec
 
+TASKS = ("classification", "segmentation")
 TARGETS = ("onnx", "openvino", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
+CALIB_METHODS = ("minmax", "entropy", "percentile")
+OUTPUT_KINDS = ("logits", "probabilities")
 BACKEND_OF = {"onnx": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}
 
 
-def parse_shape(text: str) -> list[int]:
+@dataclass(frozen=True)
+class ConvertOptions:
+    model: Path
+    out: Path
+    task: str
+    input_shape: tuple[int, ...] | None = None  # NCHW; optional for ONNX sources
+    arch: str | None = None
+    arch_args: dict[str, Any] = field(default_factory=dict)
+    allow_pickle: bool = False
+    labels: tuple[str, ...] | None = None
+    preprocess: tuple[dict, ...] | None = None  # None: the documented default for the input shape
+    targets: tuple[str, ...] = ("onnx",)
+    precisions: tuple[str, ...] = ("fp32",)
+    calib: Path | None = None  # None: the shipped sample images
+    calib_count: int | None = None
+    calib_key: str | None = None
+    calib_method: str = "minmax"
+    budget: Budget | None = None  # None: the task's default budget
+    static_shapes: bool = False
+    dla_core: int | None = None
+    output_kind: str = "logits"
+    name: str | None = None
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        _set = object.__setattr__
+        _set(self, "model", Path(self.model))
+        _set(self, "out", Path(self.out))
+        if self.task not in TASKS:
+            raise OptionError(f"--task {self.task!r} is not supported", f"use one of {', '.join(TASKS)}")
+        if self.input_shape is not None:
+            _set(self, "input_shape", check_shape(self.input_shape))
+        if self.labels is not None:
+            _set(self, "labels", check_labels(self.labels))
+        if self.preprocess is not None:
+            _set(self, "preprocess", tuple(validate_spec(list(self.preprocess))))
+        _set(self, "targets", check_choices(self.targets, TARGETS, "--to"))
+        _set(self, "precisions", check_choices(self.precisions, PRECISIONS, "--precision"))
+        _set(self, "calib_method", check_choices((self.calib_method,), CALIB_METHODS, "--calib-method")[0])
+        if self.output_kind not in OUTPUT_KINDS:
+            raise OptionError(f"--output-kind {self.output_kind!r} is not supported", "use logits or probabilities")
+        if self.calib_count is not None and (isinstance(self.calib_count, bool) or not isinstance(self.calib_count, int)
+                                             or self.calib_count < 1):
+            raise OptionError(f"--calib-count {self.calib_count!r} must be a whole number >= 1",
+                              "leave it out to use every calibration image (up to what the quantizers need)")
+        if self.dla_core is not None and self.dla_core not in range(8):
+            raise OptionError(f"--dla-core {self.dla_core!r} is not a DLA core index", "use 0 or 1")
+        if not isinstance(self.arch_args, dict):
+            raise OptionError("--arch-args must be a JSON object", "write e.g. '{\"base\": 16}'")
+        if self.budget is not None and not isinstance(self.budget, Budget):
+            raise OptionError("budget must be an edgemed.gate.Budget", "use Budget.parse('agreement>=0.999', task)")
+
+    @property
+    def drift_budget(self) -> Budget:
+        return self.budget if self.budget is not None else default_budget(self.task)
+
+    @property
+    def backends(self) -> list[str]:
+        return [BACKEND_OF[t] for t in self.targets]
+
+    @classmethod
+    def from_cli(cls, model: Path, out: Path, task: str, input_shape: str | None = None, arch_args: str | None = None,
+                 labels: str | None = None, preprocess: str | None = None, to: str = "onnx",
+                 precision: str = "fp32", drift_budget: str | None = None, **rest: Any) -> ConvertOptions:
+        """The command line's strings, parsed into typed options."""
+        return cls(model=model, out=out, task=task,
+                   input_shape=parse_shape(input_shape) if input_shape is not None else None,
+                   arch_args=parse_arch_args(arch_args), labels=parse_labels(labels),
+                   preprocess=read_preprocess(preprocess), targets=tuple(to.split(",")),
+                   precisions=tuple(precision.split(",")),
+                   budget=Budget.parse(drift_budget, task) if drift_budget is not None else None,
+                   **{k: v for k, v in rest.items() if v is not None})
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
     if not isinstance(text, str) or not re.fullmatch(r"\s*\d+(\s*x\s*\d+){3}\s*", text):
-        raise InputError(f"--input-shape {text!r} is not NxCxHxW", "write e.g. 1x1x256x256")
-    dims = [int(d) for d in text.lower().split("x")]
-    if any(d < 1 for d in dims) or dims[1] > 64 or max(dims[2:]) > 8192:
-        raise InputError(f"--input-shape {text!r} is out of range", "N, C >= 1, C <= 64, H and W in 1..8192")
-    return dims
+        raise OptionError(f"--input-shape {text!r} is not NxCxHxW", "write e.g. 1x1x256x256")
+    return check_shape(tuple(int(d) for d in text.lower().split("x")))
 
 
-def parse_labels(text: str | list[str] | None) -> list[str] | None:
-    if text is None:
-        return None
-    labels = [s.strip() for s in text.split(",")] if isinstance(text, str) else list(text)
-    if not labels or any(not s for s in labels) or len(set(labels)) != len(labels):
-        raise InputError(f"--labels {text!r} must be distinct, non-empty names", "write e.g. benign,malignant")
-    return labels
+def check_shape(shape: Any) -> tuple[int, ...]:
+    if (not isinstance(shape, (tuple, list)) or len(shape) != 4
+            or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)):
+        raise OptionError(f"input shape {shape!r} is not four integers N, C, H, W", "write e.g. (1, 1, 256, 256)")
+    if any(d < 1 for d in shape) or shape[1] > 64 or max(shape[2:]) > 8192:
+        raise OptionError(f"input shape {tuple(shape)} is out of range", "N, C >= 1, C <= 64, H and W in 1..8192")
+    return tuple(shape)
 
 
-def parse_preprocess(value: Any) -> list[dict] | None:
-    """A spec given as a JSON file path or as a list already parsed."""
+def parse_labels(text: str | None) -> tuple[str, ...] | None:
+    return None if text is None else check_labels(text.split(","))
+
+
+def check_labels(labels: Any) -> tuple[str, ...]:
+    if isinstance(labels, str) or not all(isinstance(s, str) for s in labels):
+        raise OptionError(f"labels {labels!r} must be a list of names", "write e.g. ['benign', 'malignant']")
+    names = tuple(s.strip() for s in labels)
+    if not names or any(not s for s in names) or len(set(names)) != len(names):
+        raise OptionError(f"--labels {','.join(names)!r} must be distinct, non-empty names",
+                          "write e.g. benign,malignant")
+    return names
+
+
+def parse_arch_args(text: str | None) -> dict:
+    if text is None or text == "":
+        return {}
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise OptionError(f"--arch-args is not valid JSON ({exc})", "write e.g. '{\"base\": 16}'") from exc
+    if not isinstance(parsed, dict):
+        raise OptionError("--arch-args must be a JSON object", "write e.g. '{\"base\": 16}'")
+    return parsed
+
+
+def read_preprocess(value: str | Path | None) -> tuple[dict, ...] | None:
+    """A spec given as a JSON file path, or as JSON text starting with '['."""
     if value is None:
         return None
-    if isinstance(value, (str, Path)) and not str(value).lstrip().startswith("["):
+    if str(value).lstrip().startswith("["):
+        text, where = str(value), "--preprocess"
+    else:
         path = Path(value)
         if not path.is_file():
-            raise InputError(f"--preprocess {value}: no such file", "pass a JSON file holding a list of ops")
-        try:
-            value = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise InputError(f"--preprocess {value}: not valid JSON ({exc})", "fix the JSON file") from exc
-    elif isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"--preprocess is not valid JSON ({exc})", "fix the JSON") from exc
-    return validate_spec(value)
+            raise OptionError(f"--preprocess {value}: no such file", "pass a JSON file holding a list of ops")
+        text, where = path.read_text(), f"--preprocess {value}"
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise OptionError(f"{where}: not valid JSON ({exc})", "fix the JSON") from exc
+    return tuple(validate_spec(spec))
 
 
-def parse_choices(text: str | list[str], allowed: tuple[str, ...], option: str) -> list[str]:
-    items = [s.strip().lower() for s in text.split(",")] if isinstance(text, str) else [s.lower() for s in text]
-    bad = [s for s in items if s not in allowed]
-    if bad or not items:
-        raise InputError(f"{option} {','.join(bad) or text} is not supported",
-                         f"choose from {', '.join(allowed)}")
-    return list(dict.fromkeys(items))
+def check_choices(items: Any, allowed: tuple[str, ...], option: str) -> tuple[str, ...]:
+    if isinstance(items, str) or not all(isinstance(s, str) for s in items):
+        raise OptionError(f"{option} {items!r} must be a list of names", f"choose from {', '.join(allowed)}")
+    cleaned = [s.strip().lower() for s in items]
+    bad = [s for s in cleaned if s not in allowed]
+    if bad or not cleaned:
+        raise OptionError(f"{option} {','.join(bad) or '(empty)'} is not supported",
+                          f"choose from {', '.join(allowed)}")
+    return tuple(dict.fromkeys(cleaned))
 
 
-def check_backends(targets: list[str]) -> None:
+def check_backends(targets: tuple[str, ...]) -> None:
     """Refuse a target whose toolchain is not installed here, before any work is done."""
-    import importlib.util
-
     needs = {"openvino": ("openvino", "pip install 'edgemed[openvino]'"),
              "tensorrt": ("tensorrt", "TensorRT engines are built on the target: run this convert on the "
                                       "Jetson/GPU machine where the tensorrt package imports")}
     for target in targets:
         if target in needs and importlib.util.find_spec(needs[target][0]) is None:
-            raise InputError(f"--to {target}: the {needs[target][0]!r} package is not installed here", needs[target][1])
+            raise OptionError(f"--to {target}: the {needs[target][0]!r} package is not installed here",
+                              needs[target][1])

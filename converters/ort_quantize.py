@@ -13,12 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edgemed.datasets import ImageSet
-from edgemed.errors import ConversionError
+from edgemed.errors import ConversionError, first_line
 from edgemed.preprocess import Preprocessor
 
 from .calibration import preprocess_stream
 
-CALIB_METHODS = ("minmax", "entropy", "percentile")
 OP_TYPES = ["Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "Mul", "Concat", "MaxPool", "AveragePool",
             "GlobalAveragePool", "Resize", "Relu", "Sigmoid"]
 
@@ -48,7 +47,7 @@ def preprocess_for_quantization(fp32: Path, out: Path) -> Path:
     try:
         quant_pre_process(str(fp32), str(out), skip_symbolic_shape=True)
     except Exception as exc:  # noqa: BLE001 - falls back to the plain model; recorded by caller
-        raise ConversionError(f"quant_pre_process failed ({str(exc)[:200]})", "report the model") from exc
+        raise ConversionError(f"quant_pre_process failed ({first_line(exc, 200)})", "report the model") from exc
     return out
 
 
@@ -73,12 +72,11 @@ def quantize_int8(prepared: Path, out: Path, images: ImageSet, pre: Preprocessor
     except ConversionError:
         raise
     except Exception as exc:  # noqa: BLE001
-        raise ConversionError(f"onnxruntime INT8 quantization failed ({str(exc).splitlines()[0][:200]})",
+        raise ConversionError(f"onnxruntime INT8 quantization failed ({first_line(exc, 200)})",
                               "try --calib-method minmax, or exclude the model from int8") from exc
     return {"method": method, "per_channel": True, "format": "QDQ",
             "activations": "int8 symmetric" if symmetric_activations else "uint8 asymmetric",
-            "weights": "int8 symmetric per-channel", "calibration_images": len(images),
-            "excluded_nodes": list(exclude)}
+            "weights": "int8 symmetric per-channel", "calibration_images": len(images)}
 
 
 def convert_fp16(fp32: Path, out: Path) -> dict:
@@ -89,7 +87,7 @@ def convert_fp16(fp32: Path, out: Path) -> dict:
     try:
         half = convert_float_to_float16(model, keep_io_types=True)
     except Exception as exc:  # noqa: BLE001
-        raise ConversionError(f"FP16 conversion failed ({str(exc)[:200]})", "drop fp16 from --precision") from exc
+        raise ConversionError(f"FP16 conversion failed ({first_line(exc, 200)})", "drop fp16 from --precision") from exc
     onnx.save_model(half, str(out))
     return {"io": "float32 (casts inside the graph)"}
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from edgemed.errors import ConversionError
+from edgemed.errors import ConversionError, first_line
 
 from .sources import SourceModel
 
@@ -34,7 +34,7 @@ def reference_outputs(source: SourceModel, probes: np.ndarray, onnx_path: str | 
             evaluator = ReferenceEvaluator(str(onnx_path or source.path))
             outs = [evaluator.run(None, {input_name: p[None]})[0] for p in probes]
         except Exception as exc:  # noqa: BLE001 - evaluator lacks some ops
-            raise ConversionError(f"ONNX reference evaluator cannot run this model ({str(exc)[:200]})",
+            raise ConversionError(f"ONNX reference evaluator cannot run this model ({first_line(exc, 200)})",
                                   "export from PyTorch instead so the reference comes from the source") from exc
         return np.concatenate(outs).astype(np.float32), "onnx.reference.ReferenceEvaluator"
     import torch
@@ -46,7 +46,7 @@ def reference_outputs(source: SourceModel, probes: np.ndarray, onnx_path: str | 
             try:
                 out = fn(torch.from_numpy(p[None].copy()))
             except Exception as exc:  # noqa: BLE001
-                raise ConversionError(f"the model fails on a probe of shape {p[None].shape} ({str(exc)[:200]})",
+                raise ConversionError(f"the model fails on a probe of shape {p[None].shape} ({first_line(exc, 200)})",
                                       "check --input-shape and the preprocessing spec") from exc
             if isinstance(out, (tuple, list)):
                 out = out[0]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgemed.errors import ConversionError
+from edgemed.errors import ConversionError, first_line
 from edgemed.hashing import sha256_file
 
 
@@ -73,7 +73,7 @@ def detect(path: Path) -> str:
     )
 
 
-def load_source(path: str | Path, arch: str | None = None, arch_args: str | dict | None = None,
+def load_source(path: str | Path, arch: str | None = None, arch_args: dict | None = None,
                 allow_pickle: bool = False) -> SourceModel:
     path = Path(path)
     if not path.is_file():
@@ -88,14 +88,14 @@ def load_source(path: str | Path, arch: str | None = None, arch_args: str | dict
         try:
             module = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:  # noqa: BLE001
-            raise ConversionError(f"{path}: cannot load TorchScript ({_first(exc)})",
+            raise ConversionError(f"{path}: cannot load TorchScript ({first_line(exc)})",
                                   "re-save it with torch.jit.save") from exc
         return SourceModel("torchscript", path, digest, module.eval())
     if kind == "torch.export":
         try:
             program = torch.export.load(str(path))
         except Exception as exc:  # noqa: BLE001
-            raise ConversionError(f"{path}: cannot load torch.export program ({_first(exc)})",
+            raise ConversionError(f"{path}: cannot load torch.export program ({first_line(exc)})",
                                   "re-save it with torch.export.save") from exc
         return SourceModel("torch.export", path, digest, program)
 
@@ -121,12 +121,12 @@ def load_source(path: str | Path, arch: str | None = None, arch_args: str | dict
                               f"pass --arch NAME (one of {', '.join(ARCHITECTURES)}) and --arch-args JSON")
     from edgemed.zoo import build
 
-    kwargs = _parse_arch_args(arch_args)
+    kwargs = dict(arch_args or {})
     module = build(arch, **kwargs)
     try:
         module.load_state_dict(obj, strict=True)
     except RuntimeError as exc:
-        raise ConversionError(f"{path}: weights do not fit --arch {arch} {json.dumps(kwargs)} ({_first(exc)})",
+        raise ConversionError(f"{path}: weights do not fit --arch {arch} {json.dumps(kwargs)} ({first_line(exc)})",
                               "check --arch-args (e.g. base, num_classes) match the training run") from exc
     return SourceModel("state_dict", path, digest, module.eval(), [f"arch {arch} {json.dumps(kwargs)}"])
 
@@ -137,28 +137,10 @@ def _unpickle_module(path: Path) -> Any:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001
-        raise ConversionError(f"{path}: cannot unpickle ({_first(exc)})",
+        raise ConversionError(f"{path}: cannot unpickle ({first_line(exc)})",
                               "make the model's class importable here, or export TorchScript") from exc
     if not isinstance(obj, torch.nn.Module):
         raise ConversionError(f"{path}: unpickled a {type(obj).__name__}, not an nn.Module",
                               "save the model itself, or a state_dict with --arch")
     return obj.eval()
 
-
-def _parse_arch_args(arch_args: str | dict | None) -> dict:
-    if arch_args is None or arch_args == "":
-        return {}
-    if isinstance(arch_args, dict):
-        return arch_args
-    try:
-        parsed = json.loads(arch_args)
-    except json.JSONDecodeError as exc:
-        raise ConversionError(f"--arch-args is not valid JSON ({exc})", "write e.g. '{\"base\": 16}'") from exc
-    if not isinstance(parsed, dict):
-        raise ConversionError("--arch-args must be a JSON object", "write e.g. '{\"base\": 16}'")
-    return parsed
-
-
-def _first(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:300]

@@ -12,8 +12,12 @@ import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from edgemed.errors import BackendUnavailable
+from edgemed.errors import DeviceNotFound
+
+if TYPE_CHECKING:
+    from .profiles import DeviceProfile
 
 _X86_ISA = ["sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
             "amx_tile", "amx_int8", "amx_bf16"]
@@ -115,11 +119,11 @@ def detect(root: str | Path = "/", arch: str | None = None, probe_openvino: bool
                    _openvino_devices() if probe_openvino else [])
 
 
-def match_profile(machine: Machine, profiles: dict[str, dict]) -> str:
+def match_profile(machine: Machine, profiles: dict[str, DeviceProfile]) -> str:
     """The most specific profile whose detection rule fits the machine."""
     if machine.jetson_model:
         for name, p in profiles.items():
-            want = p["match"].get("device_tree_model")
+            want = p.match.device_tree_model
             if want and want.lower() in machine.jetson_model.lower():
                 return name
         return "jetson-orin-nano" if "orin" in machine.jetson_model.lower() else "jetson-xavier-nx"
@@ -133,7 +137,7 @@ def match_profile(machine: Machine, profiles: dict[str, dict]) -> str:
 DEVICE_ALIASES = {"cpu", "auto", "jetson", "cuda", "gpu", "npu"}
 
 
-def resolve_device(device: str, machine: Machine, profiles: dict[str, dict]) -> dict:
+def resolve_device(device: str, machine: Machine, profiles: dict[str, DeviceProfile]) -> DeviceProfile:
     """Map a user's device word (or profile name) to a profile, refusing what this machine is not."""
     detected = match_profile(machine, profiles)
     what = f"this machine is {machine.cpu_model} ({machine.arch}), profile {detected}"
@@ -146,20 +150,20 @@ def resolve_device(device: str, machine: Machine, profiles: dict[str, dict]) -> 
             "x86-cpu" if machine.arch.lower() in ("x86_64", "amd64") else detected)
     elif device == "jetson":
         if not machine.jetson_model:
-            raise BackendUnavailable(f"device 'jetson' asked for, but no Jetson was detected: {what}",
+            raise DeviceNotFound(f"device 'jetson' asked for, but no Jetson was detected: {what}",
                                      "use --device cpu (or auto), or run on the Jetson")
         name = detected
     elif device in ("cuda", "gpu"):
         if not (machine.nvidia_gpu or machine.jetson_model):
-            raise BackendUnavailable(f"device {device!r} asked for, but no NVIDIA GPU was detected: {what}",
+            raise DeviceNotFound(f"device {device!r} asked for, but no NVIDIA GPU was detected: {what}",
                                      "use --device cpu (or auto)")
         name = detected
     elif device == "npu":
         if "NPU" not in machine.openvino_devices:
-            raise BackendUnavailable(f"device 'npu' asked for, but OpenVINO sees no NPU: {what}",
+            raise DeviceNotFound(f"device 'npu' asked for, but OpenVINO sees no NPU: {what}",
                                      "install the NPU driver, or use --device cpu")
         name = "intel-npu"
     else:
-        raise BackendUnavailable(f"unknown device {device!r}",
+        raise DeviceNotFound(f"unknown device {device!r}",
                                  f"use one of {', '.join(sorted(DEVICE_ALIASES))} or a profile: {', '.join(profiles)}")
     return profiles[name]

@@ -1,2 +1,1 @@
-__version__ = "0.1.0"
-BUNDLE_SCHEMA_VERSION = 1
+__version__ = "0.2.0"

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import write_atomic
+from .manifest import Artifact
 from .paths import cache_dir
 from .timing import time_calls
 
@@ -33,25 +34,24 @@ def _time(engine, feed: dict) -> float:
     return float(np.median(time_calls(lambda: engine.infer(feed), RUNS, WARMUP)))
 
 
-def choose(candidates: list[dict], make_engine: Callable[[dict], object], probe: np.ndarray, input_name: str,
-           manifest_sha: str, profile: str, cpu: str, threads: int | None) -> tuple[dict, str]:
+def choose(candidates: list[Artifact], make_engine: Callable[[Artifact], object], probe: np.ndarray,
+           input_name: str, manifest_sha: str, profile: str, cpu: str, threads: int | None) -> tuple[Artifact, str]:
     """The fastest candidate (p50 of engine.infer at batch 1) and the reason, from cache when known."""
     path, key = cache_file(), _key(manifest_sha, profile, cpu, threads)
     try:
         cached = json.loads(path.read_text()).get(key)
     except (OSError, json.JSONDecodeError):
         cached = None
-    by_file = {a["file"]: a for a in candidates}
+    by_file = {a.file: a for a in candidates}
     if cached and cached.get("file") in by_file:
         return by_file[cached["file"]], f"auto (cached measurement): {cached['reason']}"
     timings = {}
     for art in candidates:
         with make_engine(art) as engine:
-            timings[art["file"]] = _time(engine, {input_name: probe})
-    best = min(candidates, key=lambda a: timings[a["file"]])
-    reason = "measured p50 " + ", ".join(
-        f"{a['backend']}/{a['precision']} {timings[a['file']] * 1e3:.2f} ms" for a in candidates)
-    _store(path, key, {"file": best["file"], "reason": reason})
+            timings[art.file] = _time(engine, {input_name: probe})
+    best = min(candidates, key=lambda a: timings[a.file])
+    reason = "measured p50 " + ", ".join(f"{a.key} {timings[a.file] * 1e3:.2f} ms" for a in candidates)
+    _store(path, key, {"file": best.file, "reason": reason})
     return best, f"auto: {reason}"
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -20,17 +19,15 @@ from typing import Any
 
 import numpy as np
 
-from ._version import BUNDLE_SCHEMA_VERSION
 from .errors import BundleError
 from .hashing import sha256_file
-from .preprocess import Preprocessor, validate_spec
+from .manifest import Artifact, FileRecord, Manifest
+from .preprocess import Preprocessor
 
 MANIFEST = "edgemed.json"
 REFERENCE = "reference.npz"
 REPORT = "report.json"
 MAX_MANIFEST_BYTES = 4 << 20
-MAX_INPUT_ELEMENTS = 1 << 28  # 268M floats (1 GiB): a declared shape beyond this is hostile or a mistake
-TASKS = ("classification", "segmentation")
 
 
 def _safe_member(root: Path, name: Any, what: str) -> Path:
@@ -51,29 +48,10 @@ def _safe_member(root: Path, name: Any, what: str) -> Path:
     return path
 
 
-def _check_shape(root: Path, shape: Any) -> list[int | str]:
-    if not isinstance(shape, list) or len(shape) != 4:
-        raise BundleError(f"bundle {root}: input shape {shape!r} is not a 4-D list", "rebuild the bundle")
-    dims = []
-    for d in shape:
-        if isinstance(d, str) and d:
-            dims.append(d)
-        elif isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= 1 << 20:
-            dims.append(d)
-        else:
-            raise BundleError(f"bundle {root}: input shape {shape!r} has an invalid dimension {d!r}",
-                              "rebuild the bundle")
-    static = [d if isinstance(d, int) else 1 for d in dims]
-    if math.prod(static) > MAX_INPUT_ELEMENTS:
-        raise BundleError(f"bundle {root}: input shape {shape!r} is implausibly large",
-                          "refusing it; rebuild the bundle")
-    return dims
-
-
 class Bundle:
-    """A verified, read-only view of a bundle directory."""
+    """A verified, read-only view of a bundle directory and its typed manifest."""
 
-    def __init__(self, path: Path, manifest: dict) -> None:
+    def __init__(self, path: Path, manifest: Manifest) -> None:
         self.path = path
         self.manifest = manifest
 
@@ -88,92 +66,57 @@ class Bundle:
         if manifest_path.stat().st_size > MAX_MANIFEST_BYTES:
             raise BundleError(f"bundle {root}: {MANIFEST} is larger than {MAX_MANIFEST_BYTES} bytes",
                               "refusing it; rebuild the bundle")
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BundleError(f"bundle {root}: {MANIFEST} is not valid JSON ({exc})",
-                              "rebuild the bundle with edgemed convert") from exc
+        manifest = Manifest.from_json(manifest_path.read_bytes(), f"bundle {root}: {MANIFEST}")
         bundle = cls(root, manifest)
-        bundle._check_structure()
+        for where, record in manifest.listed_files():
+            _safe_member(root, record.file, f"{where}.file")
         if verify:
             bundle.verify_files()
         return bundle
 
-    # -- structure -------------------------------------------------------------------------
-    def _check_structure(self) -> None:
-        m, root = self.manifest, self.path
-        if not isinstance(m, dict):
-            raise BundleError(f"bundle {root}: {MANIFEST} is not a JSON object", "rebuild the bundle")
-        version = m.get("schema_version")
-        if not isinstance(version, int) or isinstance(version, bool):
-            raise BundleError(f"bundle {root}: schema_version is missing or not an integer", "rebuild the bundle")
-        if version > BUNDLE_SCHEMA_VERSION:
-            raise BundleError(
-                f"bundle {root}: schema_version {version} is newer than this edgemed reads "
-                f"({BUNDLE_SCHEMA_VERSION})",
-                "upgrade edgemed on this device",
-            )
-        for key in ("model", "input", "output", "preprocess", "artifacts"):
-            if key not in m:
-                raise BundleError(f"bundle {root}: {MANIFEST} lacks {key!r}", "rebuild the bundle")
-        if m["model"].get("task") not in TASKS:
-            raise BundleError(f"bundle {root}: unknown task {m['model'].get('task')!r}", "rebuild the bundle")
-        _check_shape(root, m["input"].get("shape"))
-        try:
-            validate_spec(m["preprocess"])
-        except Exception as exc:
-            raise BundleError(f"bundle {root}: preprocessing spec refused: {exc}", "rebuild the bundle") from exc
-        if not isinstance(m["artifacts"], list) or not m["artifacts"]:
-            raise BundleError(f"bundle {root}: no artifacts listed", "rebuild the bundle")
-        for entry in self.listed_files():
-            _safe_member(root, entry.get("file"), "a listed file")
-
-    def listed_files(self) -> list[dict]:
-        """Every file the manifest vouches for: artifacts plus reference and report."""
-        entries = list(self.manifest.get("artifacts", [])) + list(self.manifest.get("files", []))
-        for e in list(entries):
-            if not isinstance(e, dict):
-                raise BundleError(f"bundle {self.path}: a file entry is not an object", "rebuild the bundle")
-            if "weights" in e:  # OpenVINO IR: the .bin beside the .xml
-                entries.append(e["weights"])
-        return entries
-
     def verify_files(self) -> None:
-        for entry in self.listed_files():
-            name = entry["file"]
-            path = _safe_member(self.path, name, "a listed file")
+        for where, entry in self.manifest.listed_files():
+            path = _safe_member(self.path, entry.file, f"{where}.file")
             if not path.is_file():
-                raise BundleError(f"bundle {self.path}: {name} is missing", "copy the whole bundle folder again")
+                raise BundleError(f"bundle {self.path}: {entry.file} ({where}.file) is missing",
+                                  "copy the whole bundle folder again")
             size = path.stat().st_size
-            if size != entry.get("bytes"):
+            if size != entry.bytes:
                 raise BundleError(
-                    f"bundle {self.path}: {name} is {size} bytes, the manifest says {entry.get('bytes')} "
-                    "(truncated or changed)",
+                    f"bundle {self.path}: {entry.file} is {size} bytes, the manifest says {entry.bytes} "
+                    f"({where}.bytes: truncated or changed)",
                     "copy the bundle again or rebuild it",
                 )
-            if sha256_file(path) != entry.get("sha256"):
-                raise BundleError(f"bundle {self.path}: {name} does not match its SHA-256 (changed or corrupt)",
-                                  "copy the bundle again or rebuild it")
+            if sha256_file(path) != entry.sha256:
+                raise BundleError(f"bundle {self.path}: {entry.file} does not match its SHA-256 ({where}.sha256: "
+                                  "changed or corrupt)", "copy the bundle again or rebuild it")
+
+    def manifest_sha256(self) -> str:
+        return sha256_file(self.path / MANIFEST)
 
     # -- accessors -------------------------------------------------------------------------
     @property
     def task(self) -> str:
-        return self.manifest["model"]["task"]
+        return self.manifest.model.task
 
     @property
     def labels(self) -> list[str]:
-        return list(self.manifest["model"].get("labels") or [])
+        return list(self.manifest.model.labels)
 
     @property
-    def artifacts(self) -> list[dict]:
-        return list(self.manifest["artifacts"])
+    def name(self) -> str:
+        return self.manifest.model.name
+
+    @property
+    def artifacts(self) -> list[Artifact]:
+        return list(self.manifest.artifacts)
 
     def file(self, name: str) -> Path:
         return _safe_member(self.path, name, "a file")
 
     def preprocessor(self) -> Preprocessor:
-        spec = self.manifest["input"]
-        return Preprocessor(self.manifest["preprocess"], spec["shape"], spec.get("layout", "NCHW"))
+        spec = self.manifest.input
+        return Preprocessor(self.manifest.preprocess, spec.shape, spec.layout)
 
     def reference(self) -> dict[str, np.ndarray]:
         path = self.file(REFERENCE)
@@ -191,18 +134,13 @@ class Bundle:
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
-def artifact_bytes(artifact: dict) -> int:
-    """Size on disk of an artifact, its OpenVINO weights file included."""
-    return artifact["bytes"] + artifact.get("weights", {}).get("bytes", 0)
-
-
 def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
 
 
-def file_entry(root: Path, name: str, **extra: Any) -> dict:
+def file_record(root: Path, name: str) -> FileRecord:
     path = root / name
-    return {"file": name, "sha256": sha256_file(path), "bytes": path.stat().st_size, **extra}
+    return FileRecord(file=name, sha256=sha256_file(path), bytes=path.stat().st_size)
 
 
 OWNER = ".edgemed-owner"

@@ -89,9 +89,10 @@ def main() -> None:
 @click.option("--force", is_flag=True, help="Replace an existing bundle.")
 def convert(model: Path, out: Path, **kw) -> None:
     """Turn a trained model into a verified bundle."""
-    from edgemed.converters.convert import convert as run_convert
+    from edgemed.converters.convert import run
+    from edgemed.converters.options import ConvertOptions
 
-    run_convert(model, out, log=lambda s: click.echo(s, err=True), **kw)
+    run(ConvertOptions.from_cli(model, out, **kw), log=lambda s: click.echo(s, err=True))
     click.echo(str(out))
 
 
@@ -214,13 +215,17 @@ BENCH_HEADERS = ["artifact", "MB", "gate", "e2e p50", "e2e p90", "e2e p99", "inf
 
 
 def _bench_row(report: dict, a: dict) -> list:
-    head = [f"{a['backend']}/{a['precision']}", f"{a['bytes'] / 1e6:.2f}", "pass" if a["gate_passed"] else "FAIL"]
+    import msgspec
+
+    from .gate import summary
+    from .manifest import DriftRecord
+
+    head = [f"{a['backend']}/{a['precision']}", f"{a['bytes'] / 1e6:.2f}", a["verdict"]]
     if "latency" not in a:
         return head + ["-"] * 7
     e2e, inf = a["latency"]["end_to_end"], a["latency"]["infer"]
     raw = a["latency"].get("raw_onnxruntime", {}).get("p50_ms")
-    d = a["drift_on_data"]
-    drift = f"agreement {d['agreement']:.3f}" if "agreement" in d else f"dice {d['dice']:.4f}"
+    drift = summary(msgspec.convert(a["drift_on_data"], DriftRecord))
     acc = a.get("accuracy")
     if acc is None:
         truth = "-"
@@ -248,7 +253,7 @@ def verify(bundle: Path, device: str, pubkey: Path | None) -> None:
 
     from . import load
     from .bundle import Bundle
-    from .drift import judge, parse_budget
+    from .gate import recheck, summary
 
     if pubkey is not None:
         from .signing import verify_signature
@@ -257,18 +262,12 @@ def verify(bundle: Path, device: str, pubkey: Path | None) -> None:
     b = Bundle.open(bundle)
     failures = 0
     for art in b.artifacts:
-        if not art.get("drift", {}).get("passed"):
+        if not art.drift.passed:
             continue
-        with load(bundle, device=device, backend=art["backend"], precision=art["precision"]) as pipe:
-            figures = bench_drift(pipe)
-        tol = art["drift"].get("parity_tolerance")
-        if tol is not None:  # the FP32 export: must still reproduce the source model
-            ok = figures["max_abs_diff"] <= tol
-        else:  # other artifacts: must still meet the budget they passed at conversion
-            ok = judge(figures, parse_budget(art["drift"]["budget"], b.task))[0]
-        failures += not ok
-        click.echo(f"{art['file']} {art['backend']}/{art['precision']}: hashes ok, max|diff| vs reference "
-                   f"{figures['max_abs_diff']:.2e} on this device: {'ok' if ok else 'MISMATCH'}")
+        with load(bundle, device=device, backend=art.backend, precision=art.precision) as pipe:
+            checked = recheck(art.drift, bench_drift(pipe), b.task, "the bundle's reference probes")
+        failures += not checked.passed
+        click.echo(f"{art.file} {art.key}: hashes ok; on this device: {summary(checked)}")
     if failures:
         raise EdgemedError(f"{failures} artifact(s) disagree with the reference on this device",
                            "rebuild the bundle on this device or investigate the backend version")

@@ -40,7 +40,7 @@ def _score(pipe, task: str, out: Path, echo: Callable[[str], None]) -> None:
     echo(f"  {len(images)} BreastMNIST images: {hits}/{len(images)} match their labels")
 
 
-DEMO_HEADERS = ["model", "artifact", "MB", "drift vs FP32", "gate", "e2e p50 ms", "e2e p99 ms", "infer p50 ms",
+DEMO_HEADERS = ["model", "artifact", "MB", "drift vs FP32", "verdict", "e2e p50 ms", "e2e p99 ms", "infer p50 ms",
                 "raw ORT p50 ms"]
 
 
@@ -49,7 +49,8 @@ def run_demo(out: Path, runs: int = 300, echo: Callable[[str], None] = print) ->
     from edgemed.converters.convert import convert
 
     from . import load
-    from .bundle import Bundle, artifact_bytes
+    from .bundle import Bundle
+    from .gate import summary
 
     out = Path(out)
     rows = []
@@ -57,23 +58,20 @@ def run_demo(out: Path, runs: int = 300, echo: Callable[[str], None] = print) ->
         weights, card = shipped_model(name)
         bundle = out / name
         echo(f"converting {name} ({card['task']}, trained: {_training_line(card)})")
-        convert(weights, bundle, task=card["task"], input_shape="x".join(map(str, card["input_shape"])),
-                arch=card["arch"], arch_args=card["arch_args"], labels=card["labels"],
-                preprocess=card["preprocess"], calib=calibration_set(card["task"]), to="onnx,openvino",
-                precision="fp32,fp16,int8", name=name, force=True, log=lambda s: echo(f"  {s}"))
+        convert(weights, bundle, task=card["task"], input_shape=tuple(card["input_shape"]), arch=card["arch"],
+                arch_args=card["arch_args"], labels=tuple(card["labels"]), preprocess=tuple(card["preprocess"]),
+                calib=calibration_set(card["task"]), targets=("onnx", "openvino"), precisions=("fp32", "fp16", "int8"),
+                name=name, force=True, log=lambda s: echo(f"  {s}"))
         images = [image for _, image in ImageSet.open(samples_for_task(card["task"]))]
         with load(bundle, device="cpu") as pipe:
             _score(pipe, card["task"], out, echo)
         for art in Bundle.open(bundle).artifacts:
-            d = art["drift"]
-            drift = f"agreement {d['agreement']:.3f}" if "agreement" in d else f"dice {d['dice']:.4f}"
-            size = artifact_bytes(art) / 1e6
-            row = [name, f"{art['backend']}/{art['precision']}", f"{size:.2f}", drift,
-                   "pass" if d["passed"] else "FAIL"]
-            if not d["passed"]:
+            row = [name, art.key, f"{art.size_bytes / 1e6:.2f}", summary(art.drift).split(" -> ")[0],
+                   art.drift.verdict]
+            if not art.drift.passed:
                 rows.append(row + ["-", "-", "-", "-"])
                 continue
-            with load(bundle, backend=art["backend"], precision=art["precision"]) as pipe:
+            with load(bundle, backend=art.backend, precision=art.precision) as pipe:
                 lat = bench_latency(pipe, images, runs=runs)
             raw = lat.get("raw_onnxruntime", {}).get("p50_ms")
             rows.append(row + [f"{lat['end_to_end']['p50_ms']:.2f}", f"{lat['end_to_end']['p99_ms']:.2f}",

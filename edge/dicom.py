@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, first_line
 
 
 def read_dicom(path: str | Path) -> list[np.ndarray]:
@@ -26,7 +26,7 @@ def read_dicom(path: str | Path) -> list[np.ndarray]:
     try:
         ds = pydicom.dcmread(str(path))
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"{path}: not a readable DICOM file ({_first_line(exc)})",
+        raise InputError(f"{path}: not a readable DICOM file ({first_line(exc)})",
                          "check the file is complete and is DICOM Part 10") from exc
     if "PixelData" not in ds:
         raise InputError(f"{path}: DICOM file has no pixel data", "pass an image object, not a report or SR")
@@ -45,7 +45,7 @@ def read_dicom(path: str | Path) -> list[np.ndarray]:
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(syntax, "name", str(syntax))
         raise InputError(
-            f"{path}: cannot decode DICOM pixel data (transfer syntax {name}: {_first_line(exc)})",
+            f"{path}: cannot decode DICOM pixel data (transfer syntax {name}: {first_line(exc)})",
             "install a decoder plugin for it (e.g. pip install pylibjpeg pylibjpeg-openjpeg) "
             "or export the study uncompressed",
         ) from exc
@@ -85,7 +85,3 @@ def _split(array: np.ndarray, frames: int, colour: bool) -> list[np.ndarray]:
         return [np.ascontiguousarray(f) for f in array]
     return [np.ascontiguousarray(array)]
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

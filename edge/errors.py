@@ -1,7 +1,9 @@
-"""One exception type whose message is the whole story: what is wrong and how to fix it.
+"""One exception family whose message is the whole story: what is wrong and how to fix it.
 
 The CLI prints ``str(error)`` as a single line and exits non-zero, so every message raised
 here must name the offending thing and the fix, never just re-raise a backend's traceback.
+Each condition a caller may want to handle on its own has its own type; all of them are
+:class:`EdgemedError`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,11 @@ class BundleError(EdgemedError):
 
 
 class InputError(EdgemedError):
-    """An image, array or option that cannot be processed as given."""
+    """An image, array or signal that cannot be processed as given."""
+
+
+class OptionError(InputError):
+    """An option (CLI flag or API argument) with a value edgemed cannot use."""
 
 
 class ConversionError(EdgemedError):
@@ -29,4 +35,28 @@ class ConversionError(EdgemedError):
 
 
 class BackendUnavailable(EdgemedError):
-    """A backend or device asked for that this machine or bundle cannot serve."""
+    """A backend asked for that is not installed here or cannot run the artifact."""
+
+
+class DeviceNotFound(BackendUnavailable):
+    """A device asked for that this machine does not have (or a device word edgemed does not know)."""
+
+
+class NoEligibleArtifact(BackendUnavailable):
+    """The bundle holds no artifact that may serve the request (none matches, or none is certified)."""
+
+
+class PipelineClosed(EdgemedError):
+    """A pipeline (or stream) used after ``close()``."""
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first non-empty line of an exception's message, for one-line errors.
+
+    Backends raise exceptions with long C++ traces, or with no message at all; both must
+    still become one readable line (an empty message gives the exception's type name).
+    """
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()[:limit]
+    return type(exc).__name__

@@ -13,29 +13,35 @@ from typing import Any
 import numpy as np
 
 from .bundle import Bundle
-from .errors import BackendUnavailable, InputError
+from .errors import BundleError, PipelineClosed
 from .images import read_image
+from .manifest import Manifest
 from .postprocess import class_probabilities, segmentation_mask
 from .preprocess import Prepared
 from .results import ClassificationResult, SegmentationResult
-from .selection import describe_artifacts, eligible, rank
+from .selection import Selection, open_engine, select
 
 Result = ClassificationResult | SegmentationResult
 
 
 class Pipeline:
-    def __init__(self, bundle: Bundle, engine: Any, artifact: dict, reason: str) -> None:
+    """What scanner software holds: one bundle, one started engine, the preprocessing that feeds it."""
+
+    def __init__(self, bundle: Bundle, engine: Any, selection: Selection) -> None:
+        m = bundle.manifest
+        check_engine(engine, m, selection.artifact.file)  # once here, so no frame pays for it
         self.bundle = bundle
         self.engine = engine
-        self.artifact = artifact
-        self.reason = reason
+        self.selection = selection
+        self.artifact = selection.artifact
+        self.reason = selection.reason
+        self.profile = selection.profile
         self.preprocessor = bundle.preprocessor()
-        self.task = bundle.task
-        self.labels = bundle.labels
-        out = bundle.manifest["output"]
-        self.output_kind = out.get("kind", "logits")
-        self.output_name = out["names"][0]
-        self.input_name = bundle.manifest["input"]["name"]
+        self.task = m.model.task
+        self.labels = list(m.model.labels)
+        self.output_kind = m.output.kind
+        self.output_name = m.output.names[0]
+        self.input_name = m.input.name
 
     # -- stages ----------------------------------------------------------------------------
     def prepare(self, image: np.ndarray | str | Path) -> Prepared:
@@ -51,12 +57,9 @@ class Pipeline:
         if self.task == "classification":
             probs = class_probabilities(output[0], self.output_kind)
             index = int(np.argmax(probs))
-            label = self.labels[index] if index < len(self.labels) else str(index)
-            labels = self.labels if len(self.labels) == probs.size else [str(i) for i in range(probs.size)]
-            return ClassificationResult(label, index, probs, labels)
-        mask, classes = segmentation_mask(output, self.output_kind, prepared.geometry)
-        labels = self.labels if len(self.labels) == classes else [str(i) for i in range(classes)]
-        return SegmentationResult(mask, labels)
+            return ClassificationResult(self.labels[index], index, probs, self.labels)
+        mask, _ = segmentation_mask(output, self.output_kind, prepared.geometry)
+        return SegmentationResult(mask, self.labels)
 
     # -- public ----------------------------------------------------------------------------
     def predict(self, image: np.ndarray | str | Path) -> Result:
@@ -86,18 +89,24 @@ class Pipeline:
         return Streamer(self, maxsize=maxsize, drop_oldest=drop_oldest)
 
     def describe(self) -> dict:
+        """Which artifact serves, why, its verdict, the device and the backend's versions."""
+        art = self.artifact
         return {
             "bundle": str(self.bundle.path),
-            "model": self.bundle.manifest["model"].get("name"),
+            "model": self.bundle.name,
             "task": self.task,
-            "artifact": self.artifact["file"],
+            "artifact": art.file,
             "reason": self.reason,
-            "profile": getattr(self, "profile", {}).get("name"),
+            "verdict": art.drift.verdict,
+            "budget": art.drift.budget,
+            "cases": art.drift.cases,
+            "profile": self.profile.name,
             **self.engine.describe(),
         }
 
     def close(self) -> None:
-        self.engine.close()
+        engine, self.engine = self.engine, _Closed()
+        engine.close()
 
     def __enter__(self) -> Pipeline:
         return self
@@ -106,12 +115,44 @@ class Pipeline:
         self.close()
 
 
-def _engine_device(backend: str, profile: dict) -> str:
-    if backend == "openvino":
-        return profile.get("ov_device", "cpu")
-    if backend == "tensorrt":
-        return "cuda"
-    return profile.get("ort_device", "cpu")
+class _Closed:
+    """Stands in for the engine after ``close()``: any use is a clear error, at no per-frame cost before."""
+
+    backend = precision = device = "closed"
+    inputs = outputs = ()
+
+    def infer(self, *args: Any, **kwargs: Any):
+        raise PipelineClosed("the pipeline is closed", "load the bundle again (edgemed.load) to keep predicting")
+
+    describe = infer
+
+    def close(self) -> None:
+        pass
+
+
+def check_engine(engine: Any, manifest: Manifest, artifact: str) -> None:
+    """The artifact's real inputs and outputs must be what the manifest promises (names, ranks, static sizes)."""
+    fix = "the artifact does not belong to this manifest; rebuild the bundle with edgemed convert"
+    spec = manifest.input
+    inputs = {t.name: t for t in engine.inputs}
+    if list(inputs) != [spec.name]:
+        raise BundleError(f"{artifact}: its inputs are {sorted(inputs)}, the manifest's input.name is {spec.name!r}",
+                          fix)
+    real = inputs[spec.name]
+    _check_dims(artifact, "input.shape", real.shape, spec.shape, fix)
+    if real.dtype != spec.dtype:
+        raise BundleError(f"{artifact}: takes {real.dtype}, the manifest's input.dtype is {spec.dtype}", fix)
+    outputs = {t.name: t for t in engine.outputs}
+    for i, name in enumerate(manifest.output.names):
+        if name not in outputs:
+            raise BundleError(f"{artifact}: has no output {name!r} (output.names[{i}]; it has {sorted(outputs)})", fix)
+    _check_dims(artifact, "output.shape", outputs[manifest.output.names[0]].shape, manifest.output.shape, fix)
+
+
+def _check_dims(artifact: str, field: str, real: tuple, promised: list, fix: str) -> None:
+    if len(real) != len(promised) or any(
+            isinstance(r, int) and r > 0 and isinstance(p, int) and r != p for r, p in zip(real[1:], promised[1:])):
+        raise BundleError(f"{artifact}: has shape {list(real)}, the manifest's {field} is {promised}", fix)
 
 
 def load(bundle: str | Path, device: str = "cpu", backend: str | None = None, precision: str | None = None,
@@ -123,46 +164,10 @@ def load(bundle: str | Path, device: str = "cpu", backend: str | None = None, pr
     With ``require_signature`` (an Ed25519 public key file) the bundle must carry a valid
     signature by that key and hold exactly the files that were signed.
     """
-    from edgemed.devices.detect import detect, resolve_device
-    from edgemed.devices.profiles import load_profiles
-    from edgemed.runtimes import available_backends, create_engine
-
-    if not isinstance(device, str) or not device:
-        raise InputError(f"device {device!r} is not a name", "use e.g. device='cpu'")
     if require_signature is not None:
         from .signing import verify_signature
 
         verify_signature(Path(bundle), Path(require_signature))
     b = Bundle.open(bundle)
-    machine = detect(probe_openvino=device in ("auto", "npu"))
-    profile = resolve_device(device, machine, load_profiles())
-    candidates = eligible(b.artifacts, backend, precision)
-    installed = available_backends()
-    runnable = [a for a in candidates if installed.get(a.get("backend"), False)]
-    if not runnable:
-        raise BackendUnavailable(
-            f"no installed backend can run the bundle's passed artifacts ({describe_artifacts(candidates)})",
-            "install the backend (e.g. pip install 'edgemed[openvino]')")
-    ranked = rank(runnable, profile["preference"])
-
-    def make(art: dict):
-        extra = {"spin": bool(profile.get("ort_allow_spinning", True))} if art["backend"] == "onnxruntime" else {}
-        return create_engine(art["backend"], b.file(art["file"]), device=_engine_device(art["backend"], profile),
-                             threads=threads or profile.get("threads"), precision=art["precision"], **extra)
-
-    requested = "/".join(x for x in (backend, precision) if x)
-    if device == "auto" and len(ranked) > 1:
-        from . import autoselect
-        from .hashing import sha256_file
-
-        probe = b.reference()["inputs"][:1]
-        artifact, reason = autoselect.choose(ranked, make, probe, b.manifest["input"]["name"],
-                                             sha256_file(b.path / "edgemed.json"), profile["name"],
-                                             machine.cpu_model, threads)
-    else:
-        artifact = ranked[0]
-        reason = (f"requested {requested}; " if requested else "") + (
-            f"first drift-passed artifact in profile {profile['name']}'s preference")
-    pipe = Pipeline(b, make(artifact), artifact, reason)
-    pipe.profile = profile
-    return pipe
+    selection = select(b, device, backend, precision, threads)
+    return Pipeline(b, open_engine(b, selection), selection)

@@ -235,7 +235,8 @@ def _normalize(image: np.ndarray, p: dict, geo: list) -> np.ndarray:
 
 def _check_resize(p: dict) -> None:
     _size(p.get("size"), "resize")
-    if p.get("interpolation", "bilinear") not in _INTERPOLATION:
+    interpolation = p.get("interpolation", "bilinear")
+    if not isinstance(interpolation, str) or interpolation not in _INTERPOLATION:
         raise InputError(f"preprocess op 'resize': unknown interpolation {p.get('interpolation')!r}",
                          f"use one of {', '.join(_INTERPOLATION)}")
     if not isinstance(p.get("keep_aspect", False), bool):

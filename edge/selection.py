@@ -1,41 +1,125 @@
-"""Choosing which artifact of a bundle serves a request.
+"""Choosing which artifact of a bundle serves a request, on which device, with which engine options.
 
-Only artifacts that passed the drift gate are eligible; explicit backend/precision requests
-narrow the choice, and asking for what the bundle lacks is an error that lists what it has.
+:func:`select` is the whole decision, apart from starting the engine: the device word is
+resolved to a device profile, only artifacts that passed the drift gate and whose backend is
+installed are eligible, explicit backend/precision requests narrow the choice, the profile's
+preference orders what is left, and ``device="auto"`` measures instead of assuming. ``load``
+composes it with :func:`open_engine`; ``bench`` asks it which artifact would serve without
+building a pipeline.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
-from .errors import BackendUnavailable
+from .bundle import Bundle
+from .errors import BackendUnavailable, NoEligibleArtifact, OptionError
+from .manifest import Artifact
+
+BACKENDS = ("onnxruntime", "openvino", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
-def describe_artifacts(artifacts: Sequence[dict]) -> str:
-    return ", ".join(
-        f"{a.get('backend')}/{a.get('precision')}{'' if a.get('drift', {}).get('passed') else ' (failed drift gate)'}"
-        for a in artifacts
-    )
+@dataclass(frozen=True)
+class Selection:
+    artifact: Artifact
+    profile: Any  # edgemed.devices.profiles.DeviceProfile
+    device: str  # the device word the engine is created with (cpu, cuda, npu, ...)
+    threads: int | None
+    reason: str
+    options: dict[str, Any] = field(default_factory=dict)  # the backend engine's own settings
 
 
-def eligible(artifacts: Sequence[dict], backend: str | None = None, precision: str | None = None) -> list[dict]:
+def describe_artifacts(artifacts: Sequence[Artifact]) -> str:
+    return ", ".join(a.key + ("" if a.drift.passed else f" ({a.drift.verdict} drift gate)") for a in artifacts)
+
+
+def check_request(device: Any, backend: Any, precision: Any, threads: Any) -> str:
+    """Refuse malformed requests before any work, the same way for every argument; returns the device word."""
+    if not isinstance(device, str) or not device.strip():
+        raise OptionError(f"device {device!r} is not a name", "use e.g. device='cpu' or 'auto'")
+    if backend is not None and backend not in BACKENDS:
+        raise OptionError(f"unknown backend {backend!r}", f"use one of {', '.join(BACKENDS)}")
+    if precision is not None and precision not in PRECISIONS:
+        raise OptionError(f"unknown precision {precision!r}", f"use one of {', '.join(PRECISIONS)}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 1024):
+        raise OptionError(f"threads={threads!r} is not a thread count", "use a whole number >= 1, or None for the "
+                                                                          "device profile's default")
+    return device.strip().lower()
+
+
+def eligible(artifacts: Sequence[Artifact], backend: str | None = None, precision: str | None = None) -> list[Artifact]:
     """Passed artifacts matching the request, in bundle order."""
-    chosen = [
-        a for a in artifacts
-        if a.get("drift", {}).get("passed") is True
-        and (backend is None or a.get("backend") == backend)
-        and (precision is None or a.get("precision") == precision)
-    ]
+    chosen = [a for a in artifacts if a.drift.passed and backend in (None, a.backend)
+              and precision in (None, a.precision)]
     if not chosen:
         wanted = "/".join(x for x in (backend, precision) if x) or "any artifact"
-        raise BackendUnavailable(
-            f"the bundle has no drift-passed artifact for {wanted}",
-            f"available: {describe_artifacts(artifacts)}",
-        )
+        raise NoEligibleArtifact(f"the bundle has no drift-passed artifact for {wanted}",
+                                 f"available: {describe_artifacts(artifacts)}")
     return chosen
 
 
-def rank(candidates: Sequence[dict], preference: Sequence[tuple[str, str]]) -> list[dict]:
+def rank(candidates: Sequence[Artifact], preference: Sequence[tuple[str, str]]) -> list[Artifact]:
     """Order candidates by a device profile's preference list; unlisted ones go last."""
     order = {tuple(p): i for i, p in enumerate(preference)}
-    return sorted(candidates, key=lambda a: order.get((a.get("backend"), a.get("precision")), len(order)))
+    return sorted(candidates, key=lambda a: order.get((a.backend, a.precision), len(order)))
+
+
+def engine_options(artifact: Artifact, profile: Any) -> dict[str, Any]:
+    """Backend settings for an artifact on a profile, all from data (the manifest and the profile)."""
+    if artifact.backend == "onnxruntime":
+        return {"spin": profile.ort_allow_spinning}
+    if artifact.backend == "openvino":
+        return {"static_batch": artifact.build.static_batch or (1 if profile.static_shapes else None)}
+    from edgemed.runtimes.engine_cache import check_runnable_here
+
+    check_runnable_here(artifact.build.tensorrt, profile.tensorrt, profile.name)
+    return {"options": artifact.build.tensorrt}
+
+
+def candidate(artifact: Artifact, profile: Any, threads: int | None, reason: str = "") -> Selection:
+    return Selection(artifact, profile, profile.engine_device(artifact.backend), threads or profile.threads, reason,
+                     engine_options(artifact, profile))
+
+
+def open_engine(bundle: Bundle, selection: Selection):
+    """Start the selected artifact's engine."""
+    from edgemed.runtimes import create_engine
+
+    art = selection.artifact
+    return create_engine(art.backend, bundle.file(art.file), device=selection.device, threads=selection.threads,
+                         precision=art.precision, **selection.options)
+
+
+def select(bundle: Bundle, device: str = "cpu", backend: str | None = None, precision: str | None = None,
+           threads: int | None = None) -> Selection:
+    """Which artifact serves this request here, and why."""
+    from edgemed.devices.detect import detect, resolve_device
+    from edgemed.devices.profiles import load_profiles
+    from edgemed.runtimes import available_backends
+
+    device = check_request(device, backend, precision, threads)
+    machine = detect(probe_openvino=device in ("auto", "npu"))
+    profile = resolve_device(device, machine, load_profiles())
+    candidates = eligible(bundle.artifacts, backend, precision)
+    installed = available_backends()
+    runnable = [a for a in candidates if installed.get(a.backend, False)]
+    if not runnable:
+        raise BackendUnavailable(
+            f"no installed backend can run the bundle's passed artifacts ({describe_artifacts(candidates)})",
+            "install the backend (e.g. pip install 'edgemed[openvino]')")
+    ranked = rank(runnable, profile.preference)
+    requested = "/".join(x for x in (backend, precision) if x)
+    if device == "auto" and len(ranked) > 1:
+        from . import autoselect
+
+        artifact, reason = autoselect.choose(
+            ranked, lambda a: open_engine(bundle, candidate(a, profile, threads)), bundle.reference()["inputs"][:1],
+            bundle.manifest.input.name, bundle.manifest_sha256(), profile.name, machine.cpu_model, threads)
+    else:
+        artifact = ranked[0]
+        reason = (f"requested {requested}; " if requested else "") + (
+            f"first drift-passed artifact in profile {profile.name}'s preference")
+    return candidate(artifact, profile, threads, reason)

@@ -10,12 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import msgspec
 
 from edgemed.atomic import write_atomic
-from edgemed.errors import BundleError, InputError
+from edgemed.errors import BundleError, OptionError
+from edgemed.manifest import TensorRtOptions
 from edgemed.paths import cache_dir
+
+if TYPE_CHECKING:
+    from edgemed.devices.profiles import TensorRtSection
 
 PRECISION_FLAGS = {"fp32": [], "fp16": ["FP16"], "int8": ["INT8", "FP16"]}
 
@@ -38,45 +45,51 @@ class TargetInfo:
         return cls(trt.__version__, name, f"{major}.{minor}")
 
 
-@dataclass(frozen=True)
-class BuildOptions:
-    precision: str
-    min_shape: tuple[int, ...]
-    opt_shape: tuple[int, ...]
-    max_shape: tuple[int, ...]
-    dla_core: int | None = None
-    gpu_fallback: bool = True
-    workspace_bytes: int = 1 << 30
-    extra_flags: tuple[str, ...] = field(default_factory=tuple)
-
-    def builder_flags(self) -> list[str]:
-        """TensorRT BuilderFlag names for this precision and DLA choice."""
-        if self.precision not in PRECISION_FLAGS:
-            raise InputError(f"unknown TensorRT precision {self.precision!r}", "use fp32, fp16 or int8")
-        flags = list(PRECISION_FLAGS[self.precision])
-        if self.dla_core is not None:
-            if self.precision == "fp32":
-                raise InputError("DLA cores run FP16 or INT8 only", "use --precision fp16 or int8 with --dla-core")
-            if self.gpu_fallback:
-                flags.append("GPU_FALLBACK")
-        return flags + [f for f in self.extra_flags if f not in flags]
-
-    @classmethod
-    def from_profile(cls, profile: dict, precision: str, input_shape: list, dla_core: int | None = None
-                     ) -> BuildOptions:
-        """Batch range and DLA defaults come from the device profile (configuration as data)."""
-        trt_cfg = profile.get("tensorrt", {})
-        c, h, w = (int(d) for d in input_shape[1:])
-        max_batch = int(trt_cfg.get("max_batch", 1))
-        opt_batch = int(trt_cfg.get("opt_batch", 1))
-        if dla_core is None:
-            dla_core = trt_cfg.get("dla_core")
-        return cls(precision, (1, c, h, w), (opt_batch, c, h, w), (max_batch, c, h, w), dla_core,
-                   bool(trt_cfg.get("gpu_fallback", True)), int(trt_cfg.get("workspace_mb", 1024)) << 20)
+def builder_flags(options: TensorRtOptions) -> list[str]:
+    """TensorRT BuilderFlag names for the recorded precision and DLA choice."""
+    flags = list(PRECISION_FLAGS[options.precision])
+    if options.dla_core is not None:
+        if options.precision == "fp32":
+            raise OptionError("DLA cores run FP16 or INT8 only", "use --precision fp16 or int8 with --dla-core")
+        if options.gpu_fallback:
+            flags.append("GPU_FALLBACK")
+    return flags + [f for f in options.extra_flags if f not in flags]
 
 
-def cache_key(onnx_sha256: str, target: TargetInfo, options: BuildOptions) -> str:
-    payload = json.dumps({"onnx": onnx_sha256, "target": asdict(target), "options": asdict(options)},
+def build_options(section: TensorRtSection | None, precision: str, chw: list[int] | tuple[int, ...],
+                  dla_core: int | None = None) -> TensorRtOptions:
+    """The options an engine is built with on this device: batch range, workspace and DLA from the device
+    profile's ``tensorrt`` section (configuration as data), ``dla_core`` overriding the profile's default.
+    DLA cores run FP16 and INT8 only, so FP32 engines are always built for the GPU (and recorded so).
+    Checked here, before any build, so a bad combination is one clear line."""
+    from edgemed.devices.profiles import TensorRtSection
+
+    section = section or TensorRtSection()
+    dla = None if precision == "fp32" else (section.dla_core if dla_core is None else dla_core)
+    if dla is not None and dla >= section.dla_cores:
+        raise OptionError(f"--dla-core {dla}: this device has {section.dla_cores} DLA core(s)",
+                          "leave --dla-core out to build for the GPU")
+    dims = [int(d) for d in chw]
+    options = TensorRtOptions(precision=precision, min_shape=[1, *dims], opt_shape=[section.opt_batch, *dims],
+                              max_shape=[section.max_batch, *dims], dla_core=dla, gpu_fallback=section.gpu_fallback,
+                              workspace_bytes=section.workspace_mb << 20)
+    builder_flags(options)
+    return options
+
+
+def check_runnable_here(options: TensorRtOptions, section: TensorRtSection | None, profile: str) -> None:
+    """An engine gated on a DLA core can only be rebuilt where that core exists; refuse before building."""
+    cores = section.dla_cores if section else 0
+    if options.dla_core is not None and options.dla_core >= cores:
+        from edgemed.errors import DeviceNotFound
+
+        raise DeviceNotFound(f"the TensorRT artifact was built and gated for DLA core {options.dla_core}, but device "
+                             f"profile {profile} has {cores} DLA core(s)",
+                             "run it on the device it was converted for, or convert again on this one")
+
+
+def cache_key(onnx_sha256: str, target: TargetInfo, options: TensorRtOptions) -> str:
+    payload = json.dumps({"onnx": onnx_sha256, "target": asdict(target), "options": msgspec.to_builtins(options)},
                          sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
@@ -106,9 +119,9 @@ class EngineCache:
                               f"delete it ({engine}) and it will be rebuilt from the bundle's ONNX")
         return data
 
-    def store(self, key: str, plan: bytes, target: TargetInfo, onnx_sha256: str, options: BuildOptions) -> Path:
+    def store(self, key: str, plan: bytes, target: TargetInfo, onnx_sha256: str, options: TensorRtOptions) -> Path:
         engine, meta_path = self.paths(key)
-        meta = {"target": asdict(target), "onnx_sha256": onnx_sha256, "options": asdict(options),
+        meta = {"target": asdict(target), "onnx_sha256": onnx_sha256, "options": msgspec.to_builtins(options),
                 "engine_sha256": hashlib.sha256(plan).hexdigest()}
         write_atomic(engine, plan)
         write_atomic(meta_path, json.dumps(meta, indent=2))  # written last: an engine without it is ignored

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgemed.errors import BackendUnavailable, BundleError
+from edgemed.errors import BackendUnavailable, BundleError, first_line
 
 from .base import Engine, TensorInfo
 
@@ -65,8 +65,7 @@ class OnnxRuntimeEngine(Engine):
         except BackendUnavailable:
             raise
         except Exception as exc:  # noqa: BLE001 - ORT raises its own Fail/InvalidGraph types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise BundleError(f"{model_path}: onnxruntime cannot load the model ({first[:300]})",
+            raise BundleError(f"{model_path}: onnxruntime cannot load the model ({first_line(exc)})",
                               "the file is truncated or not ONNX; copy the bundle again or rebuild it") from exc
         self.inputs = [TensorInfo(i.name, tuple(i.shape), _DTYPES.get(i.type, i.type))
                        for i in self.session.get_inputs()]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgemed.errors import BackendUnavailable, BundleError
+from edgemed.errors import BackendUnavailable, BundleError, first_line
 
 from .base import Engine, TensorInfo
 
@@ -44,7 +44,7 @@ class OpenVinoEngine(Engine):
         try:
             model = self.core.read_model(str(model_path))
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError with long C++ text
-            raise BundleError(f"{model_path}: OpenVINO cannot read the model ({str(exc).splitlines()[0][:200]})",
+            raise BundleError(f"{model_path}: OpenVINO cannot read the model ({first_line(exc, 200)})",
                               "the file is truncated or corrupt; copy the bundle again or rebuild it") from exc
         if ov_device == "NPU" or static_batch:
             # The NPU compiles static shapes only: fix the batch axis.
@@ -58,7 +58,7 @@ class OpenVinoEngine(Engine):
             self.compiled = self.core.compile_model(model, ov_device, config)
         except Exception as exc:  # noqa: BLE001
             raise BackendUnavailable(f"OpenVINO cannot compile {Path(model_path).name} for {ov_device} "
-                                     f"({str(exc).splitlines()[0][:200]})", "try device='cpu'") from exc
+                                     f"({first_line(exc, 200)})", "try device='cpu'") from exc
         self.inputs = [TensorInfo(p.get_any_name(), _dims(p.get_partial_shape()), "float32")
                        for p in self.compiled.inputs]
         self.outputs = [TensorInfo(p.get_any_name(), _dims(p.get_partial_shape()), "float32")

@@ -2,7 +2,9 @@
 
 Loads a serialized engine from the engine cache, or builds one from the bundle's ONNX on this
 device and caches it; runs with ``execute_async_v3`` on a CUDA stream with pinned host
-buffers. Nothing here is imported unless a TensorRT engine is requested.
+buffers. The build options are always the ones recorded in the artifact (batch profile,
+precision flags, DLA core, workspace): the engine that runs is the configuration the drift
+gate measured, never a default. Nothing here is imported unless a TensorRT engine is requested.
 """
 
 from __future__ import annotations
@@ -13,19 +15,23 @@ from pathlib import Path
 
 import numpy as np
 
-from edgemed.errors import BackendUnavailable, BundleError
+from edgemed.errors import BackendUnavailable, BundleError, OptionError
 from edgemed.hashing import sha256_file
+from edgemed.manifest import TensorRtOptions
 
 from .base import Engine, TensorInfo
-from .engine_cache import BuildOptions, EngineCache, TargetInfo, cache_key
+from .engine_cache import EngineCache, TargetInfo, cache_key
 
 
 class TensorRtEngine(Engine):
     backend = "tensorrt"
 
     def __init__(self, model_path: str | Path, device: str = "cuda", threads: int | None = None,
-                 precision: str = "fp32", options: BuildOptions | None = None, cache: EngineCache | None = None
+                 precision: str = "fp32", options: TensorRtOptions | None = None, cache: EngineCache | None = None
                  ) -> None:
+        if options is None or options.precision != precision:
+            raise OptionError(f"a TensorRT engine needs the build options its artifact was gated with "
+                              f"(got {options!r} for {precision})", "load it through edgemed.load, which passes them")
         try:
             import tensorrt as trt
         except ImportError as exc:
@@ -36,8 +42,6 @@ class TensorRtEngine(Engine):
         self.model_path = Path(model_path)
         onnx_sha = sha256_file(model_path)
         target = TargetInfo.detect()
-        if options is None:
-            options = _options_from_onnx(model_path, precision)
         cache = cache or EngineCache()
         key = cache_key(onnx_sha, target, options)
         try:
@@ -45,7 +49,7 @@ class TensorRtEngine(Engine):
         except BundleError:
             plan = None  # built for another target or corrupt: rebuild below
         if plan is None:
-            from edgemed.converters.tensorrt_build import build_engine
+            from .tensorrt_builder import build_engine
 
             plan = build_engine(self.model_path, options, timing_cache=cache.root / "timing.cache")
             cache.store(key, plan, target, onnx_sha, options)
@@ -63,6 +67,7 @@ class TensorRtEngine(Engine):
         self.buffers = CudaBuffers()
         self._lock = threading.Lock()  # one execution context: serialise calls
         self.target = target
+        self.options = options
 
     def _run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         with self._lock:
@@ -90,11 +95,3 @@ class TensorRtEngine(Engine):
         return {**super().describe(), "tensorrt": self.target.tensorrt, "gpu": self.target.gpu,
                 "compute_capability": self.target.compute_capability}
 
-
-def _options_from_onnx(path: str | Path, precision: str) -> BuildOptions:
-    """Batch 1 profile from the ONNX input dims (read with the protobuf-free onnxruntime API)."""
-    import onnxruntime as ort
-
-    info = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()[0]
-    c, h, w = (int(d) for d in info.shape[1:])
-    return BuildOptions(precision, (1, c, h, w), (1, c, h, w), (1, c, h, w))

@@ -38,12 +38,13 @@ def breastmnist(shared_data):
 
 
 def convert_shipped(name: str, out: Path, **overrides) -> Path:
+    """A shipped model converted with its card's settings; ``overrides`` are ConvertOptions fields."""
     from edgemed.converters.convert import convert
 
     weights, card = shipped_model(name)
     calib = samples_dir("busi" if card["task"] == "segmentation" else "breastmnist")
-    kwargs = dict(task=card["task"], input_shape="x".join(map(str, card["input_shape"])), arch=card["arch"],
-                  arch_args=card["arch_args"], labels=card["labels"], preprocess=card["preprocess"],
+    kwargs = dict(task=card["task"], input_shape=tuple(card["input_shape"]), arch=card["arch"],
+                  arch_args=card["arch_args"], labels=tuple(card["labels"]), preprocess=tuple(card["preprocess"]),
                   calib=calib, name=name)
     kwargs.update(overrides)
     return convert(weights, out, **kwargs)
@@ -63,5 +64,5 @@ def cnn_bundle(tmp_path_factory) -> Path:
 def cnn_bundle_all(tmp_path_factory) -> Path:
     """The shipped classifier as every ORT and OpenVINO artifact, calibrated on BreastMNIST train images."""
     return convert_shipped("cnn_breastmnist", tmp_path_factory.mktemp("bundles") / "cnn_all",
-                           to="onnx,openvino", precision="fp32,fp16,int8",
+                           targets=("onnx", "openvino"), precisions=("fp32", "fp16", "int8"),
                            calib=SHARED / "breastmnist.npz", calib_key="train_images")

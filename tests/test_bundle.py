@@ -55,7 +55,7 @@ def test_changed_reference_or_report_is_refused(copy):
 
 def test_missing_file(copy):
     os.remove(copy / "reference.npz")
-    with pytest.raises(BundleError, match="reference.npz is missing"):
+    with pytest.raises(BundleError, match=r"reference.npz \(files\[0\].file\) is missing"):
         Bundle.open(copy)
 
 

@@ -45,16 +45,18 @@ def test_bench_table_and_json(cnn_bundle, tmp_path):
                    tmp_path / "h.sqlite", check=True)
     assert "raw ORT p50" in proc.stdout and "onnxruntime/fp32" in proc.stdout
     report = json.loads((tmp_path / "b.json").read_text())
-    assert report["schema"] == "edgemed-bench/1"
+    assert report["schema"] == "edgemed-bench/2"
     (art,) = report["artifacts"]
     assert art["latency"]["end_to_end"]["runs"] == 30
-    assert art["drift_reference"]["agreement"] == 1.0 and art["drift_reference"]["max_abs_diff"] <= 1e-4
+    ref = art["drift_reference"]
+    assert ref["verdict"] == "passed" and ref["cases"] == 8
+    assert ref["metrics"]["agreement"]["value"] == 1.0 and ref["metrics"]["max_abs_diff"]["value"] <= 1e-4
     assert art["accuracy"]["cases"] == 8  # the shipped BreastMNIST samples with their labels
 
 
 def test_verify(cnn_bundle):
     proc = edgemed("verify", cnn_bundle, check=True)
-    assert "hashes ok" in proc.stdout and "ok" in proc.stdout.split(":")[-1]
+    assert "hashes ok" in proc.stdout and proc.stdout.strip().endswith("-> passed")
 
 
 def test_errors_are_one_line(cnn_bundle, tmp_path):

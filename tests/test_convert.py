@@ -28,8 +28,8 @@ def cnn():
 
 
 def _convert(src, out, **kw):
-    args = dict(task="classification", input_shape="1x1x28x28", preprocess=CNN_SPEC, calib=CALIB,
-                labels="malignant,benign_or_normal")
+    args = dict(task="classification", input_shape=(1, 1, 28, 28), preprocess=CNN_SPEC, calib=CALIB,
+                labels=("malignant", "benign_or_normal"))
     args.update(kw)
     return convert(src, out, **args)
 
@@ -42,7 +42,7 @@ def _no_partial(tmp_path):
 def _check_bundle(path, model=None):
     b = Bundle.open(path)
     art = b.artifacts[0]
-    assert art["drift"]["passed"] and art["drift"]["max_abs_diff"] <= 1e-4
+    assert art.drift.passed and art.drift.value("max_abs_diff") <= 1e-4
     with load(path) as pipe:
         ref = b.reference()
         out = pipe.engine.infer({"input": ref["inputs"][:1]})
@@ -56,14 +56,14 @@ def _check_bundle(path, model=None):
 
 def test_state_dict_with_zoo_arch(tmp_path, cnn):
     b = _check_bundle(convert_state_dict(tmp_path), cnn)
-    assert b.manifest["provenance"]["source_kind"] == "state_dict"
-    assert b.manifest["input"]["shape"][0] == "batch"
+    assert b.manifest.provenance.source_kind == "state_dict"
+    assert b.manifest.input.shape[0] == "batch"
     assert json.loads((b.path / "report.json").read_text())["export"]["exporter"] == "dynamo"
 
 
 def convert_state_dict(tmp_path):
     weights, card = shipped_model("cnn_breastmnist")
-    return _convert(weights, tmp_path / "sd", arch="cnn", arch_args=json.dumps(card["arch_args"]))
+    return _convert(weights, tmp_path / "sd", arch="cnn", arch_args=card["arch_args"])
 
 
 def test_torchscript_uses_named_fallback_exporter(tmp_path, cnn):
@@ -79,7 +79,7 @@ def test_torch_export_program(tmp_path, cnn):
     src = tmp_path / "cnn.pt2"
     torch.export.save(torch.export.export(cnn, (torch.zeros(1, 1, 28, 28),)), src)
     b = _check_bundle(_convert(src, tmp_path / "pt2"), cnn)
-    assert b.manifest["provenance"]["source_kind"] == "torch.export"
+    assert b.manifest.provenance.source_kind == "torch.export"
 
 
 def test_pickled_module_needs_allow_pickle(tmp_path, cnn):
@@ -97,13 +97,13 @@ def test_onnx_source_is_checked_against_onnx_reference_evaluator(tmp_path, cnn):
     torch.onnx.export(cnn, (torch.zeros(1, 1, 28, 28),), src, dynamo=False, input_names=["image"],
                       output_names=["scores"], dynamic_axes={"image": {0: "n"}, "scores": {0: "n"}})
     b = _check_bundle_onnx(_convert(src, tmp_path / "onnx", input_shape=None))
-    assert b.artifacts[0]["drift"]["reference"] == "onnx.reference.ReferenceEvaluator"
-    assert b.manifest["input"]["name"] == "image"
+    assert b.artifacts[0].drift.reference == "onnx.reference.ReferenceEvaluator"
+    assert b.manifest.input.name == "image"
 
 
 def _check_bundle_onnx(path):
     b = Bundle.open(path)
-    assert b.artifacts[0]["drift"]["passed"]
+    assert b.artifacts[0].drift.passed
     with load(path) as pipe:
         r = pipe.predict(samples_dir("breastmnist") / "breastmnist_test_000.png")
         assert r.probabilities.shape == (2,)
@@ -117,10 +117,10 @@ def test_monai_unet_from_the_ecosystem(tmp_path, busi):
                num_res_units=1).eval()
     src = tmp_path / "monai_unet.pt"
     torch.jit.save(torch.jit.script(net), src)
-    out = convert(src, tmp_path / "monai", task="segmentation", input_shape="1x1x96x96",
-                  calib=samples_dir("busi"), labels="background,lesion")
+    out = convert(src, tmp_path / "monai", task="segmentation", input_shape=(1, 1, 96, 96),
+                  calib=samples_dir("busi"), labels=("background", "lesion"))
     b = Bundle.open(out)
-    assert b.artifacts[0]["drift"]["max_abs_diff"] <= 1e-4
+    assert b.artifacts[0].drift.value("max_abs_diff") <= 1e-4
     with load(out) as pipe:
         r = pipe.predict(busi["images"][400])
         assert r.mask.shape == (256, 256) and r.mask.dtype == np.uint8
@@ -136,7 +136,7 @@ def test_checkpoint_without_arch(tmp_path):
 def test_wrong_arch_args(tmp_path):
     weights, _ = shipped_model("cnn_breastmnist")
     with pytest.raises(ConversionError, match="do not fit"):
-        _convert(weights, tmp_path / "x", arch="cnn", arch_args='{"width": 8}')
+        _convert(weights, tmp_path / "x", arch="cnn", arch_args={"width": 8})
     with pytest.raises(ConversionError, match="unknown architecture"):
         _convert(weights, tmp_path / "x", arch="resnet9000")
     _no_partial(tmp_path)
@@ -149,8 +149,10 @@ def test_unknown_file_type(tmp_path):
         _convert(src, tmp_path / "x")
 
 
-@pytest.mark.parametrize("shape,needle", [("1x1x28", "not NxCxHxW"), ("1x3x28x28", "fails on a probe|channel"),
-                                          ("1x1x0x28", "not NxCxHxW|out of range")])
+@pytest.mark.parametrize("shape,needle", [
+    ((1, 1, 28), "not four integers"), ((1, 3, 28, 28), "fails on a probe|channel"), ((1, 1, 0, 28), "out of range"),
+    ("1x1x28x28", "not four integers"),
+])
 def test_wrong_input_shape(tmp_path, shape, needle):
     weights, card = shipped_model("cnn_breastmnist")
     with pytest.raises(EdgemedError, match=needle):
@@ -163,7 +165,7 @@ def test_wrong_input_shape(tmp_path, shape, needle):
 def test_label_count_must_match_outputs(tmp_path):
     weights, card = shipped_model("cnn_breastmnist")
     with pytest.raises(InputError, match="names 3 classes but the model outputs 2"):
-        _convert(weights, tmp_path / "x", arch="cnn", arch_args=card["arch_args"], labels="a,b,c")
+        _convert(weights, tmp_path / "x", arch="cnn", arch_args=card["arch_args"], labels=("a", "b", "c"))
     assert not (tmp_path / "x").exists()
     _no_partial(tmp_path)
 

@@ -41,8 +41,8 @@ def test_jetsons(folder, profile, l4t):
     m = detect(FIX / folder, arch="aarch64", probe_openvino=False)
     assert m.l4t_release == l4t and "Jetson" in m.jetson_model
     assert match_profile(m, PROFILES) == profile
-    assert resolve_device("jetson", m, PROFILES)["name"] == profile
-    assert resolve_device("cuda", m, PROFILES)["name"] == profile
+    assert resolve_device("jetson", m, PROFILES).name == profile
+    assert resolve_device("cuda", m, PROFILES).name == profile
 
 
 def test_x86_without_vnni_has_no_int8_units():
@@ -62,7 +62,7 @@ def test_asking_for_a_device_this_machine_is_not():
         resolve_device("jetson", m, PROFILES)
     with pytest.raises(BackendUnavailable, match="OpenVINO sees no NPU"):
         resolve_device("npu", m, PROFILES)
-    assert resolve_device("cpu", m, PROFILES)["name"] == "x86-cpu"
+    assert resolve_device("cpu", m, PROFILES).name == "x86-cpu"
 
 
 def test_auto_measures_and_caches_the_choice(cnn_bundle_all, monkeypatch, tmp_path):
@@ -76,7 +76,7 @@ def test_auto_measures_and_caches_the_choice(cnn_bundle_all, monkeypatch, tmp_pa
     # the fastest passed artifact on this machine, measured side by side
     timings = {part.split(" ")[0]: float(part.split(" ")[1]) for part in
                first["reason"].split("measured p50 ")[1].split(", ")}
-    chosen = f"{pipe.artifact['backend']}/{pipe.artifact['precision']}"
+    chosen = pipe.artifact.key
     assert timings[chosen] == min(timings.values())
 
 

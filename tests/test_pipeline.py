@@ -105,7 +105,7 @@ def test_shipped_models_parity_within_1e_4(unet_bundle, cnn_bundle):
 
     for bundle in (unet_bundle, cnn_bundle):
         art = Bundle.open(bundle).artifacts[0]
-        assert art["precision"] == "fp32" and art["drift"]["max_abs_diff"] <= 1e-4, art["drift"]
+        assert art.precision == "fp32" and art.drift.value("max_abs_diff") <= 1e-4, art.drift
 
 
 def test_unet_masks_on_real_ultrasound_at_original_size(unet_bundle, busi):

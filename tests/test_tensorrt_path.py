@@ -2,25 +2,38 @@
 
 The TensorRT path is UNVERIFIED on the machines this project is built on: its libraries are
 not installable there. These tests cover the Q/DQ ONNX it consumes, engine-cache keying and
-invalidation, the version-mismatch message, and builder options chosen from device profiles.
+invalidation, the version-mismatch message, builder options chosen from device profiles, and
+(with TensorRT's API replaced by a test double at its boundary) that the engine a device
+rebuilds at load is built with exactly the options the drift gate measured at conversion.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+import msgspec
 import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
 
+from edgemed.devices.detect import Machine
 from edgemed.devices.profiles import get_profile, load_profiles
-from edgemed.errors import BundleError, InputError
-from edgemed.runtimes.engine_cache import BuildOptions, EngineCache, TargetInfo, cache_key, check_compatible
+from edgemed.errors import BundleError, OptionError
+from edgemed.manifest import TensorRtOptions
+from edgemed.runtimes.engine_cache import (
+    EngineCache,
+    TargetInfo,
+    build_options,
+    builder_flags,
+    cache_key,
+    check_compatible,
+)
 from edgemed.samples import samples_dir
 
 ORIN = TargetInfo("10.3.0", "Orin (nvgpu)", "8.7")
-OPTS = BuildOptions("fp16", (1, 1, 128, 128), (1, 1, 128, 128), (8, 1, 128, 128))
+OPTS = TensorRtOptions(precision="fp16", min_shape=[1, 1, 128, 128], opt_shape=[1, 1, 128, 128],
+                       max_shape=[8, 1, 128, 128])
 
 
 def test_cache_key_changes_with_everything_an_engine_is_bound_to():
@@ -31,8 +44,8 @@ def test_cache_key_changes_with_everything_an_engine_is_bound_to():
         cache_key("a" * 64, dataclasses.replace(ORIN, tensorrt="10.4.0"), OPTS),
         cache_key("a" * 64, dataclasses.replace(ORIN, gpu="NVIDIA H100"), OPTS),
         cache_key("a" * 64, dataclasses.replace(ORIN, compute_capability="9.0"), OPTS),
-        cache_key("a" * 64, ORIN, dataclasses.replace(OPTS, precision="int8")),
-        cache_key("a" * 64, ORIN, dataclasses.replace(OPTS, dla_core=0)),
+        cache_key("a" * 64, ORIN, msgspec.structs.replace(OPTS, precision="int8")),
+        cache_key("a" * 64, ORIN, msgspec.structs.replace(OPTS, dla_core=0)),
     ]
     assert len({base, *variants}) == 1 + len(variants)
 
@@ -66,20 +79,23 @@ def test_version_mismatch_message_names_both_sides():
 
 @pytest.mark.parametrize("name,dla", [("jetson-agx-orin", 0), ("jetson-orin-nx", 0), ("jetson-orin-nano", None)])
 def test_builder_flags_and_dla_from_device_profiles(name, dla):
-    opts = BuildOptions.from_profile(get_profile(name), "int8", ["batch", 1, 128, 128])
+    section = get_profile(name).tensorrt
+    opts = build_options(section, "int8", [1, 128, 128])
     assert opts.dla_core == dla
-    flags = opts.builder_flags()
+    flags = builder_flags(opts)
     assert "INT8" in flags and "FP16" in flags
     assert ("GPU_FALLBACK" in flags) == (dla is not None)
-    assert opts.min_shape[0] == 1 and opts.max_shape[0] == get_profile(name)["tensorrt"]["max_batch"]
+    assert opts.min_shape[0] == 1 and opts.max_shape[0] == section.max_batch
+    assert opts.workspace_bytes == section.workspace_mb << 20
+    assert build_options(section, "fp32", [1, 128, 128]).dla_core is None  # the profile's DLA default skips FP32
 
 
-def test_dla_refuses_fp32_and_unknown_precision():
-    with pytest.raises(InputError, match="DLA cores run FP16 or INT8"):
-        dataclasses.replace(OPTS, precision="fp32", dla_core=0).builder_flags()
-    with pytest.raises(InputError, match="unknown TensorRT precision"):
-        dataclasses.replace(OPTS, precision="int4").builder_flags()
-    assert dataclasses.replace(OPTS, precision="fp32").builder_flags() == []
+def test_dla_refuses_fp32_and_cores_the_device_lacks():
+    with pytest.raises(OptionError, match="DLA cores run FP16 or INT8"):
+        builder_flags(msgspec.structs.replace(OPTS, precision="fp32", dla_core=0))
+    assert builder_flags(msgspec.structs.replace(OPTS, precision="fp32")) == []
+    with pytest.raises(OptionError, match="this device has 0 DLA core"):
+        build_options(get_profile("jetson-orin-nano").tensorrt, "fp16", [1, 28, 28], dla_core=0)
 
 
 def test_every_profile_is_complete_data():
@@ -87,8 +103,28 @@ def test_every_profile_is_complete_data():
     for required in ("jetson-orin-nano", "jetson-orin-nx", "jetson-agx-orin", "jetson-xavier-nx", "x86-cpu",
                      "arm64-cpu", "intel-npu", "nvidia-gpu"):
         p = profiles[required]
-        assert p["preference"] and p["latency_budget_ms"]["point-of-care"] <= 33.4
-        assert "telemetry" in p and "memory_budget_mb" in p
+        assert p.preference and p.latency_budget_ms.point_of_care <= 33.4
+        assert p.telemetry and p.memory_budget_mb > 0
+        if p.tensorrt:
+            assert p.tensorrt.max_batch >= p.tensorrt.opt_batch >= 1
+
+
+def test_a_profile_with_a_typo_is_refused_naming_the_field(tmp_path, monkeypatch):
+    import json
+
+    from edgemed.devices import profiles as profiles_module
+    from edgemed.errors import EdgemedError
+
+    data = json.loads((profiles_module.profiles_dir() / "jetson-orin-nano.json").read_text())
+    data["tensorrt"]["max_batchh"] = 4
+    (tmp_path / "jetson-orin-nano.json").write_text(json.dumps(data))
+    monkeypatch.setattr(profiles_module, "profiles_dir", lambda: tmp_path)
+    profiles_module.load_profiles.cache_clear()
+    try:
+        with pytest.raises(EdgemedError, match="jetson-orin-nano.json is invalid.*max_batchh"):
+            profiles_module.load_profiles()
+    finally:
+        profiles_module.load_profiles.cache_clear()
 
 
 def test_qdq_onnx_for_tensorrt_has_symmetric_int8_activations(tmp_path, breastmnist):
@@ -119,7 +155,62 @@ def test_tensorrt_engine_runs_where_tensorrt_imports(cnn_bundle):
     pytest.importorskip("tensorrt", reason="TensorRT is not installable on this machine (unverified path)")
     from edgemed.runtimes.tensorrt import TensorRtEngine
 
-    engine = TensorRtEngine(cnn_bundle / "model.onnx", precision="fp32")
+    options = build_options(None, "fp32", [1, 28, 28])
+    engine = TensorRtEngine(cnn_bundle / "model.onnx", precision="fp32", options=options)
     ref = np.load(cnn_bundle / "reference.npz")
     out = engine.infer({"input": ref["inputs"]})
     np.testing.assert_allclose(next(iter(out.values())), ref["outputs"], atol=1e-3)
+
+
+JETSON = {"agx": Machine("aarch64", "ARMv8 Processor rev 1 (v8l)", [], 12, "NVIDIA Jetson AGX Orin Developer Kit",
+                         "R36.3.0"),
+          "nano": Machine("aarch64", "ARMv8 Processor rev 1 (v8l)", [], 6, "NVIDIA Jetson Orin Nano Developer Kit",
+                          "R36.3.0")}
+
+
+def test_load_rebuilds_the_engine_with_exactly_the_options_the_gate_measured(tmp_path, monkeypatch):
+    """Convert on an (emulated) AGX Orin with DLA core 1, then load with an empty engine cache: the rebuild
+    gets the same precision flags, DLA core, batch profile and workspace as the engine the gate measured."""
+    from edgemed import load
+    from edgemed.bundle import Bundle
+    from edgemed.devices import detect as detect_module
+    from edgemed.errors import DeviceNotFound
+    from edgemed.samples import calibration_set
+    from tests import fake_tensorrt
+
+    from .conftest import convert_shipped
+
+    fake_tensorrt.install(monkeypatch)
+    machine = {"now": JETSON["agx"]}
+    monkeypatch.setattr(detect_module, "detect", lambda *a, **k: machine["now"])
+    monkeypatch.setenv("EDGEMED_CACHE", str(tmp_path / "cache-at-conversion"))
+    out = convert_shipped("cnn_breastmnist", tmp_path / "b", targets=("onnx", "tensorrt"),
+                          precisions=("fp32", "fp16", "int8"), dla_core=1, calib=calibration_set("classification"))
+    assert len(fake_tensorrt.BUILDS) == 3  # one engine built per precision, in order, for the gate
+    gated = dict(zip(("fp32", "fp16", "int8"), fake_tensorrt.BUILDS))
+    arts = {a.precision: a for a in Bundle.open(out).artifacts if a.backend == "tensorrt"}
+    assert set(arts) == {"fp32", "fp16", "int8"}
+    assert arts["fp16"].build.tensorrt.dla_core == 1 and arts["fp32"].build.tensorrt.dla_core is None
+    assert arts["fp16"].drift.passed and arts["fp32"].drift.passed  # the double runs the FP32 ONNX: no drift
+    assert arts["fp16"].build.tensorrt.max_shape[0] == get_profile("jetson-agx-orin").tensorrt.max_batch
+
+    monkeypatch.setenv("EDGEMED_CACHE", str(tmp_path / "empty-cache-on-the-device"))
+    for precision in ("fp32", "fp16", "int8"):
+        if not arts[precision].drift.passed:
+            continue
+        fake_tensorrt.BUILDS.clear()
+        with load(out, device="jetson", backend="tensorrt", precision=precision) as pipe:
+            assert pipe.engine.options == arts[precision].build.tensorrt
+            pipe.predict(np.full((28, 28), 90, np.uint8))
+        (rebuilt,) = fake_tensorrt.BUILDS
+        assert rebuilt == gated[precision], precision
+
+    assert gated["fp16"]["flags"] == ["FP16", "GPU_FALLBACK"] and gated["int8"]["flags"] == ["FP16", "GPU_FALLBACK",
+                                                                                              "INT8"]
+    assert gated["fp16"]["device"] == "DLA" and gated["fp16"]["dla_core"] == 1
+    assert gated["fp32"]["device"] == "GPU" and gated["fp16"]["profile"][2][0] == 16
+
+    machine["now"] = JETSON["nano"]  # no DLA: an engine gated on DLA core 1 must not be rebuilt for the GPU
+    if arts["fp16"].drift.passed:
+        with pytest.raises(DeviceNotFound, match="gated for DLA core 1.*0 DLA core"):
+            load(out, device="jetson", backend="tensorrt", precision="fp16")

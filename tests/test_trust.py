@@ -99,9 +99,11 @@ def test_pickled_reference_is_refused_not_unpickled(cnn_bundle, tmp_path):
     shutil.copytree(cnn_bundle, dst)
     np.savez(dst / "reference.npz", inputs=np.array([object()], dtype=object), outputs=np.zeros(1))
     m = json.loads((dst / "edgemed.json").read_text())
-    from edgemed.bundle import file_entry
+    import msgspec
 
-    m["files"] = [file_entry(dst, "reference.npz"), file_entry(dst, "report.json")]
+    from edgemed.bundle import file_record
+
+    m["files"] = [msgspec.to_builtins(file_record(dst, name)) for name in ("reference.npz", "report.json")]
     (dst / "edgemed.json").write_text(json.dumps(m))
     with pytest.raises(BundleError, match="not a plain array archive"):
         Bundle.open(dst).reference()

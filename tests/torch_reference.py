@@ -1,7 +1,8 @@
-"""PyTorch reference engine: the source model behind the Engine protocol, for parity checks only.
+"""PyTorch reference engine for the tests: the source model behind the Engine protocol.
 
-Never selected by ``edgemed.load`` (the runtime path must not import torch); converters and
-tests use it to compare every deployed artifact with the model as trained.
+Test-only: the runtime path must not import torch, and the converters compute their reference
+with :func:`edgemed.converters.reference.reference_outputs`. Tests use it to compare deployed
+artifacts with the model as trained, through the same protocol as every engine.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Engine, TensorInfo
+from edgemed.runtimes.base import Engine, TensorInfo
 
 
 class TorchReferenceEngine(Engine):

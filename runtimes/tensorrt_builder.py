@@ -1,4 +1,8 @@
-"""TensorRT engine building (written against TensorRT 10's documented Python API; UNVERIFIED here).
+"""TensorRT engine building, on the target (written against TensorRT 10's documented Python API; UNVERIFIED here).
+
+It lives with the runtimes because engines are built where they run: ``convert --to tensorrt`` on
+the device builds one to gate it, and ``load`` rebuilds it from the bundle's ONNX with the very
+options recorded in the artifact's build record when the engine cache misses.
 
 TensorRT's libraries cannot be installed on the machines edgemed is developed and tested on,
 so this path has never run in CI. Everything that does not need the library (cache keys,
@@ -15,10 +19,12 @@ from pathlib import Path
 
 from edgemed.atomic import write_atomic
 from edgemed.errors import BackendUnavailable, ConversionError
-from edgemed.runtimes.engine_cache import BuildOptions
+from edgemed.manifest import TensorRtOptions
+
+from .engine_cache import builder_flags
 
 
-def build_engine(onnx_path: Path, options: BuildOptions, timing_cache: Path | None = None) -> bytes:
+def build_engine(onnx_path: Path, options: TensorRtOptions, timing_cache: Path | None = None) -> bytes:
     """Parse ONNX, apply the options, and return the serialized engine (plan) bytes."""
     try:
         import tensorrt as trt
@@ -36,7 +42,7 @@ def build_engine(onnx_path: Path, options: BuildOptions, timing_cache: Path | No
                               "check the ONNX opset and ops against TensorRT's support matrix")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_bytes)
-    for flag in options.builder_flags():
+    for flag in builder_flags(options):
         config.set_flag(getattr(trt.BuilderFlag, flag))
     if options.dla_core is not None:
         config.default_device_type = trt.DeviceType.DLA
@@ -44,7 +50,7 @@ def build_engine(onnx_path: Path, options: BuildOptions, timing_cache: Path | No
 
     profile = builder.create_optimization_profile()
     name = network.get_input(0).name
-    profile.set_shape(name, options.min_shape, options.opt_shape, options.max_shape)
+    profile.set_shape(name, tuple(options.min_shape), tuple(options.opt_shape), tuple(options.max_shape))
     config.add_optimization_profile(profile)
 
     cache_bytes = timing_cache.read_bytes() if timing_cache and timing_cache.is_file() else b""
