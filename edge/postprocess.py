@@ -45,15 +45,18 @@ def segmentation_probabilities(output: np.ndarray, kind: str) -> np.ndarray:
     return maps if kind == "probabilities" else softmax(maps, axis=0)
 
 
-def _resize_maps(maps: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+def _resize_plane(plane: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     h, w = size_hw
-    if maps.shape[1:] == (h, w):
+    return np.asarray(Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32), "F").resize(
+        (w, h), Image.Resampling.BILINEAR))
+
+
+def _resize_maps(maps: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    if maps.shape[1:] == tuple(size_hw):
         return maps
-    return np.stack([
-        np.asarray(Image.fromarray(np.ascontiguousarray(m, dtype=np.float32), "F").resize(
-            (w, h), Image.Resampling.BILINEAR))
-        for m in maps
-    ])
+    if maps.shape[0] == 1:  # the common two-class margin: no stacking copy
+        return _resize_plane(maps[0], size_hw)[None]
+    return np.stack([_resize_plane(m, size_hw) for m in maps])
 
 
 def _background(num_classes: int, size_hw: tuple[int, int], fill: list[float] | None) -> np.ndarray:
@@ -103,8 +106,11 @@ def segmentation_mask(output: np.ndarray, kind: str, geometry: list) -> tuple[np
         if maps.shape[0] == 1:
             margin = 2.0 * (maps[0] if kind == "probabilities" else sigmoid(maps[0])) - 1.0
         else:
-            margin = maps[1] - maps[0] if kind == "probabilities" else np.tanh(0.5 * (maps[1] - maps[0]))
-        margin = to_original_geometry(margin[None].astype(np.float32), geometry, fill=[-1.0])[0]
-        return (margin > 0).astype(np.uint8), 2
+            margin = np.subtract(maps[1], maps[0])  # one new buffer, transformed in place
+            if kind != "probabilities":
+                margin *= 0.5
+                np.tanh(margin, out=margin)
+        margin = to_original_geometry(margin.astype(np.float32, copy=False)[None], geometry, fill=[-1.0])[0]
+        return np.greater(margin, 0).view(np.uint8), 2
     probs = to_original_geometry(segmentation_probabilities(maps[None], kind), geometry)
     return mask_from_probabilities(probs), probs.shape[0]

