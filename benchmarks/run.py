@@ -103,7 +103,7 @@ def run_bench(bundle: Path, device: str = "cpu", backend: str | None = None, pre
             profile = pipe.profile
         if scenario == "remote":
             with tempfile.TemporaryDirectory() as tmp:
-                row["remote"] = remote(Path(bundle), art, frames[0], Path(tmp), profile)
+                row["remote"] = remote(Path(bundle), art, frames[0], Path(tmp), profile, runs=runs)
         per_artifact.append(row)
     return {
         "schema": SCHEMA, "bundle": str(bundle), "bundle_sha256": b.manifest_sha256(),

@@ -37,8 +37,12 @@ print(json.dumps({"first_result_s": first, "peak_rss_mb": hwm / 1024}))
 """
 
 
+STAGES = ("queue_wait", "preprocess", "handoff_wait", "infer", "postprocess", "delivery_wait")
+
+
 def point_of_care(pipe, frames: list[np.ndarray], fps: float, duration: float) -> dict:
-    """A sustained live stream: frames arrive at ``fps``; misses are results later than one frame period."""
+    """A sustained live stream: frames arrive at ``fps``; a miss is a result older than one frame period
+    when it is delivered (latency = capture to delivery, time.perf_counter)."""
     n = max(1, int(round(fps * duration)))
     source = [frames[i % len(frames)] for i in range(n)]
     for frame in frames[:WARMUP_FRAMES]:  # warm-up excluded: first runs allocate arenas and caches
@@ -48,16 +52,21 @@ def point_of_care(pipe, frames: list[np.ndarray], fps: float, duration: float) -
     t0 = time.perf_counter()
     results = list(pipe.stream(source, fps=fps))
     wall = time.perf_counter() - t0
+    stats = pipe.last_stream_stats
     done = [r for r in results if not r.dropped]
     latencies = [r.latency for r in done]
-    misses = sum(1 for x in latencies if x > period)
+    stage = {k: float(np.median([r.timings[k] for r in done]) * 1e3) for k in STAGES} if done else {}
     return {
-        "fps_target": fps, "duration_s": duration, "frames": n, "processed": len(done),
-        "dropped": n - len(done), "deadline_misses": misses, "deadline_ms": period * 1e3,
+        "fps_target": fps, "duration_s": duration, "frames": n, "processed": stats["processed"],
+        "delivered": len(done), "dropped": stats["dropped"], "results_dropped": stats["results_dropped"],
+        "deadline_misses": sum(1 for x in latencies if x > period), "deadline_ms": period * 1e3,
+        # frames delivered per second of wall time: what the display actually got
         "achieved_fps": len(done) / wall if wall > 0 else 0.0,
-        "latency": latency_stats(latencies),
-        "stage_p50_ms": {k: float(np.median([r.timings[k] for r in done]) * 1e3)
-                         for k in ("queue_wait", "preprocess", "infer", "postprocess")} if done else {},
+        "latency": {k: v for k, v in latency_stats(latencies).items() if k != "throughput_fps"},
+        "latency_clock": "time.perf_counter, capture (taken from the source) to delivery (yielded by stream)",
+        # Medians of each stage; the waits are queueing, so they and the work add up to the end-to-end time.
+        "stage_p50_ms": stage,
+        "stage_p50_sum_ms": float(sum(stage.values())),
     }
 
 

@@ -45,6 +45,7 @@ from edgemed.table import format_table
 from .artifacts import BUILDERS, Context
 from .calibration import MIN_INT8_CALIBRATION, PROBE_COUNT, ImageSplit, split_images, stack
 from .export_onnx import INPUT_NAME, export_torch, finalize, graph_io
+from .graph_checks import GraphFacts, check_graph, output_kind
 from .options import ConvertOptions, check_backends
 from .ort_quantize import scratch_dir
 from .reference import engine_outputs, reference_outputs
@@ -76,8 +77,21 @@ class Exported:
     shape: tuple[int, ...]
     input_name: str
     output_name: str
+    output_index: int  # position of output_name among the model's outputs
+    terminal: GraphFacts
     dynamic_batch: bool
     record: dict  # exporter, notes, seconds (for the report)
+
+
+@dataclass
+class Reading:
+    """How convert reads the model's inputs and outputs, each with the reason it was chosen (logged and reported)."""
+
+    spec: list[dict]
+    spec_reason: str
+    labels: list[str]
+    kind: str
+    kind_reason: str
 
 
 def convert(model: str | Path, out: str | Path, *, log: Callable[[str], None] = lambda s: None, **fields: Any
@@ -108,19 +122,24 @@ def run(opts: ConvertOptions, log: Callable[[str], None] = lambda s: None) -> Pa
 
     with atomic_directory(opts.out, force=opts.force) as tmp, scratch_dir() as scratch:
         exported = export(source, opts, tmp / MODEL_FILE, log)
-        spec = list(opts.preprocess) if opts.preprocess is not None else default_spec(exported.shape)
+        spec, spec_reason = preprocessing(opts, exported.shape)
         pre = Preprocessor(spec, exported.shape)
         evaluation = stack(split.evaluation, pre)
-        reference, reference_by = reference_outputs(source, evaluation, exported.path, exported.input_name)
-        labels = check_outputs(opts.task, reference, opts.labels)
-        fp32 = parity(exported, evaluation, reference, reference_by, opts, labels, log)
+        reference, reference_by = reference_outputs(source, evaluation, exported.path, exported.input_name,
+                                                    exported.output_index)
+        kind, kind_reason = output_kind(exported.terminal, reference, opts.task, opts.output_kind)
+        reading = Reading(spec, spec_reason, check_outputs(opts.task, reference, opts.labels), kind, kind_reason)
+        log(f"preprocessing: {spec_reason}")
+        log(f"outputs read as {kind}: {kind_reason}")
+        fp32 = parity(exported, evaluation, reference, reference_by, opts, reading, log)
         ctx = Context(bundle_dir=tmp, scratch=Path(scratch), fp32_onnx=exported.path, pre=pre,
                       input_name=exported.input_name, calibration=split.calibration, evaluation=evaluation,
-                      reference=reference, task=opts.task, output_kind=opts.output_kind, budget=opts.drift_budget,
-                      labels=labels, calib_method=opts.calib_method, static_batch=1 if opts.static_shapes else None,
-                      dla_core=opts.dla_core, log=log, versions=tool_versions())
+                      reference=reference, task=opts.task, output_kind=kind, budget=opts.drift_budget,
+                      labels=reading.labels, calib_method=opts.calib_method,
+                      static_batch=1 if opts.static_shapes else None, dla_core=opts.dla_core, log=log,
+                      versions=tool_versions())
         artifacts = [fp32] + build_artifacts(ctx, opts)
-        write(tmp, opts, source, exported, spec, labels, artifacts, evaluation, reference, images, split,
+        write(tmp, opts, source, exported, reading, artifacts, evaluation, reference, images, split,
               time.perf_counter() - started, log)
     log(f"bundle written: {opts.out}")
     return opts.out
@@ -139,9 +158,26 @@ def export(source: SourceModel, opts: ConvertOptions, target: Path, log: Callabl
     log(f"exported with {record['exporter']} exporter (dynamic batch: {record['dynamic_batch']})")
     from edgemed.runtimes.onnxruntime import OnnxRuntimeEngine
 
+    facts = check_graph(target, opts.output)
     with OnnxRuntimeEngine(target, device="cpu") as engine:
-        output_name = engine.outputs[0].name
-    return Exported(target, tuple(shape), input_name, output_name, bool(record["dynamic_batch"]), record)
+        index = [o.name for o in engine.outputs].index(facts.output)
+    return Exported(target, tuple(shape), input_name, facts.output, index, facts, bool(record["dynamic_batch"]),
+                    record)
+
+
+def preprocessing(opts: ConvertOptions, shape: tuple[int, ...]) -> tuple[list[dict], str]:
+    """The spec to record, and why: the user's, or the documented default for 8-bit images."""
+    if opts.preprocess is not None:
+        return list(opts.preprocess), "as given with --preprocess"
+    spec = default_spec(shape)
+    return spec, (f"no --preprocess given, so the default was recorded: {', '.join(_op_text(o) for o in spec)} "
+                  "(8-bit pixels to [0, 1], as torchvision's ToTensor gives); pass --preprocess SPEC.json if the "
+                  "model was trained on other inputs")
+
+
+def _op_text(op: dict) -> str:
+    params = " ".join(f"{k}={v}" for k, v in op.items() if k != "op")
+    return f"{op['op']} {params}".strip()
 
 
 def _onnx_source(source: SourceModel, target: Path, input_shape: tuple[int, ...] | None
@@ -175,13 +211,13 @@ def _onnx_source(source: SourceModel, target: Path, input_shape: tuple[int, ...]
 
 
 def parity(exported: Exported, evaluation: np.ndarray, reference: np.ndarray, reference_by: str,
-           opts: ConvertOptions, labels: list[str], log: Callable[[str], None]) -> Artifact:
+           opts: ConvertOptions, reading: Reading, log: Callable[[str], None]) -> Artifact:
     """Stage 2: ONNX Runtime on the FP32 ONNX must reproduce the source model on every held-out image."""
     from edgemed.runtimes.onnxruntime import OnnxRuntimeEngine
 
     with OnnxRuntimeEngine(exported.path, device="cpu") as engine:
         candidate = engine_outputs(engine, evaluation, exported.input_name, exported.output_name)
-    comparison = compare(reference, candidate, opts.task, opts.output_kind, labels)
+    comparison = compare(reference, candidate, opts.task, reading.kind, reading.labels)
     drift = judge_parity(comparison, parity_tolerance(reference), reference_by, "every held-out image")
     log(f"parity vs {reference_by}: {summary(drift)}")
     if not drift.passed:
@@ -210,9 +246,9 @@ def build_artifacts(ctx: Context, opts: ConvertOptions) -> list[Artifact]:
     return artifacts
 
 
-def write(tmp: Path, opts: ConvertOptions, source: SourceModel, exported: Exported, spec: list[dict],
-          labels: list[str], artifacts: list[Artifact], evaluation: np.ndarray, reference: np.ndarray,
-          images: ImageSet, split: ImageSplit, seconds: float, log: Callable[[str], None]) -> None:
+def write(tmp: Path, opts: ConvertOptions, source: SourceModel, exported: Exported, reading: Reading,
+          artifacts: list[Artifact], evaluation: np.ndarray, reference: np.ndarray, images: ImageSet,
+          split: ImageSplit, seconds: float, log: Callable[[str], None]) -> None:
     """Stage 4: the reference probes, the conversion report and, last, the manifest."""
     np.savez_compressed(tmp / REFERENCE, inputs=evaluation[:PROBE_COUNT], outputs=reference[:PROBE_COUNT])
     created = _now()
@@ -224,6 +260,7 @@ def write(tmp: Path, opts: ConvertOptions, source: SourceModel, exported: Export
                  "evaluation": len(split.evaluation), "evaluation_overlaps_calibration": split.overlap,
                  "calib_method": opts.calib_method},
         "budget": str(opts.drift_budget),
+        "reading": {"preprocess": reading.spec_reason, "outputs": f"{reading.kind}: {reading.kind_reason}"},
         "artifacts": [_report_row(a) for a in artifacts],
         "seconds": round(seconds, 3),
     }
@@ -232,11 +269,10 @@ def write(tmp: Path, opts: ConvertOptions, source: SourceModel, exported: Export
     batch = "batch" if exported.dynamic_batch and not opts.static_shapes else exported.shape[0]
     manifest = Manifest(
         schema_version=SCHEMA_VERSION,
-        model=ModelCard(name=opts.name or opts.model.stem, task=opts.task, labels=labels),
+        model=ModelCard(name=opts.name or opts.model.stem, task=opts.task, labels=reading.labels),
         input=InputSpec(name=exported.input_name, shape=[batch, *exported.shape[1:]], dtype="float32", layout="NCHW"),
-        output=OutputSpec(names=[exported.output_name], kind=opts.output_kind,
-                          shape=["batch", *reference.shape[1:]]),
-        preprocess=spec,
+        output=OutputSpec(names=[exported.output_name], kind=reading.kind, shape=["batch", *reference.shape[1:]]),
+        preprocess=reading.spec,
         postprocess=_postprocess(opts.task, reference),
         artifacts=artifacts,
         files=[file_record(tmp, REFERENCE), file_record(tmp, REPORT)],

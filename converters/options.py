@@ -46,7 +46,8 @@ class ConvertOptions:
     budget: Budget | None = None  # None: the task's default budget
     static_shapes: bool = False
     dla_core: int | None = None
-    output_kind: str = "logits"
+    output_kind: str | None = None  # None: detected from the graph and the outputs (graph_checks.output_kind)
+    output: str | None = None  # which output to use, for models with several
     name: str | None = None
     force: bool = False
 
@@ -65,7 +66,7 @@ class ConvertOptions:
         _set(self, "targets", check_choices(self.targets, TARGETS, "--to"))
         _set(self, "precisions", check_choices(self.precisions, PRECISIONS, "--precision"))
         _set(self, "calib_method", check_choices((self.calib_method,), CALIB_METHODS, "--calib-method")[0])
-        if self.output_kind not in OUTPUT_KINDS:
+        if self.output_kind is not None and self.output_kind not in OUTPUT_KINDS:
             raise OptionError(f"--output-kind {self.output_kind!r} is not supported", "use logits or probabilities")
         if self.calib_count is not None and (isinstance(self.calib_count, bool) or not isinstance(self.calib_count, int)
                                              or self.calib_count < 1):

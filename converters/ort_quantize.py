@@ -8,7 +8,6 @@ fallback (:mod:`edgemed.converters.fallback`).
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -92,6 +91,9 @@ def convert_fp16(fp32: Path, out: Path) -> dict:
     return {"io": "float32 (casts inside the graph)"}
 
 
-def scratch_dir() -> tempfile.TemporaryDirectory:
-    """Intermediate models live outside the bundle and vanish with the conversion."""
-    return tempfile.TemporaryDirectory(prefix="edgemed-quant-")
+def scratch_dir():
+    """Intermediate models live outside the bundle and vanish with the conversion (also when it is
+    interrupted; ones a killed run left behind are removed by the next conversion)."""
+    from edgemed.owned_dirs import scratch
+
+    return scratch("edgemed-quant-")

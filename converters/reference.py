@@ -25,14 +25,15 @@ def _torch_callable(module: Any):
 
 
 def reference_outputs(source: SourceModel, probes: np.ndarray, onnx_path: str | None = None,
-                      input_name: str = "input") -> tuple[np.ndarray, str]:
-    """Stacked outputs, one probe at a time (batch 1 always works), and what produced them."""
+                      input_name: str = "input", output_index: int = 0) -> tuple[np.ndarray, str]:
+    """Stacked outputs (the model's output number ``output_index``), one probe at a time (batch 1 always
+    works), and what produced them."""
     if source.is_onnx:
         from onnx.reference import ReferenceEvaluator
 
         try:
             evaluator = ReferenceEvaluator(str(onnx_path or source.path))
-            outs = [evaluator.run(None, {input_name: p[None]})[0] for p in probes]
+            outs = [evaluator.run(None, {input_name: p[None]})[output_index] for p in probes]
         except Exception as exc:  # noqa: BLE001 - evaluator lacks some ops
             raise ConversionError(f"ONNX reference evaluator cannot run this model ({first_line(exc, 200)})",
                                   "export from PyTorch instead so the reference comes from the source") from exc
@@ -48,10 +49,10 @@ def reference_outputs(source: SourceModel, probes: np.ndarray, onnx_path: str | 
             except Exception as exc:  # noqa: BLE001
                 raise ConversionError(f"the model fails on a probe of shape {p[None].shape} ({first_line(exc, 200)})",
                                       "check --input-shape and the preprocessing spec") from exc
-            if isinstance(out, (tuple, list)):
-                out = out[0]
             if isinstance(out, dict):
-                out = next(iter(out.values()))
+                out = list(out.values())
+            if isinstance(out, (tuple, list)):
+                out = out[output_index]
             outs.append(out.detach().float().numpy())
     return np.concatenate(outs).astype(np.float32), f"torch {torch.__version__}"
 

@@ -22,6 +22,7 @@ import numpy as np
 from .errors import BundleError
 from .hashing import sha256_file
 from .manifest import Artifact, FileRecord, Manifest
+from .owned_dirs import OWNER, make_owned, remove_abandoned
 from .preprocess import Preprocessor
 
 MANIFEST = "edgemed.json"
@@ -143,19 +144,6 @@ def file_record(root: Path, name: str) -> FileRecord:
     return FileRecord(file=name, sha256=sha256_file(path), bytes=path.stat().st_size)
 
 
-OWNER = ".edgemed-owner"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def recover_interrupted(target: Path) -> list[str]:
     """Clean up after a convert that was killed (SIGKILL, power loss) before it could clean up itself.
 
@@ -167,15 +155,7 @@ def recover_interrupted(target: Path) -> list[str]:
     done = []
     if not parent.is_dir():
         return done
-    for stale in sorted(parent.glob(f".{target.name}.partial-*")):
-        try:
-            pid = int((stale / OWNER).read_text().strip())
-        except (OSError, ValueError):
-            pid = -1
-        if pid > 0 and _alive(pid) and pid != os.getpid():
-            continue  # another convert is writing it right now
-        shutil.rmtree(stale, ignore_errors=True)
-        done.append(f"removed interrupted {stale.name}")
+    done += [f"removed interrupted {name}" for name in remove_abandoned(parent, f".{target.name}.partial-*")]
     for old in sorted(parent.glob(f".{target.name}.old-*")):
         if not target.exists() and (old / "edgemed.json").is_file():
             os.rename(old, target)
@@ -201,11 +181,10 @@ def atomic_directory(target: str | Path, force: bool = False) -> Iterator[Path]:
         raise BundleError(f"{target} exists and is not a directory", "choose another -o")
     parent = target.parent if str(target.parent) else Path(".")
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=parent))
+    tmp = make_owned(f".{target.name}.partial-", parent)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; a bundle is meant to be shared like any folder
-    (tmp / OWNER).write_text(str(os.getpid()))
     try:
         yield tmp
         (tmp / OWNER).unlink()

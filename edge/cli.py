@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from .errors import EdgemedError
+from .errors import EdgemedError, first_line
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL = 3
@@ -23,16 +23,25 @@ EXIT_INTERNAL = 3
 _INTERRUPTED = []
 
 
-def _on_sigint(signum, frame):  # noqa: ARG001 - signal handler signature
-    # Remember the interrupt: raised inside an extension module's import, KeyboardInterrupt can
-    # surface as "ImportError: initialization failed", which must still read as an interrupt.
+def _on_signal(signum, frame):  # noqa: ARG001 - signal handler signature
+    # SIGTERM (timeout, CI cancellation, container stop) unwinds like Ctrl-C, so every temporary
+    # directory and half-written bundle is removed on the way out. Remember the signal: raised inside
+    # an extension module's import, KeyboardInterrupt can surface as "ImportError: initialization
+    # failed", which must still read as an interrupt.
     _INTERRUPTED.append(signum)
     raise KeyboardInterrupt
 
 
+def _interrupted() -> None:
+    signum = _INTERRUPTED[-1] if _INTERRUPTED else signal.SIGINT
+    click.echo(f"edgemed: interrupted ({signal.Signals(signum).name}); nothing half-written was kept", err=True)
+    sys.exit(128 + signum)
+
+
 class _Group(click.Group):
     def invoke(self, ctx: click.Context):
-        signal.signal(signal.SIGINT, _on_sigint)
+        signal.signal(signal.SIGINT, _on_signal)
+        signal.signal(signal.SIGTERM, _on_signal)
         try:
             return super().invoke(ctx)
         except EdgemedError as exc:
@@ -43,18 +52,15 @@ class _Group(click.Group):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(0)
         except KeyboardInterrupt:
-            click.echo("edgemed: interrupted; nothing half-written was kept", err=True)
-            sys.exit(130)
+            _interrupted()
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
             raise
         except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback on request
             if _INTERRUPTED:
-                click.echo("edgemed: interrupted; nothing half-written was kept", err=True)
-                sys.exit(130)
+                _interrupted()
             if os.environ.get("EDGEMED_DEBUG"):
                 raise
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-            click.echo(f"edgemed: internal error: {type(exc).__name__}: {first}; "
+            click.echo(f"edgemed: internal error: {type(exc).__name__}: {first_line(exc)}; "
                        "rerun with EDGEMED_DEBUG=1 for the traceback and report it", err=True)
             sys.exit(EXIT_INTERNAL)
 
@@ -84,7 +90,9 @@ def main() -> None:
 @click.option("--drift-budget", help='e.g. "dice>=0.995" (default: 99.9% agreement/Dice with FP32).')
 @click.option("--static-shapes", is_flag=True, help="Fix the batch axis to 1 (OpenVINO NPU needs it).")
 @click.option("--dla-core", type=click.IntRange(0, 3), help="TensorRT: build for this Jetson DLA core (GPU fallback).")
-@click.option("--output-kind", default="logits", type=click.Choice(["logits", "probabilities"]))
+@click.option("--output-kind", type=click.Choice(["logits", "probabilities"]),
+              help="What the model outputs (default: detected from a terminal Softmax/Sigmoid and the outputs).")
+@click.option("--output", help="Which output to use, for models with several (default: the only one).")
 @click.option("--name", help="Model name recorded in the bundle.")
 @click.option("--force", is_flag=True, help="Replace an existing bundle.")
 def convert(model: Path, out: Path, **kw) -> None:
@@ -177,10 +185,13 @@ def bench(bundle: Path, json_out: Path | None, history: Path | None, no_history:
     for a in report["artifacts"]:
         if "point_of_care" in a:
             p = a["point_of_care"]
-            click.echo(f"point-of-care {a['backend']}/{a['precision']}: {p['processed']}/{p['frames']} frames at "
-                       f"{p['achieved_fps']:.1f} fps (target {p['fps_target']:g}), {p['deadline_misses']} deadline "
-                       f"misses (> {p['deadline_ms']:.1f} ms), {p['dropped']} dropped, "
-                       f"p99 {p['latency']['p99_ms']:.1f} ms")
+            stages = ", ".join(f"{k} {v:.1f}" for k, v in p["stage_p50_ms"].items())
+            click.echo(f"point-of-care {a['backend']}/{a['precision']}: {p['delivered']}/{p['frames']} frames "
+                       f"delivered at {p['achieved_fps']:.1f} fps (target {p['fps_target']:g}), "
+                       f"{p['deadline_misses']} deadline misses (> {p['deadline_ms']:.1f} ms capture to delivery), "
+                       f"{p['dropped']} frames dropped, {p['results_dropped']} results dropped, latency p50 "
+                       f"{p['latency']['p50_ms']:.1f} / p99 {p['latency']['p99_ms']:.1f} ms; stage p50 ms: {stages} "
+                       f"(sum {p['stage_p50_sum_ms']:.1f})")
         if "remote" in a:
             r = a["remote"]
             energy = r["energy"]

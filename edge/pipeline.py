@@ -74,13 +74,15 @@ class Pipeline:
         result.timings = {"preprocess": t1 - t0, "infer": t2 - t1, "postprocess": t3 - t2}
         return result
 
-    def stream(self, frames: Iterable[np.ndarray], fps: float | None = None, maxsize: int = 2):
-        """Results for a sequence of frames, in order. With ``fps`` the frames arrive like a live probe
-        and, when the engine falls behind, the oldest waiting frame is dropped (reported, counted in
-        ``pipe.last_stream_stats``); without it, every frame is processed."""
+    def stream(self, frames: Iterable[np.ndarray], fps: float | None = None, maxsize: int = 2, results: int = 2):
+        """Results for a sequence (or a never-ending source) of frames, in order. With ``fps`` the frames
+        arrive like a live probe: when the engine falls behind, the oldest waiting frame is dropped, and
+        when the consumer falls behind, the oldest waiting result (both counted in
+        ``pipe.last_stream_stats``); without it, every frame is processed and delivered. ``r.latency`` is
+        each result's age from capture to delivery. Leaving the loop stops everything at once."""
         from .streaming import stream
 
-        return stream(self, frames, fps=fps, maxsize=maxsize)
+        return stream(self, frames, fps=fps, maxsize=maxsize, results=results)
 
     def streamer(self, maxsize: int = 2, drop_oldest: bool = True):
         """Callback form: ``s = pipe.streamer(); fut = s.submit(frame); fut.result()``."""

@@ -27,7 +27,7 @@ def class_probabilities(output: np.ndarray, kind: str) -> np.ndarray:
     """(num_classes,) probabilities from one classifier output row."""
     row = np.asarray(output, dtype=np.float32).reshape(-1)
     if kind == "probabilities":
-        return row
+        return row if row.size > 1 else np.array([1.0 - row[0], row[0]], dtype=np.float32)
     if row.size == 1:
         p = float(sigmoid(row)[0])
         return np.array([1.0 - p, p], dtype=np.float32)

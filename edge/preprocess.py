@@ -400,10 +400,12 @@ class Preprocessor:
 
 
 def default_spec(input_shape: Sequence[int]) -> list[dict]:
-    """What a model trained on [0,1] images expects: channel match, bilinear resize, /255."""
+    """What a model trained on 8-bit images scaled to [0, 1] expects (torchvision's ToTensor): channel match,
+    bilinear resize, /255. Never a per-image rescaling (minmax): that would stretch a dark frame to full
+    range, and the model would see an input it was not trained on."""
     c, h, w = input_shape[1], input_shape[2], input_shape[3]
     return [
         {"op": "to_gray" if c == 1 else "to_rgb"},
         {"op": "resize", "size": [int(h), int(w)], "interpolation": "bilinear"},
-        {"op": "minmax"},
+        {"op": "scale", "factor": 1 / 255},
     ]

@@ -1,15 +1,26 @@
-"""Streaming for scanner software: a bounded, two-stage pipeline with a drop-oldest policy.
+"""Streaming for scanner software: a bounded, two-stage pipeline with drop-oldest policies.
 
 Preprocessing of frame N+1 runs on one thread while frame N is inferred on another. Live
 sources submit frames into a small queue; when the engine falls behind, the oldest waiting
 frame is dropped (a live ultrasound view wants the newest frame, not a growing backlog), its
 future is resolved as dropped, and the drop is counted: nothing is lost silently and no
 frame is processed twice.
+
+``stream()`` also bounds what waits for the consumer: a display that draws slower than the
+engine produces sees the newest results, and the ones it could not take in time are dropped
+and counted (``results_dropped``), so memory stays flat however slow the consumer is. Every
+result says how old it is when it is handed over: ``latency`` is the time from capture (the
+moment edgemed took the frame from the source) to delivery (the moment ``stream()`` yields
+it), on ``time.perf_counter()``, a monotonic clock in seconds.
+
+Leaving a ``stream()`` loop in any way (``break``, an exception, ``close()`` of the generator,
+garbage collection) stops the feeder and both workers at once: waiting frames are dropped, the
+frame in hand is finished, and no thread is left running. A source blocked inside its own
+``next()`` cannot be interrupted from outside; the feeder then ends when that call returns.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from collections import deque
@@ -20,7 +31,10 @@ from typing import Any
 
 import numpy as np
 
+from .errors import PipelineClosed
+
 _STOP = object()
+FEEDER_JOIN_S = 0.5  # how long leaving a loop waits for a source blocked in next() before going on
 
 
 @dataclass
@@ -28,13 +42,17 @@ class StreamResult:
     index: int
     result: Any = None  # ClassificationResult / SegmentationResult, None when dropped
     dropped: bool = False
-    timings: dict[str, float] = field(default_factory=dict)  # seconds: queue_wait, preprocess, infer, postprocess
-    submitted_at: float = 0.0
-    done_at: float = 0.0
+    # seconds: queue_wait, preprocess, handoff_wait, infer, postprocess, and in stream() delivery_wait
+    timings: dict[str, float] = field(default_factory=dict)
+    captured_at: float = 0.0  # time.perf_counter() when edgemed took the frame
+    done_at: float = 0.0  # when its result was ready
+    delivered_at: float | None = None  # when stream() handed it over (None for the callback form)
 
     @property
     def latency(self) -> float:
-        return self.done_at - self.submitted_at
+        """Age of the result when it reached the caller: capture to delivery (or to ready, for futures)."""
+        end = self.delivered_at if self.delivered_at is not None else self.done_at
+        return end - self.captured_at
 
     def __getattr__(self, name: str) -> Any:  # r.mask, r.label ... straight from the result
         if name.startswith("_") or self.result is None:
@@ -46,11 +64,11 @@ class Streamer:
     """submit(frame) -> Future[StreamResult]; bounded queue; drop-oldest or block when full."""
 
     def __init__(self, pipe, maxsize: int = 2, drop_oldest: bool = True) -> None:
-        self.pipe, self.maxsize, self.drop_oldest = pipe, maxsize, drop_oldest
+        self.pipe, self.maxsize, self.drop_oldest = pipe, max(1, int(maxsize)), drop_oldest
         self._pending: deque = deque()
         self._cond = threading.Condition()
-        self._prepared: queue.Queue = queue.Queue(maxsize=1)
-        self._closed = False
+        self._handoff: deque = deque()  # prepared frames waiting for the inference thread (at most 1)
+        self._closed = self._cancelled = False
         self._next_index = 0
         self.submitted = self.processed = self.dropped = 0
         self._threads = [threading.Thread(target=self._prepare_loop, daemon=True, name="edgemed-prep"),
@@ -58,35 +76,39 @@ class Streamer:
         for t in self._threads:
             t.start()
 
-    def submit(self, frame: np.ndarray) -> Future:
+    def submit(self, frame: np.ndarray, captured_at: float | None = None) -> Future:
         future: Future = Future()
+        captured = time.perf_counter() if captured_at is None else captured_at
         with self._cond:
+            while not self._closed and not self.drop_oldest and len(self._pending) >= self.maxsize:
+                self._cond.wait()
             if self._closed:
-                raise RuntimeError("stream is closed")
+                raise PipelineClosed("the stream is closed", "start a new one with pipe.streamer() or pipe.stream()")
             index = self._next_index
             self._next_index += 1
             self.submitted += 1
             while len(self._pending) >= self.maxsize:
-                if not self.drop_oldest:
-                    self._cond.wait()
-                    continue
-                old_index, _, old_future, old_t = self._pending.popleft()
-                self.dropped += 1
-                old_future.set_result(StreamResult(old_index, dropped=True, submitted_at=old_t,
-                                                   done_at=time.perf_counter()))
-            self._pending.append((index, frame, future, time.perf_counter()))
+                self._drop(self._pending.popleft())
+            self._pending.append((index, frame, future, captured))
             self._cond.notify_all()
         return future
+
+    def _drop(self, item: tuple) -> None:
+        """Resolve a frame that will not be processed (caller holds the lock)."""
+        index, _, future, captured = item
+        self.dropped += 1
+        future.set_result(StreamResult(index, dropped=True, captured_at=captured, done_at=time.perf_counter()))
 
     def _prepare_loop(self) -> None:
         while True:
             with self._cond:
                 while not self._pending and not self._closed:
                     self._cond.wait()
-                if not self._pending and self._closed:
-                    self._prepared.put(_STOP)
+                if self._closed and (self._cancelled or not self._pending):
+                    self._handoff.append(_STOP)
+                    self._cond.notify_all()
                     return
-                index, frame, future, t_submit = self._pending.popleft()
+                index, frame, future, captured = self._pending.popleft()
                 self._cond.notify_all()
             t0 = time.perf_counter()
             try:
@@ -94,11 +116,29 @@ class Streamer:
             except Exception as exc:  # noqa: BLE001 - the error belongs to this frame's future
                 future.set_exception(exc)
                 continue
-            self._prepared.put((index, prepared, future, t_submit, t0, time.perf_counter()))
+            item = (index, prepared, future, captured, t0, time.perf_counter())
+            with self._cond:
+                while self._handoff and not self._cancelled:  # one prepared frame waits, at most
+                    self._cond.wait()
+                if self._cancelled:
+                    self._drop((index, None, future, captured))
+                    continue
+                self._handoff.append(item)
+                self._cond.notify_all()
 
     def _infer_loop(self) -> None:
-        while (item := self._prepared.get()) is not _STOP:
-            index, prepared, future, t_submit, t_prep, t_ready = item
+        while True:
+            with self._cond:
+                while not self._handoff:
+                    self._cond.wait()
+                item = self._handoff.popleft()
+                self._cond.notify_all()
+                if item is _STOP:
+                    return
+                if self._cancelled:
+                    self._drop((item[0], None, item[2], item[3]))
+                    continue
+            index, prepared, future, captured, t_prep, t_ready = item
             try:
                 t1 = time.perf_counter()
                 output = self.pipe.infer(prepared)
@@ -108,19 +148,26 @@ class Streamer:
             except Exception as exc:  # noqa: BLE001
                 future.set_exception(exc)
                 continue
-            timings = {"queue_wait": t_prep - t_submit, "preprocess": t_ready - t_prep, "infer": t2 - t1,
-                       "postprocess": t3 - t2}
+            timings = {"queue_wait": t_prep - captured, "preprocess": t_ready - t_prep, "handoff_wait": t1 - t_ready,
+                       "infer": t2 - t1, "postprocess": t3 - t2}
             result.timings = {k: timings[k] for k in ("preprocess", "infer", "postprocess")}
-            self.processed += 1
-            future.set_result(StreamResult(index, result, False, timings, t_submit, t3))
+            with self._cond:
+                self.processed += 1
+            future.set_result(StreamResult(index, result, False, timings, captured, t3))
 
-    def close(self) -> None:
-        """Finish the frames already queued, then stop the threads."""
+    def close(self, cancel: bool = False) -> None:
+        """Stop the threads: after the frames already queued, or (``cancel``) after the frame in hand,
+        resolving the waiting ones as dropped."""
         with self._cond:
+            if cancel and not self._cancelled:
+                self._cancelled = True
+                while self._pending:
+                    self._drop(self._pending.popleft())
             self._closed = True
             self._cond.notify_all()
         for t in self._threads:
-            t.join()
+            if t is not threading.current_thread():
+                t.join()
 
     def stats(self) -> dict:
         return {"submitted": self.submitted, "processed": self.processed, "dropped": self.dropped}
@@ -132,47 +179,111 @@ class Streamer:
         self.close()
 
 
-def stream(pipe, frames: Iterable[np.ndarray], fps: float | None = None, maxsize: int = 2) -> Iterator[StreamResult]:
-    """Play frames through the pipeline in order; at ``fps`` like a live probe (drop-oldest), else lossless."""
-    streamer = Streamer(pipe, maxsize=maxsize, drop_oldest=fps is not None)
-    futures: deque = deque()
-    feeder_error: list[BaseException] = []
+class _Outbox:
+    """Futures waiting for the consumer, in order, at most ``capacity`` of them.
+
+    Live: when full, the oldest is discarded and counted (its result, when it comes, goes nowhere).
+    Lossless: when full, the feeder waits for the consumer.
+    """
+
+    def __init__(self, capacity: int, live: bool) -> None:
+        self.capacity, self.live = max(1, int(capacity)), live
+        self.items: deque = deque()
+        self.cond = threading.Condition()
+        self.finished = self.closed = False
+        self.discarded = self.delivered = 0
+
+    def put(self, future: Future) -> bool:
+        with self.cond:
+            while not self.live and len(self.items) >= self.capacity and not self.closed:
+                self.cond.wait()
+            if self.closed:
+                return False
+            while len(self.items) >= self.capacity:
+                old = self.items.popleft()
+                frame_dropped = old.done() and old.exception() is None and old.result().dropped
+                if not frame_dropped:  # a frame dropped before processing was counted already
+                    self.discarded += 1
+            self.items.append(future)
+            self.cond.notify_all()
+            return True
+
+    def get(self) -> Future | None:
+        with self.cond:
+            while not self.items and not self.finished:
+                self.cond.wait()
+            if not self.items:
+                return None
+            self.cond.notify_all()
+            return self.items.popleft()
+
+    def finish(self) -> None:
+        with self.cond:
+            self.finished = True
+            self.cond.notify_all()
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = self.finished = True
+            self.items.clear()
+            self.cond.notify_all()
+
+
+def stream(pipe, frames: Iterable[np.ndarray], fps: float | None = None, maxsize: int = 2,
+           results: int = 2) -> Iterator[StreamResult]:
+    """Play frames through the pipeline in order.
+
+    At ``fps``, like a live probe: frames the engine cannot take in time are dropped (oldest
+    first), and so are results the consumer cannot take in time; both are counted in
+    ``pipe.last_stream_stats``. Without ``fps``, every frame is processed and delivered, and a
+    slow consumer slows the source. ``maxsize`` bounds the frames waiting for the engine,
+    ``results`` the results waiting for the consumer.
+    """
+    live = fps is not None
+    streamer = Streamer(pipe, maxsize=maxsize, drop_oldest=live)
+    outbox = _Outbox(results, live)
+    stop = threading.Event()
+    errors: list[BaseException] = []
 
     def feed() -> None:
         start = time.perf_counter()
         try:
-            for i, frame in enumerate(frames):
-                if fps:
+            source = iter(frames)
+            i = 0
+            while not stop.is_set():
+                if live:
                     delay = start + i / fps - time.perf_counter()
-                    if delay > 0:
-                        time.sleep(delay)
-                fut = streamer.submit(frame)
-                with lock:
-                    futures.append(fut)
-                    lock.notify_all()
+                    if delay > 0 and stop.wait(delay):
+                        break
+                try:
+                    frame = next(source)
+                except StopIteration:
+                    break
+                if stop.is_set() or not outbox.put(streamer.submit(frame)):
+                    break
+                i += 1
+        except PipelineClosed:
+            pass  # the loop was left while this frame was being submitted
         except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
-            feeder_error.append(exc)
+            errors.append(exc)
         finally:
-            with lock:
-                done[0] = True
-                lock.notify_all()
+            outbox.finish()
 
-    lock = threading.Condition()
-    done = [False]
     feeder = threading.Thread(target=feed, daemon=True, name="edgemed-feed")
     feeder.start()
     try:
-        while True:
-            with lock:
-                while not futures and not done[0]:
-                    lock.wait()
-                if not futures and done[0]:
-                    break
-                fut = futures.popleft()
-            yield fut.result()
-        if feeder_error:
-            raise feeder_error[0]
+        while (future := outbox.get()) is not None:
+            result = future.result()
+            result.delivered_at = time.perf_counter()
+            result.timings["delivery_wait"] = result.delivered_at - result.done_at
+            outbox.delivered += 1
+            yield result
+        if errors:
+            raise errors[0]
     finally:
-        feeder.join()
-        streamer.close()
-        pipe.last_stream_stats = streamer.stats()
+        stop.set()
+        outbox.close()
+        streamer.close(cancel=True)
+        feeder.join(FEEDER_JOIN_S)
+        pipe.last_stream_stats = {**streamer.stats(), "results_dropped": outbox.discarded,
+                                  "delivered": outbox.delivered}

@@ -26,10 +26,9 @@ def shipped_unet_bundle(where: Path) -> Path:
     from edgemed.samples import samples_dir, shipped_model
 
     weights, card = shipped_model("unet_busi")
-    return convert(weights, where / "unet_busi", task="segmentation",
-                   input_shape="x".join(map(str, card["input_shape"])), arch=card["arch"],
-                   arch_args=card["arch_args"], labels=card["labels"], preprocess=card["preprocess"],
-                   calib=samples_dir("busi"))
+    return convert(weights, where / "unet_busi", task="segmentation", input_shape=tuple(card["input_shape"]),
+                   arch=card["arch"], arch_args=card["arch_args"], labels=tuple(card["labels"]),
+                   preprocess=tuple(card["preprocess"]), calib=samples_dir("busi"))
 
 
 def main() -> dict:
@@ -52,7 +51,8 @@ def main() -> dict:
                 write_segmentation(args.out, f"frame_{r.index:03d}", frames[r.index], r.mask)
             stats = pipe.last_stream_stats
     lat = np.array(latencies) * 1e3
-    print(f"{stats['processed']} frames processed, {stats['dropped']} dropped of {stats['submitted']}; "
+    print(f"{stats['processed']} frames processed, {stats['dropped']} dropped of {stats['submitted']} "
+          f"({stats['results_dropped']} results not taken in time); "
           f"latency p50 {np.percentile(lat, 50):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms; overlays in {args.out}")
     return stats
 

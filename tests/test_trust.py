@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import shutil
 import signal
 import struct
@@ -258,34 +259,41 @@ def _leftovers(folder: Path) -> list[str]:
     return [p.name for p in folder.iterdir() if ".partial" in p.name or ".old-" in p.name]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 @pytest.mark.parametrize("previous", [False, True])
 def test_interrupted_convert_leaves_previous_bundle_or_none(cnn_bundle, tmp_path, sig, previous):
+    """Ctrl-C, SIGTERM (timeout, CI cancellation, container stop) and SIGKILL mid-conversion: the previous
+    bundle or none, and nothing left in the bundle's folder or the temporary folder."""
+    from edgemed.owned_dirs import remove_abandoned
     from edgemed.samples import shipped_model
 
     (tmp_path / "spec.json").write_text(json.dumps(shipped_model("unet_busi")[1]["preprocess"]))
     out = tmp_path / "bundle"
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
     if previous:
         shutil.copytree(cnn_bundle, out)
         before = (out / "edgemed.json").read_bytes()
-    proc = subprocess.Popen(_convert_cmd(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(_convert_cmd(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TMPDIR": str(scratch)})
     time.sleep(6)  # mid-way: exported, calibrating or quantizing
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    if sig == signal.SIGINT and proc.returncode != 0:
-        assert "interrupted" in err
+    if sig != signal.SIGKILL and proc.returncode != 0:
+        assert f"interrupted ({signal.Signals(sig).name})" in err and proc.returncode == 128 + sig
     if previous:
         assert (out / "edgemed.json").read_bytes() == before
         Bundle.open(out)
     elif out.exists():  # the conversion had already finished before the signal
         Bundle.open(out)
-    if sig == signal.SIGINT:
-        assert not _leftovers(tmp_path)
+    if sig != signal.SIGKILL:
+        assert not _leftovers(tmp_path) and not list(scratch.glob("edgemed-*"))
     else:  # SIGKILL gives no chance to clean up: the next conversion to the same target repairs it
         from edgemed.bundle import recover_interrupted
 
         recover_interrupted(out)
-        assert not _leftovers(tmp_path)
+        remove_abandoned(scratch, "edgemed-quant-*")  # what the next conversion does first
+        assert not _leftovers(tmp_path) and not list(scratch.glob("edgemed-*"))
         if previous:
             assert (out / "edgemed.json").read_bytes() == before
 

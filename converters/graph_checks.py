@@ -1,0 +1,101 @@
+"""What the exported graph says about the model, checked before anything is built from it.
+
+Three mistakes convert used to take silently, each caught here from the ONNX graph itself:
+
+- a model with several outputs (only the first was ever used): the user names one with ``--output``;
+- a model frozen in training mode (a TorchScript trace taken before ``.eval()``): BatchNormalization
+  with ``training_mode=1`` normalises each frame with the batch's own statistics, and Dropout in
+  training mode zeroes random activations, so every answer depends on the rest of the batch or on
+  chance;
+- a model that already ends in Softmax or Sigmoid: its outputs are probabilities, and applying the
+  softmax again flattens every answer towards uniform (0.249/0.371/0.381 became 0.306/0.345/0.349).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgemed.errors import ConversionError, OptionError
+
+# Ops that pass values through unchanged in meaning, between a terminal activation and the output.
+_TRANSPARENT = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Cast"}
+
+
+@dataclass(frozen=True)
+class GraphFacts:
+    output: str  # the output the bundle uses
+    terminal: str | None  # "Softmax" / "Sigmoid" when the output comes straight from one
+
+
+def check_graph(onnx_path: Path, wanted_output: str | None) -> GraphFacts:
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    outputs = [o.name for o in graph.output]
+    if wanted_output is not None:
+        if wanted_output not in outputs:
+            raise OptionError(f"--output {wanted_output!r} is not an output of the model (it has "
+                              f"{', '.join(outputs)})", "name one of them")
+        output = wanted_output
+    elif len(outputs) > 1:
+        raise OptionError(f"the model has {len(outputs)} outputs ({', '.join(outputs)}); edgemed would use only "
+                          "the first", "choose the one that holds the class scores or masks with --output NAME")
+    else:
+        output = outputs[0]
+    _refuse_training_mode(graph)
+    return GraphFacts(output, _terminal_activation(graph, output))
+
+
+def _refuse_training_mode(graph) -> None:
+    import onnx
+
+    constants = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+    for node in graph.node:  # exporters also write constants as Constant nodes
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            constants[node.output[0]] = onnx.numpy_helper.to_array(node.attribute[0].t)
+    for node in graph.node:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "BatchNormalization" and attrs.get("training_mode", 0) == 1:
+            raise ConversionError(f"BatchNormalization node {node.name or node.output[0]!r} is in training mode: each "
+                                  "result would depend on the rest of the batch",
+                                  "call model.eval() before tracing/saving the model, then convert again")
+        if node.op_type == "Dropout" and len(node.input) >= 3 and node.input[2] in constants \
+                and bool(np.asarray(constants[node.input[2]]).item()):
+            raise ConversionError(f"Dropout node {node.name or node.output[0]!r} is in training mode: results would "
+                                  "be random", "call model.eval() before tracing/saving the model, then convert again")
+
+
+def _terminal_activation(graph, output: str) -> str | None:
+    producer = {out: node for node in graph.node for out in node.output}
+    node = producer.get(output)
+    while node is not None and node.op_type in _TRANSPARENT and node.input:
+        node = producer.get(node.input[0])
+    if node is not None and node.op_type in ("Softmax", "Sigmoid"):
+        return node.op_type
+    return None
+
+
+def output_kind(facts: GraphFacts, reference: np.ndarray, task: str, asked: str | None) -> tuple[str, str]:
+    """(kind, why): what the model's outputs are, from the graph and the outputs on real probes.
+
+    An explicit ``--output-kind`` that contradicts the model is refused rather than obeyed: applying
+    softmax to probabilities, or taking raw logits as probabilities, gives wrong numbers silently.
+    """
+    axis = 1
+    sums_to_one = bool(reference.size) and reference.shape[axis] > 1 and bool(
+        np.all(reference >= -1e-6) and np.allclose(reference.sum(axis=axis), 1.0, atol=1e-4))
+    in_unit = bool(reference.size) and bool(np.all((reference >= -1e-6) & (reference <= 1 + 1e-6)))
+    if facts.terminal == "Softmax" or (facts.terminal is None and sums_to_one):
+        found, why = "probabilities", (f"the model ends in {facts.terminal}" if facts.terminal else
+                                       "its outputs are non-negative and sum to 1 on every probe image")
+    elif facts.terminal == "Sigmoid" and in_unit:
+        found, why = "probabilities", "the model ends in Sigmoid"
+    else:
+        found, why = "logits", "no terminal Softmax/Sigmoid, and the outputs are not probabilities"
+    if asked is not None and asked != found:
+        raise OptionError(f"--output-kind {asked} contradicts the model: {why}",
+                          f"drop --output-kind (edgemed detects it) or pass --output-kind {found}")
+    return found, why
