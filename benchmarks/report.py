@@ -11,7 +11,33 @@ from __future__ import annotations
 import html
 from collections import defaultdict
 
+from edgemed.errors import EdgemedError
+
 GROUP = ("model", "artifact", "backend", "precision", "device", "scenario")
+
+
+def workload(run: dict) -> str:
+    """What a run measured: its data, threads and stream rate. Runs are only compared within one workload."""
+    w = run["record"].get("workload") or {}
+    return ", ".join(f"{k} {w[k]}" for k in sorted(w)) or "workload not recorded"
+
+
+def series(runs: list[dict]) -> dict[tuple, list[dict]]:
+    """Runs grouped by what they measured: model, artifact, backend, precision, device, scenario, workload."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in runs:
+        groups[tuple(r[k] for k in GROUP) + (workload(r),)].append(r)
+    return groups
+
+
+def describe(finding: dict) -> str:
+    """One line for a regression, the same in the text and the HTML report."""
+    where = (f"{finding['model']} {finding['backend']}/{finding['precision']} on {finding['device']} "
+             f"({finding['scenario']}; {finding['workload']})")
+    if finding["kind"] == "latency":
+        return (f"{where}: p50 {finding['baseline_p50_ms']:.2f} -> {finding['latest_p50_ms']:.2f} ms "
+                f"(+{finding['change'] * 100:.0f}%)")
+    return f"{where}: {finding['detail']}"
 
 
 def _p50(run: dict) -> float | None:
@@ -20,13 +46,13 @@ def _p50(run: dict) -> float | None:
 
 
 def regressions(runs: list[dict], latency_threshold: float = 0.10) -> list[dict]:
-    groups = defaultdict(list)
-    for r in runs:
-        groups[tuple(r[k] for k in GROUP)].append(r)
+    if not latency_threshold > 0:
+        raise EdgemedError(f"regression threshold {latency_threshold!r} must be above 0",
+                           "use e.g. 0.10 for 10% slower than the baseline")
     found = []
-    for key, items in groups.items():
+    for key, items in series(runs).items():
         base, last = items[0], items[-1]
-        label = dict(zip(GROUP, key))
+        label = dict(zip((*GROUP, "workload"), key))
         if last is not base and _p50(base) and _p50(last) and _p50(last) > _p50(base) * (1 + latency_threshold):
             found.append({**label, "kind": "latency", "baseline_p50_ms": _p50(base), "latest_p50_ms": _p50(last),
                           "change": _p50(last) / _p50(base) - 1})
@@ -42,21 +68,14 @@ def regressions(runs: list[dict], latency_threshold: float = 0.10) -> list[dict]
 def text_report(runs: list[dict], found: list[dict]) -> str:
     from edgemed.table import format_table
 
-    groups = defaultdict(list)
-    for r in runs:
-        groups[tuple(r[k] for k in GROUP)].append(r)
     rows = []
-    for key, items in groups.items():
+    for key, items in series(runs).items():
         p50s = [x for x in (_p50(r) for r in items) if x]
-        rows.append(list(key[:5]) + [key[5], len(items), f"{p50s[0]:.2f}" if p50s else "-",
-                                      f"{p50s[-1]:.2f}" if p50s else "-"])
-    out = format_table(["model", "artifact", "backend", "precision", "device", "scenario", "runs",
+        rows.append(list(key) + [len(items), f"{p50s[0]:.2f}" if p50s else "-", f"{p50s[-1]:.2f}" if p50s else "-"])
+    out = format_table(["model", "artifact", "backend", "precision", "device", "scenario", "workload", "runs",
                         "baseline p50 ms", "latest p50 ms"], rows)
     if found:
-        out += "\n\nREGRESSIONS:\n" + "\n".join(
-            f"- {f['model']} {f['backend']}/{f['precision']} on {f['device']} ({f['scenario']}): "
-            + (f"p50 {f['baseline_p50_ms']:.2f} -> {f['latest_p50_ms']:.2f} ms (+{f['change'] * 100:.0f}%)"
-               if f["kind"] == "latency" else f["detail"]) for f in found)
+        out += "\n\nREGRESSIONS:\n" + "\n".join(f"- {describe(f)}" for f in found)
     else:
         out += "\n\nno regressions against the stored baselines"
     return out
@@ -104,14 +123,12 @@ def _svg_cases(name: str, values: list[float]) -> str:
 
 
 def html_report(runs: list[dict], found: list[dict]) -> str:
-    latest: dict = {}
-    for r in runs:
-        latest[tuple(r[k] for k in GROUP)] = r
+    latest = {key: items[-1] for key, items in series(runs).items()}
     lat_items = [(f"{k[0]} {k[2]}/{k[3]} ({k[5]})", r["record"]["latency"]["end_to_end"])
                  for k, r in latest.items() if "latency" in r["record"]]
     case_svgs = [_svg_cases(f"{k[0]} {k[2]}/{k[3]}", r["record"]["dice_per_case"])
                  for k, r in latest.items() if r["record"].get("dice_per_case")]
-    reg = "".join(f'<li class="bad">{html.escape(str(f))}</li>' for f in found) or \
+    reg = "".join(f'<li class="bad">{html.escape(describe(f))}</li>' for f in found) or \
         "<li>none against the stored baselines</li>"
     figures = []
     for k, r in latest.items():

@@ -43,13 +43,14 @@ def _versions() -> dict:
     return out
 
 
-def _data(task: str, data: Path | None, labels: Path | None, label_names: list[str], limit: int):
+def _data(task: str, data: Path | None, labels: Path | None, label_names: list[str], limit: int,
+          data_key: str | None = None):
     if data is None:
         images = ImageSet.open(samples_for_task(task))
         if labels is None:
             labels = samples_dir("busi_masks") if task == "segmentation" else samples_dir("breastmnist") / "labels.csv"
     else:
-        images = ImageSet.open(data).subset(limit)
+        images = ImageSet.open(data, key=data_key).subset(limit)
     truth = load_labels(labels, images, task, label_names)
     return images, [im for _, im in images], truth
 
@@ -57,13 +58,14 @@ def _data(task: str, data: Path | None, labels: Path | None, label_names: list[s
 def run_bench(bundle: Path, device: str = "cpu", backend: str | None = None, precision: str | None = None,
               all_artifacts: bool = False, scenario: str | None = None, data: Path | None = None,
               labels: Path | None = None, fps: float = 30.0, duration: float = 10.0, threads: int | None = None,
-              runs: int = 300, warmup: int = 20, limit: int = 200, log=lambda s: None) -> dict:
+              runs: int = 300, warmup: int = 20, limit: int = 200, data_key: str | None = None,
+              log=lambda s: None) -> dict:
     b = Bundle.open(bundle)
     if all_artifacts:
         targets = b.artifacts
     else:
         targets = [select(b, device, backend, precision, threads).artifact]
-    images, frames, truth = _data(b.task, data, labels, b.labels, limit)
+    images, frames, truth = _data(b.task, data, labels, b.labels, limit, data_key)
     reference_outputs = None  # on-device FP32 outputs on the user's data: what every artifact is compared with
     per_artifact = []
     for art in targets:
@@ -109,6 +111,7 @@ def run_bench(bundle: Path, device: str = "cpu", backend: str | None = None, pre
         "schema": SCHEMA, "bundle": str(bundle), "bundle_sha256": b.manifest_sha256(),
         "model": b.name, "task": b.task, "device": device, "scenario": scenario or "latency",
         "data": {"from": str(images.path), "images": len(images), "labels": truth is not None},
+        "workload": _workload(images, scenario, fps, duration, threads),
         "artifacts": per_artifact,
         "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(), "versions": _versions(),
     }
@@ -132,12 +135,21 @@ def _run_frames(pipe, frames: list) -> tuple[np.ndarray, list]:
     return np.concatenate(outputs), results
 
 
+def _workload(images: ImageSet, scenario: str | None, fps: float, duration: float, threads: int | None) -> dict:
+    """What the run measured, beyond the artifact and device: runs are compared only within one workload."""
+    w = {"data": f"{images.path.name} sha256:{images.sha256()[:12]} ({len(images)} images)",
+         "threads": threads or "profile default"}
+    if scenario == "point-of-care":
+        w.update(fps=fps, duration_s=duration)
+    return w
+
+
 def history_rows(report: dict) -> list[dict]:
     rows = []
     for a in report["artifacts"]:
         if "latency" not in a:
             continue
-        record = {k: a[k] for k in a if k not in ("engine",)}
+        record = {k: a[k] for k in a if k not in ("engine",)} | {"workload": report["workload"]}
         rows.append({"created": report["created"], "bundle_sha256": report["bundle_sha256"], "model": report["model"],
                      "artifact": a["file"], "backend": a["backend"], "precision": a["precision"],
                      "device": report["device"], "scenario": report["scenario"], "versions": report["versions"],

@@ -118,6 +118,10 @@ def run(opts: ConvertOptions, log: Callable[[str], None] = lambda s: None) -> Pa
     source = load_source(opts.model, arch=opts.arch, arch_args=opts.arch_args, allow_pickle=opts.allow_pickle)
     if opts.input_shape is None and not source.is_onnx:
         raise OptionError("--input-shape is required for PyTorch models", "write e.g. --input-shape 1x1x256x256")
+    if opts.arch is not None:
+        from edgemed.zoo import check_input_shape
+
+        check_input_shape(source.module, opts.input_shape, opts.arch)
     log(f"source: {source.kind} {opts.model.name} (sha256 {source.sha256[:12]})")
 
     with atomic_directory(opts.out, force=opts.force) as tmp, scratch_dir() as scratch:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgemed.errors import ConversionError, first_line
+from edgemed.errors import ConversionError, error_line, first_line
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
@@ -59,11 +59,40 @@ def _torchscript(module: Any, example: Any, dynamic: bool):
     return onnx.load_from_string(buffer.getvalue())
 
 
+def check_runs(module: Any, input_shape: list[int]) -> None:
+    """Run the model once, eagerly, on a tensor of the declared shape: a model that cannot take it fails
+    here with its own message in one line, not deep inside an exporter after pages of tracer logs."""
+    import torch
+
+    fn = module.module() if isinstance(module, torch.export.ExportedProgram) else module
+    try:
+        with torch.no_grad():
+            fn(torch.zeros(input_shape, dtype=torch.float32))
+    except Exception as exc:  # noqa: BLE001 - any failure of the user's model on this shape
+        shape = "x".join(map(str, input_shape))
+        raise ConversionError(f"the model fails on a {shape} input: {error_line(exc)}",
+                              "check --input-shape (channels and size) against what the model was trained on") \
+            from exc
+
+
+@contextlib.contextmanager
+def _quiet_torch_logs():
+    """torch.export logs each failed trace attempt at ERROR level; edgemed reports the outcome itself."""
+    logger = logging.getLogger("torch")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def export_torch(module: Any, input_shape: list[int], target: Path) -> ExportRecord:
     """Export a torch module (or ExportedProgram) to ``target``; raises ConversionError if all routes fail."""
     import onnx
     import torch
 
+    check_runs(module, input_shape)
     example = torch.zeros(input_shape, dtype=torch.float32)
     notes: list[str] = []
     is_script = isinstance(module, torch.jit.ScriptModule)
@@ -78,7 +107,8 @@ def export_torch(module: Any, input_shape: list[int], target: Path) -> ExportRec
     proto = None
     for name, fn, dynamic in attempts:
         try:
-            proto = fn(module, example, dynamic)
+            with _quiet_torch_logs():
+                proto = fn(module, example, dynamic)
             record = ExportRecord(name, dynamic, notes)
             break
         except Exception as exc:  # noqa: BLE001 - exporters raise many types; each failure is reported

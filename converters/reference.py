@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from edgemed.errors import ConversionError, first_line
+from edgemed.errors import ConversionError, error_line, first_line
 
 from .sources import SourceModel
 
@@ -47,7 +47,7 @@ def reference_outputs(source: SourceModel, probes: np.ndarray, onnx_path: str | 
             try:
                 out = fn(torch.from_numpy(p[None].copy()))
             except Exception as exc:  # noqa: BLE001
-                raise ConversionError(f"the model fails on a probe of shape {p[None].shape} ({first_line(exc, 200)})",
+                raise ConversionError(f"the model fails on a probe of shape {p[None].shape} ({error_line(exc, 200)})",
                                       "check --input-shape and the preprocessing spec") from exc
             if isinstance(out, dict):
                 out = list(out.values())

@@ -123,12 +123,28 @@ def load_source(path: str | Path, arch: str | None = None, arch_args: dict | Non
 
     kwargs = dict(arch_args or {})
     module = build(arch, **kwargs)
-    try:
-        module.load_state_dict(obj, strict=True)
-    except RuntimeError as exc:
-        raise ConversionError(f"{path}: weights do not fit --arch {arch} {json.dumps(kwargs)} ({first_line(exc)})",
-                              "check --arch-args (e.g. base, num_classes) match the training run") from exc
+    mismatch = _state_dict_mismatch(module.state_dict(), obj)
+    if mismatch:
+        raise ConversionError(f"{path}: weights do not fit --arch {arch} {json.dumps(kwargs)}: {mismatch}",
+                              "check --arch-args (e.g. base, num_classes) match the training run")
+    module.load_state_dict(obj, strict=True)
     return SourceModel("state_dict", path, digest, module.eval(), [f"arch {arch} {json.dumps(kwargs)}"])
+
+
+def _state_dict_mismatch(want: dict, got: dict, show: int = 3) -> str:
+    """What differs between a model's parameters and a checkpoint, in one line ('' when they fit)."""
+    missing = [k for k in want if k not in got]
+    unexpected = [k for k in got if k not in want]
+    shapes = [f"{k} checkpoint {list(got[k].shape)} vs model {list(want[k].shape)}" for k in want
+              if k in got and tuple(got[k].shape) != tuple(want[k].shape)]
+
+    def part(label: str, items: list[str]) -> str:
+        more = f" and {len(items) - show} more" if len(items) > show else ""
+        return f"{len(items)} {label} ({', '.join(items[:show])}{more})"
+
+    parts = [part(label, items) for label, items in (("with other shapes", shapes), ("missing", missing),
+                                                     ("unexpected", unexpected)) if items]
+    return "; ".join(parts)
 
 
 def _unpickle_module(path: Path) -> Any:

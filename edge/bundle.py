@@ -78,10 +78,14 @@ class Bundle:
     def verify_files(self) -> None:
         for where, entry in self.manifest.listed_files():
             path = _safe_member(self.path, entry.file, f"{where}.file")
-            if not path.is_file():
+            try:
+                size = path.stat().st_size if path.is_file() else None
+            except OSError as exc:  # e.g. a name the file system refuses
+                raise BundleError(f"bundle {self.path}: {where}.file cannot be read ({exc.strerror})",
+                                  "copy the bundle again or rebuild it") from exc
+            if size is None:
                 raise BundleError(f"bundle {self.path}: {entry.file} ({where}.file) is missing",
                                   "copy the whole bundle folder again")
-            size = path.stat().st_size
             if size != entry.bytes:
                 raise BundleError(
                     f"bundle {self.path}: {entry.file} is {size} bytes, the manifest says {entry.bytes} "

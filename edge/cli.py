@@ -104,15 +104,6 @@ def convert(model: Path, out: Path, **kw) -> None:
     click.echo(str(out))
 
 
-def _inputs(paths: tuple[Path, ...]):
-    from .images import read_frames
-
-    for path in paths:
-        frames = read_frames(path)
-        for i, frame in enumerate(frames):
-            yield (path.name if len(frames) == 1 else f"{path.name}#{i}"), frame
-
-
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
@@ -120,29 +111,35 @@ def _inputs(paths: tuple[Path, ...]):
 @click.option("--backend")
 @click.option("--precision")
 @click.option("--threads", type=int)
-@click.option("--out", type=click.Path(path_type=Path), help="Write masks and overlays here.")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Write each frame's result here: STEM.json, and for masks STEM_mask.png and STEM_overlay.png.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def predict(bundle: Path, inputs: tuple[Path, ...], device: str, backend: str | None, precision: str | None,
             threads: int | None, out: Path | None, as_json: bool) -> None:
-    """Run the bundle on images (PNG, JPEG, TIFF, NPY, DICOM)."""
+    """Run the bundle on images (PNG, JPEG, TIFF, NPY, DICOM; a folder: every image in it). Every frame of a
+    multi-frame file is a result of its own; with --out, each frame's files are named uniquely."""
     from . import load
-    from .overlay import write_segmentation
+    from .inputs import frames
+    from .writers import write_result
 
     with load(bundle, device=device, backend=backend, precision=precision, threads=threads) as pipe:
-        for name, frame in _inputs(inputs):
-            result = pipe.predict(frame)
-            record = {"input": name, **result.to_json()}
-            if out is not None and pipe.task == "segmentation":
-                stem = name.replace("#", "_frame").rsplit(".", 1)[0]
-                record["written"] = [str(p) for p in write_segmentation(out, stem, frame, result.mask)]
+        written = 0
+        for frame in frames(inputs):
+            result = pipe.predict(frame.image)
+            record = {"input": frame.name, **result.to_json()}
+            if out is not None:
+                record["written"] = [str(p) for p in write_result(out, frame, result, record)]
+                written += len(record["written"])
             if as_json:
                 click.echo(json.dumps(record))
             elif pipe.task == "classification":
                 probs = ", ".join(f"{k} {v:.3f}" for k, v in record["probabilities"].items())
-                click.echo(f"{name}: {result.label} ({probs})")
+                click.echo(f"{frame.name}: {result.label} ({probs})")
             else:
                 areas = ", ".join(f"{k} {v} px" for k, v in record["areas_px"].items())
-                click.echo(f"{name}: mask {record['size'][0]}x{record['size'][1]}: {areas}")
+                click.echo(f"{frame.name}: mask {record['size'][0]}x{record['size'][1]}: {areas}")
+        if out is not None and not as_json:
+            click.echo(f"{written} files written to {out}", err=True)
 
 
 @main.command()
@@ -153,6 +150,7 @@ def predict(bundle: Path, inputs: tuple[Path, ...], device: str, backend: str | 
 @click.option("--all", "all_artifacts", is_flag=True, help="Every artifact of the bundle, side by side.")
 @click.option("--scenario", type=click.Choice(["point-of-care", "remote"]))
 @click.option("--data", type=click.Path(path_type=Path), help="Images (folder or .npz); default: shipped samples.")
+@click.option("--data-key", help="Array name inside a --data .npz (default: images).")
 @click.option("--labels", type=click.Path(path_type=Path), help="CSV file,label, mask folder, or .npz.")
 @click.option("--fps", default=30.0, show_default=True, type=click.FloatRange(0.1, 1000))
 @click.option("--duration", default=10.0, show_default=True, type=click.FloatRange(0.1, 3600))
@@ -308,7 +306,8 @@ def sign(bundle: Path, key: Path) -> None:
 @main.command()
 @click.option("--history", type=click.Path(path_type=Path), help="SQLite history store (default: user cache).")
 @click.option("--html", "html_out", type=click.Path(path_type=Path), help="Write a self-contained HTML report.")
-@click.option("--threshold", default=0.10, show_default=True, help="Latency regression threshold (fraction).")
+@click.option("--threshold", default=0.10, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Latency regression threshold: a fraction above 0 (0.10 = 10% slower than the baseline).")
 @click.option("--fail-on-regression", is_flag=True, help="Exit 1 when a regression is found (release gate).")
 def report(history: Path | None, html_out: Path | None, threshold: float, fail_on_regression: bool) -> None:
     """Trends and regressions against the stored baselines."""

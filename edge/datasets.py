@@ -45,7 +45,7 @@ class ImageSet:
                 chosen = key or next((k for k in NPZ_IMAGE_KEYS if k in data.files), None)
                 if chosen is None or chosen not in data.files:
                     raise InputError(f"{path}: no image array {key or 'images'!r} (has {', '.join(data.files)})",
-                                     "name the array with --calib-key / --data-key")
+                                     "name the array: --calib-key for convert, --data-key for bench")
                 array = data[chosen]
             if array.ndim not in (3, 4) or len(array) == 0:
                 raise InputError(f"{path}: array {chosen!r} has shape {array.shape}, not (N,H,W) or (N,H,W,C)",
@@ -137,6 +137,9 @@ def load_labels(labels: str | Path | None, images: ImageSet, task: str, label_na
             masks.append((mask > 0).astype(np.uint8) if mask.max() == 255 and len(label_names) == 2 else mask)
         return masks
     if path.suffix.lower() == ".csv":
+        if task == "segmentation":
+            raise InputError(f"{path}: a CSV of class labels cannot grade a segmenter, which is compared with masks",
+                             "pass a folder of masks named like the images, or an .npz with a 'masks' array")
         with open(path, newline="") as f:
             rows = {r["file"]: r["label"] for r in csv.DictReader(f)}
         out = []

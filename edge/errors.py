@@ -50,6 +50,23 @@ class PipelineClosed(EdgemedError):
     """A pipeline (or stream) used after ``close()``."""
 
 
+def error_line(exc: BaseException, limit: int = 300) -> str:
+    """The line of a long framework message that says what went wrong.
+
+    PyTorch's TorchScript interpreter and exporters wrap the real error ("Given groups=1, weight of
+    size [16, 1, 3, 3], expected input[1, 3, 28, 28] to have 1 channels ...") in a first line that
+    says only "The following operation failed in the TorchScript interpreter"; the last line of the
+    form ``SomeError: text`` is the one that names the problem.
+    """
+    import re
+
+    for line in reversed(str(exc).splitlines()):
+        m = re.match(r"^\s*(?:[\w.]*(?:Error|Exception)):\s*(\S.*)$", line)
+        if m:
+            return m.group(1).strip()[:limit]
+    return first_line(exc, limit)
+
+
 def first_line(exc: BaseException, limit: int = 300) -> str:
     """The first non-empty line of an exception's message, for one-line errors.
 

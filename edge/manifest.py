@@ -50,10 +50,13 @@ class Record(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit
     """Base of every manifest record: immutable, keyword-only, unknown fields refused."""
 
 
+FileName = Annotated[str, Meta(min_length=1, max_length=255)]  # NAME_MAX: a longer name cannot exist on disk
+
+
 class FileRecord(Record, kw_only=True):
     """A file the manifest vouches for, by size and SHA-256."""
 
-    file: Annotated[str, Meta(min_length=1, max_length=512)]
+    file: FileName
     sha256: Sha256
     bytes: Count
 
@@ -205,7 +208,7 @@ class BuildRecord(Record, kw_only=True):
 
 
 class Artifact(Record, kw_only=True):
-    file: Annotated[str, Meta(min_length=1, max_length=512)]
+    file: FileName
     sha256: Sha256
     bytes: Count
     backend: Backend

@@ -327,8 +327,12 @@ def check_image(image: Any) -> np.ndarray:
         image = image.astype(np.uint8)
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
+    elif image.ndim == 3 and image.shape[2] in (2, 4):
+        # Grey+alpha and RGBA arrays lose their alpha, exactly as edgemed reads such PNG files (Pillow's
+        # convert to L/RGB drops it): the same picture gives the same answer from a file or an array.
+        image = image[:, :, 0] if image.shape[2] == 2 else image[:, :, :3]
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
-        raise InputError(f"image shape {image.shape} is not (H,W), (H,W,1) or (H,W,3)",
+        raise InputError(f"image shape {image.shape} is not (H,W) or (H,W,C) with C 1-4",
                          "pass one 2-D frame (grey) or an RGB frame; split multi-frame data first")
     if image.shape[0] < 1 or image.shape[1] < 1:
         raise InputError(f"image shape {image.shape} is empty", "pass a non-empty image")

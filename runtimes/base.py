@@ -55,6 +55,9 @@ class Engine:
 
     def _check_feed(self, feed: Mapping[str, np.ndarray]) -> None:
         expected = {t.name: t for t in self.inputs}
+        if not isinstance(feed, Mapping):
+            raise InputError(f"engine.infer takes a dict of input name -> array, got a {type(feed).__name__}",
+                             f"call infer({{{next(iter(expected))!r}: batch}})")
         if set(feed) != set(expected):
             raise InputError(f"engine inputs are {sorted(expected)}, got {sorted(feed)}",
                              f"call infer({{{next(iter(expected))!r}: batch}})")

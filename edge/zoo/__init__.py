@@ -15,6 +15,16 @@ ARCHITECTURES = {
 }
 
 
+def check_input_shape(module: Any, shape: tuple[int, ...], name: str) -> None:
+    """Refuse an input size a zoo architecture cannot take, naming the rule (before any tracing)."""
+    multiple = getattr(module, "input_multiple", None)
+    if multiple and any(side % multiple for side in shape[2:]):
+        fit = "x".join(str(max(multiple, round(side / multiple) * multiple)) for side in shape[2:])
+        raise ConversionError(f"--input-shape {'x'.join(map(str, shape))}: the zoo {name} needs sides that are "
+                              f"multiples of {multiple}", f"use e.g. --input-shape {shape[0]}x{shape[1]}x{fit}, "
+                              "and a resize to that size in the preprocessing spec")
+
+
 def build(name: str, **kwargs: Any):
     """Instantiate a zoo architecture; unknown names and bad arguments are one-line errors."""
     import importlib

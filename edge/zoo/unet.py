@@ -20,6 +20,9 @@ def _double_conv(cin: int, cout: int) -> nn.Sequential:
 class UNet2D(nn.Module):
     def __init__(self, in_channels: int = 1, num_classes: int = 2, base: int = 8, depth: int = 4) -> None:
         super().__init__()
+        # Each of the depth-1 poolings halves the sides, and each skip connection must meet its
+        # upsampled twin exactly: the sides must divide by 2**(depth-1).
+        self.input_multiple = 2 ** (depth - 1)
         widths = [base * 2**i for i in range(depth)]
         self.down = nn.ModuleList()
         cin = in_channels
