@@ -1,7 +1,10 @@
 """Building each (backend, precision) artifact and passing it through the drift gate.
 
 One function per artifact kind keeps the loaders (build) apart from the runners (measure),
-as Polygraphy does; the gate (:mod:`edgemed.gate`) and the fallback ladder are shared.
+as Polygraphy does; the gate (:mod:`edgemed.gate`) and the fallback ladder are shared. The
+fallback tunes on its own images (point estimates, :func:`edgemed.gate.meets`); the verdict
+is taken once, on the verdict images, with bounds. An "INT8" artifact with no INT8 layer left
+is not kept: it would be FP32 under a false name.
 """
 
 from __future__ import annotations
@@ -15,14 +18,34 @@ from typing import Any
 import numpy as np
 
 from edgemed.bundle import file_record
+from edgemed.clinical import judge_clinical
 from edgemed.datasets import ImageSet
 from edgemed.drift import compare
-from edgemed.gate import Budget, judge
-from edgemed.manifest import Artifact, BuildRecord, DriftRecord, QuantizedLayers
+from edgemed.gate import Budget, Population, judge, meets, point_values
+from edgemed.manifest import Artifact, BuildRecord, ClinicalRecord, DriftRecord, QuantizedLayers
 from edgemed.preprocess import Preprocessor
 from edgemed.runtimes import create_engine
 
 from .reference import engine_outputs
+
+
+@dataclass
+class Cases:
+    """Preprocessed inputs and the FP32 reference's outputs on them."""
+
+    inputs: np.ndarray
+    reference: np.ndarray
+
+
+@dataclass
+class Labelled:
+    """Labelled validation cases (--val/--val-labels): inputs, ground truth, the FP32 artifact's outputs."""
+
+    inputs: np.ndarray
+    truth: list
+    fp32: np.ndarray
+    margin: float
+    source: str
 
 
 @dataclass
@@ -35,40 +58,56 @@ class Context:
     pre: Preprocessor
     input_name: str
     calibration: ImageSet
-    evaluation: np.ndarray
-    reference: np.ndarray
+    tuning: Cases
+    verdict: Cases
+    population: Population  # FP32 decision margins over every image
     task: str
     output_kind: str
     budget: Budget
     labels: list[str]
+    labelled: Labelled | None = None
     calib_method: str = "minmax"
     static_batch: int | None = None
     dla_core: int | None = None
     log: Callable[[str], None] = print
     versions: dict = field(default_factory=dict)
+    dropped: list[dict] = field(default_factory=list)  # artifacts not kept, with the reason
 
 
-def halves(n: int) -> tuple[slice, slice]:
-    """(tuning, gate) halves of the held-out images: even and odd positions.
-
-    Fallback and accuracy control tune on one half and the verdict is taken on the other, so the
-    gate never grades the images the fallback optimised for.
-    """
-    return slice(0, n, 2), slice(1, n, 2)
+class Dropped(Exception):
+    """An artifact that must not be kept (e.g. INT8 with no INT8 layer left)."""
 
 
-def judge_engine(ctx: Context, engine: Any, part: str = "gate") -> DriftRecord:
-    """Run an engine on one half of the held-out images and judge its drift against the budget."""
-    sel = halves(len(ctx.evaluation))[0 if part == "tuning" else 1]
-    outputs = engine_outputs(engine, ctx.evaluation[sel], engine.inputs[0].name, engine.outputs[0].name)
-    comparison = compare(ctx.reference[sel], outputs, ctx.task, ctx.output_kind, ctx.labels)
-    return judge(comparison, ctx.budget, f"{part} half of the held-out images")
+def _outputs(ctx: Context, engine: Any, inputs: np.ndarray) -> np.ndarray:
+    return engine_outputs(engine, inputs, engine.inputs[0].name, engine.outputs[0].name)
 
 
-def measure(ctx: Context, backend: str, path: Path, precision: str, part: str = "gate", **options: Any
-            ) -> DriftRecord:
+def tuning_meets(ctx: Context, backend: str, path: Path, precision: str, **options: Any) -> tuple[bool, dict]:
+    """Does the candidate meet the budget's point values on the tuning images (the fallback's stopping rule)?"""
     with create_engine(backend, path, device="cpu", precision=precision, **options) as engine:
-        return judge_engine(ctx, engine, part)
+        comparison = compare(ctx.tuning.reference, _outputs(ctx, engine, ctx.tuning.inputs), ctx.task,
+                             ctx.output_kind, ctx.labels)
+    ok = meets(comparison, ctx.budget, ctx.population)
+    return ok, {k: round(v, 6) for k, v in point_values(comparison, ctx.population).items()} | {"meets_budget": ok}
+
+
+def verdict(ctx: Context, engine: Any) -> tuple[DriftRecord, ClinicalRecord | None]:
+    """The gate on the verdict images (bounds included) and, with labelled data, against ground truth."""
+    comparison = compare(ctx.verdict.reference, _outputs(ctx, engine, ctx.verdict.inputs), ctx.task,
+                         ctx.output_kind, ctx.labels)
+    drift = judge(comparison, ctx.budget, f"{comparison.cases} verdict images", ctx.population)
+    clinical = None
+    if ctx.labelled is not None:
+        cand = _outputs(ctx, engine, ctx.labelled.inputs)
+        clinical = judge_clinical(ctx.labelled.truth, ctx.labelled.fp32, cand, ctx.task, ctx.output_kind, ctx.labels,
+                                  ctx.labelled.margin, ctx.labelled.source)
+    return drift, clinical
+
+
+def measure(ctx: Context, backend: str, path: Path, precision: str, **options: Any
+            ) -> tuple[DriftRecord, ClinicalRecord | None]:
+    with create_engine(backend, path, device="cpu", precision=precision, **options) as engine:
+        return verdict(ctx, engine)
 
 
 def prepared_for_quantization(ctx: Context) -> Path:
@@ -79,16 +118,26 @@ def prepared_for_quantization(ctx: Context) -> Path:
     return path if path.is_file() else preprocess_for_quantization(ctx.fp32_onnx, path)
 
 
-def _artifact(ctx: Context, name: str, backend: str, precision: str, drift: DriftRecord, build: BuildRecord,
-              weights: str | None = None) -> Artifact:
+def _artifact(ctx: Context, name: str, backend: str, precision: str, gate: tuple[DriftRecord, ClinicalRecord | None],
+              build: BuildRecord, weights: str | None = None) -> Artifact:
     rec = file_record(ctx.bundle_dir, name)
+    drift, clinical = gate
     return Artifact(file=rec.file, sha256=rec.sha256, bytes=rec.bytes, backend=backend, precision=precision,
-                    drift=drift, build=build, built_with=ctx.versions,
+                    drift=drift, clinical=clinical, build=build, built_with=ctx.versions,
                     weights=file_record(ctx.bundle_dir, weights) if weights else None)
 
 
 def _since(t0: float) -> float:
     return round(time.perf_counter() - t0, 3)
+
+
+def _no_int8_left(ctx: Context, layers: QuantizedLayers, files: list[Path], key: str, attempts: list[dict]) -> None:
+    if layers.int8 == 0:
+        for f in files:
+            f.unlink(missing_ok=True)
+        reason = f"no layer is left in INT8 ({layers.int8}/{layers.of}): it would be FP32 under the name int8"
+        ctx.dropped.append({"artifact": key, "reason": reason, "attempts": attempts})
+        raise Dropped(reason)
 
 
 def build_onnxruntime(ctx: Context, precision: str) -> Artifact:
@@ -99,36 +148,35 @@ def build_onnxruntime(ctx: Context, precision: str) -> Artifact:
     target = ctx.bundle_dir / name
     if precision == "fp16":
         settings = ort_quantize.convert_fp16(ctx.fp32_onnx, target)
-        drift = measure(ctx, "onnxruntime", target, precision)
         build = BuildRecord(seconds=_since(t0), tool="onnxruntime.transformers.float16", settings=settings)
-        return _artifact(ctx, name, "onnxruntime", precision, drift, build)
+        return _artifact(ctx, name, "onnxruntime", precision, measure(ctx, "onnxruntime", target, precision), build)
 
-    from .fallback import exclusion_ladder, output_layers, rank_nodes
+    from .fallback import exclusion_ladder, input_layers, output_layers, rank_nodes
 
     prepared = prepared_for_quantization(ctx)
     settings = ort_quantize.quantize_int8(prepared, target, ctx.calibration, ctx.pre, ctx.input_name, ctx.calib_method)
-    drift = measure(ctx, "onnxruntime", target, precision)
-    attempts: list[dict] = [{"excluded": [], **_short(drift)}]
+    ok, figures = tuning_meets(ctx, "onnxruntime", target, precision)
+    attempts: list[dict] = [{"excluded": [], "tuning": figures}]
     excluded: list[str] = []
     sqnr: list[tuple[str, float]] = []
-    if not drift.passed:
-        ctx.log(f"  onnxruntime int8 misses the budget ({'; '.join(drift.missed)}); ranking layers")
+    if not ok:
+        ctx.log("  onnxruntime int8 misses the budget on the tuning images; ranking layers by quantization noise")
         ranked = rank_nodes(prepared, target, ctx.calibration.subset(8), ctx.pre, ctx.input_name, ctx.scratch)
         sqnr = [(n, round(s, 2)) for n, s, _ in ranked[:12]]
-        for excluded in exclusion_ladder(ranked, output_layers(prepared)):
+        for excluded in exclusion_ladder(ranked, output_layers(prepared), input_layers(prepared)):
             ort_quantize.quantize_int8(prepared, target, ctx.calibration, ctx.pre, ctx.input_name, ctx.calib_method,
                                        exclude=excluded)
-            tuning = measure(ctx, "onnxruntime", target, precision, part="tuning")
-            attempts.append({"excluded": excluded, "tuning": _short(tuning)})
-            ctx.log(f"  kept {len(excluded)} node(s) in float (tuning half): {_verdict(tuning)}")
-            if tuning.passed:
+            ok, figures = tuning_meets(ctx, "onnxruntime", target, precision)
+            attempts.append({"excluded": excluded, "tuning": figures})
+            ctx.log(f"  kept {len(excluded)} node(s) in float: tuning {_brief(figures)}")
+            if ok:
                 break
-        drift = measure(ctx, "onnxruntime", target, precision)  # the verdict, on the other half
-        attempts[-1]["gate"] = _short(drift)
+    layers = quantized_layers_onnx(target)
+    _no_int8_left(ctx, layers, [target], "onnxruntime/int8", attempts)
     build = BuildRecord(seconds=_since(t0), tool=f"onnxruntime.quantization {ctx.versions.get('onnxruntime', '')}",
                         settings=settings, excluded_nodes=list(excluded), layer_sqnr_db=sqnr, attempts=attempts,
-                        quantized_layers=quantized_layers_onnx(target))
-    return _artifact(ctx, name, "onnxruntime", precision, drift, build)
+                        quantized_layers=layers)
+    return _artifact(ctx, name, "onnxruntime", precision, measure(ctx, "onnxruntime", target, precision), build)
 
 
 def build_openvino(ctx: Context, precision: str) -> Artifact:
@@ -140,34 +188,51 @@ def build_openvino(ctx: Context, precision: str) -> Artifact:
     opts = {"static_batch": ctx.static_batch}
     if precision in ("fp32", "fp16"):
         settings = openvino_ir.export_ir(ctx.fp32_onnx, target, precision, ctx.static_batch)
-        drift = measure(ctx, "openvino", target, precision, **opts)
         build = BuildRecord(seconds=_since(t0), tool="openvino.convert_model", settings=settings,
                             static_batch=ctx.static_batch)
-        return _artifact(ctx, xml, "openvino", precision, drift, build, bin_)
-    settings = openvino_ir.quantize_ir(ctx.fp32_onnx, target, ctx.calibration, ctx.pre, ctx.static_batch)
-    drift = measure(ctx, "openvino", target, precision, **opts)
-    attempts: list[dict] = [{"accuracy_control": False, **_short(drift)}]
+        return _artifact(ctx, xml, "openvino", precision, measure(ctx, "openvino", target, precision, **opts), build,
+                         bin_)
+    # NNCF's defaults first, then other presets and bias corrections (openvino_ir.VARIANTS), each with the
+    # last and then also the first layer kept in float; the first that meets the budget on the tuning
+    # images is kept, else NNCF's accuracy control runs with the variant that scored best.
+    attempts: list[dict] = []
+    scores: dict[tuple, float] = {}
     primary = ctx.budget.primary
-    if not drift.passed and primary.op == ">=":
-        ctx.log(f"  openvino int8 misses the budget ({'; '.join(drift.missed)}); "
-                "NNCF accuracy control keeps harmful layers in float")
-        tune = halves(len(ctx.evaluation))[0]
+    first, last = openvino_ir.end_layers(ctx.fp32_onnx)
+    ok = False
+    for keep in ([], last, last + first):
+        for preset, bias in openvino_ir.VARIANTS:
+            settings = openvino_ir.quantize_ir(ctx.fp32_onnx, target, ctx.calibration, ctx.pre, ctx.static_batch,
+                                               preset, keep, bias)
+            ok, figures = tuning_meets(ctx, "openvino", target, precision, **opts)
+            attempts.append({"preset": preset, "bias_correction": bias, "kept_in_float": keep, "tuning": figures})
+            if not keep:
+                scores[(preset, bias)] = figures[primary.metric] if primary.op == ">=" else -figures[primary.metric]
+            ctx.log(f"  preset {preset}, {bias} bias correction, {len(keep)} layer(s) in float: tuning "
+                    f"{_brief(figures)}")
+            if ok:
+                break  # the file on disk is this attempt's
+        if ok:
+            break
+    if not ok:
+        preset, bias = max(scores, key=scores.__getitem__)
+        ctx.log(f"  openvino int8 misses the budget on the tuning images in every variant; NNCF accuracy control "
+                f"(preset {preset}, {bias} bias correction) keeps harmful layers in float")
 
         def score(outputs: np.ndarray) -> float:
-            return compare(ctx.reference[tune], outputs, ctx.task, ctx.output_kind).values[primary.metric]
+            return compare(ctx.tuning.reference, outputs, ctx.task, ctx.output_kind).values[primary.metric]
 
         settings = openvino_ir.quantize_ir_with_accuracy_control(
-            ctx.fp32_onnx, target, ctx.calibration, ctx.pre, ctx.evaluation[tune], score,
-            max_drop=max(0.0, 1.0 - primary.value), static_batch=ctx.static_batch)
-        drift = measure(ctx, "openvino", target, precision, **opts)
-        attempts.append({"accuracy_control": True, **_short(drift)})
-        ctx.log(f"  after accuracy control: {_verdict(drift)}")
+            ctx.fp32_onnx, target, ctx.calibration, ctx.pre, ctx.tuning.inputs, score,
+            max_drop=max(0.0, 1.0 - primary.value) if primary.op == ">=" else 0.0, static_batch=ctx.static_batch,
+            preset=preset, bias_correction=bias)
+        attempts.append({"accuracy_control": True, "tuning": tuning_meets(ctx, "openvino", target, precision,
+                                                                          **opts)[1]})
     layers = quantized_layers_openvino(target)
-    if layers.fake_quantize_ops == 0:
-        ctx.log("  note: no layer is left in INT8; this artifact is FP32 in all but name")
+    _no_int8_left(ctx, layers, [target, ctx.bundle_dir / bin_], "openvino/int8", attempts)
     build = BuildRecord(seconds=_since(t0), tool=str(settings.pop("tool", "nncf")), settings=settings,
                         quantized_layers=layers, attempts=attempts, static_batch=ctx.static_batch)
-    return _artifact(ctx, xml, "openvino", precision, drift, build, bin_)
+    return _artifact(ctx, xml, "openvino", precision, measure(ctx, "openvino", target, precision, **opts), build, bin_)
 
 
 def build_tensorrt(ctx: Context, precision: str) -> Artifact:
@@ -184,7 +249,7 @@ def build_tensorrt(ctx: Context, precision: str) -> Artifact:
     t0 = time.perf_counter()
     profiles = load_profiles()
     profile = profiles[match_profile(detect(probe_openvino=False), profiles)]
-    options = build_options(profile.tensorrt, precision, ctx.evaluation.shape[1:], ctx.dla_core)
+    options = build_options(profile.tensorrt, precision, ctx.verdict.inputs.shape[1:], ctx.dla_core)
     settings: dict = {}
     if precision == "int8":
         name = "model.int8-qdq-symmetric.onnx"
@@ -193,11 +258,11 @@ def build_tensorrt(ctx: Context, precision: str) -> Artifact:
     else:
         name = f"model.tensorrt-{precision}.onnx"
         (ctx.bundle_dir / name).write_bytes(ctx.fp32_onnx.read_bytes())
-    drift = measure(ctx, "tensorrt", ctx.bundle_dir / name, precision, options=options)
+    gate = measure(ctx, "tensorrt", ctx.bundle_dir / name, precision, options=options)
     settings["device_profile"] = profile.name
     build = BuildRecord(seconds=_since(t0), tool="tensorrt (engine built and cached on the target)",
                         settings=settings, tensorrt=options)
-    return _artifact(ctx, name, "tensorrt", precision, drift, build)
+    return _artifact(ctx, name, "tensorrt", precision, gate, build)
 
 
 LAYER_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
@@ -227,11 +292,6 @@ def quantized_layers_openvino(xml: Path) -> QuantizedLayers:
 BUILDERS = {"onnxruntime": build_onnxruntime, "openvino": build_openvino, "tensorrt": build_tensorrt}
 
 
-def _short(drift: DriftRecord) -> dict:
-    keys = ("agreement", "dice", "changed_pixels", "max_abs_diff")
-    return {k: drift.value(k) for k in keys if k in drift.metrics} | {"passed": drift.passed}
-
-
-def _verdict(drift: DriftRecord) -> str:
-    main = ", ".join(f"{k} {drift.value(k):.4f}" for k in ("agreement", "dice", "changed_pixels") if k in drift.metrics)
-    return f"{main} -> {drift.verdict}"
+def _brief(figures: dict) -> str:
+    main = ", ".join(f"{k} {figures[k]:.4f}" for k in ("agreement", "lesion_agreement", "case_dice") if k in figures)
+    return f"{main} -> {'meets' if figures['meets_budget'] else 'misses'} the budget"

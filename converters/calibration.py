@@ -1,8 +1,14 @@
-"""Calibration and evaluation images, streamed through the bundle's own preprocessing.
+"""Which images calibrate, which tune the fallback, and which the verdict is taken on.
 
 The same :class:`~edgemed.preprocess.Preprocessor` the runtime uses feeds the quantizers:
 calibrating on differently preprocessed pixels is the commonest cause of INT8 collapse.
-A held-out part of the images (never used to calibrate) measures drift.
+
+A verdict is only as good as the cases under it, so the gate gets every image the user gave
+that did not calibrate or tune: up to ``--calib-count`` images (default 128, evenly spaced)
+calibrate, a tuning set (up to 64) is held out for the layer fallback and NNCF's accuracy
+control, and *all* the rest are verdict cases. With ``--eval`` the verdict is taken on that
+separate set instead. The fallback never grades itself: tuning and verdict images are disjoint.
+Only memory caps the verdict set (1 GiB of preprocessed input); the report says when it did.
 """
 
 from __future__ import annotations
@@ -18,26 +24,63 @@ from edgemed.preprocess import Preprocessor
 
 MIN_INT8_CALIBRATION = 16
 DEFAULT_CALIB_COUNT = 128
-MAX_EVALUATION = 128
+MAX_TUNING = 64
+SMALL_SET = 24  # below this, images cannot be split: calibration, tuning and verdict share them
+VERDICT_BYTES = 1 << 30
 PROBE_COUNT = 8
 
 
 @dataclass
-class ImageSplit:
+class DataPlan:
     calibration: ImageSet
-    evaluation: ImageSet
-    overlap: bool  # True when the set was too small to hold images out
+    tuning: ImageSet
+    verdict: ImageSet
+    overlap: bool  # a set too small to split: the verdict was taken on calibration images (never certifies)
+    left_out: int = 0  # verdict images beyond the memory cap
+
+    def describe(self) -> str:
+        text = (f"{len(self.calibration)} images calibrate, {len(self.tuning)} tune the fallback, "
+                f"{len(self.verdict)} are verdict cases")
+        if self.overlap:
+            text += " (too few images to hold any out: the verdict shares the calibration images)"
+        if self.left_out:
+            text += f" ({self.left_out} more left out: 1 GiB of preprocessed input is the cap)"
+        return text
 
 
-def split_images(images: ImageSet, calib_count: int | None) -> ImageSplit:
-    """Every 4th image (up to 128) held out for evaluation, the rest for calibration."""
+def _spaced(n: int, k: int) -> list[int]:
+    return sorted(set(np.linspace(0, n - 1, k).round().astype(int).tolist())) if k > 0 and n > 0 else []
+
+
+def _rest(n: int, taken: list[int]) -> list[int]:
+    used = set(taken)
+    return [i for i in range(n) if i not in used]
+
+
+def plan(images: ImageSet, calib_count: int | None, evaluation: ImageSet | None = None,
+         tensor_bytes: int = 0) -> DataPlan:
     n = len(images)
-    if n >= 40:
-        held = list(range(0, n, 4))[:MAX_EVALUATION]
-        rest = [i for i in range(n) if i not in set(held)]
-        calibration = images.select(rest).subset(calib_count or DEFAULT_CALIB_COUNT)
-        return ImageSplit(calibration, images.select(held), overlap=False)
-    return ImageSplit(images.subset(calib_count or DEFAULT_CALIB_COUNT), images, overlap=True)
+    count = calib_count or DEFAULT_CALIB_COUNT
+    if evaluation is None and n < SMALL_SET:
+        return DataPlan(images.subset(count), images, images, overlap=True)
+    calib_idx = _spaced(n, min(count, n if evaluation is not None else n // 2))
+    calibration = images.select(calib_idx)
+    left = _rest(n, calib_idx)
+    if evaluation is not None:
+        if len(left) >= 8:
+            tuning, verdict = images.select(left[:MAX_TUNING]), evaluation
+        else:
+            t = _spaced(len(evaluation), min(MAX_TUNING, len(evaluation) // 4))
+            tuning, verdict = evaluation.select(t), evaluation.select(_rest(len(evaluation), t))
+    else:
+        pool = images.select(left)
+        t = _spaced(len(pool), min(MAX_TUNING, max(4, len(pool) // 4)))
+        tuning, verdict = pool.select(t), pool.select(_rest(len(pool), t))
+    cap = max(1, VERDICT_BYTES // tensor_bytes) if tensor_bytes else len(verdict)
+    left_out = max(0, len(verdict) - cap)
+    if left_out:
+        verdict = verdict.subset(cap)
+    return DataPlan(calibration, tuning, verdict, overlap=False, left_out=left_out)
 
 
 def preprocess_stream(images: ImageSet, pre: Preprocessor) -> Iterator[np.ndarray]:
@@ -46,9 +89,10 @@ def preprocess_stream(images: ImageSet, pre: Preprocessor) -> Iterator[np.ndarra
         try:
             yield pre(image).tensor
         except EdgemedError as exc:
-            raise InputError(f"calibration image {name}: {exc}",
+            raise InputError(f"image {name} of {images.path.name}: {exc}",
                              "make every image match the model input (add resize/to_gray ops to the spec)") from exc
 
 
 def stack(images: ImageSet, pre: Preprocessor) -> np.ndarray:
-    return np.concatenate(list(preprocess_stream(images, pre)))
+    tensors = list(preprocess_stream(images, pre))
+    return np.concatenate(tensors) if tensors else np.zeros((0, *pre.input_shape[1:]), np.float32)

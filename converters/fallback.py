@@ -118,14 +118,29 @@ def output_layers(prepared_fp32: Path) -> list[str]:
     return names
 
 
-def exclusion_ladder(ranked: list[tuple[str, float, list[str]]], head: list[str] | None = None) -> list[list[str]]:
-    """Node names to keep in float, growing: the output head alone, then the head plus the worst
-    1, 2, 4, ... layers by SQNR (each with its fused activation), up to half the layers."""
-    head = list(head or [])
-    ladder = [head] if head else []
-    rest = [r for r in ranked if r[0] not in head]
+def input_layers(prepared_fp32: Path) -> list[str]:
+    """The first compute layers, fed by the graph input: they see the raw image range, the widest any
+    activation has, and keeping the first convolution in float is a known fix for CNN classifiers."""
+    import onnx
+
+    graph = onnx.load(str(prepared_fp32)).graph
+    inputs = {i.name for i in graph.input} - {i.name for i in graph.initializer}
+    return [n.name for n in graph.node if n.op_type in QUANTIZABLE and n.name and n.input and n.input[0] in inputs]
+
+
+def exclusion_ladder(ranked: list[tuple[str, float, list[str]]], head: list[str] | None = None,
+                     first: list[str] | None = None) -> list[list[str]]:
+    """Node names to keep in float, growing: the output head alone, the head and the first layer, then
+    those plus the worst 1, 2, 4, ... layers by SQNR (each with its fused activation), up to half the layers."""
+    base = list(head or [])
+    ladder = [list(base)] if base else []
+    extra = [n for n in first or [] if n not in base]
+    if extra:
+        base += extra
+        ladder.append(list(base))
+    rest = [r for r in ranked if r[0] not in base]
     k = 1
     while k <= max(1, len(ranked) // 2):
-        ladder.append(head + [n for _, _, group in rest[:k] for n in group if n not in head])
+        ladder.append(base + [n for _, _, group in rest[:k] for n in group if n not in base])
         k *= 2
     return ladder

@@ -43,6 +43,12 @@ class ConvertOptions:
     calib_count: int | None = None
     calib_key: str | None = None
     calib_method: str = "minmax"
+    eval: Path | None = None  # a separate set of (unlabelled) images the verdict is taken on
+    eval_key: str | None = None
+    val: Path | None = None  # labelled images: the clinical gate against ground truth
+    val_labels: Path | None = None
+    val_key: str | None = None
+    margin: float = 0.005  # non-inferiority margin of the clinical gate (0.5 point)
     budget: Budget | None = None  # None: the task's default budget
     static_shapes: bool = False
     dla_core: int | None = None
@@ -76,6 +82,14 @@ class ConvertOptions:
             raise OptionError(f"--dla-core {self.dla_core!r} is not a DLA core index", "use 0 or 1")
         if not isinstance(self.arch_args, dict):
             raise OptionError("--arch-args must be a JSON object", "write e.g. '{\"base\": 16}'")
+        for name in ("calib", "eval", "val", "val_labels"):
+            if getattr(self, name) is not None:
+                _set(self, name, Path(getattr(self, name)))
+        if (self.val is None) != (self.val_labels is None) and not (self.val and self.val.suffix == ".npz"):
+            raise OptionError("--val and --val-labels go together", "pass the labelled images and their labels "
+                              "(a CSV file,label, a mask folder, or the labels inside a --val .npz)")
+        if isinstance(self.margin, bool) or not isinstance(self.margin, (int, float)) or not 0 < self.margin < 0.5:
+            raise OptionError(f"--margin {self.margin!r} is not a non-inferiority margin", "use e.g. 0.005 (0.5 point)")
         if self.budget is not None and not isinstance(self.budget, Budget):
             raise OptionError("budget must be an edgemed.gate.Budget", "use Budget.parse('agreement>=0.999', task)")
 

@@ -1,10 +1,14 @@
-"""Drift of a candidate engine against the FP32 reference, in clinical terms.
+"""Drift of a candidate engine against the FP32 reference, in clinical terms, case by case.
 
 Tensor differences alone hide what matters: a logit error of 0.3 may flip no diagnosis, or may
 flip the one that counts. So every comparison reports task metrics (top-1 agreement for
-classifiers; Dice, IoU and changed pixels between masks for segmenters) next to max/mean
-absolute error, with the per-case values the gate needs for its confidence bounds. Judging
-those figures against a budget is :mod:`edgemed.gate`'s job, not this module's.
+classifiers; per-case Dice and lesion-level agreement for segmenters) next to raw output error,
+with the per-case values and the decision margins the gate needs to bound them
+(:mod:`edgemed.gate`). Judging those figures against a budget is the gate's job, not this module's.
+
+Lesion-level agreement: per case, is there a lesion (a connected component of at least
+``LESION_MIN_FRACTION`` of the image) in the FP32 mask, and is there one in the candidate's? A
+lesion that appears or vanishes changes what a clinician does; a boundary pixel does not.
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ from .errors import BundleError
 from .metrics import dice, iou
 from .postprocess import class_probabilities, segmentation_probabilities
 
+LESION_MIN_FRACTION = 0.001  # components smaller than 0.1% of the image (16 px at 128x128) are speckle
+
 
 @dataclass(frozen=True)
 class Metric:
-    """A drift metric a budget may bound: which way is better, and which task it belongs to."""
+    """A drift metric a budget may bound: which way is better, its task, and how it is bounded."""
 
     name: str
     direction: str  # ">=": larger is better; "<=": smaller is better
@@ -30,11 +36,13 @@ class Metric:
 
 METRICS = {m.name: m for m in (
     Metric("agreement", ">=", "classification", "share of cases whose top-1 class equals FP32's"),
-    Metric("max_prob_diff", "<=", "classification", "largest difference of any class probability"),
-    Metric("dice", ">=", "segmentation", "Dice between candidate and FP32 masks, pooled over pixels, worst class"),
-    Metric("iou", ">=", "segmentation", "IoU between candidate and FP32 masks, pooled, worst class"),
-    Metric("changed_pixels", "<=", "segmentation", "share of pixels whose class differs from FP32's"),
-    Metric("max_abs_diff", "<=", None, "largest absolute difference of any raw output value"),
+    Metric("max_prob_diff", "<=", "classification", "largest difference of any class probability (observed)"),
+    Metric("lesion_agreement", ">=", "segmentation", "share of cases where a lesion neither appears nor vanishes"),
+    Metric("case_dice", ">=", "segmentation", "mean over cases of the Dice between candidate and FP32 masks"),
+    Metric("dice", ">=", "segmentation", "Dice between candidate and FP32 masks, pooled over pixels (observed)"),
+    Metric("iou", ">=", "segmentation", "IoU between candidate and FP32 masks, pooled (observed)"),
+    Metric("changed_pixels", "<=", "segmentation", "share of pixels whose class differs from FP32's (observed)"),
+    Metric("max_abs_diff", "<=", None, "largest absolute difference of any raw output value (observed)"),
     Metric("mean_abs_diff", "<=", None, "mean absolute difference of the raw outputs"),
 )}
 
@@ -45,15 +53,89 @@ class Comparison:
 
     task: str
     cases: int
-    values: dict[str, float]  # every applicable metric of METRICS, pooled over the cases
+    values: dict[str, float]  # every applicable metric of METRICS, over the cases
     figures: dict[str, float] = field(default_factory=dict)  # per-class breakdowns
-    per_case: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. "agree" (bool), "dice" (float)
+    per_case: dict[str, np.ndarray] = field(default_factory=dict)  # agree, lesion_agree (bool); dice, abs_diff
+    # How the candidate moved each case's decision margin, per agreement metric: what the gate's
+    # flip-rate estimate rests on, with the FP32 margins of every case (population_margins).
+    # Classification: candidate minus FP32 top-1 margin; segmentation: minus the largest margin change
+    # anywhere in the case, against how far the lesion/no-lesion call is from changing.
+    shifts: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def _labels(outputs: np.ndarray, task: str, kind: str) -> np.ndarray:
+def decision_scores(outputs: np.ndarray, kind: str) -> np.ndarray:
+    """(N, C>=2) scores whose argmax is the class: logits as they are (a single logit l as [0, l]),
+    probabilities as they are (a single p as [1-p, p])."""
+    x = np.asarray(outputs, np.float64).reshape(len(outputs), -1)
+    if x.shape[1] == 1:
+        return np.concatenate([1.0 - x, x], axis=1) if kind == "probabilities" else np.concatenate(
+            [np.zeros_like(x), x], axis=1)
+    return x
+
+
+def classification_margins(reference: np.ndarray, kind: str) -> np.ndarray:
+    """FP32's margin between its top class and the runner-up, per case (>= 0)."""
+    s = np.sort(decision_scores(reference, kind), axis=1)
+    return s[:, -1] - s[:, -2]
+
+
+def _margin_shifts(reference: np.ndarray, candidate: np.ndarray, kind: str) -> np.ndarray:
+    """Candidate margin minus FP32 margin, both for FP32's top class: negative beyond -margin means a flip."""
+    ref, cand = decision_scores(reference, kind), decision_scores(candidate, kind)
+    top = ref.argmax(axis=1)
+    rows = np.arange(len(ref))
+
+    def margin_for_top(s: np.ndarray) -> np.ndarray:
+        others = s.copy()
+        others[rows, top] = -np.inf
+        return s[rows, top] - others.max(axis=1)
+
+    return margin_for_top(cand) - margin_for_top(ref)
+
+
+def foreground_margin(output: np.ndarray, kind: str) -> np.ndarray:
+    """(H, W) map whose sign is the lesion call: any foreground class beats background where it is > 0."""
+    maps = np.asarray(output, np.float32)
+    maps = maps[0] if maps.ndim == 4 else maps
+    if maps.shape[0] == 1:
+        return 2.0 * maps[0] - 1.0 if kind == "probabilities" else maps[0]
+    return maps[1:].max(axis=0) - maps[0]
+
+
+def _min_lesion(shape: tuple[int, ...]) -> int:
+    return max(4, int(round(LESION_MIN_FRACTION * shape[-1] * shape[-2])))
+
+
+def has_lesion(margin: np.ndarray, min_px: int) -> bool:
+    from scipy import ndimage
+
+    labels, count = ndimage.label(margin > 0)
+    return count > 0 and int(np.bincount(labels.ravel())[1:].max()) >= min_px
+
+
+def presence_margin(margin: np.ndarray, min_px: int, steps: int = 14) -> float:
+    """How far (in margin units, uniformly over the image) the lesion call is from changing: the smallest
+    shift t with has_lesion(margin - t) != has_lesion(margin) (sign by direction, bisected).
+
+    A candidate whose margin map differs from FP32's by less than this everywhere makes the same call,
+    because adding at most eps to every pixel can only grow components and subtracting can only shrink
+    them: a certificate per case, which the gate turns into a flip-rate bound."""
+    present = has_lesion(margin, min_px)
+    lo, hi = 0.0, float(np.abs(margin).max()) + 1e-6
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        shifted = margin - mid if present else margin + mid
+        lo, hi = (lo, mid) if has_lesion(shifted, min_px) != present else (mid, hi)
+    return lo
+
+
+def population_margins(reference: np.ndarray, task: str, kind: str) -> dict[str, np.ndarray]:
+    """FP32 decision margins of every case it was run on, per agreement metric: the population the gate's
+    flip-rate estimate is taken over (computed once per conversion, for every candidate)."""
     if task == "classification":
-        return np.array([int(np.argmax(class_probabilities(o, kind))) for o in outputs], dtype=np.int64)
-    return np.stack([np.argmax(segmentation_probabilities(o[None], kind), axis=0) for o in outputs])
+        return {"agreement": classification_margins(reference, kind)}
+    min_px = _min_lesion(reference.shape)
+    return {"lesion_agreement": np.array([presence_margin(foreground_margin(o, kind), min_px) for o in reference])}
 
 
 def compare(reference: np.ndarray, candidate: np.ndarray, task: str, kind: str = "logits",
@@ -64,18 +146,28 @@ def compare(reference: np.ndarray, candidate: np.ndarray, task: str, kind: str =
     if reference.shape != candidate.shape:
         raise BundleError(f"candidate outputs {candidate.shape} do not match the reference {reference.shape}",
                           "the artifact was built from a different model; rebuild the bundle")
-    diff = np.abs(reference - candidate)
+    n = int(reference.shape[0])
+    diff = np.abs(reference - candidate).reshape(n, -1) if n else np.zeros((0, 1))
     values = {"max_abs_diff": float(diff.max()) if diff.size else 0.0,
               "mean_abs_diff": float(diff.mean()) if diff.size else 0.0}
-    ref_labels, cand_labels = _labels(reference, task, kind), _labels(candidate, task, kind)
-    n = int(reference.shape[0])
+    per_case = {"abs_diff": diff.mean(axis=1)}
     if task == "classification":
-        agree = ref_labels == cand_labels
+        agree = np.array([int(np.argmax(class_probabilities(r, kind))) == int(np.argmax(class_probabilities(c, kind)))
+                          for r, c in zip(reference, candidate)], dtype=bool)
         values["agreement"] = float(agree.mean()) if n else 1.0
         values["max_prob_diff"] = float(max(
             (np.abs(class_probabilities(r, kind) - class_probabilities(c, kind)).max()
              for r, c in zip(reference, candidate)), default=0.0))
-        return Comparison(task, n, values, per_case={"agree": agree})
+        return Comparison(task, n, values, per_case={**per_case, "agree": agree},
+                          shifts={"agreement": _margin_shifts(reference, candidate, kind)})
+    return _compare_masks(reference, candidate, kind, label_names, values, per_case)
+
+
+def _compare_masks(reference: np.ndarray, candidate: np.ndarray, kind: str, label_names: list[str] | None,
+                   values: dict, per_case: dict) -> Comparison:
+    n = int(reference.shape[0])
+    ref_labels = np.stack([np.argmax(segmentation_probabilities(o[None], kind), axis=0) for o in reference])
+    cand_labels = np.stack([np.argmax(segmentation_probabilities(o[None], kind), axis=0) for o in candidate])
     classes = range(1, max(2, reference.shape[1]))
     names = label_names if label_names and len(label_names) == max(2, reference.shape[1]) else None
     dices = {c: dice(ref_labels, cand_labels, c) for c in classes}
@@ -87,4 +179,15 @@ def compare(reference: np.ndarray, candidate: np.ndarray, task: str, kind: str =
         label = names[c] if names else str(c)
         figures[f"dice[{label}]"], figures[f"iou[{label}]"] = dices[c], ious[c]
     case_dice = np.array([min(dice(r, k, c) for c in classes) for r, k in zip(ref_labels, cand_labels)])
-    return Comparison(task, n, values, figures, per_case={"dice": case_dice})
+    min_px = _min_lesion(reference.shape)
+    ref_margin = [foreground_margin(o, kind) for o in reference]
+    cand_margin = [foreground_margin(o, kind) for o in candidate]
+    lesion_agree = np.array([has_lesion(r, min_px) == has_lesion(c, min_px) for r, c in zip(ref_margin, cand_margin)],
+                            dtype=bool)
+    values["case_dice"] = float(case_dice.mean()) if n else 1.0
+    values["lesion_agreement"] = float(lesion_agree.mean()) if n else 1.0
+    largest_change = np.array([float(np.abs(c - r).max()) for r, c in zip(ref_margin, cand_margin)])
+    return Comparison(
+        "segmentation", n, values, figures,
+        per_case={**per_case, "dice": case_dice, "lesion_agree": lesion_agree},
+        shifts={"lesion_agreement": -largest_change})

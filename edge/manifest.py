@@ -157,6 +157,36 @@ class DriftRecord(Record, kw_only=True):
         return None if estimate is None else estimate.value
 
 
+class PairedTest(Record, kw_only=True):
+    """One clinical figure (e.g. accuracy, sensitivity of a class) for FP32 and the candidate on the same
+    labelled cases, and how much the candidate drops it: paired, with exact bounds and tests."""
+
+    cases: Count
+    fp32: float
+    candidate: float
+    drop: float  # fp32 - candidate
+    drop_low: float
+    drop_high: float
+    verdict: Verdict
+    p_mcnemar: Probability | None = None  # two-sided exact McNemar test of equality (classification)
+    p_noninferiority: Probability | None = None  # one-sided test of "drop >= margin"
+    method: Text = ""
+
+
+class ClinicalRecord(Record, kw_only=True):
+    """The candidate against ground truth, beside FP32 on the same cases (``--val``/``--val-labels``)."""
+
+    verdict: Verdict
+    margin: Annotated[float, Meta(ge=0, le=1)]  # non-inferiority margin on each figure
+    cases: Count
+    evaluated_on: Text = ""
+    tests: dict[Name, PairedTest] = {}
+    missed: list[Text] = []
+
+
+VERDICT_ORDER = {"passed": 0, "uncertified": 1, "failed": 2}
+
+
 class QuantizedLayers(Record, kw_only=True):
     """How many compute layers really take INT8 weights (an all-float "INT8" shows 0)."""
 
@@ -217,6 +247,7 @@ class Artifact(Record, kw_only=True):
     build: BuildRecord = BuildRecord()
     built_with: dict[Name, Text] = {}
     weights: FileRecord | None = None  # OpenVINO IR: the .bin beside the .xml
+    clinical: ClinicalRecord | None = None
 
     def __post_init__(self) -> None:
         if (self.backend == "tensorrt") != (self.build.tensorrt is not None):
@@ -228,6 +259,12 @@ class Artifact(Record, kw_only=True):
     @property
     def key(self) -> str:
         return f"{self.backend}/{self.precision}"
+
+    @property
+    def verdict(self) -> str:
+        """The artifact's verdict: the worse of its drift and (with labelled data) clinical verdicts."""
+        verdicts = [self.drift.verdict] + ([self.clinical.verdict] if self.clinical else [])
+        return max(verdicts, key=VERDICT_ORDER.__getitem__)
 
     @property
     def record(self) -> FileRecord:
@@ -247,8 +284,10 @@ class Provenance(Record, kw_only=True):
     source_kind: Name
     calibration_sha256: Sha256 | None = None
     calibration_count: Count = 0
-    evaluation_sha256: Sha256 | None = None
+    evaluation_sha256: Sha256 | None = None  # the verdict images
     evaluation_count: Count = 0
+    evaluation_source: Text | None = None  # where they were read from (bench finds them there by hash)
+    tuning_count: Count = 0
     tools: dict[Name, Text] = {}
     created: Text = ""
     host: Text = ""

@@ -14,6 +14,7 @@ import numpy as np
 
 from .bundle import Bundle
 from .errors import BundleError, PipelineClosed
+from .gate import budget_metrics, describe_estimate
 from .images import read_image
 from .manifest import Manifest
 from .postprocess import class_probabilities, segmentation_mask
@@ -99,9 +100,14 @@ class Pipeline:
             "task": self.task,
             "artifact": art.file,
             "reason": self.reason,
-            "verdict": art.drift.verdict,
+            "verdict": art.verdict,
             "budget": art.drift.budget,
             "cases": art.drift.cases,
+            "drift": {name: describe_estimate(name, art.drift.metrics[name])
+                      for name in budget_metrics(art.drift, self.task) if name in art.drift.metrics},
+            "clinical": {name: f"drop {t.drop * 100:+.2f} points (95% bounds {t.drop_low * 100:+.2f} .. "
+                               f"{t.drop_high * 100:+.2f}) on {t.cases} cases: {t.verdict}"
+                         for name, t in art.clinical.tests.items()} if art.clinical else None,
             "profile": self.profile.name,
             **self.engine.describe(),
         }
@@ -158,11 +164,14 @@ def _check_dims(artifact: str, field: str, real: tuple, promised: list, fix: str
 
 
 def load(bundle: str | Path, device: str = "cpu", backend: str | None = None, precision: str | None = None,
-         threads: int | None = None, require_signature: str | Path | None = None) -> Pipeline:
+         threads: int | None = None, require_signature: str | Path | None = None, accept: str | None = None
+         ) -> Pipeline:
     """Open and verify a bundle, choose an artifact for the device, and start its engine.
 
-    Only drift-passed artifacts whose backend is installed are eligible; the device profile's
-    preference orders them, and ``device="auto"`` measures them instead of assuming.
+    Only artifacts that passed the gate and whose backend is installed are eligible; the device
+    profile's preference orders them, and ``device="auto"`` measures them instead of assuming. An
+    uncertified or failed artifact runs only when named exactly (``backend`` and ``precision``) and
+    accepted (``accept="uncertified"`` or ``"failed"``); ``describe()`` then says what was accepted.
     With ``require_signature`` (an Ed25519 public key file) the bundle must carry a valid
     signature by that key and hold exactly the files that were signed.
     """
@@ -171,5 +180,5 @@ def load(bundle: str | Path, device: str = "cpu", backend: str | None = None, pr
 
         verify_signature(Path(bundle), Path(require_signature))
     b = Bundle.open(bundle)
-    selection = select(b, device, backend, precision, threads)
+    selection = select(b, device, backend, precision, threads, accept)
     return Pipeline(b, open_engine(b, selection), selection)

@@ -32,11 +32,14 @@ class Selection:
     options: dict[str, Any] = field(default_factory=dict)  # the backend engine's own settings
 
 
+VERDICTS = ("passed", "uncertified", "failed")
+
+
 def describe_artifacts(artifacts: Sequence[Artifact]) -> str:
-    return ", ".join(a.key + ("" if a.drift.passed else f" ({a.drift.verdict} drift gate)") for a in artifacts)
+    return ", ".join(a.key + ("" if a.verdict == "passed" else f" ({a.verdict})") for a in artifacts)
 
 
-def check_request(device: Any, backend: Any, precision: Any, threads: Any) -> str:
+def check_request(device: Any, backend: Any, precision: Any, threads: Any, accept: Any = None) -> str:
     """Refuse malformed requests before any work, the same way for every argument; returns the device word."""
     if not isinstance(device, str) or not device.strip():
         raise OptionError(f"device {device!r} is not a name", "use e.g. device='cpu' or 'auto'")
@@ -47,17 +50,29 @@ def check_request(device: Any, backend: Any, precision: Any, threads: Any) -> st
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 1024):
         raise OptionError(f"threads={threads!r} is not a thread count", "use a whole number >= 1, or None for the "
                                                                           "device profile's default")
+    if accept is not None:
+        if accept not in VERDICTS[1:]:
+            raise OptionError(f"accept={accept!r} is not a verdict one can accept", "use 'uncertified' or 'failed'")
+        if backend is None or precision is None:
+            raise OptionError(f"accept={accept!r} needs the exact artifact: an unproven artifact is never chosen "
+                              "for you", "name it with backend= and precision= (--backend, --precision)")
     return device.strip().lower()
 
 
-def eligible(artifacts: Sequence[Artifact], backend: str | None = None, precision: str | None = None) -> list[Artifact]:
-    """Passed artifacts matching the request, in bundle order."""
-    chosen = [a for a in artifacts if a.drift.passed and backend in (None, a.backend)
-              and precision in (None, a.precision)]
+def eligible(artifacts: Sequence[Artifact], backend: str | None = None, precision: str | None = None,
+             accept: str | None = None) -> list[Artifact]:
+    """Artifacts matching the request whose verdict is passed (or no worse than ``accept``, which the
+    caller may give only when naming one artifact exactly), in bundle order."""
+    worst = VERDICTS.index(accept or "passed")
+    matching = [a for a in artifacts if backend in (None, a.backend) and precision in (None, a.precision)]
+    chosen = [a for a in matching if VERDICTS.index(a.verdict) <= worst]
     if not chosen:
         wanted = "/".join(x for x in (backend, precision) if x) or "any artifact"
-        raise NoEligibleArtifact(f"the bundle has no drift-passed artifact for {wanted}",
-                                 f"available: {describe_artifacts(artifacts)}")
+        fix = f"available: {describe_artifacts(artifacts)}"
+        if matching and backend and precision and accept is None:
+            fix += (f"; to run {wanted} anyway, accept its {matching[0].verdict} verdict explicitly "
+                    f"(accept='{matching[0].verdict}', --accept {matching[0].verdict})")
+        raise NoEligibleArtifact(f"the bundle has no certified (drift-passed) artifact for {wanted}", fix)
     return chosen
 
 
@@ -94,16 +109,17 @@ def open_engine(bundle: Bundle, selection: Selection):
 
 
 def select(bundle: Bundle, device: str = "cpu", backend: str | None = None, precision: str | None = None,
-           threads: int | None = None) -> Selection:
-    """Which artifact serves this request here, and why."""
+           threads: int | None = None, accept: str | None = None) -> Selection:
+    """Which artifact serves this request here, and why. Only passed artifacts, unless the caller names one
+    exactly and accepts its verdict (``accept="uncertified"`` or ``"failed"``)."""
     from edgemed.devices.detect import detect, resolve_device
     from edgemed.devices.profiles import load_profiles
     from edgemed.runtimes import available_backends
 
-    device = check_request(device, backend, precision, threads)
+    device = check_request(device, backend, precision, threads, accept)
     machine = detect(probe_openvino=device in ("auto", "npu"))
     profile = resolve_device(device, machine, load_profiles())
-    candidates = eligible(bundle.artifacts, backend, precision)
+    candidates = eligible(bundle.artifacts, backend, precision, accept)
     installed = available_backends()
     runnable = [a for a in candidates if installed.get(a.backend, False)]
     if not runnable:
@@ -122,4 +138,7 @@ def select(bundle: Bundle, device: str = "cpu", backend: str | None = None, prec
         artifact = ranked[0]
         reason = (f"requested {requested}; " if requested else "") + (
             f"first drift-passed artifact in profile {profile.name}'s preference")
+    if artifact.verdict != "passed":
+        reason = (f"requested {requested} and ACCEPTED its {artifact.verdict.upper()} verdict "
+                  f"({'; '.join(artifact.drift.missed + (artifact.clinical.missed if artifact.clinical else []))})")
     return candidate(artifact, profile, threads, reason)

@@ -71,9 +71,7 @@ def manifest_doc(cnn_bundle_all):
 
 def test_the_published_schema_is_the_one_the_code_derives():
     assert json.loads(SCHEMA_FILE.read_text()) == json_schema(), (
-        "edge/manifest.schema.json is stale: regenerate it with "
-        "python -c 'import json; from edgemed.manifest import *; SCHEMA_FILE.write_text(json.dumps(json_schema(), "
-        "indent=2) + chr(10))'")
+        "edge/manifest.schema.json is stale: regenerate it with python scripts/write_manifest_schema.py")
     jsonschema.Draft202012Validator.check_schema(json_schema())
 
 

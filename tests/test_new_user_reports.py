@@ -149,7 +149,7 @@ def test_arguments_are_checked_alike(cnn_bundle):
         load(cnn_bundle, threads=-1)
     with pytest.raises(OptionError, match="unknown backend 'foo'"):
         load(cnn_bundle, backend="foo")
-    with pytest.raises(NoEligibleArtifact, match="no drift-passed artifact for onnxruntime/int8"):
+    with pytest.raises(NoEligibleArtifact, match="no certified .* artifact for onnxruntime/int8"):
         load(cnn_bundle, backend="onnxruntime", precision="int8")
     with load(cnn_bundle, device="CPU") as pipe:  # device words are not case-sensitive
         assert pipe.profile.name == "x86-cpu" or pipe.profile.name == "arm64-cpu"

@@ -175,17 +175,17 @@ def test_load_rebuilds_the_engine_with_exactly_the_options_the_gate_measured(tmp
     from edgemed.bundle import Bundle
     from edgemed.devices import detect as detect_module
     from edgemed.errors import DeviceNotFound
-    from edgemed.samples import calibration_set
     from tests import fake_tensorrt
 
-    from .conftest import convert_shipped
+    from .conftest import SHARED, convert_shipped
 
     fake_tensorrt.install(monkeypatch)
     machine = {"now": JETSON["agx"]}
     monkeypatch.setattr(detect_module, "detect", lambda *a, **k: machine["now"])
     monkeypatch.setenv("EDGEMED_CACHE", str(tmp_path / "cache-at-conversion"))
     out = convert_shipped("cnn_breastmnist", tmp_path / "b", targets=("onnx", "tensorrt"),
-                          precisions=("fp32", "fp16", "int8"), dla_core=1, calib=calibration_set("classification"))
+                          precisions=("fp32", "fp16", "int8"), dla_core=1, calib=SHARED / "breastmnist.npz",
+                          calib_key="train_images")
     assert len(fake_tensorrt.BUILDS) == 3  # one engine built per precision, in order, for the gate
     gated = dict(zip(("fp32", "fp16", "int8"), fake_tensorrt.BUILDS))
     arts = {a.precision: a for a in Bundle.open(out).artifacts if a.backend == "tensorrt"}
