@@ -20,13 +20,13 @@ import numpy as np
 
 from edgemed import load
 from edgemed.bundle import Bundle
-from edgemed.datasets import ImageSet, load_labels
-from edgemed.drift import compare
+from edgemed.datasets import ImageSet
+from edgemed.drift import compare, population_margins
 from edgemed.gate import recheck
 from edgemed.metrics import classification_report, segmentation_report
-from edgemed.samples import samples_dir, samples_for_task
 from edgemed.selection import select
 
+from .bench_data import bench_data
 from .harness import bench_drift, bench_latency
 from .scenarios import point_of_care, remote
 
@@ -43,40 +43,31 @@ def _versions() -> dict:
     return out
 
 
-def _data(task: str, data: Path | None, labels: Path | None, label_names: list[str], limit: int,
-          data_key: str | None = None):
-    if data is None:
-        images = ImageSet.open(samples_for_task(task))
-        if labels is None:
-            labels = samples_dir("busi_masks") if task == "segmentation" else samples_dir("breastmnist") / "labels.csv"
-    else:
-        images = ImageSet.open(data, key=data_key).subset(limit)
-    truth = load_labels(labels, images, task, label_names)
-    return images, [im for _, im in images], truth
-
-
 def run_bench(bundle: Path, device: str = "cpu", backend: str | None = None, precision: str | None = None,
               all_artifacts: bool = False, scenario: str | None = None, data: Path | None = None,
               labels: Path | None = None, fps: float = 30.0, duration: float = 10.0, threads: int | None = None,
-              runs: int = 300, warmup: int = 20, limit: int = 200, data_key: str | None = None,
-              log=lambda s: None) -> dict:
+              runs: int = 300, warmup: int = 20, limit: int | None = None, data_key: str | None = None,
+              accept: str | None = None, log=lambda s: None) -> dict:
     b = Bundle.open(bundle)
-    if all_artifacts:
-        targets = b.artifacts
-    else:
-        targets = [select(b, device, backend, precision, threads).artifact]
-    images, frames, truth = _data(b.task, data, labels, b.labels, limit, data_key)
+    # The device first: asking for a Jetson on a laptop is said before any data is read.
+    chosen = select(b, device, backend, precision, threads, accept)
+    targets = b.artifacts if all_artifacts else [chosen.artifact]
+    source = bench_data(b, data, labels, limit, data_key)
+    images, frames, truth = source.images, source.frames, source.truth
+    log(f"data: {source.source}")
     reference_outputs = None  # on-device FP32 outputs on the user's data: what every artifact is compared with
     per_artifact = []
     for art in targets:
         row = {"file": art.file, "backend": art.backend, "precision": art.precision, "bytes": art.size_bytes,
-               "verdict": art.drift.verdict, "gate": msgspec.to_builtins(art.drift)}
-        if not art.drift.passed:
-            row["skipped"] = f"{art.drift.verdict} at conversion; never selected"
+               "verdict": art.verdict, "gate": msgspec.to_builtins(art.drift),
+               "clinical": msgspec.to_builtins(art.clinical) if art.clinical else None}
+        if art.verdict != "passed" and art is not chosen.artifact:
+            row["skipped"] = f"{art.verdict} at conversion; never selected (bench it by name with --accept)"
             per_artifact.append(row)
             continue
         log(f"benchmarking {art.key}")
-        with load(bundle, device=device, backend=art.backend, precision=art.precision, threads=threads) as pipe:
+        with load(bundle, device=device, backend=art.backend, precision=art.precision, threads=threads,
+                  accept=None if art.verdict == "passed" else art.verdict) as pipe:
             row["engine"] = pipe.engine.describe()
             row["latency"] = bench_latency(pipe, frames, runs=runs, warmup=warmup)
             row["drift_reference"] = msgspec.to_builtins(
@@ -84,8 +75,10 @@ def run_bench(bundle: Path, device: str = "cpu", backend: str | None = None, pre
             outputs, results = _run_frames(pipe, frames)
             if reference_outputs is None:
                 reference_outputs = _fp32_outputs(bundle, frames, device, threads)
+                population = population_margins(reference_outputs[0], b.task, pipe.output_kind)
             comparison = compare(reference_outputs[0], outputs, b.task, pipe.output_kind, b.labels)
-            row["drift_on_data"] = msgspec.to_builtins(recheck(art.drift, comparison, b.task, "the bench data"))
+            row["drift_on_data"] = msgspec.to_builtins(recheck(art.drift, comparison, b.task, "the bench data",
+                                                               population))
             if b.task == "segmentation":
                 case = comparison.per_case["dice"].tolist()
                 row["dice_per_case"] = case
@@ -110,7 +103,8 @@ def run_bench(bundle: Path, device: str = "cpu", backend: str | None = None, pre
     return {
         "schema": SCHEMA, "bundle": str(bundle), "bundle_sha256": b.manifest_sha256(),
         "model": b.name, "task": b.task, "device": device, "scenario": scenario or "latency",
-        "data": {"from": str(images.path), "images": len(images), "labels": truth is not None},
+        "data": {"from": source.source, "images": len(images), "available": source.available,
+                 "labels": truth is not None},
         "workload": _workload(images, scenario, fps, duration, threads),
         "artifacts": per_artifact,
         "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(), "versions": _versions(),

@@ -331,6 +331,7 @@ def write(tmp: Path, opts: ConvertOptions, source: SourceModel, exported: Export
                  "calibration": len(data.plan.calibration), "tuning": len(data.plan.tuning),
                  "verdict": len(data.plan.verdict), "verdict_overlaps_calibration": data.plan.overlap,
                  "verdict_left_out": data.plan.left_out, "plan": data.plan.describe(),
+                 "verdict_names": data.plan.verdict.names,
                  "calib_method": opts.calib_method},
         "budget": str(opts.drift_budget),
         "reading": {"preprocess": reading.spec_reason, "outputs": f"{reading.kind}: {reading.kind_reason}"},

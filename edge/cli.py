@@ -114,15 +114,19 @@ def convert(model: Path, out: Path, **kw) -> None:
 @click.option("--out", type=click.Path(path_type=Path),
               help="Write each frame's result here: STEM.json, and for masks STEM_mask.png and STEM_overlay.png.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--accept", type=click.Choice(["uncertified", "failed"]),
+              help="Run the named --backend/--precision artifact although its verdict is this.")
 def predict(bundle: Path, inputs: tuple[Path, ...], device: str, backend: str | None, precision: str | None,
-            threads: int | None, out: Path | None, as_json: bool) -> None:
+            threads: int | None, out: Path | None, as_json: bool, accept: str | None) -> None:
     """Run the bundle on images (PNG, JPEG, TIFF, NPY, DICOM; a folder: every image in it). Every frame of a
     multi-frame file is a result of its own; with --out, each frame's files are named uniquely."""
     from . import load
     from .inputs import frames
     from .writers import write_result
 
-    with load(bundle, device=device, backend=backend, precision=precision, threads=threads) as pipe:
+    with load(bundle, device=device, backend=backend, precision=precision, threads=threads, accept=accept) as pipe:
+        if accept:
+            click.echo(f"edgemed: warning: {pipe.reason}", err=True)
         written = 0
         for frame in frames(inputs):
             result = pipe.predict(frame.image)
@@ -149,8 +153,12 @@ def predict(bundle: Path, inputs: tuple[Path, ...], device: str, backend: str | 
 @click.option("--precision")
 @click.option("--all", "all_artifacts", is_flag=True, help="Every artifact of the bundle, side by side.")
 @click.option("--scenario", type=click.Choice(["point-of-care", "remote"]))
-@click.option("--data", type=click.Path(path_type=Path), help="Images (folder or .npz); default: shipped samples.")
+@click.option("--data", type=click.Path(path_type=Path),
+              help="Images (folder or .npz), all of them; default: the bundle's held-out verdict images.")
 @click.option("--data-key", help="Array name inside a --data .npz (default: images).")
+@click.option("--limit", type=click.IntRange(1), help="Use only this many images, evenly spaced (said in the table).")
+@click.option("--accept", type=click.Choice(["uncertified", "failed"]),
+              help="Bench the named --backend/--precision artifact although its verdict is this.")
 @click.option("--labels", type=click.Path(path_type=Path), help="CSV file,label, mask folder, or .npz.")
 @click.option("--fps", default=30.0, show_default=True, type=click.FloatRange(0.1, 1000))
 @click.option("--duration", default=10.0, show_default=True, type=click.FloatRange(0.1, 3600))
@@ -179,6 +187,8 @@ def bench(bundle: Path, json_out: Path | None, history: Path | None, no_history:
         report = bench_on_host(host, bundle, _forwarded(kw), remote_edgemed)
     else:
         report = run_bench(bundle, log=lambda s: click.echo(s, err=True), **kw)
+    click.echo(f"data: {report['data']['from']}: {report['data']['images']} images"
+               + ("" if report["data"]["labels"] else " (unlabelled: no accuracy vs ground truth)"))
     click.echo(format_table(BENCH_HEADERS, [_bench_row(report, a) for a in report["artifacts"]]))
     for a in report["artifacts"]:
         if "point_of_care" in a:
@@ -235,15 +245,21 @@ def _bench_row(report: dict, a: dict) -> list:
     e2e, inf = a["latency"]["end_to_end"], a["latency"]["infer"]
     raw = a["latency"].get("raw_onnxruntime", {}).get("p50_ms")
     drift = summary(msgspec.convert(a["drift_on_data"], DriftRecord))
-    acc = a.get("accuracy")
-    if acc is None:
-        truth = "-"
-    elif "accuracy" in acc:
-        truth = f"acc {acc['accuracy']:.3f}"
-    else:
-        truth = ", ".join(f"{k} dice {v['dice']:.3f}" for k, v in acc["per_class"].items())
     return head + [f"{e2e['p50_ms']:.2f}", f"{e2e['p90_ms']:.2f}", f"{e2e['p99_ms']:.2f}", f"{inf['p50_ms']:.2f}",
-                   f"{raw:.2f}" if raw else "-", drift, truth]
+                   f"{raw:.2f}" if raw else "-", drift, _truth(a.get("accuracy"))]
+
+
+def _interval(i: dict) -> str:
+    return f"{i['value']:.3f} [{i['low']:.3f}, {i['high']:.3f}] n={i['cases']}"
+
+
+def _truth(acc: dict | None) -> str:
+    """Accuracy or Dice vs ground truth, each with its 95% bounds and case count."""
+    if acc is None:
+        return "- (no labels)"
+    if "accuracy" in acc:
+        return f"acc {_interval(acc['accuracy_interval'])}"
+    return ", ".join(f"{k} dice {_interval(v['dice_interval'])}" for k, v in acc["per_class"].items())
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -257,12 +273,12 @@ def _write_json(path: Path, data: dict) -> None:
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--pubkey", type=click.Path(path_type=Path), help="Also require a valid Ed25519 signature by this key.")
 def verify(bundle: Path, device: str, pubkey: Path | None) -> None:
-    """Check signature (with --pubkey), hashes, and on-device parity of every passed artifact."""
-    from edgemed.benchmarks.harness import bench_drift
-
+    """Check signature (with --pubkey), hashes, and that every passed artifact reproduces on this device the
+    answers it gave at conversion on the bundle's reference probes."""
     from . import load
     from .bundle import Bundle
-    from .gate import recheck, summary
+    from .gate import summary
+    from .verify import verify_artifact
 
     if pubkey is not None:
         from .signing import verify_signature
@@ -271,14 +287,15 @@ def verify(bundle: Path, device: str, pubkey: Path | None) -> None:
     b = Bundle.open(bundle)
     failures = 0
     for art in b.artifacts:
-        if not art.drift.passed:
+        if art.verdict != "passed":
+            click.echo(f"{art.file} {art.key}: {art.verdict} at conversion; not checked (never selected)")
             continue
         with load(bundle, device=device, backend=art.backend, precision=art.precision) as pipe:
-            checked = recheck(art.drift, bench_drift(pipe), b.task, "the bundle's reference probes")
+            checked = verify_artifact(pipe)
         failures += not checked.passed
         click.echo(f"{art.file} {art.key}: hashes ok; on this device: {summary(checked)}")
     if failures:
-        raise EdgemedError(f"{failures} artifact(s) disagree with the reference on this device",
+        raise EdgemedError(f"{failures} artifact(s) do not reproduce their conversion-time answers on this device",
                            "rebuild the bundle on this device or investigate the backend version")
 
 

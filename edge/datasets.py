@@ -26,6 +26,7 @@ class ImageSet:
     names: list[str]
     _files: list[Path] | None = None
     _array: np.ndarray | None = None
+    _frames: list[np.ndarray] | None = None  # an .npz of frames of different sizes (frame_000, frame_001, ...)
 
     @classmethod
     def open(cls, path: str | Path, key: str | None = None) -> ImageSet:
@@ -42,6 +43,9 @@ class ImageSet:
             except (ValueError, OSError) as exc:
                 raise InputError(f"{path}: not a readable .npz ({exc})", "save with numpy.savez") from exc
             with data:
+                if key is None and data.files and all(k.startswith("frame_") for k in data.files):
+                    frames = [data[k] for k in sorted(data.files)]
+                    return cls(path, sorted(data.files), _frames=frames)
                 chosen = key or next((k for k in NPZ_IMAGE_KEYS if k in data.files), None)
                 if chosen is None or chosen not in data.files:
                     raise InputError(f"{path}: no image array {key or 'images'!r} (has {', '.join(data.files)})",
@@ -72,11 +76,20 @@ class ImageSet:
             [self.names[i] for i in idx],
             _files=[self._files[i] for i in idx] if self._files is not None else None,
             _array=self._array[idx] if self._array is not None else None,
+            _frames=[self._frames[i] for i in idx] if self._frames is not None else None,
         )
+
+    def select_names(self, names: list[str]) -> ImageSet | None:
+        """The images with these names, in this order; None if any is gone."""
+        where = {n: i for i, n in enumerate(self.names)}
+        return self.select([where[n] for n in names]) if all(n in where for n in names) else None
 
     def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
         if self._array is not None:
             yield from zip(self.names, self._array)
+            return
+        if self._frames is not None:
+            yield from zip(self.names, self._frames)
             return
         assert self._files is not None
         for f in self._files:
@@ -89,6 +102,10 @@ class ImageSet:
         if self._array is not None:
             h.update(str(self._array.shape).encode())
             h.update(np.ascontiguousarray(self._array).tobytes())
+        elif self._frames is not None:
+            for name, frame in zip(self.names, self._frames):
+                h.update(f"{name}{frame.shape}{frame.dtype}".encode())
+                h.update(np.ascontiguousarray(frame).tobytes())
         else:
             for f in self._files or []:
                 h.update(f.name.encode())
@@ -113,7 +130,12 @@ def load_labels(labels: str | Path | None, images: ImageSet, task: str, label_na
     if path.suffix.lower() == ".npz":
         with np.load(path, allow_pickle=False) as data:
             key = "masks" if task == "segmentation" else "labels"
-            if key not in data.files:
+            # Images read from "test_images" are labelled by "test_labels" (MedMNIST's layout).
+            array = images.names[0].split("[")[0] if images._array is not None and images.path == path else ""
+            paired = array.removesuffix("images") + key if array.endswith("images") else None
+            if paired in data.files:
+                key = paired
+            elif key not in data.files:
                 key = next((k for k in data.files if k.endswith(f"_{key}")), None)
             if key is None:
                 return None if labels == images.path else _missing(path, task)

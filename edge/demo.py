@@ -65,10 +65,12 @@ def run_demo(out: Path, runs: int = 300, echo: Callable[[str], None] = print) ->
         images = [image for _, image in ImageSet.open(samples_for_task(card["task"]))]
         with load(bundle, device="cpu") as pipe:
             _score(pipe, card["task"], out, echo)
-        for art in Bundle.open(bundle).artifacts:
-            row = [name, art.key, f"{art.size_bytes / 1e6:.2f}", summary(art.drift).split(" -> ")[0],
-                   art.drift.verdict]
-            if not art.drift.passed:
+        b = Bundle.open(bundle)
+        for dropped in b.report().get("dropped", []):
+            echo(f"  not kept: {dropped['artifact']}: {dropped['reason']}")
+        for art in b.artifacts:
+            row = [name, art.key, f"{art.size_bytes / 1e6:.2f}", summary(art.drift).split(" -> ")[0], art.verdict]
+            if art.verdict != "passed":
                 rows.append(row + ["-", "-", "-", "-"])
                 continue
             with load(bundle, backend=art.backend, precision=art.precision) as pipe:
@@ -78,7 +80,9 @@ def run_demo(out: Path, runs: int = 300, echo: Callable[[str], None] = print) ->
                                f"{lat['infer']['p50_ms']:.2f}", f"{raw:.2f}" if raw else "-"])
     echo("")
     echo(format_table(DEMO_HEADERS, rows))
-    echo("(latencies measured side by side in this run; drift on held-out real images vs the PyTorch model)")
+    echo("(latencies measured side by side in this run; drift on held-out real images vs the PyTorch model, each\n"
+         " figure with its 95% lower bound and case count: an artifact passes only when the bound meets the budget,\n"
+         " and uncertified ones are never selected; they would need more held-out images, see edgemed.json)")
 
 
 def _training_line(card: dict) -> str:

@@ -262,6 +262,16 @@ def judge_parity(comparison: Comparison, tolerance: float, reference_by: str | N
                        figures=comparison.figures, missed=missed, reference=reference_by, tolerance=tolerance)
 
 
+def judge_reproduction(comparison: Comparison, record: DriftRecord, evaluated_on: str = "") -> DriftRecord:
+    """``verify``'s rule: on this device, an artifact must give the answers it gave at conversion (same
+    classes, same masks on the reference probes) and outputs no further from them than its own
+    conversion-time distance from FP32 (at least the parity tolerance): then its verdict carries over.
+    The verdict is ``passed`` or ``failed``: the probes are the same cases, not a sample."""
+    conversion = record.value("max_abs_diff") or 0.0
+    return judge_parity(comparison, max(PARITY_ATOL + PARITY_RTOL * conversion, conversion),
+                        "the artifact's own outputs at conversion", evaluated_on)
+
+
 def budget_metrics(record: DriftRecord, task: str) -> list[str]:
     """The metrics a record's verdict was taken on (parity: the raw error)."""
     if record.budget == PARITY:
@@ -269,12 +279,13 @@ def budget_metrics(record: DriftRecord, task: str) -> list[str]:
     return [b.metric for b in Budget.parse(record.budget, task).terms]
 
 
-def recheck(record: DriftRecord, comparison: Comparison, task: str, evaluated_on: str = "") -> DriftRecord:
-    """Judge new figures by the rule an artifact was gated with at conversion (``verify``, ``bench``)."""
+def recheck(record: DriftRecord, comparison: Comparison, task: str, evaluated_on: str = "",
+            population: Population | None = None) -> DriftRecord:
+    """Judge new figures by the rule an artifact was gated with at conversion (``bench`` on the user's data)."""
     if record.budget == PARITY:
         return judge_parity(comparison, record.tolerance if record.tolerance is not None else PARITY_ATOL,
                             record.reference, evaluated_on)
-    return judge(comparison, Budget.parse(record.budget, task), evaluated_on)
+    return judge(comparison, Budget.parse(record.budget, task), evaluated_on, population)
 
 
 SUMMARY_METRICS = ("agreement", "lesion_agreement", "case_dice", "changed_pixels")

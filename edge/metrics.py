@@ -51,8 +51,17 @@ def auroc(truth_binary: np.ndarray, scores: np.ndarray) -> float | None:
     return float(u / (pos.size * neg.size))
 
 
+def _proportion(hits: int, n: int) -> dict:
+    """A proportion with its case count and one-sided 95% Clopper-Pearson bounds."""
+    from .stats import clopper_pearson
+
+    lo, hi = clopper_pearson(hits, n)
+    return {"value": hits / n if n else None, "cases": int(n), "low": lo, "high": hi}
+
+
 def classification_report(truth: np.ndarray, probabilities: np.ndarray, labels: list[str]) -> dict:
-    """Accuracy, per-class sensitivity/specificity/F1 and one-vs-rest AUROC against ground truth."""
+    """Accuracy, per-class sensitivity/specificity/F1 and one-vs-rest AUROC against ground truth; each
+    proportion also with its case count and 95% bounds (``*_interval``)."""
     truth = np.asarray(truth, int)
     pred = np.argmax(probabilities, axis=1)
     k = probabilities.shape[1]
@@ -67,9 +76,13 @@ def classification_report(truth: np.ndarray, probabilities: np.ndarray, labels: 
         f1 = 2 * prec * sens / (prec + sens) if prec and sens else 0.0
         per_class[labels[c] if c < len(labels) else str(c)] = {
             "sensitivity": None if sens is None else float(sens), "specificity": None if spec is None else float(spec),
+            "sensitivity_interval": _proportion(int(tp), int(tp + fn)),
+            "specificity_interval": _proportion(int(tn), int(tn + fp)),
             "f1": float(f1), "auroc": auroc(truth == c, probabilities[:, c]), "support": int(m[c].sum()),
         }
-    return {"cases": int(truth.size), "accuracy": float((pred == truth).mean()), "per_class": per_class,
+    correct = int((pred == truth).sum())
+    return {"cases": int(truth.size), "accuracy": float((pred == truth).mean()),
+            "accuracy_interval": _proportion(correct, int(truth.size)), "per_class": per_class,
             "confusion": m.tolist()}
 
 
@@ -98,6 +111,10 @@ def segmentation_report(truths: list[np.ndarray], preds: list[np.ndarray], label
             hd = float(np.mean(hds)) if hds else None
         except ImportError:
             hd = "not available (scipy not installed)"
-        out[labels[c] if c < len(labels) else str(c)] = {"dice": float(np.mean(dices)), "iou": float(np.mean(ious)),
-                                                          "hd95_px": hd}
+        from .stats import bootstrap_mean
+
+        lo, hi = bootstrap_mean(dices)
+        out[labels[c] if c < len(labels) else str(c)] = {
+            "dice": float(np.mean(dices)), "iou": float(np.mean(ious)), "hd95_px": hd,
+            "dice_interval": {"value": float(np.mean(dices)), "cases": len(dices), "low": lo, "high": hi}}
     return {"cases": len(preds), "per_class": out}

@@ -29,8 +29,8 @@ def samples_for_task(task: str) -> Path:
 
 def calibration_set(task: str) -> Path:
     """A small real calibration set (train-split images) shipped so INT8 works out of the box."""
-    return samples_dir("calibration") / {"segmentation": "busi_train48.npz",
-                                         "classification": "breastmnist_train64.npz"}[task]
+    return samples_dir("calibration") / {"segmentation": "busi_train240.npz",
+                                         "classification": "breastmnist_train.npz"}[task]
 
 
 def shipped_model(name: str) -> tuple[Path, dict]:
