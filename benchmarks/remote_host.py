@@ -58,7 +58,9 @@ def bench_on_host(host: str, bundle: Path, bench_args: list[str], remote_edgemed
             report = json.loads(local.read_text())
     finally:
         subprocess.run(ssh + [f"rm -rf {shlex.quote(remote_dir)}"], capture_output=True, timeout=60)
-    if report.get("schema") != "edgemed-bench/1":
+    from .run import SCHEMA
+
+    if report.get("schema") != SCHEMA:
         raise EdgemedError(f"{host} returned a report of schema {report.get('schema')!r}",
                            "install the same edgemed version on the device")
     report["host"] = host
