@@ -40,9 +40,16 @@ def bench_data(b: Bundle, data: Path | None, labels: Path | None, limit: int | N
         truth = load_labels(labels, images, b.task, b.labels)
         note = f" (--limit: {len(images)} of {len(everything)}, evenly spaced)" if len(images) < len(everything) else ""
         return BenchData(images, [im for _, im in images], truth, f"{data}{note}", len(everything))
+    if b.manifest.model.shipped is not None and b.manifest.model.input_kind == "signal":
+        from edgemed.samples import ecg_beats
+
+        images = ImageSet.open(ecg_beats())
+        return BenchData(images, [im for _, im in images], load_labels(labels or ecg_beats(), images, b.task, b.labels),
+                         f"edgemed's labelled MIT-BIH DS2 beats for its shipped {b.manifest.model.shipped} (stratified "
+                         "by class: sensitivities hold, PPV does not; pass --data for all of DS2)", len(images))
     if b.manifest.model.shipped is not None:
         images = ImageSet.open(samples_for_task(b.task))
-        truth = load_labels(labels or (samples_dir("busi_masks") if b.task == "segmentation"
+        truth = load_labels(labels or (samples_dir("busi_masks") if b.task in ("segmentation", "detection")
                                        else samples_dir("breastmnist") / "labels.csv"), images, b.task, b.labels)
         return BenchData(images, [im for _, im in images], truth,
                          f"edgemed's labelled samples for its shipped {b.manifest.model.shipped}", len(images))

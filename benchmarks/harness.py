@@ -47,9 +47,10 @@ def bench_latency(pipe, images: Sequence[np.ndarray], runs: int = 300, warmup: i
                   with_raw: bool = True) -> dict:
     """End-to-end, engine-only and raw-backend latencies over ``runs`` frames each.
 
-    The three are measured in alternating blocks of 25 frames: close enough in time that a busy
-    neighbour slows all three alike, far enough apart that one session's spinning thread pool
-    has gone idle before the other runs (per-frame interleaving doubled both here).
+    The three are measured in alternating blocks of 25 frames, in reversed order every other block:
+    close enough in time that a busy neighbour slows all three alike, far enough apart that one
+    session's spinning thread pool has gone idle before the other runs (per-frame interleaving
+    doubled both here).
     """
     prepared = [pipe.prepare(im) for im in images]
     raw = _raw_session(pipe) if with_raw else None
@@ -65,25 +66,36 @@ def bench_latency(pipe, images: Sequence[np.ndarray], runs: int = 300, warmup: i
         pipe.predict(images[k % len(images)])
         if raw is not None:
             raw.run(None, {feed_name: prepared[k % len(images)].tensor})
-    done = 0
-    while done < runs:
-        block = range(done, min(runs, done + BLOCK))
+    def run_e2e(block: range) -> None:
         for i in block:
             dt, result = timed(lambda k: pipe.predict(images[k % len(images)]), i)
             e2e.append(dt)
             for key in stages:
                 stages[key].append(result.timings[key])
+
+    def run_infer(block: range) -> None:
         for i in block:
             infer.append(timed(lambda k: pipe.engine.infer({feed_name: prepared[k % len(images)].tensor}), i)[0])
-        if raw is not None:
-            for i in block:
-                bare.append(timed(lambda k: raw.run(None, {feed_name: prepared[k % len(images)].tensor}), i)[0])
+
+    def run_raw(block: range) -> None:
+        for i in block:
+            bare.append(timed(lambda k: raw.run(None, {feed_name: prepared[k % len(images)].tensor}), i)[0])
+
+    order = [run_e2e, run_infer] + ([run_raw] if raw is not None else [])
+    done = 0
+    while done < runs:
+        block = range(done, min(runs, done + BLOCK))
+        # The order reverses every block: whichever runs first after another's burst finds the thread
+        # pool in a different state (always last, the bare session measured 0.69x edgemed's engine once).
+        for measure in (order if (done // BLOCK) % 2 == 0 else order[::-1]):
+            measure(block)
         done += len(block)
     out = {
         "end_to_end": latency_stats(e2e),
         "infer": latency_stats(infer),
         "breakdown_p50_ms": {k: float(np.median(v) * 1e3) for k, v in stages.items()},
-        "method": f"alternating blocks of {BLOCK} frames, {warmup} warm-up frames excluded",
+        "method": f"alternating blocks of {BLOCK} frames, order reversed every block, {warmup} warm-up frames "
+                  "excluded",
     }
     if raw is not None:
         out["raw_onnxruntime"] = latency_stats(bare)
@@ -92,8 +104,8 @@ def bench_latency(pipe, images: Sequence[np.ndarray], runs: int = 300, warmup: i
 
 def bench_drift(pipe) -> Comparison:
     """The engine's outputs on the bundle's reference probes, compared with the stored FP32 outputs."""
+    from edgemed.probes import engine_outputs, unpack
+
     reference = pipe.bundle.reference()
-    outputs = np.concatenate([
-        pipe.engine.infer({pipe.input_name: x[None]})[pipe.output_name] for x in reference["inputs"]
-    ])
-    return compare(reference["outputs"], outputs, pipe.task, pipe.output_kind, pipe.labels)
+    fp32 = unpack(reference, "outputs", pipe.task, len(reference["inputs"]))
+    return compare(fp32, engine_outputs(pipe, reference["inputs"]), pipe.task, pipe.output_kind, pipe.labels)

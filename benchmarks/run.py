@@ -14,6 +14,7 @@ import datetime as _dt
 import platform
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -47,10 +48,14 @@ def run_bench(bundle: Path, device: str = "cpu", backend: str | None = None, pre
               all_artifacts: bool = False, scenario: str | None = None, data: Path | None = None,
               labels: Path | None = None, fps: float = 30.0, duration: float = 10.0, threads: int | None = None,
               runs: int = 300, warmup: int = 20, limit: int | None = None, data_key: str | None = None,
-              accept: str | None = None, log=lambda s: None) -> dict:
+              accept: str | None = None, record: Path | None = None, log=lambda s: None) -> dict:
     b = Bundle.open(bundle)
     # The device first: asking for a Jetson on a laptop is said before any data is read.
     chosen = select(b, device, backend, precision, threads, accept)
+    if record is not None and b.manifest.model.input_kind != "signal":
+        from edgemed.errors import OptionError
+
+        raise OptionError(f"--record {record}: {b.name} reads images, not signals", "drop --record")
     targets = b.artifacts if all_artifacts else [chosen.artifact]
     source = bench_data(b, data, labels, limit, data_key)
     images, frames, truth = source.images, source.frames, source.truth
@@ -91,8 +96,17 @@ def run_bench(bundle: Path, device: str = "cpu", backend: str | None = None, pre
                 if b.task == "classification":
                     row["accuracy"] = classification_report(np.array(truth), np.stack([r.probabilities for r in
                                                                                       results]), b.labels)
+                elif b.task == "detection":
+                    from .detection_metrics import detection_report
+
+                    row["accuracy"] = detection_report(truth, [r.detections for r in results], b.labels)
+                    row["accuracy"]["operating_score_threshold"] = b.manifest.postprocess.detection.score_threshold
                 else:
                     row["accuracy"] = segmentation_report(truth, [r.mask for r in results], b.labels)
+            if record is not None:
+                from .signal_stream import stream_record
+
+                row["record"] = stream_record(pipe, record)
             if scenario == "point-of-care":
                 row["point_of_care"] = point_of_care(pipe, frames, fps, duration)
             profile = pipe.profile
@@ -118,15 +132,16 @@ def _fp32_outputs(bundle: Path, frames: list, device: str, threads: int | None):
     return outputs, [r.mask for r in results] if ref.task == "segmentation" else None
 
 
-def _run_frames(pipe, frames: list) -> tuple[np.ndarray, list]:
-    """Raw outputs and results for every frame, preprocessing and inferring each frame once."""
+def _run_frames(pipe, frames: list) -> tuple[Any, list]:
+    """Outputs as drift compares them (:class:`edgemed.output_reader.OutputReader`) and results for every
+    frame, preprocessing and inferring each frame once."""
     outputs, results = [], []
     for frame in frames:
         prepared = pipe.prepare(frame)
         output = pipe.infer(prepared)
-        outputs.append(output)
+        outputs.append(pipe.reader.one(output))
         results.append(pipe.finish(output, prepared))
-    return np.concatenate(outputs), results
+    return pipe.reader.collect(outputs), results
 
 
 def _workload(images: ImageSet, scenario: str | None, fps: float, duration: float, threads: int | None) -> dict:

@@ -23,6 +23,7 @@ from edgemed.datasets import ImageSet
 from edgemed.drift import compare
 from edgemed.gate import Budget, Population, judge, meets, point_values
 from edgemed.manifest import Artifact, BuildRecord, ClinicalRecord, DriftRecord, QuantizedLayers
+from edgemed.output_reader import OutputReader
 from edgemed.preprocess import Preprocessor
 from edgemed.runtimes import create_engine
 
@@ -34,7 +35,7 @@ class Cases:
     """Preprocessed inputs and the FP32 reference's outputs on them."""
 
     inputs: np.ndarray
-    reference: np.ndarray
+    reference: Any  # stacked outputs, or a list of Detections
 
 
 @dataclass
@@ -43,7 +44,7 @@ class Labelled:
 
     inputs: np.ndarray
     truth: list
-    fp32: np.ndarray
+    fp32: Any
     margin: float
     source: str
 
@@ -57,6 +58,7 @@ class Context:
     fp32_onnx: Path
     pre: Preprocessor
     input_name: str
+    reader: OutputReader  # how engine outputs are read for the gate (primary output, or detections)
     calibration: ImageSet
     tuning: Cases
     verdict: Cases
@@ -78,8 +80,8 @@ class Dropped(Exception):
     """An artifact that must not be kept (e.g. INT8 with no INT8 layer left)."""
 
 
-def _outputs(ctx: Context, engine: Any, inputs: np.ndarray) -> np.ndarray:
-    return engine_outputs(engine, inputs, engine.inputs[0].name, engine.outputs[0].name)
+def _outputs(ctx: Context, engine: Any, inputs: np.ndarray) -> Any:
+    return engine_outputs(engine, inputs, engine.inputs[0].name, ctx.reader)
 
 
 def tuning_meets(ctx: Context, backend: str, path: Path, precision: str, **options: Any) -> tuple[bool, dict]:
@@ -219,13 +221,17 @@ def build_openvino(ctx: Context, precision: str) -> Artifact:
         ctx.log(f"  openvino int8 misses the budget on the tuning images in every variant; NNCF accuracy control "
                 f"(preset {preset}, {bias} bias correction) keeps harmful layers in float")
 
-        def score(outputs: np.ndarray) -> float:
-            return compare(ctx.tuning.reference, outputs, ctx.task, ctx.output_kind).values[primary.metric]
+        def score(cases: list[tuple[int, dict]]) -> float:
+            index = [i for i, _ in cases]
+            reference = [ctx.tuning.reference[i] for i in index] if ctx.task == "detection" else \
+                ctx.tuning.reference[index]
+            outputs = ctx.reader.collect([ctx.reader.one(c) for _, c in cases])
+            return compare(reference, outputs, ctx.task, ctx.output_kind).values[primary.metric]
 
         settings = openvino_ir.quantize_ir_with_accuracy_control(
             ctx.fp32_onnx, target, ctx.calibration, ctx.pre, ctx.tuning.inputs, score,
             max_drop=max(0.0, 1.0 - primary.value) if primary.op == ">=" else 0.0, static_batch=ctx.static_batch,
-            preset=preset, bias_correction=bias)
+            preset=preset, bias_correction=bias, per_case=ctx.task == "detection")
         attempts.append({"accuracy_control": True, "tuning": tuning_meets(ctx, "openvino", target, precision,
                                                                           **opts)[1]})
     layers = quantized_layers_openvino(target)
@@ -265,7 +271,8 @@ def build_tensorrt(ctx: Context, precision: str) -> Artifact:
     return _artifact(ctx, name, "tensorrt", precision, gate, build)
 
 
-LAYER_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
+LAYER_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm", "LSTM", "GRU", "RNN"}
+INT8_KERNELS = {"DynamicQuantizeLSTM", "MatMulInteger", "DynamicQuantizeMatMul"}  # layers whose weights are int8
 
 
 def quantized_layers_onnx(path: Path) -> QuantizedLayers:
@@ -275,8 +282,9 @@ def quantized_layers_onnx(path: Path) -> QuantizedLayers:
     graph = onnx.load(str(path)).graph
     dq_outputs = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
     layers = [n for n in graph.node if n.op_type in LAYER_OPS]
-    return QuantizedLayers(int8=sum(1 for n in layers if len(n.input) > 1 and n.input[1] in dq_outputs),
-                           of=len(layers))
+    dynamic = sum(1 for n in graph.node if n.op_type in INT8_KERNELS)
+    return QuantizedLayers(int8=dynamic + sum(1 for n in layers if len(n.input) > 1 and n.input[1] in dq_outputs),
+                           of=len(layers) + dynamic)
 
 
 def quantized_layers_openvino(xml: Path) -> QuantizedLayers:
@@ -284,7 +292,8 @@ def quantized_layers_openvino(xml: Path) -> QuantizedLayers:
 
     model = ov.Core().read_model(str(xml))
     types = [op.get_type_name() for op in model.get_ops()]
-    layers = sum(t in ("Convolution", "ConvolutionBackpropData", "MatMul", "GroupConvolution") for t in types)
+    layers = sum(t in ("Convolution", "ConvolutionBackpropData", "MatMul", "GroupConvolution", "LSTMSequence",
+                       "GRUSequence", "RNNSequence") for t in types)
     fq = types.count("FakeQuantize")
     return QuantizedLayers(int8=min(layers, fq), of=layers, fake_quantize_ops=fq)
 

@@ -32,6 +32,7 @@ from edgemed.manifest import (
     SCHEMA_VERSION,
     Artifact,
     BuildRecord,
+    DetectionPost,
     InputSpec,
     Manifest,
     ModelCard,
@@ -39,13 +40,15 @@ from edgemed.manifest import (
     Postprocess,
     Provenance,
 )
-from edgemed.preprocess import Preprocessor, default_spec
+from edgemed.output_reader import OutputReader
+from edgemed.preprocess import Preprocessor, default_spec, make_preprocessor
+from edgemed.probes import pack
 from edgemed.samples import samples_dir
 from edgemed.table import format_table
 
 from .artifacts import BUILDERS, Cases, Context, Dropped, Labelled
 from .calibration import MIN_INT8_CALIBRATION, PROBE_COUNT, DataPlan, plan, preprocess_stream, stack
-from .export_onnx import INPUT_NAME, export_torch, finalize, graph_io
+from .export_onnx import INPUT_NAME, export_torch, finalize, graph_io, output_names
 from .graph_checks import GraphFacts, check_graph, output_kind
 from .options import ConvertOptions, check_backends
 from .ort_quantize import scratch_dir
@@ -58,8 +61,13 @@ MAX_POPULATION = 2000  # FP32 margins the flip-rate estimate draws on
 SAMPLE_FRAMES = 32  # held-out frames stored in the bundle, so bench has real frames of this model's kind
 
 
-def sample_images() -> Path:
-    """The real ultrasound sample images shipped with edgemed (the default probe set)."""
+def sample_images(input_kind: str = "image") -> Path:
+    """The real samples shipped with edgemed (the default probe set): ultrasound frames, or ECG beats
+    (MIT-BIH DS1) for signal models."""
+    if input_kind == "signal":
+        from edgemed.samples import calibration_set
+
+        return calibration_set("classification", "signal")
     return samples_dir("busi")
 
 
@@ -80,8 +88,8 @@ class Exported:
     path: Path
     shape: tuple[int, ...]
     input_name: str
-    output_name: str
-    output_index: int  # position of output_name among the model's outputs
+    output_name: str | None  # the output read (None for detectors, which read several)
+    source_outputs: list[str]  # every output of the exported graph, in order
     terminal: GraphFacts
     dynamic_batch: bool
     record: dict  # exporter, notes, seconds (for the report)
@@ -96,6 +104,7 @@ class Reading:
     labels: list[str]
     kind: str
     kind_reason: str
+    detection: DetectionPost | None = None
 
 
 def convert(model: str | Path, out: str | Path, *, log: Callable[[str], None] = lambda s: None, **fields: Any
@@ -129,32 +138,56 @@ def run(opts: ConvertOptions, log: Callable[[str], None] = lambda s: None) -> Pa
 
     with atomic_directory(opts.out, force=opts.force) as tmp, scratch_dir() as scratch:
         exported = export(source, opts, tmp / MODEL_FILE, log)
+        detector = None
+        if opts.task == "detection":
+            from .detection_setup import setup
+
+            detector = setup(exported.path, opts, Path(scratch), log)
         spec, spec_reason = preprocessing(opts, exported.shape)
-        pre = Preprocessor(spec, exported.shape)
+        pre = make_preprocessor(spec, exported.shape, layout(opts))
         data.plan = plan(data.images, opts.calib_count, data.evaluation, 4 * math.prod(exported.shape[1:]))
         log(f"data: {data.plan.describe()}")
         verdict_in, tuning_in = stack(data.plan.verdict, pre), stack(data.plan.tuning, pre)
-        reference, reference_by = reference_outputs(source, verdict_in, exported.path, exported.input_name,
-                                                    exported.output_index)
-        kind, kind_reason = output_kind(exported.terminal, reference, opts.task, opts.output_kind)
-        reading = Reading(spec, spec_reason, check_outputs(opts.task, reference, opts.labels), kind, kind_reason)
+        reader = OutputReader(exported.output_name, detector.post if detector else None)
+        source_reader = OutputReader(exported.output_name, detector.raw if detector else None)
+
+        def source_outputs(inputs: np.ndarray) -> tuple[Any, str]:
+            return reference_outputs(source, inputs, source_reader, exported.source_outputs,
+                                     detector.raw_onnx if detector else exported.path, exported.input_name)
+
+        reference, reference_by = source_outputs(verdict_in)
+        reading = read_outputs(opts, exported, reference, detector, spec, spec_reason)
         log(f"preprocessing: {spec_reason}")
-        log(f"outputs read as {kind}: {kind_reason}")
-        fp32 = parity(exported, verdict_in, reference, reference_by, opts, reading, log)
-        tuning = Cases(tuning_in, reference_outputs(source, tuning_in, exported.path, exported.input_name,
-                                                    exported.output_index)[0])
+        log(f"outputs read as {reading.kind}: {reading.kind_reason}")
+        fp32 = parity(exported, verdict_in, reference, reference_by, opts, reading, reader, log)
+        tuning = Cases(tuning_in, source_outputs(tuning_in)[0])
         ctx = Context(bundle_dir=tmp, scratch=Path(scratch), fp32_onnx=exported.path, pre=pre,
-                      input_name=exported.input_name, calibration=data.plan.calibration, tuning=tuning,
+                      input_name=exported.input_name, reader=reader, calibration=data.plan.calibration, tuning=tuning,
                       verdict=Cases(verdict_in, reference),
-                      population=population(exported, pre, data.plan, tuning, reference, opts.task, kind),
-                      task=opts.task, output_kind=kind, budget=opts.drift_budget, labels=reading.labels,
-                      labelled=labelled(opts, exported, pre, reading), calib_method=opts.calib_method,
+                      population=population(exported, pre, data.plan, tuning, reference, opts.task, reading.kind),
+                      task=opts.task, output_kind=reading.kind, budget=opts.drift_budget, labels=reading.labels,
+                      labelled=labelled(opts, exported, pre, reading, reader), calib_method=opts.calib_method,
                       static_batch=1 if opts.static_shapes else None, dla_core=opts.dla_core, log=log,
                       versions=tool_versions())
         artifacts = [fp32] + build_artifacts(ctx, opts)
         write(tmp, opts, source, exported, reading, artifacts, ctx, data, time.perf_counter() - started, log)
     log(f"bundle written: {opts.out}")
     return opts.out
+
+
+def layout(opts: ConvertOptions) -> str:
+    return "NCL" if opts.input_kind == "signal" else "NCHW"
+
+
+def read_outputs(opts: ConvertOptions, exported: Exported, reference: Any, detector: Any, spec: list[dict],
+                 spec_reason: str) -> Reading:
+    """How the outputs are read: the class names, and whether they are logits, probabilities or detections."""
+    if detector is not None:
+        post = detector.post
+        where = "NMS in the graph" if post.nms == "graph" else "NMS on the host"
+        return Reading(spec, spec_reason, detector.labels, "detections", f"{post.layout} layout, {where}", post)
+    kind, kind_reason = output_kind(exported.terminal, reference, opts.task, opts.output_kind)
+    return Reading(spec, spec_reason, check_outputs(opts.task, reference, opts.labels), kind, kind_reason)
 
 
 @dataclass
@@ -166,9 +199,24 @@ class Data:
 
 def open_data(opts: ConvertOptions) -> Data:
     """The images given (or the shipped samples), split for calibration, tuning and the verdict."""
-    images = ImageSet.open(opts.calib if opts.calib is not None else sample_images(), key=opts.calib_key)
+    images = ImageSet.open(opts.calib if opts.calib is not None else sample_images(opts.input_kind),
+                           key=opts.calib_key)
+    _check_kind(images, opts, "--calib")
     evaluation = ImageSet.open(opts.eval, key=opts.eval_key) if opts.eval is not None else None
+    if evaluation is not None:
+        _check_kind(evaluation, opts, "--eval")
     return Data(images, evaluation, plan(images, opts.calib_count, evaluation))
+
+
+def _check_kind(data: Any, opts: ConvertOptions, option: str) -> None:
+    """Signal models calibrate on signal windows, image models on images: a mix-up is one line, not a shape error."""
+    from edgemed.signal_sets import SignalSet
+
+    if isinstance(data, SignalSet) != (opts.input_kind == "signal"):
+        have = "signal windows" if isinstance(data, SignalSet) else "images"
+        raise OptionError(f"{option} {data.path} holds {have}, but the model's input kind is {opts.input_kind}",
+                          "pass a set of the model's own kind (signals: an .npz with signals, fs and units), "
+                          "or set --input-kind")
 
 
 def population(exported: Exported, pre: Preprocessor, data: DataPlan, tuning: Cases, verdict_reference: np.ndarray,
@@ -177,6 +225,8 @@ def population(exported: Exported, pre: Preprocessor, data: DataPlan, tuning: Ca
     MAX_POPULATION: the population the gate's flip-rate estimate is taken over."""
     from edgemed.runtimes.onnxruntime import OnnxRuntimeEngine
 
+    if task == "detection":
+        return population_margins(verdict_reference, task, kind)  # none: no need to run the calibration images
     with OnnxRuntimeEngine(exported.path, device="cpu") as engine:
         calibration = [engine.infer({exported.input_name: x})[exported.output_name]
                        for x in preprocess_stream(data.calibration.subset(MAX_POPULATION), pre)]
@@ -187,7 +237,8 @@ def population(exported: Exported, pre: Preprocessor, data: DataPlan, tuning: Ca
     return population_margins(outputs, task, kind)
 
 
-def labelled(opts: ConvertOptions, exported: Exported, pre: Preprocessor, reading: Reading) -> Labelled | None:
+def labelled(opts: ConvertOptions, exported: Exported, pre: Preprocessor, reading: Reading,
+             reader: OutputReader) -> Labelled | None:
     """Labelled validation cases for the clinical gate, with the FP32 artifact's outputs on them."""
     if opts.val is None:
         return None
@@ -195,13 +246,19 @@ def labelled(opts: ConvertOptions, exported: Exported, pre: Preprocessor, readin
     from edgemed.runtimes.onnxruntime import OnnxRuntimeEngine
 
     images = ImageSet.open(opts.val, key=opts.val_key)
+    _check_kind(images, opts, "--val")
     truth = load_labels(opts.val_labels, images, opts.task, reading.labels)
     if truth is None:
         raise OptionError(f"--val {opts.val}: no labels found", "pass --val-labels (CSV file,label, a mask folder, "
                           "or an .npz with labels/masks)")
     inputs = stack(images, pre)
+    if opts.task == "detection":
+        from edgemed.detection_post import to_input
+
+        # Ground truth onto the model's input, where the detections are compared (IoU is the same in both).
+        truth = [(to_input(boxes, pre(image).geometry), classes) for (boxes, classes), (_, image) in zip(truth, images)]
     with OnnxRuntimeEngine(exported.path, device="cpu") as engine:
-        fp32 = engine_outputs(engine, inputs, exported.input_name, exported.output_name)
+        fp32 = engine_outputs(engine, inputs, exported.input_name, reader)
     return Labelled(inputs, truth, fp32, opts.margin, f"{len(images)} labelled images from {opts.val}")
 
 
@@ -209,20 +266,24 @@ def export(source: SourceModel, opts: ConvertOptions, target: Path, log: Callabl
     """Stage 1: one self-contained FP32 ONNX file with a dynamic batch axis where the model allows it."""
     t0 = time.perf_counter()
     if source.is_onnx:
-        shape, record, input_name = _onnx_source(source, target, opts.input_shape)
+        shape, record, input_name = _onnx_source(source, target, opts.input_shape, opts.input_kind == "signal")
     else:
-        rec = export_torch(source.module, list(opts.input_shape), target)
+        names = output_names
+        if opts.task == "detection":
+            from .detection_setup import torch_output_names as names
+        rec = export_torch(source.module, list(opts.input_shape), target, names)
         shape, input_name = opts.input_shape, INPUT_NAME
         record = {"exporter": rec.exporter, "dynamic_batch": rec.dynamic_batch, "notes": source.notes + rec.notes}
     record["seconds"] = round(time.perf_counter() - t0, 3)
     log(f"exported with {record['exporter']} exporter (dynamic batch: {record['dynamic_batch']})")
     from edgemed.runtimes.onnxruntime import OnnxRuntimeEngine
 
-    facts = check_graph(target, opts.output)
+    facts = check_graph(target, opts.output, several=opts.task == "detection")
     with OnnxRuntimeEngine(target, device="cpu") as engine:
-        index = [o.name for o in engine.outputs].index(facts.output)
-    return Exported(target, tuple(shape), input_name, facts.output, index, facts, bool(record["dynamic_batch"]),
-                    record)
+        names = [o.name for o in engine.outputs]
+    # A detector handles one image per call (NMS runs per image): its batch axis is fixed at 1.
+    dynamic = bool(record["dynamic_batch"]) and opts.task != "detection"
+    return Exported(target, tuple(shape), input_name, facts.output, names, facts, dynamic, record)
 
 
 def preprocessing(opts: ConvertOptions, shape: tuple[int, ...]) -> tuple[list[dict], str]:
@@ -240,7 +301,7 @@ def _op_text(op: dict) -> str:
     return f"{op['op']} {params}".strip()
 
 
-def _onnx_source(source: SourceModel, target: Path, input_shape: tuple[int, ...] | None
+def _onnx_source(source: SourceModel, target: Path, input_shape: tuple[int, ...] | None, signal: bool = False
                  ) -> tuple[tuple[int, ...], dict, str]:
     import onnx
 
@@ -255,10 +316,13 @@ def _onnx_source(source: SourceModel, target: Path, input_shape: tuple[int, ...]
         raise ConversionError(f"{source.path}: the model has {len(ins)} inputs; edgemed takes single-image models",
                               "export a model with one image input")
     name, dims = ins[0]
-    if len(dims) != 4:
-        raise ConversionError(f"{source.path}: input {name!r} has shape {dims}, not NCHW", "export a 4-D image input")
+    rank = 3 if signal else 4
+    if len(dims) != rank:
+        raise ConversionError(f"{source.path}: input {name!r} has shape {dims}, not {'NCL' if signal else 'NCHW'}",
+                              "export a 3-D (N, leads, samples) signal input" if signal else
+                              "export a 4-D image input, or pass --input-kind signal for a 1-D model")
     if input_shape is not None:
-        mismatch = [i for i in (1, 2, 3) if isinstance(dims[i], int) and dims[i] != input_shape[i]]
+        mismatch = [i for i in range(1, rank) if isinstance(dims[i], int) and dims[i] != input_shape[i]]
         if mismatch:
             raise OptionError(f"--input-shape {list(input_shape)} does not match the ONNX input {dims}",
                               "pass the model's real input shape, or omit --input-shape for ONNX files")
@@ -270,15 +334,16 @@ def _onnx_source(source: SourceModel, target: Path, input_shape: tuple[int, ...]
                           "dynamic_batch": not isinstance(dims[0], int), "notes": []}, name
 
 
-def parity(exported: Exported, evaluation: np.ndarray, reference: np.ndarray, reference_by: str,
-           opts: ConvertOptions, reading: Reading, log: Callable[[str], None]) -> Artifact:
+def parity(exported: Exported, evaluation: np.ndarray, reference: Any, reference_by: str,
+           opts: ConvertOptions, reading: Reading, reader: OutputReader, log: Callable[[str], None]) -> Artifact:
     """Stage 2: ONNX Runtime on the FP32 ONNX must reproduce the source model on every held-out image."""
     from edgemed.runtimes.onnxruntime import OnnxRuntimeEngine
 
     with OnnxRuntimeEngine(exported.path, device="cpu") as engine:
-        candidate = engine_outputs(engine, evaluation, exported.input_name, exported.output_name)
+        candidate = engine_outputs(engine, evaluation, exported.input_name, reader)
     comparison = compare(reference, candidate, opts.task, reading.kind, reading.labels)
-    drift = judge_parity(comparison, parity_tolerance(reference), reference_by, "every held-out image")
+    scale = np.concatenate([d.scores for d in reference] or [np.zeros(0)]) if opts.task == "detection" else reference
+    drift = judge_parity(comparison, parity_tolerance(scale), reference_by, "every held-out image")
     log(f"parity vs {reference_by}: {summary(drift)}")
     if not drift.passed:
         raise ConversionError(
@@ -317,10 +382,15 @@ def write(tmp: Path, opts: ConvertOptions, source: SourceModel, exported: Export
           artifacts: list[Artifact], ctx: Context, data: Data, seconds: float, log: Callable[[str], None]) -> None:
     """Stage 4: the reference probes, sample frames, the conversion report and, last, the manifest."""
     probes = ctx.verdict.inputs[:PROBE_COUNT]
-    np.savez_compressed(tmp / REFERENCE, inputs=probes, outputs=ctx.verdict.reference[:PROBE_COUNT],
-                        **{f"artifact:{a.file}": _probe_outputs(tmp, a, probes, ctx) for a in artifacts})
-    np.savez_compressed(tmp / SAMPLES, **{f"frame_{i:03d}": image for i, (_, image)
-                                          in enumerate(data.plan.verdict.subset(SAMPLE_FRAMES))})
+    stored = pack("outputs", ctx.verdict.reference[:PROBE_COUNT])
+    for a in artifacts:
+        stored.update(pack(f"artifact:{a.file}", _probe_outputs(tmp, a, probes, ctx)))
+    np.savez_compressed(tmp / REFERENCE, inputs=probes, **stored)
+    if opts.input_kind == "signal":
+        data.plan.verdict.save(tmp / SAMPLES, SAMPLE_FRAMES)
+    else:
+        np.savez_compressed(tmp / SAMPLES, **{f"frame_{i:03d}": image for i, (_, image)
+                                              in enumerate(data.plan.verdict.subset(SAMPLE_FRAMES))})
     created = _now()
     report = {
         "created": created,
@@ -341,16 +411,18 @@ def write(tmp: Path, opts: ConvertOptions, source: SourceModel, exported: Export
     }
     write_json(tmp / REPORT, report)
     log(format_table(REPORT_HEADERS, [_table_row(a) for a in artifacts]))
-    batch = "batch" if exported.dynamic_batch and not opts.static_shapes else exported.shape[0]
-    reference = ctx.verdict.reference
+    batch = "batch" if exported.dynamic_batch and not opts.static_shapes else 1
     manifest = Manifest(
         schema_version=SCHEMA_VERSION,
         model=ModelCard(name=opts.name or opts.model.stem, task=opts.task, labels=reading.labels,
+                        # the literal, not the parsed string: msgspec omits a default it finds identical
+                        input_kind="signal" if opts.input_kind == "signal" else "image",
                         shipped=shipped_name(source.sha256)),
-        input=InputSpec(name=exported.input_name, shape=[batch, *exported.shape[1:]], dtype="float32", layout="NCHW"),
-        output=OutputSpec(names=[exported.output_name], kind=reading.kind, shape=["batch", *reference.shape[1:]]),
+        input=InputSpec(name=exported.input_name, shape=[batch, *exported.shape[1:]], dtype="float32",
+                        layout=layout(opts)),
+        output=output_spec(tmp / MODEL_FILE, exported, reading, ctx.verdict.reference, batch),
         preprocess=reading.spec,
-        postprocess=_postprocess(opts.task, reference),
+        postprocess=_postprocess(opts.task, ctx.verdict.reference, reading.detection),
         artifacts=artifacts,
         files=[file_record(tmp, REFERENCE), file_record(tmp, REPORT), file_record(tmp, SAMPLES)],
         provenance=Provenance(
@@ -363,14 +435,26 @@ def write(tmp: Path, opts: ConvertOptions, source: SourceModel, exported: Export
     (tmp / MANIFEST).write_bytes(manifest.to_json())
 
 
-def _probe_outputs(tmp: Path, artifact: Artifact, probes: np.ndarray, ctx: Context) -> np.ndarray:
+def output_spec(model: Path, exported: Exported, reading: Reading, reference: Any, batch: int | str) -> OutputSpec:
+    """The outputs the bundle reads: the primary one, or every output of a detector (after any NMS)."""
+    if reading.detection is None:
+        return OutputSpec(names=[exported.output_name], kind=reading.kind, shape=[batch, *reference.shape[1:]])
+    from edgemed.runtimes.onnxruntime import OnnxRuntimeEngine
+
+    with OnnxRuntimeEngine(model, device="cpu") as engine:
+        outs = engine.outputs
+    shape = [d if isinstance(d, int) and d > 0 else "detections" for d in outs[0].shape]
+    return OutputSpec(names=[o.name for o in outs], kind="detections", shape=shape)
+
+
+def _probe_outputs(tmp: Path, artifact: Artifact, probes: np.ndarray, ctx: Context) -> Any:
     """The artifact's own outputs on the probes: what ``verify`` holds a device to."""
     from edgemed.runtimes import create_engine
 
     options = {"options": artifact.build.tensorrt} if artifact.backend == "tensorrt" else {}
     with create_engine(artifact.backend, tmp / artifact.file, device="cpu", precision=artifact.precision,
                        **options) as engine:
-        return engine_outputs(engine, probes, engine.inputs[0].name, engine.outputs[0].name)
+        return engine_outputs(engine, probes, engine.inputs[0].name, ctx.reader)
 
 
 def shipped_name(source_sha256: str) -> str | None:
@@ -412,7 +496,9 @@ def check_outputs(task: str, reference: np.ndarray, labels: tuple[str, ...] | No
     return list(labels)
 
 
-def _postprocess(task: str, reference: np.ndarray) -> Postprocess:
+def _postprocess(task: str, reference: Any, detection: DetectionPost | None) -> Postprocess:
+    if detection is not None:
+        return Postprocess(activation="none", decision="nms", detection=detection)
     activation = "sigmoid" if reference.shape[1] == 1 else "softmax"
     if task == "classification":
         return Postprocess(activation=activation, decision="argmax")

@@ -10,6 +10,7 @@ import contextlib
 import io
 import logging
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ class ExportRecord:
     notes: list[str] = field(default_factory=list)
 
 
-def _dynamo(module: Any, example: Any, dynamic: bool):
+def _dynamo(module: Any, example: Any, dynamic: bool, outputs: list[str]):
     import torch
 
     shapes = ({0: torch.export.Dim("batch", min=1, max=1024)},) if dynamic else None
@@ -39,27 +40,27 @@ def _dynamo(module: Any, example: Any, dynamic: bool):
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(module, (example,), dynamo=True, input_names=[INPUT_NAME],
-                                        output_names=[OUTPUT_NAME], dynamic_shapes=shapes, opset_version=OPSET,
+                                        output_names=outputs, dynamic_shapes=shapes, opset_version=OPSET,
                                         verbose=False, optimize=True)
     finally:
         quiet.setLevel(level)
     return program.model_proto
 
 
-def _torchscript(module: Any, example: Any, dynamic: bool):
+def _torchscript(module: Any, example: Any, dynamic: bool, outputs: list[str]):
     import onnx
     import torch
 
     buffer = io.BytesIO()
-    axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic else None
+    axes = {name: {0: "batch"} for name in [INPUT_NAME, *outputs]} if dynamic else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, (example,), buffer, dynamo=False, input_names=[INPUT_NAME],
-                          output_names=[OUTPUT_NAME], dynamic_axes=axes, opset_version=OPSET)
+                          output_names=outputs, dynamic_axes=axes, opset_version=OPSET)
     return onnx.load_from_string(buffer.getvalue())
 
 
-def check_runs(module: Any, input_shape: list[int]) -> None:
+def check_runs(module: Any, input_shape: list[int]) -> int:
     """Run the model once, eagerly, on a tensor of the declared shape: a model that cannot take it fails
     here with its own message in one line, not deep inside an exporter after pages of tracer logs."""
     import torch
@@ -67,12 +68,18 @@ def check_runs(module: Any, input_shape: list[int]) -> None:
     fn = module.module() if isinstance(module, torch.export.ExportedProgram) else module
     try:
         with torch.no_grad():
-            fn(torch.zeros(input_shape, dtype=torch.float32))
+            out = fn(torch.zeros(input_shape, dtype=torch.float32))
     except Exception as exc:  # noqa: BLE001 - any failure of the user's model on this shape
         shape = "x".join(map(str, input_shape))
         raise ConversionError(f"the model fails on a {shape} input: {error_line(exc)}",
                               "check --input-shape (channels and size) against what the model was trained on") \
             from exc
+    return len(out) if isinstance(out, (tuple, list, dict)) else 1
+
+
+def output_names(count: int) -> list[str]:
+    """``output`` for one output; ``output``, ``output_1``, ... for several."""
+    return [OUTPUT_NAME] + [f"{OUTPUT_NAME}_{i}" for i in range(1, count)]
 
 
 @contextlib.contextmanager
@@ -87,12 +94,14 @@ def _quiet_torch_logs():
         logger.setLevel(level)
 
 
-def export_torch(module: Any, input_shape: list[int], target: Path) -> ExportRecord:
-    """Export a torch module (or ExportedProgram) to ``target``; raises ConversionError if all routes fail."""
+def export_torch(module: Any, input_shape: list[int], target: Path,
+                 names: Callable[[int], list[str]] = output_names) -> ExportRecord:
+    """Export a torch module (or ExportedProgram) to ``target``, its outputs named by ``names`` (given
+    how many there are: a detector's boxes and scores); raises ConversionError if all routes fail."""
     import onnx
     import torch
 
-    check_runs(module, input_shape)
+    outputs = names(check_runs(module, input_shape))
     example = torch.zeros(input_shape, dtype=torch.float32)
     notes: list[str] = []
     is_script = isinstance(module, torch.jit.ScriptModule)
@@ -108,7 +117,7 @@ def export_torch(module: Any, input_shape: list[int], target: Path) -> ExportRec
     for name, fn, dynamic in attempts:
         try:
             with _quiet_torch_logs():
-                proto = fn(module, example, dynamic)
+                proto = fn(module, example, dynamic, outputs)
             record = ExportRecord(name, dynamic, notes)
             break
         except Exception as exc:  # noqa: BLE001 - exporters raise many types; each failure is reported
@@ -118,6 +127,12 @@ def export_torch(module: Any, input_shape: list[int], target: Path) -> ExportRec
                               "check the model runs on a tensor of --input-shape, or export ONNX yourself")
     if record.exporter != "dynamo" and not is_script:
         notes.append("fell back to the TorchScript-based exporter")
+    batch_dim = proto.graph.input[0].type.tensor_type.shape.dim[0] if proto.graph.input else None
+    if record.dynamic_batch and batch_dim is not None and batch_dim.HasField("dim_value"):
+        # the exporter may specialise a dynamic batch it cannot keep (seen: dynamo with a bidirectional LSTM)
+        # without failing: the graph, not the request, says what the artifact takes
+        record.dynamic_batch = False
+        notes.append(f"the {record.exporter} exporter fixed the batch axis at {batch_dim.dim_value}")
     if not record.dynamic_batch:
         notes.append("batch axis is static: the model could not be exported with a dynamic batch")
     proto = finalize(proto)

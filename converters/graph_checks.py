@@ -26,15 +26,22 @@ _TRANSPARENT = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Trans
 
 @dataclass(frozen=True)
 class GraphFacts:
-    output: str  # the output the bundle uses
+    output: str | None  # the output the bundle uses (None: a detector reads them all)
     terminal: str | None  # "Softmax" / "Sigmoid" when the output comes straight from one
 
 
-def check_graph(onnx_path: Path, wanted_output: str | None) -> GraphFacts:
+def check_graph(onnx_path: Path, wanted_output: str | None, several: bool = False) -> GraphFacts:
+    """The output to read and how the graph ends; ``several``: a detector, which reads all its outputs."""
     import onnx
 
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
     outputs = [o.name for o in graph.output]
+    if several:
+        if wanted_output is not None:
+            raise OptionError("--output does not apply to detectors, which read all their outputs",
+                              "drop --output; name the layout with --detection-layout if it is not recognised")
+        _refuse_training_mode(graph)
+        return GraphFacts(None, None)
     if wanted_output is not None:
         if wanted_output not in outputs:
             raise OptionError(f"--output {wanted_output!r} is not an output of the model (it has "

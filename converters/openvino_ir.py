@@ -119,21 +119,29 @@ def quantize_ir(onnx_path: Path, xml_path: Path, images: ImageSet, pre: Preproce
 
 
 def quantize_ir_with_accuracy_control(onnx_path: Path, xml_path: Path, images: ImageSet, pre: Preprocessor,
-                                      evaluation: np.ndarray, score: Callable[[np.ndarray], float],
+                                      evaluation: np.ndarray, score: Callable[[list[tuple[int, dict]]], float],
                                       max_drop: float, static_batch: int | None = None,
-                                      preset: str = "performance", bias_correction: str = "fast") -> dict:
-    """``score`` maps stacked outputs on ``evaluation`` to a metric where the FP32 model scores 1.0."""
+                                      preset: str = "performance", bias_correction: str = "fast",
+                                      per_case: bool = False) -> dict:
+    """``score`` maps (index, outputs by name) of ``evaluation`` cases to a metric where the FP32 model scores
+    1.0; ``per_case``: NNCF ranks layers by each case's score rather than by the outputs' error."""
     import nncf
     import openvino as ov
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
 
     model = _read(onnx_path, static_batch)
     calib = nncf.Dataset(_Images(images, pre))
-    validation = nncf.Dataset([x[None] for x in evaluation])
+    # Items carry their index, so a case's outputs are scored against that case's reference.
+    validation = nncf.Dataset(list(enumerate(x[None] for x in evaluation)), lambda item: item[1])
 
-    def validate(compiled: Any, items: Iterable[np.ndarray]) -> float:
-        out = compiled.outputs[0]
-        return float(score(np.concatenate([compiled(x)[out] for x in items])))
+    def validate(compiled: Any, items: Iterable[tuple[int, np.ndarray]]) -> Any:
+        names = [o.get_any_name() for o in compiled.outputs]
+        cases = [(i, dict(zip(names, compiled(x).values()))) for i, x in items]
+        if not per_case:
+            return float(score(cases))
+        # Outputs whose size varies per image (a detector's, after NMS) cannot be ranked by NNCF's default
+        # output MSE: the per-case scores are returned instead, and NNCF ranks layers by their change.
+        return float(score(cases)), [float(score([c])) for c in cases]
 
     try:
         with _silenced():

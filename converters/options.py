@@ -18,7 +18,10 @@ from edgemed.errors import OptionError
 from edgemed.gate import Budget, default_budget
 from edgemed.preprocess import validate_spec
 
-TASKS = ("classification", "segmentation")
+TASKS = ("classification", "segmentation", "detection")
+INPUT_KINDS = ("image", "signal")
+DETECTION_LAYOUTS = ("edgemed", "yolo", "torchvision")
+NMS_PLACES = ("graph", "host")
 TARGETS = ("onnx", "openvino", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
@@ -31,7 +34,8 @@ class ConvertOptions:
     model: Path
     out: Path
     task: str
-    input_shape: tuple[int, ...] | None = None  # NCHW; optional for ONNX sources
+    input_shape: tuple[int, ...] | None = None  # NCHW (images) or NCL (signals); optional for ONNX sources
+    input_kind: str = "image"  # "signal": 1-D windows (ECG beats), NCL, with a signal preprocessing spec
     arch: str | None = None
     arch_args: dict[str, Any] = field(default_factory=dict)
     allow_pickle: bool = False
@@ -54,6 +58,15 @@ class ConvertOptions:
     dla_core: int | None = None
     output_kind: str | None = None  # None: detected from the graph and the outputs (graph_checks.output_kind)
     output: str | None = None  # which output to use, for models with several
+    # Detectors: the outputs' layout (None: recognised from the outputs), where NMS runs, its thresholds.
+    detection_layout: str | None = None
+    # Host NMS is the default: on the shipped detector it measured 0.5-0.8% (ONNX Runtime) and 3.3-3.5%
+    # (OpenVINO) faster per predict than NMS in the graph, in three alternating runs
+    # (benchmarks/nms_placement.py), and it needs no NMS op on the backend (TensorRT's differs).
+    nms: str | None = None  # None: "host" for detectors
+    score_threshold: float = 0.25
+    iou_threshold: float = 0.5
+    max_detections: int = 100
     name: str | None = None
     force: bool = False
 
@@ -63,12 +76,21 @@ class ConvertOptions:
         _set(self, "out", Path(self.out))
         if self.task not in TASKS:
             raise OptionError(f"--task {self.task!r} is not supported", f"use one of {', '.join(TASKS)}")
+        _set(self, "input_kind", check_choices((self.input_kind,), INPUT_KINDS, "--input-kind")[0])
+        signal = self.input_kind == "signal"
+        if signal and self.task != "classification":
+            raise OptionError(f"--input-kind signal supports classification (beat classifiers), not {self.task}",
+                              "pass --task classification")
         if self.input_shape is not None:
-            _set(self, "input_shape", check_shape(self.input_shape))
+            _set(self, "input_shape", check_shape(self.input_shape, signal))
         if self.labels is not None:
             _set(self, "labels", check_labels(self.labels))
         if self.preprocess is not None:
-            _set(self, "preprocess", tuple(validate_spec(list(self.preprocess))))
+            _set(self, "preprocess", tuple(check_spec(list(self.preprocess), signal)))
+        elif signal:
+            raise OptionError("a signal model needs its preprocessing spec (the rate and window it was trained on)",
+                              "pass --preprocess SPEC.json, e.g. [{\"op\": \"resample\", \"fs\": 120}, "
+                              "{\"op\": \"window\", \"before_s\": 0.75, \"after_s\": 0.75}]")
         _set(self, "targets", check_choices(self.targets, TARGETS, "--to"))
         _set(self, "precisions", check_choices(self.precisions, PRECISIONS, "--precision"))
         _set(self, "calib_method", check_choices((self.calib_method,), CALIB_METHODS, "--calib-method")[0])
@@ -90,12 +112,30 @@ class ConvertOptions:
                               "(a CSV file,label, a mask folder, or the labels inside a --val .npz)")
         if isinstance(self.margin, bool) or not isinstance(self.margin, (int, float)) or not 0 < self.margin < 0.5:
             raise OptionError(f"--margin {self.margin!r} is not a non-inferiority margin", "use e.g. 0.005 (0.5 point)")
+        if self.detection_layout is not None:
+            _set(self, "detection_layout", check_choices((self.detection_layout,), DETECTION_LAYOUTS,
+                                                         "--detection-layout")[0])
+        if self.nms is not None:
+            _set(self, "nms", check_choices((self.nms,), NMS_PLACES, "--nms")[0])
+        for option, value in (("--score-threshold", self.score_threshold), ("--iou-threshold", self.iou_threshold)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise OptionError(f"{option} {value!r} must be a number in [0, 1)", "use e.g. 0.25 for scores, 0.5 for "
+                                  "IoU")
+        if isinstance(self.max_detections, bool) or not isinstance(self.max_detections, int) \
+                or not 1 <= self.max_detections <= 10000:
+            raise OptionError(f"--max-detections {self.max_detections!r} must be a whole number in 1..10000",
+                              "use e.g. 100")
+        if self.task != "detection" and (self.detection_layout is not None or self.nms is not None):
+            raise OptionError(f"--detection-layout/--nms apply to detectors, not to {self.task}",
+                              "drop them, or pass --task detection")
+        if self.task == "detection" and self.nms is None:
+            _set(self, "nms", "host")
         if self.budget is not None and not isinstance(self.budget, Budget):
             raise OptionError("budget must be an edgemed.gate.Budget", "use Budget.parse('agreement>=0.999', task)")
 
     @property
     def drift_budget(self) -> Budget:
-        return self.budget if self.budget is not None else default_budget(self.task)
+        return self.budget if self.budget is not None else default_budget(self.task, self.input_kind)
 
     @property
     def backends(self) -> list[str]:
@@ -106,28 +146,43 @@ class ConvertOptions:
                  labels: str | None = None, preprocess: str | None = None, to: str = "onnx",
                  precision: str = "fp32", drift_budget: str | None = None, **rest: Any) -> ConvertOptions:
         """The command line's strings, parsed into typed options."""
+        signal = rest.get("input_kind") == "signal"
         return cls(model=model, out=out, task=task,
-                   input_shape=parse_shape(input_shape) if input_shape is not None else None,
+                   input_shape=parse_shape(input_shape, signal) if input_shape is not None else None,
                    arch_args=parse_arch_args(arch_args), labels=parse_labels(labels),
-                   preprocess=read_preprocess(preprocess), targets=tuple(to.split(",")),
+                   preprocess=read_preprocess(preprocess, signal), targets=tuple(to.split(",")),
                    precisions=tuple(precision.split(",")),
                    budget=Budget.parse(drift_budget, task) if drift_budget is not None else None,
                    **{k: v for k, v in rest.items() if v is not None})
 
 
-def parse_shape(text: str) -> tuple[int, ...]:
-    if not isinstance(text, str) or not re.fullmatch(r"\s*\d+(\s*x\s*\d+){3}\s*", text):
-        raise OptionError(f"--input-shape {text!r} is not NxCxHxW", "write e.g. 1x1x256x256")
-    return check_shape(tuple(int(d) for d in text.lower().split("x")))
+def parse_shape(text: str, signal: bool = False) -> tuple[int, ...]:
+    dims, form, example = (2, "NxCxL", "1x1x180") if signal else (3, "NxCxHxW", "1x1x256x256")
+    if not isinstance(text, str) or not re.fullmatch(r"\s*\d+(\s*x\s*\d+){" + str(dims) + r"}\s*", text):
+        raise OptionError(f"--input-shape {text!r} is not {form}", f"write e.g. {example}")
+    return check_shape(tuple(int(d) for d in text.lower().split("x")), signal)
 
 
-def check_shape(shape: Any) -> tuple[int, ...]:
-    if (not isinstance(shape, (tuple, list)) or len(shape) != 4
+def check_shape(shape: Any, signal: bool = False) -> tuple[int, ...]:
+    rank, form = (3, "three integers N, C, L") if signal else (4, "four integers N, C, H, W")
+    if (not isinstance(shape, (tuple, list)) or len(shape) != rank
             or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)):
-        raise OptionError(f"input shape {shape!r} is not four integers N, C, H, W", "write e.g. (1, 1, 256, 256)")
-    if any(d < 1 for d in shape) or shape[1] > 64 or max(shape[2:]) > 8192:
+        example = "(1, 1, 180)" if signal else "(1, 1, 256, 256)"
+        raise OptionError(f"input shape {shape!r} is not {form}", f"write e.g. {example}")
+    if signal and (any(d < 1 for d in shape) or shape[1] > 64 or shape[2] > 1 << 20):
+        raise OptionError(f"input shape {tuple(shape)} is out of range", "N, C >= 1, C <= 64 leads, L in 1..1048576")
+    if not signal and (any(d < 1 for d in shape) or shape[1] > 64 or max(shape[2:]) > 8192):
         raise OptionError(f"input shape {tuple(shape)} is out of range", "N, C >= 1, C <= 64, H and W in 1..8192")
     return tuple(shape)
+
+
+def check_spec(spec: list, signal: bool) -> list[dict]:
+    """An image spec, or (``signal``) a signal spec: each kind has its own ops."""
+    if signal:
+        from edgemed.signal_preprocess import validate_signal_spec
+
+        return validate_signal_spec(spec)
+    return validate_spec(spec)
 
 
 def parse_labels(text: str | None) -> tuple[str, ...] | None:
@@ -156,7 +211,7 @@ def parse_arch_args(text: str | None) -> dict:
     return parsed
 
 
-def read_preprocess(value: str | Path | None) -> tuple[dict, ...] | None:
+def read_preprocess(value: str | Path | None, signal: bool = False) -> tuple[dict, ...] | None:
     """A spec given as a JSON file path, or as JSON text starting with '['."""
     if value is None:
         return None
@@ -171,7 +226,7 @@ def read_preprocess(value: str | Path | None) -> tuple[dict, ...] | None:
         spec = json.loads(text)
     except json.JSONDecodeError as exc:
         raise OptionError(f"{where}: not valid JSON ({exc})", "fix the JSON") from exc
-    return tuple(validate_spec(spec))
+    return tuple(check_spec(spec, signal))
 
 
 def check_choices(items: Any, allowed: tuple[str, ...], option: str) -> tuple[str, ...]:

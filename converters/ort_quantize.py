@@ -73,9 +73,48 @@ def quantize_int8(prepared: Path, out: Path, images: ImageSet, pre: Preprocessor
     except Exception as exc:  # noqa: BLE001
         raise ConversionError(f"onnxruntime INT8 quantization failed ({first_line(exc, 200)})",
                               "try --calib-method minmax, or exclude the model from int8") from exc
-    return {"method": method, "per_channel": True, "format": "QDQ",
-            "activations": "int8 symmetric" if symmetric_activations else "uint8 asymmetric",
-            "weights": "int8 symmetric per-channel", "calibration_images": len(images)}
+    settings = {"method": method, "per_channel": True, "format": "QDQ",
+                "activations": "int8 symmetric" if symmetric_activations else "uint8 asymmetric",
+                "weights": "int8 symmetric per-channel", "calibration_images": len(images)}
+    recurrent = quantize_recurrent(out, exclude)
+    if recurrent:
+        settings["recurrent"] = recurrent
+    return settings
+
+
+RECURRENT = ("LSTM", "GRU", "RNN")
+
+
+def quantize_recurrent(model: Path, exclude: Sequence[str] = ()) -> str | None:
+    """Static QDQ leaves recurrent layers in float (ONNX Runtime has no QDQ form of them). LSTM weights go to
+    INT8 by ONNX Runtime's dynamic quantization (its DynamicQuantizeLSTM kernel; activations quantized per call);
+    GRU and plain RNN have no quantized kernel in ONNX Runtime and stay in float. Returns what was done, for
+    the report; None when the model has no recurrent layer."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    nodes = [n for n in onnx.load(str(model), load_external_data=False).graph.node if n.op_type in RECURRENT]
+    if not nodes:
+        return None
+    lstm = [n.name for n in nodes if n.op_type == "LSTM" and n.name not in exclude]
+    floats = sorted({n.op_type for n in nodes if n.op_type != "LSTM"} | ({"LSTM"} if len(lstm) < sum(
+        n.op_type == "LSTM" for n in nodes) else set()))
+    done = []
+    if lstm:
+        tmp = model.with_name(model.stem + ".dynamic.onnx")
+        try:
+            quantize_dynamic(str(model), str(tmp), op_types_to_quantize=["LSTM"], nodes_to_quantize=lstm,
+                             weight_type=QuantType.QInt8, per_channel=False)
+            tmp.replace(model)
+        except Exception as exc:  # noqa: BLE001
+            tmp.unlink(missing_ok=True)
+            raise ConversionError(f"onnxruntime dynamic quantization of the LSTM failed ({first_line(exc, 200)})",
+                                  "drop int8 for onnx, or use --to openvino for INT8") from exc
+        done.append(f"{len(lstm)} LSTM layer(s): int8 weights by dynamic quantization (DynamicQuantizeLSTM)")
+    if floats:
+        done.append(f"{', '.join(floats)} kept in float (no quantized kernel in ONNX Runtime, or kept by the "
+                    "fallback)")
+    return "; ".join(done)
 
 
 def convert_fp16(fp32: Path, out: Path) -> dict:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from edgemed.errors import ConversionError, error_line, first_line
+from edgemed.output_reader import OutputReader
 
 from .sources import SourceModel
 
@@ -24,20 +25,20 @@ def _torch_callable(module: Any):
     return module
 
 
-def reference_outputs(source: SourceModel, probes: np.ndarray, onnx_path: str | None = None,
-                      input_name: str = "input", output_index: int = 0) -> tuple[np.ndarray, str]:
-    """Stacked outputs (the model's output number ``output_index``), one probe at a time (batch 1 always
-    works), and what produced them."""
+def reference_outputs(source: SourceModel, probes: np.ndarray, reader: OutputReader, names: list[str],
+                      onnx_path: str | None = None, input_name: str = "input") -> tuple[Any, str]:
+    """The source's outputs on the probes, one probe at a time (batch 1 always works), read by ``reader``
+    (``names``: the model's outputs in order), and what produced them."""
     if source.is_onnx:
         from onnx.reference import ReferenceEvaluator
 
         try:
             evaluator = ReferenceEvaluator(str(onnx_path or source.path))
-            outs = [evaluator.run(None, {input_name: p[None]})[output_index] for p in probes]
+            outs = [reader.one(dict(zip(names, evaluator.run(None, {input_name: p[None]})))) for p in probes]
         except Exception as exc:  # noqa: BLE001 - evaluator lacks some ops
             raise ConversionError(f"ONNX reference evaluator cannot run this model ({first_line(exc, 200)})",
                                   "export from PyTorch instead so the reference comes from the source") from exc
-        return np.concatenate(outs).astype(np.float32), "onnx.reference.ReferenceEvaluator"
+        return reader.collect(outs), "onnx.reference.ReferenceEvaluator"
     import torch
 
     fn = _torch_callable(source.module)
@@ -51,11 +52,11 @@ def reference_outputs(source: SourceModel, probes: np.ndarray, onnx_path: str | 
                                       "check --input-shape and the preprocessing spec") from exc
             if isinstance(out, dict):
                 out = list(out.values())
-            if isinstance(out, (tuple, list)):
-                out = out[output_index]
-            outs.append(out.detach().float().numpy())
-    return np.concatenate(outs).astype(np.float32), f"torch {torch.__version__}"
+            if not isinstance(out, (tuple, list)):
+                out = [out]
+            outs.append(reader.one({n: o.detach().float().numpy() for n, o in zip(names, out)}))
+    return reader.collect(outs), f"torch {torch.__version__}"
 
 
-def engine_outputs(engine: Any, probes: np.ndarray, input_name: str, output_name: str) -> np.ndarray:
-    return np.concatenate([engine.infer({input_name: p[None]})[output_name] for p in probes]).astype(np.float32)
+def engine_outputs(engine: Any, probes: np.ndarray, input_name: str, reader: OutputReader) -> Any:
+    return reader.run(engine, input_name, probes)

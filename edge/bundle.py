@@ -23,7 +23,7 @@ from .errors import BundleError
 from .hashing import sha256_file
 from .manifest import Artifact, FileRecord, Manifest
 from .owned_dirs import OWNER, make_owned, remove_abandoned
-from .preprocess import Preprocessor
+from .preprocess import Preprocessor, make_preprocessor
 
 MANIFEST = "edgemed.json"
 REFERENCE = "reference.npz"
@@ -121,7 +121,7 @@ class Bundle:
 
     def preprocessor(self) -> Preprocessor:
         spec = self.manifest.input
-        return Preprocessor(self.manifest.preprocess, spec.shape, spec.layout)
+        return make_preprocessor(self.manifest.preprocess, spec.shape, spec.layout)
 
     def reference(self) -> dict[str, np.ndarray]:
         path = self.file(REFERENCE)

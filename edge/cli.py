@@ -74,9 +74,12 @@ def main() -> None:
 @main.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Bundle directory to write.")
-@click.option("--task", required=True, type=click.Choice(["classification", "segmentation"]))
-@click.option("--input-shape", help="NxCxHxW, e.g. 1x1x256x256 (optional for ONNX).")
-@click.option("--arch", help="Zoo architecture for a state_dict checkpoint (cnn, unet).")
+@click.option("--task", required=True, type=click.Choice(["classification", "segmentation", "detection"]))
+@click.option("--input-shape", help="NxCxHxW, e.g. 1x1x256x256, or NxCxL for signals, e.g. 1x1x180 "
+              "(optional for ONNX).")
+@click.option("--input-kind", type=click.Choice(["image", "signal"]),
+              help="signal: 1-D windows (ECG beats), NCL input, a signal preprocessing spec (default: image).")
+@click.option("--arch", help="Zoo architecture for a state_dict checkpoint (cnn, unet, centernet, ecg_cnn, ecg_rnn).")
 @click.option("--arch-args", help="JSON constructor arguments for --arch.")
 @click.option("--allow-pickle", is_flag=True, help="Allow unpickling a whole nn.Module (runs its code).")
 @click.option("--labels", help="Comma-separated class names.")
@@ -93,6 +96,15 @@ def main() -> None:
 @click.option("--output-kind", type=click.Choice(["logits", "probabilities"]),
               help="What the model outputs (default: detected from a terminal Softmax/Sigmoid and the outputs).")
 @click.option("--output", help="Which output to use, for models with several (default: the only one).")
+@click.option("--detection-layout", type=click.Choice(["edgemed", "yolo", "torchvision"]),
+              help="Detectors: what the outputs hold (default: recognised from their number and shapes).")
+@click.option("--nms", type=click.Choice(["graph", "host"]),
+              help="Detectors: NMS run on the host after the engine (default, measured faster) or appended to the "
+                   "ONNX graph.")
+@click.option("--score-threshold", type=float, help="Detectors: keep boxes scoring above this (default 0.25).")
+@click.option("--iou-threshold", type=float, help="Detectors: NMS suppresses same-class boxes overlapping more "
+              "(default 0.5).")
+@click.option("--max-detections", type=int, help="Detectors: at most this many boxes per image (default 100).")
 @click.option("--name", help="Model name recorded in the bundle.")
 @click.option("--force", is_flag=True, help="Replace an existing bundle.")
 def convert(model: Path, out: Path, **kw) -> None:
@@ -119,7 +131,8 @@ def convert(model: Path, out: Path, **kw) -> None:
 def predict(bundle: Path, inputs: tuple[Path, ...], device: str, backend: str | None, precision: str | None,
             threads: int | None, out: Path | None, as_json: bool, accept: str | None) -> None:
     """Run the bundle on images (PNG, JPEG, TIFF, NPY, DICOM; a folder: every image in it). Every frame of a
-    multi-frame file is a result of its own; with --out, each frame's files are named uniquely."""
+    multi-frame file is a result of its own; with --out, each frame's files are named uniquely. Signal
+    bundles take recordings (WFDB .hea, DICOM waveform, CSV) and classify every beat."""
     from . import load
     from .inputs import frames
     from .writers import write_result
@@ -127,6 +140,9 @@ def predict(bundle: Path, inputs: tuple[Path, ...], device: str, backend: str | 
     with load(bundle, device=device, backend=backend, precision=precision, threads=threads, accept=accept) as pipe:
         if accept:
             click.echo(f"edgemed: warning: {pipe.reason}", err=True)
+        if pipe.input_kind == "signal":
+            _predict_signals(pipe, inputs, out, as_json)
+            return
         written = 0
         for frame in frames(inputs):
             result = pipe.predict(frame.image)
@@ -139,11 +155,39 @@ def predict(bundle: Path, inputs: tuple[Path, ...], device: str, backend: str | 
             elif pipe.task == "classification":
                 probs = ", ".join(f"{k} {v:.3f}" for k, v in record["probabilities"].items())
                 click.echo(f"{frame.name}: {result.label} ({probs})")
+            elif pipe.task == "detection":
+                boxes = "; ".join(f"{d['label']} {d['score']:.2f} at [{', '.join(f'{v:.0f}' for v in d['box'])}]"
+                                  for d in record["detections"])
+                click.echo(f"{frame.name}: {record['count']} detection(s)" + (f": {boxes}" if boxes else ""))
             else:
                 areas = ", ".join(f"{k} {v} px" for k, v in record["areas_px"].items())
                 click.echo(f"{frame.name}: mask {record['size'][0]}x{record['size'][1]}: {areas}")
         if out is not None and not as_json:
             click.echo(f"{written} files written to {out}", err=True)
+
+
+def _predict_signals(pipe, inputs: tuple[Path, ...], out: Path | None, as_json: bool) -> None:
+    """Signal bundles: every beat of each recording (WFDB .hea, DICOM waveform, CSV), one line per record or
+    one JSON object per beat; with --out, STEM.beats.json holds the beats and the gaps of each."""
+    from .atomic import write_atomic
+
+    for path in inputs:
+        record = pipe.beats(path)
+        beats = [{"input": str(path), **b.to_json()} for b in record.beats]
+        if as_json:
+            for b in beats:
+                click.echo(json.dumps(b))
+        else:
+            counts = ", ".join(f"{k} {v}" for k, v in record.counts().items())
+            click.echo(f"{path}: {len(beats)} beats in {record.duration_s:.0f} s ({counts}); {len(record.gaps)} gap(s)"
+                       f" with no usable signal; {record.realtime_factor:.0f}x real time")
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            target = out / f"{Path(path).stem}.beats.json"
+            write_atomic(target, json.dumps({"input": str(path), "duration_s": record.duration_s, "beats": beats,
+                                             "gaps": [vars(g) for g in record.gaps]}, indent=1) + "\n")
+            if not as_json:
+                click.echo(f"written: {target}", err=True)
 
 
 @main.command()
@@ -157,6 +201,9 @@ def predict(bundle: Path, inputs: tuple[Path, ...], device: str, backend: str | 
               help="Images (folder or .npz), all of them; default: the bundle's held-out verdict images.")
 @click.option("--data-key", help="Array name inside a --data .npz (default: images).")
 @click.option("--limit", type=click.IntRange(1), help="Use only this many images, evenly spaced (said in the table).")
+@click.option("--record", type=click.Path(path_type=Path),
+              help="Signal bundles: a whole recording (WFDB .hea, DICOM waveform, CSV) through the beat stream: "
+                   "real-time factor, compute per beat, and with a .atr file detection and classes vs annotations.")
 @click.option("--accept", type=click.Choice(["uncertified", "failed"]),
               help="Bench the named --backend/--precision artifact although its verdict is this.")
 @click.option("--labels", type=click.Path(path_type=Path), help="CSV file,label, mask folder, or .npz.")
@@ -181,8 +228,8 @@ def bench(bundle: Path, json_out: Path | None, history: Path | None, no_history:
     if host:
         from edgemed.benchmarks.remote_host import bench_on_host
 
-        if kw.get("data") is not None or kw.get("labels") is not None:
-            raise EdgemedError("--data/--labels with --host would name paths on this machine",
+        if kw.get("data") is not None or kw.get("labels") is not None or kw.get("record") is not None:
+            raise EdgemedError("--data/--labels/--record with --host would name paths on this machine",
                                "copy the data to the device and run edgemed bench there")
         report = bench_on_host(host, bundle, _forwarded(kw), remote_edgemed)
     else:
@@ -200,6 +247,8 @@ def bench(bundle: Path, json_out: Path | None, history: Path | None, no_history:
                        f"{p['dropped']} frames dropped, {p['results_dropped']} results dropped, latency p50 "
                        f"{p['latency']['p50_ms']:.1f} / p99 {p['latency']['p99_ms']:.1f} ms; stage p50 ms: {stages} "
                        f"(sum {p['stage_p50_sum_ms']:.1f})")
+        if "record" in a:
+            click.echo(_record_line(a))
         if "remote" in a:
             r = a["remote"]
             energy = r["energy"]
@@ -215,6 +264,21 @@ def bench(bundle: Path, json_out: Path | None, history: Path | None, no_history:
         store = History(history)
         store.append(history_rows(report))
         store.close()
+
+
+def _record_line(a: dict) -> str:
+    r = a["record"]
+    line = (f"record {a['backend']}/{a['precision']}: {r['beats']} beats in {r['duration_s']:.0f} s of signal, "
+            f"{r['realtime_factor']:.0f}x real time, {r['compute_per_beat_ms']:.3f} ms compute per beat, each beat "
+            f"reported within {r['report_delay_bound_s']:g} s + compute; {len(r['gaps'])} gap(s)")
+    vs = r.get("against_annotations")
+    if vs and vs.get("annotated_beats"):
+        det = vs["detected"]
+        classes = ", ".join(f"{k} Se {v['sensitivity']['value']:.3f} (n={v['sensitivity']['cases']})"
+                            for k, v in vs["per_class"].items() if v["sensitivity"]["cases"])
+        line += (f"; vs annotations: {det['value']:.4f} of {det['cases']} beats detected (>= {det['low']:.4f}); "
+                 f"{classes}")
+    return line
 
 
 def _forwarded(kw: dict) -> list[str]:
@@ -259,6 +323,11 @@ def _truth(acc: dict | None) -> str:
         return "- (no labels)"
     if "accuracy" in acc:
         return f"acc {_interval(acc['accuracy_interval'])}"
+    if "sensitivity" in acc:  # a detector
+        fppi = acc["false_positives_per_image"]["value"]
+        text = f"lesion sensitivity {_interval(acc['sensitivity'])}, {fppi:.2f} FP/image"
+        m = acc.get("map50_interval")
+        return text + (f", mAP@0.5 {_interval(m)}" if m else f", mAP@0.5 {acc['map50']:.3f} n={acc['images']}")
     return ", ".join(f"{k} dice {_interval(v['dice_interval'])}" for k, v in acc["per_class"].items())
 
 

@@ -1,10 +1,11 @@
 """The candidate against ground truth, beside FP32 on the same cases: what matters clinically.
 
 With labelled data (``--val``/``--val-labels``) an artifact must keep accuracy and each class's
-sensitivity and specificity (classification), or Dice against the ground-truth masks
-(segmentation), within a non-inferiority margin (default 0.5 point) of the FP32 model on the
-same cases. The comparison is paired, which is far more sensitive than comparing two accuracies:
-only the cases where the two disagree on correctness carry information (McNemar's exact test on
+sensitivity and specificity (classification), Dice against the ground-truth masks
+(segmentation), or each class's lesion sensitivity (detection), within a non-inferiority margin
+(default 0.5 point) of the FP32 model on the same cases. The comparison is paired, which is far
+more sensitive than comparing two accuracies: only the cases where the two disagree on correctness
+carry information (McNemar's exact test on
 those discordant pairs; a paired bootstrap for per-case Dice).
 
 A figure *passes* when the drop's upper bound is within the margin, *fails* when even its lower
@@ -75,11 +76,35 @@ def _segmentation(truth: list[np.ndarray], fp32: np.ndarray, cand: np.ndarray, k
     return tests
 
 
+def _detection(truth: list, fp32: list, cand: list, labels: list[str], margin: float) -> dict[str, PairedTest]:
+    """Per class, lesion sensitivity at the operating threshold, paired lesion by lesion: a lesion found by
+    one model and missed by the other is a discordant pair."""
+    from .detection import Detections, match
+
+    found_f, found_c, classes = [], [], []
+    for (boxes, cls), f, c in zip(truth, fp32, cand):
+        gt = Detections(np.asarray(boxes, np.float32), np.ones(len(boxes), np.float32), np.asarray(cls, np.int64))
+        found_f.append(match(gt, f)[0] >= 0)
+        found_c.append(match(gt, c)[0] >= 0)
+        classes.append(gt.classes)
+    ff, fc, k = (np.concatenate(x) if x else np.zeros(0) for x in (found_f, found_c, classes))
+    tests = {}
+    for index, name in enumerate(labels):
+        mine = k == index
+        if mine.any():
+            tests[f"sensitivity[{name}]"] = _paired(ff[mine].astype(bool), fc[mine].astype(bool), margin,
+                                                    f"lesion sensitivity of {name} (IoU >= 0.5)")
+    return tests
+
+
 def judge_clinical(truth, fp32: np.ndarray, cand: np.ndarray, task: str, kind: str, labels: list[str],
                    margin: float = DEFAULT_MARGIN, evaluated_on: str = "") -> ClinicalRecord:
-    """Non-inferiority of the candidate to FP32 on labelled cases (truth: class indices or masks)."""
+    """Non-inferiority of the candidate to FP32 on labelled cases (truth: class indices, masks, or a
+    detector's (boxes, classes) in the model's input frame)."""
     if task == "classification":
         tests = _classification(np.asarray(truth, int), fp32, cand, kind, labels, margin)
+    elif task == "detection":
+        tests = _detection(list(truth), fp32, cand, labels, margin)
     else:
         tests = _segmentation(list(truth), fp32, cand, kind, labels, margin)
     verdict = max((t.verdict for t in tests.values()), key=VERDICT_ORDER.__getitem__, default="uncertified")

@@ -30,6 +30,7 @@ class ImageSet:
 
     @classmethod
     def open(cls, path: str | Path, key: str | None = None) -> ImageSet:
+        """A folder or .npz of images, or (an .npz holding ``signals``) a :class:`SignalSet`."""
         path = Path(path)
         if path.is_dir():
             files = list_images(path)
@@ -38,6 +39,10 @@ class ImageSet:
                                  "add PNG, JPEG, TIFF, NPY or DICOM files, or pass an .npz")
             return cls(path, [f.name for f in files], _files=files)
         if path.is_file() and path.suffix.lower() == ".npz":
+            from .signal_sets import SignalSet, is_signal_set
+
+            if is_signal_set(path):
+                return SignalSet.open(path)  # windows of a signal, with their rate and units
             try:
                 data = np.load(path, allow_pickle=False)
             except (ValueError, OSError) as exc:
@@ -114,7 +119,8 @@ class ImageSet:
 
 
 def load_labels(labels: str | Path | None, images: ImageSet, task: str, label_names: list[str]) -> list | None:
-    """Ground truth aligned with ``images``: class indices (classification) or masks (segmentation).
+    """Ground truth aligned with ``images``: class indices (classification), masks (segmentation), or
+    (boxes, classes) per image (detection: :mod:`edgemed.detection_truth`).
 
     Accepted: a CSV ``file,label`` (label as a name or an index), a folder of masks named like the
     images (any image type; 0/255 masks read as 0/1), or an ``.npz`` with ``labels``/``masks`` in
@@ -127,9 +133,13 @@ def load_labels(labels: str | Path | None, images: ImageSet, task: str, label_na
             return None
         labels = images.path
     path = Path(labels)
+    if task == "detection" and path.suffix.lower() != ".npz":
+        from .detection_truth import load_boxes
+
+        return load_boxes(path, images.names, label_names, lambda p: read_frames(p)[0])
     if path.suffix.lower() == ".npz":
         with np.load(path, allow_pickle=False) as data:
-            key = "masks" if task == "segmentation" else "labels"
+            key = "masks" if task in ("segmentation", "detection") else "labels"
             # Images read from "test_images" are labelled by "test_labels" (MedMNIST's layout).
             array = images.names[0].split("[")[0] if images._array is not None and images.path == path else ""
             paired = array.removesuffix("images") + key if array.endswith("images") else None
@@ -145,6 +155,10 @@ def load_labels(labels: str | Path | None, images: ImageSet, task: str, label_na
             values = values[idx]
         if len(values) != len(images):
             raise InputError(f"{path}: {len(values)} labels for {len(images)} images", "give one label per image")
+        if task == "detection":
+            from .detection_truth import from_masks
+
+            return from_masks(values, label_names)
         return [np.asarray(v) if task == "segmentation" else int(v) for v in values]
     if path.is_dir():
         if task != "segmentation":

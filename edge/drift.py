@@ -26,25 +26,33 @@ LESION_MIN_FRACTION = 0.001  # components smaller than 0.1% of the image (16 px 
 
 @dataclass(frozen=True)
 class Metric:
-    """A drift metric a budget may bound: which way is better, its task, and how it is bounded."""
+    """A drift metric a budget may bound: which way is better, and which tasks it belongs to."""
 
     name: str
     direction: str  # ">=": larger is better; "<=": smaller is better
-    task: str | None  # None: every task
+    tasks: tuple[str, ...]
     meaning: str
 
 
+CLS, SEG, DET = ("classification",), ("segmentation",), ("detection",)
 METRICS = {m.name: m for m in (
-    Metric("agreement", ">=", "classification", "share of cases whose top-1 class equals FP32's"),
-    Metric("max_prob_diff", "<=", "classification", "largest difference of any class probability (observed)"),
-    Metric("lesion_agreement", ">=", "segmentation", "share of cases where a lesion neither appears nor vanishes"),
-    Metric("case_dice", ">=", "segmentation", "mean over cases of the Dice between candidate and FP32 lesions "
+    Metric("agreement", ">=", CLS, "share of cases whose top-1 class equals FP32's"),
+    Metric("class_agreement", ">=", CLS, "per class FP32 assigns, the share of its cases that keep FP32's class; "
+           "the worst class"),
+    Metric("max_prob_diff", "<=", CLS, "largest difference of any class probability (observed)"),
+    Metric("lesion_agreement", ">=", SEG + DET, "share of cases where no lesion appears or vanishes"),
+    Metric("case_dice", ">=", SEG, "mean over cases of the Dice between candidate and FP32 lesions "
            "(components of at least the lesion size)"),
-    Metric("dice", ">=", "segmentation", "Dice between candidate and FP32 masks, pooled over pixels (observed)"),
-    Metric("iou", ">=", "segmentation", "IoU between candidate and FP32 masks, pooled (observed)"),
-    Metric("changed_pixels", "<=", "segmentation", "share of pixels whose class differs from FP32's (observed)"),
-    Metric("max_abs_diff", "<=", None, "largest absolute difference of any raw output value (observed)"),
-    Metric("mean_abs_diff", "<=", None, "mean absolute difference of the raw outputs"),
+    Metric("dice", ">=", SEG, "Dice between candidate and FP32 masks, pooled over pixels (observed)"),
+    Metric("iou", ">=", SEG, "IoU between candidate and FP32 masks, pooled (observed)"),
+    Metric("changed_pixels", "<=", SEG, "share of pixels whose class differs from FP32's (observed)"),
+    Metric("recall", ">=", DET, "share of FP32's detections the candidate also finds (same class, IoU >= 0.5)"),
+    Metric("precision", ">=", DET, "share of the candidate's detections that FP32 also finds"),
+    Metric("box_iou", ">=", DET, "mean IoU of matched boxes"),
+    Metric("min_iou", ">=", DET, "smallest IoU of a matched box (observed)"),
+    Metric("max_score_diff", "<=", DET, "largest score difference of matched boxes (observed)"),
+    Metric("max_abs_diff", "<=", CLS + SEG, "largest absolute difference of any raw output value (observed)"),
+    Metric("mean_abs_diff", "<=", CLS + SEG, "mean absolute difference of the raw outputs"),
 )}
 
 
@@ -62,6 +70,7 @@ class Comparison:
     # Classification: candidate minus FP32 top-1 margin; segmentation: minus the largest margin change
     # anywhere in the case, against how far the lesion/no-lesion call is from changing.
     shifts: dict[str, np.ndarray] = field(default_factory=dict)
+    class_names: list[str] | None = None
 
 
 def decision_scores(outputs: np.ndarray, kind: str) -> np.ndarray:
@@ -143,18 +152,25 @@ def presence_margin(margin: np.ndarray, min_px: int, steps: int = 14) -> float:
     return lo
 
 
-def population_margins(reference: np.ndarray, task: str, kind: str) -> dict[str, np.ndarray]:
+def population_margins(reference, task: str, kind: str) -> dict[str, np.ndarray]:
     """FP32 decision margins of every case it was run on, per agreement metric: the population the gate's
-    flip-rate estimate is taken over (computed once per conversion, for every candidate)."""
+    flip-rate estimate is taken over (computed once per conversion, for every candidate). Detectors have
+    none: after NMS a box's appearing or vanishing has no single margin, so their counts are bounded by
+    counting alone."""
+    if task == "detection":
+        return {}
     if task == "classification":
         return {"agreement": classification_margins(reference, kind)}
     min_px = _min_lesion(reference.shape)
     return {"lesion_agreement": np.array([presence_margin(foreground_margin(o, kind), min_px) for o in reference])}
 
 
-def compare(reference: np.ndarray, candidate: np.ndarray, task: str, kind: str = "logits",
+def compare(reference, candidate, task: str, kind: str = "logits",
             label_names: list[str] | None = None) -> Comparison:
-    """Compare stacked outputs (N, ...) of a candidate with the FP32 reference."""
+    """Compare a candidate with the FP32 reference on the same cases: stacked outputs (N, ...) for
+    classifiers and segmenters, lists of Detections for detectors."""
+    if task == "detection":
+        return compare_detections(reference, candidate)
     reference = np.asarray(reference, dtype=np.float32)
     candidate = np.asarray(candidate, dtype=np.float32)
     if reference.shape != candidate.shape:
@@ -166,15 +182,55 @@ def compare(reference: np.ndarray, candidate: np.ndarray, task: str, kind: str =
               "mean_abs_diff": float(diff.mean()) if diff.size else 0.0}
     per_case = {"abs_diff": diff.mean(axis=1)}
     if task == "classification":
-        agree = np.array([int(np.argmax(class_probabilities(r, kind))) == int(np.argmax(class_probabilities(c, kind)))
-                          for r, c in zip(reference, candidate)], dtype=bool)
+        ref_class = decision_scores(reference, kind).argmax(axis=1) if n else np.zeros(0, np.int64)
+        cand_class = decision_scores(candidate, kind).argmax(axis=1) if n else np.zeros(0, np.int64)
+        agree = ref_class == cand_class
         values["agreement"] = float(agree.mean()) if n else 1.0
+        figures = {}
+        for c in np.unique(ref_class):
+            name = label_names[c] if label_names and c < len(label_names) else str(c)
+            figures[f"class_agreement[{name}]"] = float(agree[ref_class == c].mean())
+        values["class_agreement"] = min(figures.values(), default=1.0)
         values["max_prob_diff"] = float(max(
             (np.abs(class_probabilities(r, kind) - class_probabilities(c, kind)).max()
              for r, c in zip(reference, candidate)), default=0.0))
-        return Comparison(task, n, values, per_case={**per_case, "agree": agree},
-                          shifts={"agreement": _margin_shifts(reference, candidate, kind)})
+        return Comparison(task, n, values, figures=figures,
+                          per_case={**per_case, "agree": agree, "fp32_class": ref_class},
+                          shifts={"agreement": _margin_shifts(reference, candidate, kind)},
+                          class_names=list(label_names) if label_names else None)
     return _compare_masks(reference, candidate, kind, label_names, values, per_case)
+
+
+def compare_detections(reference: list, candidate: list, iou_threshold: float = 0.5) -> Comparison:
+    """Match each case's candidate boxes to FP32's (same class, IoU >= 0.5): recall and precision of the
+    FP32 detections, IoU and score change of matched boxes, and per case whether a lesion appeared or
+    vanished (a box of either side left unmatched)."""
+    from .detection import match
+
+    if len(reference) != len(candidate):
+        raise BundleError(f"{len(candidate)} candidate cases for {len(reference)} reference cases",
+                          "the artifact was built from a different model; rebuild the bundle")
+    recalled, precise, ious, score_diffs, agree = [], [], [], [], []
+    for ref, cand in zip(reference, candidate):
+        hit, iou = match(ref, cand, iou_threshold)
+        found = hit >= 0
+        used = np.zeros(len(cand), bool)
+        used[hit[found]] = True
+        recalled += found.tolist()
+        precise += used.tolist()
+        ious += iou[found].tolist()
+        score_diffs += np.abs(ref.scores[found] - cand.scores[hit[found]]).tolist()
+        agree.append(bool(found.all() and used.all()))
+    n = len(reference)
+    recalled, precise, agree = np.array(recalled, bool), np.array(precise, bool), np.array(agree, bool)
+    values = {"recall": float(recalled.mean()) if recalled.size else 1.0,
+              "precision": float(precise.mean()) if precise.size else 1.0,
+              "box_iou": float(np.mean(ious)) if ious else 1.0, "min_iou": float(min(ious, default=1.0)),
+              "max_score_diff": float(max(score_diffs, default=0.0)),
+              "lesion_agreement": float(agree.mean()) if n else 1.0}
+    figures = {"fp32_detections": float(len(recalled)), "candidate_detections": float(len(precise))}
+    return Comparison("detection", n, values, figures,
+                      per_case={"recalled": recalled, "precise": precise, "iou": np.array(ious), "lesion_agree": agree})
 
 
 def _compare_masks(reference: np.ndarray, candidate: np.ndarray, kind: str, label_names: list[str] | None,

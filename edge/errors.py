@@ -26,6 +26,10 @@ class InputError(EdgemedError):
     """An image, array or signal that cannot be processed as given."""
 
 
+class SignalQualityError(InputError):
+    """A stretch of signal with nothing to analyse: NaN/Inf samples (a dropout) or a flat lead (electrode off)."""
+
+
 class OptionError(InputError):
     """An option (CLI flag or API argument) with a value edgemed cannot use."""
 

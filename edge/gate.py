@@ -35,13 +35,22 @@ from .manifest import DriftRecord, Estimate
 # certificate (a case keeps its call if no pixel's margin moves further than the call is from
 # changing) is conservative; at 99.9% every quantized segmenter here stayed uncertified, FP16 included.
 # A stricter budget is one --drift-budget away.
+# Detectors: the same lesion-level bar as segmenters (a lesion found or lost changes care), and the
+# boxes FP32 and the candidate both find must overlap at IoU >= 0.9 on average.
+# Signal classifiers (ECG beats): overall agreement hides the rare classes that matter (a model keeps 99.9% by
+# getting N beats right while flipping S beats), so every class must also keep FP32's calls: of the beats FP32
+# calls S, at least 99% must stay S, and so for every class (the worst class is the one judged).
+_SIGNAL_BUDGET = "agreement>=0.999,class_agreement>=0.99"
 _DEFAULT_BUDGETS = {
     "classification": "agreement>=0.999",
     "segmentation": "lesion_agreement>=0.99,case_dice>=0.99",
+    "detection": "lesion_agreement>=0.99,box_iou>=0.9",
 }
 MIN_CASES_FOR_MARGINS = 30  # fewer verdict cases than this say too little about the margin shifts
-COUNTED = {"agreement": "agree", "lesion_agreement": "lesion_agree"}  # metric -> per-case bool
-BOOTSTRAPPED = {"case_dice": "dice", "mean_abs_diff": "abs_diff"}  # metric -> per-case value
+# metric -> per-case (per-detection for recall/precision) booleans, bounded by counting or margins
+COUNTED = {"agreement": "agree", "lesion_agreement": "lesion_agree", "recall": "recalled", "precision": "precise"}
+CLASSWISE = {"class_agreement": "agree"}  # counted per FP32 class (per_case["fp32_class"]); the worst class judged
+BOOTSTRAPPED = {"case_dice": "dice", "mean_abs_diff": "abs_diff", "box_iou": "iou"}  # metric -> per-case value
 PARITY = "parity"
 # The FP32 export must reproduce the source: |diff| <= ATOL + RTOL * max|reference| on every probe output,
 # with the same classes and masks.
@@ -50,8 +59,10 @@ PARITY_RTOL = 1e-5
 
 _TERM = re.compile(r"^\s*([a-z_]+)\s*(>=|<=)\s*([0-9]*\.?[0-9]+(?:e-?[0-9]+)?)\s*$")
 # Ranges a bound can meaningfully take (a Dice of 2 can never be met; a negative error never).
-_RANGE = {"agreement": (0.0, 1.0), "dice": (0.0, 1.0), "iou": (0.0, 1.0), "changed_pixels": (0.0, 1.0),
-          "max_prob_diff": (0.0, 1.0), "lesion_agreement": (0.0, 1.0), "case_dice": (0.0, 1.0)}
+_RANGE = {name: (0.0, 1.0) for name in ("agreement", "class_agreement", "dice", "iou", "changed_pixels",
+                                        "max_prob_diff",
+                                        "lesion_agreement", "case_dice", "recall", "precision", "box_iou", "min_iou",
+                                        "max_score_diff")}
 
 
 @dataclass(frozen=True)
@@ -94,7 +105,7 @@ class Budget:
             if metric.direction != op:
                 raise OptionError(f"drift budget bound {term.strip()!r} points the wrong way",
                                   f"{name} is bounded with {metric.direction}")
-            if metric.task not in (None, task):
+            if task not in metric.tasks:
                 raise OptionError(f"drift budget metric {name!r} does not apply to {task}",
                                   f"for {task} use e.g. {example!r}")
             lo, hi = _RANGE.get(name, (0.0, float("inf")))
@@ -112,8 +123,10 @@ class Budget:
         return ",".join(map(str, self.terms))
 
 
-def default_budget(task: str) -> Budget:
+def default_budget(task: str, input_kind: str = "image") -> Budget:
     """The budget an artifact must meet when the user sets none."""
+    if input_kind == "signal" and task == "classification":
+        return Budget.parse(_SIGNAL_BUDGET, task)
     return Budget.parse(_DEFAULT_BUDGETS[task], task)
 
 
@@ -131,6 +144,8 @@ def estimates(comparison: Comparison, population: Population | None = None,
             out[name] = Estimate(value=float(value), cases=n, method=f"observed on {n} cases")
         elif name in COUNTED and COUNTED[name] in comparison.per_case:
             out[name] = _agreement(name, comparison, population)
+        elif name in CLASSWISE and "fp32_class" in comparison.per_case:
+            out[name] = _worst_class(comparison)
         elif name in BOOTSTRAPPED and BOOTSTRAPPED[name] in comparison.per_case:
             lo, hi = stats.bootstrap_mean(comparison.per_case[BOOTSTRAPPED[name]])
             out[name] = Estimate(value=float(value), cases=n, low=lo, high=hi, confidence=stats.CONFIDENCE,
@@ -153,11 +168,33 @@ def _agreement(name: str, comparison: Comparison, population: Population | None)
         # The margin model may certify where counts cannot, but never against the counts: if the flips
         # seen are more than it allows, the counts decide.
         if flip_lo <= rate_hi < flip_hi:
-            low = 1.0 - rate_hi
+            # never above what was counted: a lower bound over the observed agreement reads as a contradiction
+            low = min(1.0 - rate_hi, 1.0 - flips / n)
             method = (f"{n} candidate margin shifts against {len(margins)} FP32 margins (flip rate estimate "
                       f"{rate:.2g}); counted: {flips} flip(s) in {n} cases")
     return Estimate(value=1.0 - flips / n if n else 1.0, cases=n, low=low, high=1.0 - flip_lo,
                     confidence=stats.CONFIDENCE, method=method)
+
+
+def _worst_class(comparison: Comparison) -> Estimate:
+    """Class agreement: per FP32 class, the share of its cases the candidate keeps, bounded by counting
+    (Clopper-Pearson); the class with the lowest lower bound is the figure (and says which it is)."""
+    agree, classes = comparison.per_case["agree"], comparison.per_case["fp32_class"]
+    names = comparison.class_names or []
+    worst = None
+    for c in np.unique(classes):
+        keep = agree[classes == c]
+        n, flips = int(keep.size), int(keep.size - keep.sum())
+        lo, hi = stats.clopper_pearson(flips, n)
+        label = names[c] if c < len(names) else str(c)
+        est = Estimate(value=1.0 - flips / n, cases=n, low=1.0 - hi, high=1.0 - lo, confidence=stats.CONFIDENCE,
+                       method=f"worst class {label}: {flips} flip(s) in the {n} cases FP32 calls {label} "
+                              "(Clopper-Pearson)")
+        if worst is None or est.low < worst.low:
+            worst = est
+    if worst is None:
+        return Estimate(value=1.0, cases=0, method="no cases")
+    return worst
 
 
 def _term(bound: Bound, est: Estimate) -> str:
@@ -174,6 +211,10 @@ def _needed(bound: Bound, est: Estimate, comparison: Comparison) -> int | None:
     """Cases that would decide an open term, if the data kept looking as it does."""
     if bound.metric in COUNTED:
         return stats.cases_to_certify(1.0 - est.value, 1.0 - bound.value)
+    if bound.metric in CLASSWISE:
+        # the worst class needs that many of its own cases; at its share of the set, this many in all
+        per_class = stats.cases_to_certify(1.0 - est.value, 1.0 - bound.value)
+        return None if per_class is None or not est.cases else -(-per_class * comparison.cases // est.cases)
     if bound.metric in BOOTSTRAPPED:
         return stats.needed_for_mean(comparison.per_case[BOOTSTRAPPED[bound.metric]], bound.value)
     return None
@@ -251,7 +292,15 @@ def judge_parity(comparison: Comparison, tolerance: float, reference_by: str | N
     """The FP32 export's rule: every output within ``tolerance`` of the source, and no class or pixel changed."""
     v = comparison.values
     missed = []
-    if v["max_abs_diff"] > tolerance:
+    if comparison.task == "detection":
+        for name in ("recall", "precision"):
+            if v[name] < 1.0:
+                missed.append(f"{name}==1 (got {v[name]:.4f})")
+        if v["min_iou"] < 0.99:
+            missed.append(f"min_iou>=0.99 (got {v['min_iou']:.4f})")
+        if v["max_score_diff"] > tolerance:
+            missed.append(f"max_score_diff<={tolerance:.3g} (got {v['max_score_diff']:.3g})")
+    elif v["max_abs_diff"] > tolerance:
         missed.append(f"max_abs_diff<={tolerance:.3g} (got {v['max_abs_diff']:.3g})")
     if v.get("agreement", 1.0) != 1.0:
         missed.append(f"agreement==1 (got {v['agreement']:.4f})")
@@ -267,7 +316,7 @@ def judge_reproduction(comparison: Comparison, record: DriftRecord, evaluated_on
     classes, same masks on the reference probes) and outputs no further from them than its own
     conversion-time distance from FP32 (at least the parity tolerance): then its verdict carries over.
     The verdict is ``passed`` or ``failed``: the probes are the same cases, not a sample."""
-    conversion = record.value("max_abs_diff") or 0.0
+    conversion = record.value("max_abs_diff") or record.value("max_score_diff") or 0.0
     return judge_parity(comparison, max(PARITY_ATOL + PARITY_RTOL * conversion, conversion),
                         "the artifact's own outputs at conversion", evaluated_on)
 
@@ -275,7 +324,7 @@ def judge_reproduction(comparison: Comparison, record: DriftRecord, evaluated_on
 def budget_metrics(record: DriftRecord, task: str) -> list[str]:
     """The metrics a record's verdict was taken on (parity: the raw error)."""
     if record.budget == PARITY:
-        return ["max_abs_diff"]
+        return ["max_score_diff"] if "max_score_diff" in record.metrics else ["max_abs_diff"]
     return [b.metric for b in Budget.parse(record.budget, task).terms]
 
 
@@ -288,7 +337,8 @@ def recheck(record: DriftRecord, comparison: Comparison, task: str, evaluated_on
     return judge(comparison, Budget.parse(record.budget, task), evaluated_on, population)
 
 
-SUMMARY_METRICS = ("agreement", "lesion_agreement", "case_dice", "changed_pixels")
+SUMMARY_METRICS = ("agreement", "class_agreement", "lesion_agreement", "case_dice", "changed_pixels", "recall",
+                   "box_iou")
 
 
 def summary(record: DriftRecord) -> str:
@@ -301,6 +351,8 @@ def summary(record: DriftRecord) -> str:
             parts.append(f"{k} {est.value:.4f}{bound}")
     if "max_abs_diff" in record.metrics:
         parts.append(f"max|diff| {record.metrics['max_abs_diff'].value:.2e}")
+    if "max_score_diff" in record.metrics:
+        parts.append(f"max score diff {record.metrics['max_score_diff'].value:.2e}")
     head = ", ".join(parts) + f" on {record.cases} cases"
     if record.passed:
         return f"{head} -> passed"

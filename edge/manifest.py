@@ -105,18 +105,54 @@ class InputSpec(Record, kw_only=True):
 
 class OutputSpec(Record, kw_only=True):
     names: Annotated[list[Name], Meta(min_length=1, max_length=64)]
-    kind: Literal["logits", "probabilities"]
-    shape: Annotated[list[Dim], Meta(min_length=1, max_length=8)]
+    kind: Literal["logits", "probabilities", "detections"]
+    shape: Annotated[list[Dim], Meta(min_length=1, max_length=8)]  # the first output's
 
     def __post_init__(self) -> None:
         if len(set(self.names)) != len(self.names):
             raise ValueError("names: output names must be distinct")
 
 
+DETECTION_ROLES = {
+    # layout -> the outputs it has, by role (edgemed.detection_post decodes each)
+    "edgemed": ("boxes", "scores"),  # (N, K, 4) xyxy, (N, K, C): before NMS
+    "yolo": ("raw",),  # (N, 4 + C, K): cx, cy, w, h and class scores, before NMS (Ultralytics' export)
+    "torchvision": ("boxes", "labels", "scores"),  # (K, 4), (K,), (K,): after NMS, labels 1-based
+    "nms": ("boxes", "scores", "classes"),  # (K, 4), (K,), (K,): after the NMS edgemed adds to the graph
+}
+
+
+class DetectionPost(Record, kw_only=True):
+    """How a detector's outputs become boxes: the layout, where NMS runs, and its thresholds."""
+
+    layout: Literal["edgemed", "yolo", "torchvision"]
+    nms: Literal["graph", "host"]
+    score_threshold: Probability
+    iou_threshold: Probability
+    max_detections: Annotated[int, Meta(ge=1, le=10000)]
+    outputs: dict[Literal["boxes", "scores", "raw", "labels", "classes"], Name]  # role -> output name
+    label_offset: Annotated[int, Meta(ge=0, le=1)] = 0  # torchvision counts background as label 0
+
+    def __post_init__(self) -> None:
+        form = "nms" if self.nms == "graph" or self.layout == "torchvision" else self.layout
+        if self.layout == "torchvision" and self.nms != "graph":
+            raise ValueError("nms: torchvision-layout models run NMS in their own graph")
+        if set(self.outputs) != set(DETECTION_ROLES["torchvision" if self.layout == "torchvision" else form]):
+            raise ValueError(f"outputs: {sorted(self.outputs)} are not the roles of a {form} detector")
+
+    @property
+    def form(self) -> str:
+        """Which outputs the model has: raw candidates of a layout, or detections after NMS."""
+        if self.layout == "torchvision":
+            return "torchvision"
+        return "nms" if self.nms == "graph" else self.layout
+
+
 class Postprocess(Record, kw_only=True):
     activation: Literal["softmax", "sigmoid", "none"]
-    decision: Literal["argmax"]
+    decision: Literal["argmax", "nms"]
     resize_to_input: Text | None = None
+    detection: DetectionPost | None = None
 
 
 class Estimate(Record, kw_only=True):
@@ -307,9 +343,14 @@ class Manifest(Record, kw_only=True):
     def __post_init__(self) -> None:
         from .errors import InputError
         from .preprocess import validate_spec
+        from .signal_preprocess import validate_signal_spec
 
+        signal = self.model.input_kind == "signal"
+        if signal != (self.input.layout == "NCL"):
+            raise ValueError(f"input.layout: {self.input.layout} does not fit model.input_kind {self.model.input_kind} "
+                             "(signals are NCL, images NCHW or NHWC)")
         try:
-            validate_spec(self.preprocess)
+            (validate_signal_spec if signal else validate_spec)(self.preprocess)
         except InputError as exc:  # the spec validator's message names the op and its parameter
             raise ValueError(f"preprocess: {exc}") from exc
         names = [f.file for a in self.artifacts for f in a.files()] + [f.file for f in self.files]

@@ -77,6 +77,7 @@ def classification_report(truth: np.ndarray, probabilities: np.ndarray, labels: 
         per_class[labels[c] if c < len(labels) else str(c)] = {
             "sensitivity": None if sens is None else float(sens), "specificity": None if spec is None else float(spec),
             "sensitivity_interval": _proportion(int(tp), int(tp + fn)),
+            "ppv": None if prec is None else float(prec), "ppv_interval": _proportion(int(tp), int(tp + fp)),
             "specificity_interval": _proportion(int(tn), int(tn + fp)),
             "f1": float(f1), "auroc": auroc(truth == c, probabilities[:, c]), "support": int(m[c].sum()),
         }

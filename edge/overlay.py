@@ -46,3 +46,27 @@ def _save_atomic(img: Image.Image, path: Path) -> None:
     buffer = io.BytesIO()
     img.save(buffer, format="PNG")
     write_atomic(path, buffer.getvalue())
+
+
+def draw_boxes(image: np.ndarray, boxes: np.ndarray, names: list[str], scores: np.ndarray,
+               classes: np.ndarray) -> np.ndarray:
+    """The frame with each detection's box outlined in its class colour and labelled with name and score."""
+    from PIL import ImageDraw
+
+    base = display_gray(image)
+    rgb = Image.fromarray(np.repeat(base[:, :, None], 3, axis=2) if base.ndim == 2 else base[:, :, :3])
+    draw = ImageDraw.Draw(rgb)
+    width = max(1, round(max(rgb.size) / 256))
+    for box, name, score, cls in zip(boxes, names, scores, classes):
+        colour = tuple(int(v) for v in _COLOURS[1 + int(cls) % (len(_COLOURS) - 1)])
+        x1, y1, x2, y2 = (float(v) for v in box)
+        draw.rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=colour, width=width)
+        draw.text((x1 + 2, max(0.0, y1 - 11)), f"{name} {score:.2f}", fill=colour)
+    return np.asarray(rgb)
+
+
+def write_detections(out_dir: Path, stem: str, image: np.ndarray, result) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{stem}_boxes.png"
+    _save_atomic(Image.fromarray(draw_boxes(image, result.boxes, result.names, result.scores, result.classes)), path)
+    return [path]

@@ -13,16 +13,17 @@ from typing import Any
 import numpy as np
 
 from .bundle import Bundle
-from .errors import BundleError, PipelineClosed
+from .errors import BundleError, InputError, PipelineClosed
 from .gate import budget_metrics, describe_estimate
 from .images import read_image
 from .manifest import Manifest
+from .output_reader import OutputReader
 from .postprocess import class_probabilities, segmentation_mask
 from .preprocess import Prepared
-from .results import ClassificationResult, SegmentationResult
+from .results import ClassificationResult, DetectionResult, SegmentationResult
 from .selection import Selection, open_engine, select
 
-Result = ClassificationResult | SegmentationResult
+Result = ClassificationResult | SegmentationResult | DetectionResult
 
 
 class Pipeline:
@@ -42,31 +43,52 @@ class Pipeline:
         self.labels = list(m.model.labels)
         self.output_kind = m.output.kind
         self.output_name = m.output.names[0]
+        self.detection = m.postprocess.detection
+        self.reader = OutputReader(self.output_name, self.detection)
         self.input_name = m.input.name
+        self.input_kind = m.model.input_kind
+        self.dynamic_batch = m.input.dynamic_batch
 
     # -- stages ----------------------------------------------------------------------------
-    def prepare(self, image: np.ndarray | str | Path) -> Prepared:
+    def prepare(self, image: np.ndarray | str | Path, **describe: Any) -> Prepared:
+        """Preprocess one input. Signal models take a pre-cut beat: a Signal, a file, or an array with its
+        rate and units stated (``fs=360, units="mV"``)."""
+        if self.input_kind == "signal":
+            if isinstance(image, (str, Path)):
+                from .signals import read_signal
+
+                image = read_signal(image, describe.get("fs"), describe.get("units"))
+            return self.preprocessor(image, **describe)
+        if describe:
+            raise InputError(f"{', '.join(describe)}: only signal models take a rate and units",
+                             "pass just the image")
         if isinstance(image, (str, Path)):
             image = read_image(image)
         return self.preprocessor(image)
 
-    def infer(self, prepared: Prepared) -> np.ndarray:
+    def infer(self, prepared: Prepared) -> dict[str, np.ndarray]:
+        """The engine's raw outputs by name."""
         # The preprocessor already guaranteed dtype, shape and finiteness: no second check per frame.
-        return self.engine.infer({self.input_name: prepared.tensor}, validate=False)[self.output_name]
+        return self.engine.infer({self.input_name: prepared.tensor}, validate=False)
 
-    def finish(self, output: np.ndarray, prepared: Prepared) -> Result:
+    def finish(self, outputs: dict[str, np.ndarray], prepared: Prepared) -> Result:
         if self.task == "classification":
-            probs = class_probabilities(output[0], self.output_kind)
+            probs = class_probabilities(outputs[self.output_name][0], self.output_kind)
             index = int(np.argmax(probs))
             return ClassificationResult(self.labels[index], index, probs, self.labels)
-        mask, _ = segmentation_mask(output, self.output_kind, prepared.geometry)
+        if self.task == "detection":
+            from .detection_post import decode, to_original
+
+            dets = to_original(decode(outputs, self.detection), prepared.geometry, prepared.original_size)
+            return DetectionResult(dets.boxes, dets.scores, dets.classes, self.labels)
+        mask, _ = segmentation_mask(outputs[self.output_name], self.output_kind, prepared.geometry)
         return SegmentationResult(mask, self.labels)
 
     # -- public ----------------------------------------------------------------------------
-    def predict(self, image: np.ndarray | str | Path) -> Result:
-        """One frame in, one result out, with per-stage timings in seconds."""
+    def predict(self, image: np.ndarray | str | Path, **describe: Any) -> Result:
+        """One frame (or one pre-cut beat) in, one result out, with per-stage timings in seconds."""
         t0 = time.perf_counter()
-        prepared = self.prepare(image)
+        prepared = self.prepare(image, **describe)
         t1 = time.perf_counter()
         output = self.infer(prepared)
         t2 = time.perf_counter()
@@ -84,6 +106,22 @@ class Pipeline:
         from .streaming import stream
 
         return stream(self, frames, fps=fps, maxsize=maxsize, results=results)
+
+    def beats(self, signal: Any, positions: np.ndarray | None = None, **options: Any):
+        """Every beat of a whole signal (a WFDB/DICOM/CSV file, a Signal, or an array with ``fs=`` and
+        ``units=``), found by the QRS detector or at given R-peak ``positions`` (source samples), classified.
+        Returns a :class:`edgemed.beats.BeatRecord` (beats, gaps, compute time, duration)."""
+        from .beats import read_beats
+
+        return read_beats(self, signal, positions, **options)
+
+    def beat_reader(self, fs: float, units: str, leads: tuple[str, ...] | None = None, **options: Any):
+        """A live signal, chunk by chunk: ``r = pipe.beat_reader(360, "mV", ("MLII", "V1"))``, then
+        ``r.feed(chunk)`` returns the beats complete so far and ``r.flush()`` the rest at the end. Chunks of
+        any size give the beats the whole signal gives at once."""
+        from .beats import BeatReader
+
+        return BeatReader(self, fs, leads, units, **options)
 
     def streamer(self, maxsize: int = 2, drop_oldest: bool = True):
         """Callback form: ``s = pipe.streamer(); fut = s.submit(frame); fut.result()``."""

@@ -46,3 +46,35 @@ class SegmentationResult:
             "areas_fraction": {k: round(v / total, 6) for k, v in self.areas.items()},
             "timings_ms": {k: round(v * 1e3, 3) for k, v in self.timings.items()},
         }
+
+
+@dataclass
+class DetectionResult:
+    """Detections in the original image's pixels: boxes (N, 4) x1, y1, x2, y2; N = 0 is a normal answer."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+    labels: list[str]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def detections(self):
+        """As :class:`edgemed.detection.Detections` (what the metrics take)."""
+        from .detection import Detections
+
+        return Detections(self.boxes, self.scores, self.classes)
+
+    @property
+    def names(self) -> list[str]:
+        """The class name of each box."""
+        return [self.labels[int(c)] if 0 <= int(c) < len(self.labels) else str(int(c)) for c in self.classes]
+
+    def to_json(self) -> dict:
+        return {
+            "task": "detection",
+            "count": int(len(self.scores)),
+            "detections": [{"box": [round(float(v), 2) for v in b], "score": round(float(s), 6), "label": n,
+                            "class": int(c)} for b, s, c, n in zip(self.boxes, self.scores, self.classes, self.names)],
+            "timings_ms": {k: round(v * 1e3, 3) for k, v in self.timings.items()},
+        }

@@ -10,8 +10,8 @@ import json
 from importlib import resources
 from pathlib import Path
 
-SHIPPED_MODELS = ("unet_busi", "cnn_breastmnist")
-_SAMPLES_FOR_TASK = {"segmentation": "busi", "classification": "breastmnist"}
+SHIPPED_MODELS = ("unet_busi", "cnn_breastmnist", "det_busi")
+_SAMPLES_FOR_TASK = {"segmentation": "busi", "classification": "breastmnist", "detection": "busi"}
 
 
 def assets_dir() -> Path:
@@ -27,10 +27,23 @@ def samples_for_task(task: str) -> Path:
     return samples_dir(_SAMPLES_FOR_TASK[task])
 
 
-def calibration_set(task: str) -> Path:
-    """A small real calibration set (train-split images) shipped so INT8 works out of the box."""
-    return samples_dir("calibration") / {"segmentation": "busi_train240.npz",
+def calibration_set(task: str, input_kind: str = "image") -> Path:
+    """A small real calibration set (train-split images, or DS1 ECG beats) shipped so INT8 works out of the box."""
+    if input_kind == "signal":
+        return samples_dir("calibration") / "ecg_ds1.npz"
+    return samples_dir("calibration") / {"segmentation": "busi_train240.npz", "detection": "busi_train240.npz",
                                          "classification": "breastmnist_train.npz"}[task]
+
+
+def ecg_beats() -> Path:
+    """8,446 labelled MIT-BIH DS2 beats (patients the shipped ECG models never saw; all S, V, F and 3,000 N):
+    their verdict set."""
+    return samples_dir("ecg") / "ds2_beats.npz"
+
+
+def ecg_record() -> Path:
+    """The first 10 minutes of MIT-BIH DS2 record 213 in WFDB form (with its beat annotations)."""
+    return samples_dir("ecg") / "mitdb213_10min.hea"
 
 
 def shipped_model(name: str) -> tuple[Path, dict]:

@@ -9,21 +9,21 @@ per-artifact outputs were stored are checked against the FP32 outputs by the art
 
 from __future__ import annotations
 
-import numpy as np
-
 from .drift import compare
 from .gate import judge_reproduction, recheck
 from .manifest import DriftRecord
+from .probes import engine_outputs, unpack
 
 
 def verify_artifact(pipe) -> DriftRecord:
     reference = pipe.bundle.reference()
-    outputs = np.concatenate([pipe.engine.infer({pipe.input_name: x[None]})[pipe.output_name]
-                              for x in reference["inputs"]])
-    own = reference.get(f"artifact:{pipe.artifact.file}")
-    where = f"the bundle's {len(reference['inputs'])} reference probes"
+    cases = len(reference["inputs"])
+    outputs = engine_outputs(pipe, reference["inputs"])
+    own = unpack(reference, f"artifact:{pipe.artifact.file}", pipe.task, cases)
+    where = f"the bundle's {cases} reference probes"
     if own is not None:
         return judge_reproduction(compare(own, outputs, pipe.task, pipe.output_kind, pipe.labels), pipe.artifact.drift,
                                   where)
-    return recheck(pipe.artifact.drift, compare(reference["outputs"], outputs, pipe.task, pipe.output_kind,
-                                                pipe.labels), pipe.task, where)
+    fp32 = unpack(reference, "outputs", pipe.task, cases)
+    return recheck(pipe.artifact.drift, compare(fp32, outputs, pipe.task, pipe.output_kind, pipe.labels), pipe.task,
+                   where)

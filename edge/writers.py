@@ -1,4 +1,5 @@
-"""Writing what ``predict --out`` produces: per frame, its result as JSON and, for masks, the mask and an overlay.
+"""Writing what ``predict --out`` produces: per frame, its result as JSON and, for masks, the mask and an
+overlay; for detections, the frame with its boxes drawn.
 
 Every file is written atomically and named from the frame's unique stem (:mod:`edgemed.inputs`),
 so no result overwrites another within a run.
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from .atomic import write_atomic
 from .inputs import Frame
-from .overlay import write_segmentation
+from .overlay import write_detections, write_segmentation
 
 
 def write_result(out_dir: Path, frame: Frame, result, record: dict) -> list[Path]:
@@ -20,6 +21,8 @@ def write_result(out_dir: Path, frame: Frame, result, record: dict) -> list[Path
     written = []
     if getattr(result, "mask", None) is not None:
         written += write_segmentation(out_dir, frame.stem, frame.image, result.mask)
+    elif getattr(result, "boxes", None) is not None:
+        written += write_detections(out_dir, frame.stem, frame.image, result)
     path = out_dir / f"{frame.stem}.json"
     write_atomic(path, json.dumps({**record, "written": [str(p) for p in written + [path]]}, indent=2) + "\n")
     return written + [path]

@@ -42,7 +42,7 @@ def convert_shipped(name: str, out: Path, **overrides) -> Path:
     from edgemed.converters.convert import convert
 
     weights, card = shipped_model(name)
-    calib = samples_dir("busi" if card["task"] == "segmentation" else "breastmnist")
+    calib = samples_dir("breastmnist" if card["task"] == "classification" else "busi")
     kwargs = dict(task=card["task"], input_shape=tuple(card["input_shape"]), arch=card["arch"],
                   arch_args=card["arch_args"], labels=tuple(card["labels"]), preprocess=tuple(card["preprocess"]),
                   calib=calib, name=name)

@@ -12,6 +12,9 @@ from edgemed.errors import ConversionError
 ARCHITECTURES = {
     "cnn": "edgemed.zoo.cnn:SmallCNN",
     "unet": "edgemed.zoo.unet:UNet2D",
+    "centernet": "edgemed.zoo.detector:CenterNetLite",
+    "ecg_cnn": "edgemed.zoo.ecg:ECGCNN",
+    "ecg_rnn": "edgemed.zoo.ecg:ECGRNN",
 }
 
 

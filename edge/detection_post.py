@@ -1,0 +1,81 @@
+"""From a detector's outputs to boxes in the original image's pixels.
+
+A bundle's postprocess spec says which layout the model's outputs follow and where NMS runs:
+
+- raw candidates (``edgemed``: boxes and per-class scores; ``yolo``: one (4+C, K) tensor of cx, cy,
+  w, h and class scores) get the score threshold and class-aware NMS here, on the host;
+- detections already through NMS (edgemed's NMS appended to the graph, or a torchvision model's own)
+  get the threshold and the detection cap.
+
+Boxes are then mapped back through the preprocessing geometry (crop, letterbox, resize) and
+clipped to the image. An image with no lesion gives zero boxes, a normal answer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .detection import Detections, nms
+from .manifest import DetectionPost
+from .preprocess import CropStep, ResizeStep
+
+CXCYWH_TO_XYXY = np.array([[1, 0, 1, 0], [0, 1, 0, 1], [-0.5, 0, 0.5, 0], [0, -0.5, 0, 0.5]], np.float32)
+
+
+def candidates(outputs: dict[str, np.ndarray], post: DetectionPost) -> tuple[np.ndarray, np.ndarray]:
+    """Raw candidates of one image: boxes (K, 4) xyxy, scores (K, C)."""
+    if post.layout == "edgemed":
+        return outputs[post.outputs["boxes"]][0], outputs[post.outputs["scores"]][0]
+    raw = outputs[post.outputs["raw"]][0]  # (4 + C, K)
+    return raw[:4].T @ CXCYWH_TO_XYXY, raw[4:].T
+
+
+def decode(outputs: dict[str, np.ndarray], post: DetectionPost) -> Detections:
+    """One image's detections at the model's input resolution."""
+    if post.form in ("nms", "torchvision"):
+        boxes = np.asarray(outputs[post.outputs["boxes"]], np.float32).reshape(-1, 4)
+        scores = np.asarray(outputs[post.outputs["scores"]], np.float32).reshape(-1)
+        role = "classes" if post.form == "nms" else "labels"
+        classes = np.asarray(outputs[post.outputs[role]]).reshape(-1).astype(np.int64) - post.label_offset
+        dets = Detections(boxes, scores, classes).above(post.score_threshold)
+        order = np.argsort(-dets.scores, kind="stable")[:post.max_detections]
+        return Detections(dets.boxes[order], dets.scores[order], dets.classes[order])
+    boxes, scores = candidates(outputs, post)
+    cells, classes = np.nonzero(scores > post.score_threshold)
+    if cells.size == 0:
+        return Detections.empty()
+    b, s = boxes[cells].astype(np.float32), scores[cells, classes].astype(np.float32)
+    keep = nms(b, s, classes, post.iou_threshold, post.max_detections)
+    return Detections(b[keep], s[keep], classes[keep].astype(np.int64))
+
+
+def to_original(dets: Detections, geometry: list, size: tuple[int, int]) -> Detections:
+    """Boxes from the model's input back onto the original image, last preprocessing step first."""
+    boxes = dets.boxes.astype(np.float64).copy()
+    for step in reversed(geometry):
+        if isinstance(step, CropStep):
+            boxes[:, [0, 2]] += step.left
+            boxes[:, [1, 3]] += step.top
+        elif isinstance(step, ResizeStep):
+            top, left, h, w = step.box
+            boxes[:, [0, 2]] = (boxes[:, [0, 2]] - left) * (step.src[1] / w)
+            boxes[:, [1, 3]] = (boxes[:, [1, 3]] - top) * (step.src[0] / h)
+    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, size[1])
+    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, size[0])
+    return Detections(boxes.astype(np.float32), dets.scores, dets.classes)
+
+
+def to_input(boxes: np.ndarray, geometry: list) -> np.ndarray:
+    """Boxes from the original image onto the model's input, first preprocessing step first (the inverse of
+    :func:`to_original`). Crops, resizes and letterboxes scale and shift each axis, so a box's IoU with
+    another is the same in either frame: ground truth can be matched where the model's answers are."""
+    out = np.asarray(boxes, np.float64).reshape(-1, 4).copy()
+    for step in geometry:
+        if isinstance(step, CropStep):
+            out[:, [0, 2]] -= step.left
+            out[:, [1, 3]] -= step.top
+        elif isinstance(step, ResizeStep):
+            top, left, h, w = step.box
+            out[:, [0, 2]] = out[:, [0, 2]] * (w / step.src[1]) + left
+            out[:, [1, 3]] = out[:, [1, 3]] * (h / step.src[0]) + top
+    return out.astype(np.float32)

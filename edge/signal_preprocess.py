@@ -1,0 +1,251 @@
+"""Signal preprocessing: the JSON spec for 1-D inputs and the one implementation of it.
+
+Ops, applied in order (the ones before ``window`` see the whole signal, the ones after each beat):
+
+- ``{"op": "select_leads", "leads": ["MLII"]}``: keep these leads (names or indices), in this order.
+- ``{"op": "resample", "fs": 120}``: to this rate; polyphase FIR (``scipy.signal.resample_poly``).
+- ``{"op": "highpass", "cutoff_hz": 0.5, "order": 2}``: baseline wander; zero-phase Butterworth
+  (``scipy.signal.butter`` + ``sosfiltfilt``).
+- ``{"op": "bandpass", "low_hz": 0.5, "high_hz": 40, "order": 2}``: likewise, both edges.
+- ``{"op": "window", "before_s": 0.75, "after_s": 0.75}``: cut around a position (an R peak); a
+  signal of exactly the window's length is the window itself (a pre-cut beat).
+- ``{"op": "detrend"}``: remove each window's least-squares line (``scipy.signal.detrend``).
+- ``{"op": "zscore"}``: each lead of each window to zero mean, unit deviation.
+- ``{"op": "scale", "factor": 5.0}``: multiply (e.g. mV to the units a model was trained on).
+
+The filters and the resampler are scipy.signal's (a well-kept library), not hand-written ones;
+the tests hold them to what they must do on real MIT-BIH records. Inputs are checked before any
+op: NaN runs and flat-line leads (an electrode off) are one-line errors, never a silent answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError, SignalQualityError
+from .preprocess import Prepared
+from .signals import Signal, as_signal
+
+FLAT_MV = 1e-3  # a lead whose peak-to-peak is under 1 µV carries no ECG (electrode off, or zero-filled)
+
+
+def _positive(p: dict, key: str, op: str) -> float:
+    v = p.get(key)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v <= 0:
+        raise InputError(f"preprocessing op {op}: {key} must be a positive number, got {v!r}",
+                         f"write e.g. {{\"op\": \"{op}\", \"{key}\": 1}}")
+    return float(v)
+
+
+def _order(p: dict, op: str) -> None:
+    order = p.setdefault("order", 2)
+    if isinstance(order, bool) or not isinstance(order, int) or not 1 <= order <= 8:
+        raise InputError(f"preprocessing op {op}: order must be an integer 1..8, got {order!r}", "write \"order\": 2")
+
+
+def _check_leads(p: dict) -> None:
+    leads = p.get("leads")
+    if not isinstance(leads, list) or not leads or not all(isinstance(x, (str, int)) for x in leads):
+        raise InputError("preprocessing op select_leads: leads must be a non-empty list of names or indices",
+                         'write e.g. {"op": "select_leads", "leads": ["MLII"]}')
+
+
+def _check_band(p: dict) -> None:
+    low, high = _positive(p, "low_hz", "bandpass"), _positive(p, "high_hz", "bandpass")
+    if low >= high:
+        raise InputError(f"preprocessing op bandpass: low_hz {low} is not below high_hz {high}",
+                         "write e.g. low_hz 0.5, high_hz 40")
+    _order(p, "bandpass")
+
+
+def _check_window(p: dict) -> None:
+    _positive(p, "before_s", "window")
+    _positive(p, "after_s", "window")
+
+
+_CHECKS = {
+    "select_leads": ({"leads"}, _check_leads),
+    "resample": ({"fs"}, lambda p: _positive(p, "fs", "resample")),
+    "highpass": ({"cutoff_hz", "order"}, lambda p: (_positive(p, "cutoff_hz", "highpass"), _order(p, "highpass"))),
+    "bandpass": ({"low_hz", "high_hz", "order"}, _check_band),
+    "window": ({"before_s", "after_s"}, _check_window),
+    "detrend": (set(), None),
+    "zscore": (set(), None),
+    "scale": ({"factor"}, lambda p: _positive(p, "factor", "scale")),
+}
+SIGNAL_OPS = tuple(_CHECKS)
+RECORD_OPS = ("select_leads", "resample", "highpass", "bandpass")  # before the window: on the whole signal
+BEAT_OPS = ("detrend", "zscore", "scale")  # after it: on each window
+
+
+def validate_signal_spec(spec: Any) -> list[dict]:
+    """Check a signal spec: known ops, typed parameters, one ``window``, record ops before it, beat ops after."""
+    if not isinstance(spec, list):
+        raise InputError(f"signal preprocessing spec must be a JSON list of ops, got {type(spec).__name__}",
+                         'write e.g. [{"op": "resample", "fs": 120}, {"op": "window", "before_s": 0.75, '
+                         '"after_s": 0.75}]')
+    out = []
+    for i, step in enumerate(spec):
+        if not isinstance(step, dict) or step.get("op") not in _CHECKS:
+            name = step.get("op") if isinstance(step, dict) else step
+            raise InputError(f"signal preprocessing spec item {i}: unknown op {name!r}",
+                             f"use one of {', '.join(SIGNAL_OPS)}")
+        allowed, check = _CHECKS[step["op"]]
+        extra = set(step) - allowed - {"op"}
+        if extra:
+            raise InputError(f"signal preprocessing spec item {i} ({step['op']}): unknown parameter(s) "
+                             f"{sorted(extra)}", f"allowed: {sorted(allowed) or 'none'}")
+        params = dict(step)
+        if check is not None:
+            check(params)
+        out.append(params)
+    ops = [p["op"] for p in out]
+    if ops.count("window") != 1:
+        raise InputError("signal preprocessing spec needs exactly one window op",
+                         'add {"op": "window", "before_s": 0.75, "after_s": 0.75} (the beat window the model reads)')
+    w = ops.index("window")
+    late = [o for o in ops[:w] if o in BEAT_OPS] + [o for o in ops[w + 1:] if o in RECORD_OPS]
+    if late:
+        raise InputError(f"signal preprocessing spec: {late[0]} is on the wrong side of window",
+                         f"put {', '.join(RECORD_OPS)} before window and {', '.join(BEAT_OPS)} after it")
+    return out
+
+
+def check_signal(sig: Signal) -> None:
+    """NaN/Inf samples and flat-line leads are refused: either would give an answer about no ECG at all."""
+    x = sig.samples
+    bad = ~np.isfinite(x)
+    if bad.any():
+        t = int(np.argmax(bad.any(axis=1)))
+        raise SignalQualityError(f"{sig.source or 'signal'}: {int(bad.sum())} NaN/Inf sample(s), the first at "
+                                 f"{t / sig.fs:.3f} s", "cut or interpolate the gap before analysis (a lead dropped "
+                                 "out?)")
+    flat = [sig.leads[i] for i in range(x.shape[1]) if np.ptp(x[:, i]) < FLAT_MV]
+    if flat:
+        raise SignalQualityError(f"{sig.source or 'signal'}: lead(s) {', '.join(flat)} are flat (under "
+                                 f"{FLAT_MV * 1e3:g} µV peak to peak)", "check the electrodes, or select another lead")
+
+
+def _butter(sig: Signal, p: dict, kind: str) -> Signal:
+    from scipy import signal as ss
+
+    nyq = sig.fs / 2
+    edges = [p["cutoff_hz"]] if kind == "highpass" else [p["low_hz"], p["high_hz"]]
+    wn = edges[0] if kind == "highpass" else edges
+    if max(edges) >= nyq:
+        raise InputError(f"{kind} edge {max(edges)} Hz is at or above the Nyquist frequency ({nyq:g} Hz) of a "
+                         f"{sig.fs:g} Hz signal", "lower the edge, or resample after filtering")
+    sos = ss.butter(p["order"], wn, btype="highpass" if kind == "highpass" else "bandpass", fs=sig.fs,
+                    output="sos")
+    pad = min(sig.samples.shape[0] - 1, 3 * (2 * len(sos) + 1))
+    return Signal(ss.sosfiltfilt(sos, sig.samples, axis=0, padlen=pad), sig.fs, sig.leads, sig.source)
+
+
+def resample(sig: Signal, fs: float) -> Signal:
+    from scipy import signal as ss
+
+    if abs(sig.fs - fs) < 1e-9:
+        return sig
+    ratio = Fraction(fs / sig.fs).limit_denominator(1000)
+    if abs(float(ratio) * sig.fs - fs) > 1e-6 * fs:
+        raise InputError(f"cannot resample {sig.fs:g} Hz to {fs:g} Hz by a ratio of small integers",
+                         "resample the recording to a standard rate first")
+    out = ss.resample_poly(sig.samples, ratio.numerator, ratio.denominator, axis=0)
+    return Signal(out, float(fs), sig.leads, sig.source)
+
+
+def apply_record_ops(sig: Signal, spec: Sequence[dict]) -> Signal:
+    """The ops before ``window``, on a whole signal (or a pre-cut beat)."""
+    for p in spec:
+        op = p["op"]
+        if op == "window":
+            break
+        if op == "select_leads":
+            idx = [sig.lead(x) for x in p["leads"]]
+            sig = Signal(sig.samples[:, idx], sig.fs, tuple(sig.leads[i] for i in idx), sig.source)
+        elif op == "resample":
+            sig = resample(sig, p["fs"])
+        else:
+            sig = _butter(sig, p, op)
+    return sig
+
+
+def apply_beat_ops(windows: np.ndarray, spec: Sequence[dict]) -> np.ndarray:
+    """The ops after ``window``, on windows (K, L, T) at once."""
+    from scipy import signal as ss
+
+    after = list(spec)[[p["op"] for p in spec].index("window") + 1:]
+    x = windows.astype(np.float64)
+    for p in after:
+        if p["op"] == "detrend":
+            x = ss.detrend(x, axis=-1, type="linear")
+        elif p["op"] == "zscore":
+            std = x.std(axis=-1, keepdims=True)
+            x = (x - x.mean(axis=-1, keepdims=True)) / np.maximum(std, 1e-12)
+        elif p["op"] == "scale":
+            x = x * p["factor"]
+    return x.astype(np.float32)
+
+
+class SignalPreprocessor:
+    """The signal counterpart of :class:`edgemed.preprocess.Preprocessor`: same call, same ``Prepared``.
+
+    ``pre(beat)`` prepares one pre-cut window (what calibration sets and ``predict`` hold);
+    :meth:`windows` cuts and prepares many around given positions of a long signal (records, streams).
+    """
+
+    def __init__(self, spec: Sequence[dict], input_shape: Sequence[int | str], layout: str = "NCL") -> None:
+        if layout != "NCL" or len(input_shape) != 3:
+            raise InputError(f"a signal model takes (N, C, L) inputs, got shape {list(input_shape)}",
+                             "write e.g. --input-shape 1x1x180")
+        self.spec = validate_signal_spec(list(spec))
+        self.input_shape = tuple(int(d) if isinstance(d, int) else -1 for d in input_shape)
+        self.layout = layout
+        self.channels, self.length = self.input_shape[1], self.input_shape[2]
+        win = self.spec[[p["op"] for p in self.spec].index("window")]
+        self.fs = self.rate_at_window()
+        self.before = int(round(win["before_s"] * self.fs))
+        self.after = int(round(win["after_s"] * self.fs))
+        if self.before + self.after != self.length:
+            raise InputError(f"the window ({win['before_s']} s + {win['after_s']} s at {self.fs:g} Hz = "
+                             f"{self.before + self.after} samples) does not fit the model's {self.length}",
+                             "make before_s + after_s times the rate equal the input length")
+
+    def rate_at_window(self) -> float:
+        rates = [p["fs"] for p in self.spec[:[p["op"] for p in self.spec].index("window")] if p["op"] == "resample"]
+        if not rates:
+            raise InputError("the signal spec has no resample op, so the rate the model reads is unknown",
+                             'add {"op": "resample", "fs": RATE} before window (a no-op at that rate)')
+        return float(rates[-1])
+
+    def record(self, sig: Signal | np.ndarray, **describe: Any) -> Signal:
+        """A signal after the record ops, checked (the samples every window is cut from)."""
+        sig = as_signal(sig, **describe)
+        check_signal(sig)
+        out = apply_record_ops(sig, self.spec)
+        if out.samples.shape[1] != self.channels:
+            raise InputError(f"the signal has {out.samples.shape[1]} lead(s) after preprocessing but the model takes "
+                             f"{self.channels}", 'select leads with {"op": "select_leads", "leads": [...]}')
+        return out
+
+    def cut(self, sig: Signal, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Windows (K, C, L) around ``positions`` (samples of ``sig``, already at the model's rate) and which
+        positions had a whole window (a beat too near either end is left out, never zero-padded)."""
+        positions = np.asarray(positions, dtype=np.int64)
+        ok = (positions - self.before >= 0) & (positions + self.after <= sig.samples.shape[0])
+        idx = positions[ok][:, None] + np.arange(-self.before, self.after)[None, :]
+        windows = sig.samples[idx].transpose(0, 2, 1) if len(idx) else np.zeros((0, self.channels, self.length))
+        return apply_beat_ops(windows, self.spec), ok
+
+    def __call__(self, beat: Signal | np.ndarray, **describe: Any) -> Prepared:
+        sig = self.record(beat, **describe)
+        n = sig.samples.shape[0]
+        if n != self.length:
+            raise InputError(f"a single beat must be {self.before + self.after} samples at {self.fs:g} Hz after "
+                             f"preprocessing, got {n}", "pass a pre-cut window, or a record to pipe.beats()")
+        tensor, _ = self.cut(sig, np.array([self.before]))
+        return Prepared(tensor, (n, self.channels), [])

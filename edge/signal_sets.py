@@ -1,0 +1,107 @@
+"""Sets of pre-cut signal windows (beats) for calibration, verdicts and benchmarks.
+
+The signal counterpart of :class:`edgemed.datasets.ImageSet`, with the same interface (names,
+subsets, iteration, a content hash), so convert and bench take either. On disk it is an ``.npz``:
+
+- ``signals``: (N, T) or (N, L, T) numeric windows
+- ``fs``: the sampling rate in Hz; ``units``: their unit (``mV``, ``uV``, ...)
+- ``adc_gain`` (optional): digitiser counts per unit, WFDB's convention (MIT-BIH: 200 per mV)
+- ``leads`` (optional): lead names; ``labels`` (optional): one class index per window
+
+The rate and units are required: a set that does not state them is refused, never guessed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .signals import Signal, to_mv
+
+SIGNAL_KEYS = ("signals",)
+
+
+def is_signal_set(path: Path) -> bool:
+    if path.suffix.lower() != ".npz" or not path.is_file():
+        return False
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return "signals" in data.files
+    except (ValueError, OSError):
+        return False
+
+
+@dataclass
+class SignalSet:
+    path: Path
+    names: list[str]
+    _array: np.ndarray  # (N, L, T) in stored units
+    fs: float
+    factor: float  # stored value * factor = mV
+    leads: tuple[str, ...]
+
+    @classmethod
+    def open(cls, path: str | Path) -> SignalSet:
+        path = Path(path)
+        try:
+            data = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise InputError(f"{path}: not a readable .npz ({exc})", "save with numpy.savez") from exc
+        with data:
+            missing = [k for k in ("signals", "fs", "units") if k not in data.files]
+            if missing:
+                raise InputError(f"{path}: a signal set needs {', '.join(missing)}",
+                                 "store signals (N,T), fs (Hz) and units ('mV') in the .npz")
+            array = data["signals"]
+            fs, units = float(data["fs"]), str(data["units"])
+            gain = float(data["adc_gain"]) if "adc_gain" in data.files else 1.0
+            leads = tuple(str(x) for x in data["leads"]) if "leads" in data.files else None
+        if array.dtype.kind not in "uif" or array.ndim not in (2, 3) or len(array) == 0:
+            raise InputError(f"{path}: signals has shape {array.shape} ({array.dtype}), not numeric (N,T) or (N,L,T)",
+                             "store a stack of windows")
+        if not gain > 0:
+            raise InputError(f"{path}: adc_gain {gain} is not positive", "store counts per unit, e.g. 200")
+        array = array[:, None, :] if array.ndim == 2 else array
+        leads = leads or tuple(f"lead{i}" for i in range(array.shape[1]))
+        if len(leads) != array.shape[1]:
+            raise InputError(f"{path}: {len(leads)} lead names for {array.shape[1]} leads", "name every lead")
+        return cls(path, [f"signals[{i}]" for i in range(len(array))], array, fs, to_mv(units, str(path)) / gain,
+                   leads)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def subset(self, count: int | None) -> SignalSet:
+        if count is None or count >= len(self):
+            return self
+        if count < 1:
+            raise InputError(f"asked for {count} windows", "use a count of at least 1")
+        return self.select(np.linspace(0, len(self) - 1, count).round().astype(int).tolist())
+
+    def select(self, idx: list[int]) -> SignalSet:
+        return SignalSet(self.path, [self.names[i] for i in idx], self._array[idx], self.fs, self.factor, self.leads)
+
+    def select_names(self, names: list[str]) -> SignalSet | None:
+        where = {n: i for i, n in enumerate(self.names)}
+        return self.select([where[n] for n in names]) if all(n in where for n in names) else None
+
+    def __iter__(self) -> Iterator[tuple[str, Signal]]:
+        for name, x in zip(self.names, self._array):
+            yield name, Signal(x.T.astype(np.float64) * self.factor, self.fs, self.leads, f"{self.path.name}:{name}")
+
+    def sha256(self) -> str:
+        h = hashlib.sha256()
+        h.update(f"{self._array.shape}{self.fs}{self.factor}{self.leads}".encode())
+        h.update(np.ascontiguousarray(self._array).tobytes())
+        return h.hexdigest()
+
+    def save(self, path: Path, count: int | None = None) -> None:
+        """Write (a subset of) the set in its own format (a bundle's sample windows)."""
+        part = self.subset(count)
+        np.savez_compressed(path, signals=part._array, fs=part.fs, units="mV", adc_gain=1.0 / part.factor,
+                            leads=np.array(part.leads))
