@@ -1,8 +1,9 @@
 """``edgemed demo``: the main job on the embedded default, end to end, on a fresh machine.
 
-Converts the two shipped models (BUSI lesion U-Net, BreastMNIST classifier) into bundles,
-predicts on the shipped real images (writing overlays, scoring against the shipped masks and
-labels), and benchmarks both bundles, printing one table.
+Converts four shipped models (BUSI lesion U-Net, BreastMNIST classifier, BUSI lesion detector, MIT-BIH
+ECG beat LSTM) into bundles, predicts on the shipped real images and the shipped ECG record (writing
+overlays, scoring against the shipped masks, labels and beat annotations), and benchmarks the
+bundles, printing one table.
 """
 
 from __future__ import annotations
@@ -16,14 +17,43 @@ import numpy as np
 from .datasets import ImageSet
 from .images import read_image
 from .metrics import dice
-from .samples import SHIPPED_MODELS, calibration_set, samples_dir, samples_for_task, shipped_model
+from .samples import calibration_set, ecg_beats, ecg_record, samples_dir, samples_for_task, shipped_model
 from .table import format_table
+
+DEMO_MODELS = ("unet_busi", "cnn_breastmnist", "det_busi", "ecg_lstm")  # ecg_cnn ships too; one ECG model suffices
 
 
 def _score(pipe, task: str, out: Path, echo: Callable[[str], None]) -> None:
-    from .overlay import write_segmentation
+    from .overlay import write_detections, write_segmentation
 
+    if pipe.input_kind == "signal":
+        from edgemed.benchmarks.signal_stream import stream_record
+
+        r = stream_record(pipe, ecg_record())
+        vs = r["against_annotations"]
+        classes = ", ".join(f"{k} {v['sensitivity']['value']:.2f} of {v['sensitivity']['cases']}"
+                            for k, v in vs["per_class"].items() if v["sensitivity"]["cases"])
+        echo(f"  MIT-BIH record 213 (first {r['duration_s'] / 60:.0f} min, a patient the model never saw): "
+             f"{r['beats']} beats found ({vs['detected']['value']:.3f} of {vs['annotated_beats']} annotated), "
+             f"{r['realtime_factor']:.0f}x real time; per-class sensitivity vs the cardiologists' labels: {classes}")
+        return
     images = ImageSet.open(samples_for_task(task))
+    if task == "detection":
+        from .detection import box_iou
+        from .detection_truth import from_masks
+
+        found = lesions = boxes = 0
+        for name, image in images:
+            result = pipe.predict(image)
+            truth = from_masks([read_image(samples_dir("busi_masks") / name)], pipe.labels)[0][0]
+            lesions += len(truth)
+            boxes += len(result.boxes)
+            if len(truth) and len(result.boxes):
+                found += int((box_iou(truth, result.boxes) >= 0.5).any(axis=1).sum())
+            write_detections(out / "predictions", Path(name).stem, image, result)
+        echo(f"  {len(images)} ultrasound frames: {found}/{lesions} lesions found (IoU >= 0.5), {boxes} boxes; "
+             f"drawn in {out / 'predictions'}")
+        return
     if task == "segmentation":
         scores = []
         for name, image in images:
@@ -54,15 +84,19 @@ def run_demo(out: Path, runs: int = 300, echo: Callable[[str], None] = print) ->
 
     out = Path(out)
     rows = []
-    for name in SHIPPED_MODELS:
+    for name in DEMO_MODELS:
         weights, card = shipped_model(name)
         bundle = out / name
+        kind = card.get("input_kind", "image")
         echo(f"converting {name} ({card['task']}, trained: {_training_line(card)})")
-        convert(weights, bundle, task=card["task"], input_shape=tuple(card["input_shape"]), arch=card["arch"],
-                arch_args=card["arch_args"], labels=tuple(card["labels"]), preprocess=tuple(card["preprocess"]),
-                calib=calibration_set(card["task"]), targets=("onnx", "openvino"), precisions=("fp32", "fp16", "int8"),
-                name=name, force=True, log=lambda s: echo(f"  {s}"))
-        images = [image for _, image in ImageSet.open(samples_for_task(card["task"]))]
+        convert(weights, bundle, task=card["task"], input_kind=kind, input_shape=tuple(card["input_shape"]),
+                arch=card["arch"], arch_args=card["arch_args"], labels=tuple(card["labels"]),
+                preprocess=tuple(card["preprocess"]), calib=calibration_set(card["task"], kind),
+                eval=ecg_beats() if kind == "signal" else None, targets=("onnx", "openvino"),
+                precisions=("fp32", "fp16", "int8"), name=name, force=True, log=lambda s: echo(f"  {s}"))
+        samples = ImageSet.open(ecg_beats()).subset(64) if kind == "signal" else \
+            ImageSet.open(samples_for_task(card["task"]))
+        images = [image for _, image in samples]
         with load(bundle, device="cpu") as pipe:
             _score(pipe, card["task"], out, echo)
         b = Bundle.open(bundle)
@@ -91,4 +125,8 @@ def _training_line(card: dict) -> str:
         return f"test Dice {t['test_dice']}"
     if "test_accuracy" in t:
         return f"test accuracy {t['test_accuracy']}"
+    if "test_map50" in t:
+        return f"test mAP@0.5 {t['test_map50']}"
+    if "test" in t and "V" in t["test"]:
+        return "DS2 sensitivity " + ", ".join(f"{k} {v['se']}" for k, v in t["test"].items())
     return "no record"

@@ -10,7 +10,7 @@ import json
 from importlib import resources
 from pathlib import Path
 
-SHIPPED_MODELS = ("unet_busi", "cnn_breastmnist", "det_busi")
+SHIPPED_MODELS = ("unet_busi", "cnn_breastmnist", "det_busi", "ecg_cnn", "ecg_lstm")
 _SAMPLES_FOR_TASK = {"segmentation": "busi", "classification": "breastmnist", "detection": "busi"}
 
 
