@@ -128,8 +128,10 @@ def convert(model: Path, out: Path, **kw) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option("--accept", type=click.Choice(["uncertified", "failed"]),
               help="Run the named --backend/--precision artifact although its verdict is this.")
+@click.option("--server", help="A Triton server (edgemed serve) URL, e.g. http://127.0.0.1:8000: BUNDLE is then the "
+              "served model's name and the frames go there (KServe v2).")
 def predict(bundle: Path, inputs: tuple[Path, ...], device: str, backend: str | None, precision: str | None,
-            threads: int | None, out: Path | None, as_json: bool, accept: str | None) -> None:
+            threads: int | None, out: Path | None, as_json: bool, accept: str | None, server: str | None) -> None:
     """Run the bundle on images (PNG, JPEG, TIFF, NPY, DICOM; a folder: every image in it). Every frame of a
     multi-frame file is a result of its own; with --out, each frame's files are named uniquely. Signal
     bundles take recordings (WFDB .hea, DICOM waveform, CSV) and classify every beat."""
@@ -137,7 +139,14 @@ def predict(bundle: Path, inputs: tuple[Path, ...], device: str, backend: str | 
     from .inputs import frames
     from .writers import write_result
 
-    with load(bundle, device=device, backend=backend, precision=precision, threads=threads, accept=accept) as pipe:
+    if server is not None:
+        from .triton_client import RemotePipeline
+
+        opened = RemotePipeline(server, str(bundle))
+        click.echo(f"edgemed: serving: {opened.reason}", err=True)
+    else:
+        opened = load(bundle, device=device, backend=backend, precision=precision, threads=threads, accept=accept)
+    with opened as pipe:
         if accept:
             click.echo(f"edgemed: warning: {pipe.reason}", err=True)
         if pipe.input_kind == "signal":
@@ -455,6 +464,10 @@ def demo(out: Path, runs: int) -> None:
 
     run_demo(out, runs=runs, echo=click.echo)
 
+
+from .cli_serving import register  # noqa: E402 - serve and export live in their own module
+
+register(main)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,0 +1,87 @@
+"""``edgemed serve`` and ``edgemed export triton``: bundles on NVIDIA Triton, speaking KServe v2."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import click
+
+
+def _repository_options(f):
+    f = click.option("--max-batch", default=8, show_default=True, type=click.IntRange(0, 1024),
+                     help="Triton's max_batch_size; 0 turns batching off.")(f)
+    f = click.option("--max-queue-delay-us", default=2000, show_default=True, type=click.IntRange(0),
+                     help="How long Triton's dynamic batcher waits to fill a batch.")(f)
+    f = click.option("--instances", default=1, show_default=True, type=click.IntRange(1, 64),
+                     help="Model instances (each its own process and engine).")(f)
+    f = click.option("--accept", type=click.Choice(["uncertified", "failed"]),
+                     help="Serve an artifact with this verdict (never by default).")(f)
+    f = click.option("--pubkey", type=click.Path(path_type=Path),
+                     help="Check each bundle's signature with this public key before serving it.")(f)
+    return f
+
+
+@click.group()
+def export() -> None:
+    """Export bundles for other serving systems."""
+
+
+@export.command("triton")
+@click.argument("bundles", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Model repository to write.")
+@click.option("--backend", type=click.Choice(["python"]), default="python", show_default=True,
+              help="python: one Python-backend model running the edgemed pipeline (the form verified here).")
+@click.option("--storage-uri", default="pvc://edgemed/models", show_default=True,
+              help="Where the KServe InferenceService will find the repository.")
+@click.option("--force", is_flag=True, help="Replace an existing repository.")
+@_repository_options
+def export_triton(bundles: tuple[Path, ...], out: Path, backend: str, storage_uri: str, force: bool, max_batch: int,
+                  max_queue_delay_us: int, instances: int, accept: str | None, pubkey: Path | None) -> None:
+    """A Triton model repository (config.pbtxt + model per bundle) and a KServe InferenceService manifest."""
+    from .triton_repository import export_repository
+
+    names = export_repository(list(bundles), out, max_batch, max_queue_delay_us, instances, accept, pubkey,
+                              storage_uri, force)
+    click.echo(f"{out}: {', '.join(names)} (Python backend); KServe manifest: {out / 'inferenceservice.yaml'}")
+
+
+@click.command()
+@click.argument("bundles", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 for every interface).")
+@click.option("--http-port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--grpc-port", default=8001, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--metrics-port", default=8002, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--device", default="cpu", show_default=True, help="cpu (the only device Triton runs here).")
+@_repository_options
+def serve(bundles: tuple[Path, ...], host: str, http_port: int, grpc_port: int, metrics_port: int, device: str,
+          max_batch: int, max_queue_delay_us: int, instances: int, accept: str | None, pubkey: Path | None) -> None:
+    """Serve bundles on Triton (KServe v2 over HTTP and gRPC, Prometheus metrics) until interrupted."""
+    from .errors import OptionError
+    from .triton_repository import export_repository
+    from .triton_server import start
+
+    if device != "cpu":
+        raise OptionError(f"--device {device}: edgemed serve runs Triton on CPU here", "use --device cpu")
+    with tempfile.TemporaryDirectory(prefix="edgemed-serve-") as tmp:
+        repo = Path(tmp) / "models"
+        names = export_repository(list(bundles), repo, max_batch, max_queue_delay_us, instances, accept, pubkey)
+        server = start(repo, host, http_port, grpc_port, metrics_port)
+        try:  # Ctrl-C / SIGTERM arrive as KeyboardInterrupt (the CLI's handler): the server is stopped on the way out
+            click.echo(f"serving {', '.join(names)}: KServe v2 HTTP {server.http}, gRPC {server.grpc}, "
+                       f"metrics {server.metrics}/metrics", err=False)
+            while server.process.poll() is None:
+                for name in server.revive():
+                    click.echo(f"edgemed: warning: {name}'s instance process died; reloaded it", err=True)
+                time.sleep(0.5)
+            raise click.ClickException(f"Triton stopped (exit {server.process.returncode}): "
+                                       f"{server.log().strip().splitlines()[-1:]}")
+        finally:
+            server.stop()
+
+
+def register(main: click.Group) -> None:
+    """Add serve and export to the CLI (python -m edgemed.cli runs cli as __main__: it passes its own group)."""
+    main.add_command(export)
+    main.add_command(serve)

@@ -1,0 +1,103 @@
+"""A bundle served by Triton, used like a local pipeline: ``predict --server URL MODEL image.png``.
+
+Speaks KServe v2 over HTTP with the binary tensor extension (raw bytes, no JSON number lists),
+using only the standard library: scanner software that offloads needs neither tritonclient nor
+its numpy pin. Results are the same objects ``predict`` returns locally, so the CLI prints and
+writes them identically; the class names and task come from the served model's configuration,
+with its verdict and bundle hash (:mod:`edgemed.triton_repository` puts them there).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+import numpy as np
+
+from .errors import BackendUnavailable, InputError
+from .preprocess import check_image
+from .results import ClassificationResult, DetectionResult, SegmentationResult
+
+_DTYPES = {"FP32": np.float32, "UINT8": np.uint8, "INT32": np.int32, "INT64": np.int64, "UINT16": np.uint16}
+
+
+class RemotePipeline:
+    input_kind = "image"
+
+    def __init__(self, server: str, model: str, timeout: float = 60.0) -> None:
+        self.base, self.model, self.timeout = server.rstrip("/"), model, timeout
+        config = self._get(f"/v2/models/{model}/config")
+        params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+        if "task" not in params:
+            raise InputError(f"{model} on {server} was not exported by edgemed", "serve a bundle with edgemed serve")
+        self.task, self.labels = params["task"], params["labels"].split(",")
+        self.reason = (f"{params['artifact']} ({params['backend']}/{params['precision']}, verdict {params['verdict']}) "
+                       f"of bundle {params['bundle_sha256'][:12]} on {server}")
+
+    def _get(self, path: str) -> dict:
+        try:
+            with urllib.request.urlopen(self.base + path, timeout=self.timeout) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            raise InputError(f"{self.base}{path}: {e.code} {_error(e)}", "check the model name and the server") from e
+        except OSError as e:
+            raise BackendUnavailable(f"cannot reach {self.base} ({e})", "start it with edgemed serve") from e
+
+    def predict(self, image: np.ndarray) -> Any:
+        x = check_image(image)
+        x = (x if x.ndim == 3 else x[:, :, None])[None]
+        name, kind = {np.dtype(np.uint8): ("IMAGE_UINT8", "UINT8"), np.dtype(np.uint16): ("IMAGE_UINT16", "UINT16")
+                      }.get(x.dtype, ("IMAGE_FP32", "FP32"))
+        x = np.ascontiguousarray(x, dtype=_DTYPES[kind])
+        header = json.dumps({"inputs": [{"name": name, "shape": list(x.shape), "datatype": kind,
+                                         "parameters": {"binary_data_size": x.nbytes}}],
+                             "outputs": [{"name": n, "parameters": {"binary_data": False}} for n in self._outputs()]}
+                            ).encode()
+        req = urllib.request.Request(f"{self.base}/v2/models/{self.model}/infer", data=header + x.tobytes(),
+                                     headers={"Inference-Header-Content-Length": str(len(header))})
+        t0 = time.perf_counter()
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as r:
+                body = json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            raise InputError(f"the server refused the frame: {_error(e)}", "see the server's message") from e
+        except OSError as e:
+            raise BackendUnavailable(f"cannot reach {self.base} ({e})", "start it with edgemed serve") from e
+        out = {o["name"]: np.array(o["data"], dtype=object if o["datatype"] == "BYTES" else _DTYPES[o["datatype"]])
+               .reshape(o["shape"]) for o in body["outputs"]}
+        result = self._result(out)
+        result.timings = {"server_round_trip": time.perf_counter() - t0}
+        return result
+
+    def _outputs(self) -> list[str]:
+        return {"classification": ["PROBABILITIES", "LABEL"], "segmentation": ["MASK"]}.get(
+            self.task, ["BOXES", "SCORES", "CLASSES"])
+
+    def _result(self, out: dict) -> Any:
+        if self.task == "classification":
+            probs = out["PROBABILITIES"][0].astype(np.float32)
+            index = int(np.argmax(probs))
+            return ClassificationResult(self.labels[index], index, probs, self.labels)
+        if self.task == "segmentation":
+            return SegmentationResult(out["MASK"][0].astype(np.uint8), self.labels)
+        return DetectionResult(out["BOXES"][0].reshape(-1, 4), out["SCORES"][0], out["CLASSES"][0].astype(int),
+                               self.labels)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> RemotePipeline:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+
+def _error(e: urllib.error.HTTPError) -> str:
+    try:
+        return json.loads(e.read() or b"{}").get("error", e.reason)
+    except ValueError:
+        return str(e.reason)

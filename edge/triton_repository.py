@@ -1,0 +1,124 @@
+"""``edgemed export triton``: a standard Triton model repository (and a KServe InferenceService) from bundles.
+
+One Python-backend model per bundle, named from the bundle, running the edgemed pipeline
+(:mod:`edgemed.triton_model`) on a copy of the bundle inside the model's version folder, so the
+repository is self-contained and every file keeps the hash ``load`` checks. ``config.pbtxt``
+declares the inputs and outputs of the task, the maximum batch, dynamic batching and instance
+groups; its parameters carry the bundle hash, the artifact that will serve and that artifact's
+verdict, which Triton's model-config endpoint then shows to any client.
+
+The verdicts travel: exporting selects the artifact exactly as ``load`` would on the server
+(never a failed or uncertified one unless ``accept`` names the verdict), so a repository never
+serves what the device would refuse. A signed bundle's signature is checked first when a public
+key is given.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+from .bundle import Bundle, atomic_directory
+from .errors import InputError
+from .selection import select
+
+MODEL_PY = '''"""Triton Python-backend entry point written by edgemed export triton: the edgemed pipeline."""
+from edgemed.triton_model import TritonPythonModel  # noqa: F401
+'''
+
+
+def model_name(bundle: Bundle) -> str:
+    """Triton model names: letters, digits, '_', '-', '.' only."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", bundle.name)[:120] or "model"
+
+
+def _outputs(bundle: Bundle) -> list[str]:
+    task = bundle.task
+    if task == "classification":
+        n = len(bundle.labels)
+        return [f'  {{ name: "PROBABILITIES" data_type: TYPE_FP32 dims: [ {n} ] }}',
+                '  { name: "LABEL" data_type: TYPE_STRING dims: [ 1 ] }']
+    if task == "segmentation":
+        return ['  { name: "MASK" data_type: TYPE_UINT8 dims: [ -1, -1 ] }']
+    return ['  { name: "BOXES" data_type: TYPE_FP32 dims: [ -1, 4 ] }',
+            '  { name: "SCORES" data_type: TYPE_FP32 dims: [ -1 ] }',
+            '  { name: "CLASSES" data_type: TYPE_INT32 dims: [ -1 ] }']
+
+
+def config_pbtxt(bundle: Bundle, name: str, artifact, max_batch: int, queue_delay_us: int, instances: int,
+                 accept: str | None) -> str:
+    tensor_dims = ", ".join(str(d) for d in bundle.manifest.input.static_shape[1:])
+    # frames are (H, W, C) after the batch axis, C = 1 for grey: one rank for every frame, any size and channels
+    inputs = [f'  {{ name: "{n}" data_type: {t} dims: [ -1, -1, -1 ] optional: true allow_ragged_batch: true }}'
+              for n, t in (("IMAGE_UINT8", "TYPE_UINT8"), ("IMAGE_UINT16", "TYPE_UINT16"), ("IMAGE_FP32", "TYPE_FP32"))]
+    inputs.append(f'  {{ name: "TENSOR" data_type: TYPE_FP32 dims: [ {tensor_dims} ] optional: true }}')
+    params = {"bundle_sha256": bundle.manifest_sha256(), "artifact": artifact.file, "backend": artifact.backend,
+              "precision": artifact.precision, "verdict": artifact.verdict, "accept": accept or "",
+              "task": bundle.task, "labels": ",".join(bundle.labels), "device": "cpu"}
+    outputs = _outputs(bundle)
+    if max_batch == 0:  # no batching: Triton then takes the dims as written, so the batch axis is spelled out
+        inputs = [i.replace("dims: [ ", "dims: [ -1, ").replace(" allow_ragged_batch: true", "") for i in inputs]
+        outputs = [o.replace("dims: [ ", "dims: [ -1, ") for o in outputs]
+    lines = [f'name: "{name}"', 'backend: "python"', f"max_batch_size: {max_batch}", "input ["]
+    lines += [",\n".join(inputs), "]", "output [", ",\n".join(outputs), "]"]
+    if max_batch > 0:
+        lines += ["dynamic_batching {", f"  max_queue_delay_microseconds: {queue_delay_us}", "}"]
+    lines += ["instance_group [", f"  {{ kind: KIND_CPU count: {instances} }}", "]"]
+    for k, v in params.items():
+        lines += ["parameters {", f'  key: "{k}"', f'  value: {{ string_value: "{v}" }}', "}"]
+    return "\n".join(lines) + "\n"
+
+
+def inference_service(names: list[str], storage_uri: str) -> str:
+    """A KServe v1beta1 InferenceService serving the repository with Triton (one per repository)."""
+    return (
+        "apiVersion: serving.kserve.io/v1beta1\n"
+        "kind: InferenceService\n"
+        "metadata:\n"
+        f"  name: edgemed-{re.sub(r'[^a-z0-9-]', '-', names[0].lower())[:40]}\n"
+        "spec:\n"
+        "  predictor:\n"
+        "    triton:\n"
+        "      protocolVersion: v2\n"
+        f"      storageUri: {storage_uri}\n"
+        "      # the Python backend's environment must have edgemed installed: pip install edgemed\n"
+        "      args: [\"--strict-model-config=true\"]\n"
+    )
+
+
+def export_repository(bundles: list[Path], out: Path, max_batch: int = 8, queue_delay_us: int = 2000,
+                      instances: int = 1, accept: str | None = None, pubkey: Path | None = None,
+                      storage_uri: str = "pvc://edgemed/models", force: bool = False) -> list[str]:
+    """Write the repository; returns the model names. All or nothing: a half-written repository is never left."""
+    if not bundles:
+        raise InputError("no bundle given", "pass one or more bundle directories")
+    if not 0 <= max_batch <= 1024 or instances < 1:
+        raise InputError(f"--max-batch {max_batch} / --instances {instances} out of range",
+                         "use a max batch 0..1024 (0: no batching) and at least one instance")
+    names = []
+    with atomic_directory(out, force=force) as tmp:
+        for path in bundles:
+            b = Bundle.open(path)
+            if pubkey is not None:
+                from .signing import verify_signature
+
+                verify_signature(Path(path), pubkey)
+            if b.manifest.model.input_kind != "image":
+                raise InputError(f"{path}: a {b.manifest.model.input_kind} model; edgemed serve takes image models",
+                                 "run signal bundles in process (pipe.beats / pipe.beat_reader)")
+            chosen = select(b, "cpu", None, None, None, accept).artifact
+            if accept is None and chosen.verdict != "passed":
+                raise InputError(f"{path}: no passed artifact to serve", "pass --accept to serve an unverified one")
+            name = model_name(b)
+            if name in names:
+                raise InputError(f"two bundles are both named {name}", "rename one with convert --name")
+            names.append(name)
+            model_dir = tmp / name
+            (model_dir / "1").mkdir(parents=True)
+            shutil.copytree(Path(path), model_dir / "1" / "bundle")
+            (model_dir / "config.pbtxt").write_text(config_pbtxt(b, name, chosen, max_batch, queue_delay_us,
+                                                                  instances, accept))
+            (model_dir / "1" / "model.py").write_text(MODEL_PY)
+        (tmp / "inferenceservice.yaml").write_text(inference_service(names, storage_uri))
+    return names
