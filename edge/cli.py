@@ -128,17 +128,22 @@ def convert(model: Path, out: Path, **kw) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option("--accept", type=click.Choice(["uncertified", "failed"]),
               help="Run the named --backend/--precision artifact although its verdict is this.")
+@click.option("--dicom", "dicom_kinds", help="With --out and DICOM inputs: the DICOM results to write, any of "
+              "seg,sr,sc (default: every one that applies), or none.")
 @click.option("--server", help="A Triton server (edgemed serve) URL, e.g. http://127.0.0.1:8000: BUNDLE is then the "
               "served model's name and the frames go there (KServe v2).")
 def predict(bundle: Path, inputs: tuple[Path, ...], device: str, backend: str | None, precision: str | None,
-            threads: int | None, out: Path | None, as_json: bool, accept: str | None, server: str | None) -> None:
+            threads: int | None, out: Path | None, as_json: bool, accept: str | None, server: str | None,
+            dicom_kinds: str | None) -> None:
     """Run the bundle on images (PNG, JPEG, TIFF, NPY, DICOM; a folder: every image in it). Every frame of a
     multi-frame file is a result of its own; with --out, each frame's files are named uniquely. Signal
     bundles take recordings (WFDB .hea, DICOM waveform, CSV) and classify every beat."""
     from . import load
+    from .images import is_dicom
     from .inputs import frames
     from .writers import write_result
 
+    kinds = _dicom_kinds(dicom_kinds, out, server)
     if server is not None:
         from .triton_client import RemotePipeline
 
@@ -153,9 +158,15 @@ def predict(bundle: Path, inputs: tuple[Path, ...], device: str, backend: str | 
             _predict_signals(pipe, inputs, out, as_json)
             return
         written = 0
+        dicom: dict[Path, tuple[str, list, list]] = {}  # source file -> (stem, frames, results)
         for frame in frames(inputs):
             result = pipe.predict(frame.image)
             record = {"input": frame.name, **result.to_json()}
+            if kinds and is_dicom(frame.path):
+                stem = frame.stem.rsplit("_frame", 1)[0] if frame.index is not None else frame.stem
+                group = dicom.setdefault(frame.path, (stem, [], []))
+                group[1].append(frame.image)
+                group[2].append(result)
             if out is not None:
                 record["written"] = [str(p) for p in write_result(out, frame, result, record)]
                 written += len(record["written"])
@@ -171,8 +182,36 @@ def predict(bundle: Path, inputs: tuple[Path, ...], device: str, backend: str | 
             else:
                 areas = ", ".join(f"{k} {v} px" for k, v in record["areas_px"].items())
                 click.echo(f"{frame.name}: mask {record['size'][0]}x{record['size'][1]}: {areas}")
+        if dicom:
+            from .dicom_results import write_objects
+
+            for path, (stem, images, results) in dicom.items():
+                objects = write_objects(pipe, path, images, results, out / stem, kinds)
+                written += len(objects)
+                if not as_json:
+                    click.echo(f"{path.name}: DICOM {', '.join(p.name for p in objects)}", err=True)
         if out is not None and not as_json:
             click.echo(f"{written} files written to {out}", err=True)
+
+
+def _dicom_kinds(text: str | None, out: Path | None, server: str | None) -> tuple[str, ...]:
+    """Which DICOM results predict writes: needs --out; not through --server (the algorithm record is local)."""
+    from .dicom_results import KINDS
+    from .errors import OptionError
+
+    if text is None:
+        return KINDS if out is not None and server is None else ()
+    kinds = tuple(k.strip().lower() for k in text.split(",") if k.strip())
+    if kinds == ("none",):
+        return ()
+    bad = [k for k in kinds if k not in KINDS]
+    if bad or not kinds:
+        raise OptionError(f"--dicom {text!r}: unknown kind(s) {', '.join(bad) or '(none)'}", "use seg,sr,sc or none")
+    if out is None:
+        raise OptionError("--dicom needs --out", "pass --out DIR for the DICOM objects")
+    if server is not None:
+        raise OptionError("--dicom with --server is not supported", "run predict on the bundle here for DICOM results")
+    return kinds
 
 
 def _predict_signals(pipe, inputs: tuple[Path, ...], out: Path | None, as_json: bool) -> None:

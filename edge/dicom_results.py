@@ -1,0 +1,272 @@
+"""Results as DICOM objects a PACS understands: SEG, a TID 1500 measurement report (SR), a secondary capture.
+
+Built with highdicom (a well-kept library that validates as it builds), from the source instance
+``predict`` read, so every object carries the source's patient, study and frame-of-reference context
+with new series and instance UIDs, and nothing the source did not have is invented. Each names the
+algorithm: the bundle's name and hash, the artifact, its backend and precision and its verdict.
+
+- SEG: one segment per non-background class (SNOMED "Lesion" under "Morphologically abnormal
+  structure" unless the class is the background), a label map per source frame, so a multi-frame
+  input gives a multi-frame SEG; empty frames are kept (a frame without a lesion is an answer).
+- SR (Comprehensive 3D SR, TID 1500): classification findings with their probabilities; detections as
+  image regions (closed polylines on the source frame); lesion areas from masks, in mm² where the
+  source states its pixel spacing and in pixels otherwise (the text says which).
+- SC: the frame with the overlay drawn, for viewers that read neither.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+
+MANUFACTURER = "edgemed"
+LOCAL_SCHEME = "99EDGEMED"  # private coding scheme for the model's own class names
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """Who made the result: what every object states."""
+
+    name: str
+    bundle_sha256: str
+    artifact: str
+    backend: str
+    precision: str
+    verdict: str
+    version: str
+
+    @classmethod
+    def of(cls, pipe: Any) -> Algorithm:
+        from . import __version__
+
+        a = pipe.artifact
+        return cls(pipe.bundle.name, pipe.bundle.manifest_sha256(), a.file, a.backend, a.precision, a.verdict,
+                   __version__)
+
+    def identification(self):
+        import highdicom as hd
+        from pydicom.sr.codedict import codes
+
+        return hd.AlgorithmIdentificationSequence(
+            name=self.name[:64], family=codes.DCM.ArtificialIntelligence, version=self.bundle_sha256[:16],
+            source="edgemed", parameters={"artifact": self.artifact, "backend": self.backend,
+                                          "precision": self.precision, "verdict": self.verdict})
+
+
+def read_source(path: Path):
+    """The source instance; refused with one line if it holds no image edgemed can answer for."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"{path}: not a readable DICOM file ({str(exc)[:120]})", "pass a DICOM image") from exc
+    if "PixelData" not in ds:
+        raise InputError(f"{path}: the DICOM object has no pixel data", "send an image, not a report or a waveform")
+    return ds
+
+
+def _save(dataset, path: Path) -> Path:
+    """Written whole or not at all: a temporary file in the same folder, then an atomic rename."""
+    import os
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        dataset.save_as(tmp, enforce_file_format=True)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _uids():
+    from pydicom.uid import generate_uid
+
+    return generate_uid(), generate_uid()
+
+
+def write_seg(source, masks: list[np.ndarray], labels: list[str], algo: Algorithm, out: Path) -> Path:
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    classes = list(range(1, len(labels)))
+    if not classes:
+        raise InputError("a segmentation with only a background class has nothing to store", "check the labels")
+    descriptions = [hd.seg.SegmentDescription(
+        segment_number=i, segment_label=labels[c][:64],
+        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        segmented_property_type=codes.SCT.Lesion, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algo.identification()) for i, c in enumerate(classes, start=1)]
+    label_map = np.stack(masks).astype(np.uint8)
+    series, instance = _uids()
+    seg = hd.seg.Segmentation(
+        source_images=[source], pixel_array=label_map, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions, series_instance_uid=series, series_number=9101,
+        sop_instance_uid=instance, instance_number=1, manufacturer=MANUFACTURER,
+        manufacturer_model_name=algo.name[:64], software_versions=algo.version,
+        device_serial_number=algo.bundle_sha256[:16],
+        series_description=f"edgemed {algo.name} segmentation ({algo.backend}/{algo.precision}, {algo.verdict})"[:64],
+        omit_empty_frames=False)
+    return _save(seg, out.with_name(out.name + ".seg.dcm"))
+
+
+def write_sc(source, overlay_rgb: np.ndarray, algo: Algorithm, out: Path) -> Path:
+    import highdicom as hd
+
+    series, instance = _uids()
+    spacing = getattr(source, "PixelSpacing", None)
+    orientation = _orientation(source)
+    sc = hd.sc.SCImage.from_ref_dataset(
+        ref_dataset=source, pixel_array=np.ascontiguousarray(overlay_rgb, dtype=np.uint8),
+        photometric_interpretation=hd.PhotometricInterpretationValues.RGB, bits_allocated=8,
+        coordinate_system=hd.CoordinateSystemNames.PATIENT, patient_orientation=orientation or ("L", "P"),
+        series_instance_uid=series, series_number=9103, sop_instance_uid=instance, instance_number=1,
+        manufacturer=MANUFACTURER, pixel_spacing=tuple(float(v) for v in spacing) if spacing else None,
+        series_description=f"edgemed {algo.name} overlay ({algo.verdict})"[:64])
+    if orientation is None:
+        sc.PatientOrientation = None  # unknown in the source: empty (type 2), never a guess (highdicom wants one)
+    return _save(sc, out.with_name(out.name + ".sc.dcm"))
+
+
+def _orientation(source) -> tuple[str, str] | None:
+    """The rows' and columns' patient directions, from the source's own orientation attributes; None if it has none."""
+    if "PatientOrientation" in source and len(source.PatientOrientation) == 2:
+        return tuple(str(v) for v in source.PatientOrientation)
+    iop = getattr(source, "ImageOrientationPatient", None)
+    if iop is None and "SharedFunctionalGroupsSequence" in source:
+        shared = source.SharedFunctionalGroupsSequence[0]
+        if "PlaneOrientationSequence" in shared:
+            iop = shared.PlaneOrientationSequence[0].ImageOrientationPatient
+    if iop is None or len(iop) != 6:
+        return None
+
+    def letter(v) -> str:
+        axis = int(np.argmax(np.abs(v)))
+        return ("L", "P", "H")[axis] if v[axis] > 0 else ("R", "A", "F")[axis]
+
+    return letter(np.array(iop[:3], float)), letter(np.array(iop[3:], float))
+
+
+def pixel_area(source) -> tuple[float, str]:
+    """mm² per pixel where the source states its spacing; else 1 pixel (and the unit says so)."""
+    spacing = getattr(source, "PixelSpacing", None)
+    if spacing is None and "SequenceOfUltrasoundRegions" in source:
+        region = source.SequenceOfUltrasoundRegions[0]
+        units = (getattr(region, "PhysicalUnitsXDirection", None), getattr(region, "PhysicalUnitsYDirection", None))
+        if units == (3, 3):  # 3: centimetres
+            spacing = (float(region.PhysicalDeltaY) * 10, float(region.PhysicalDeltaX) * 10)  # cm -> mm
+    if spacing is None:
+        return 1.0, "pixels"
+    return float(spacing[0]) * float(spacing[1]), "mm2"
+
+
+def write_sr(source, results: list, task: str, labels: list[str], algo: Algorithm, out: Path) -> Path:
+    import highdicom as hd
+    from highdicom.sr import CodedConcept
+    from pydicom.sr.codedict import codes
+
+    observer = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=_uids()[0], name=algo.name[:64], manufacturer_name=MANUFACTURER, model_name=algo.artifact[:64]))
+    context = hd.sr.ObservationContext(observer_device_context=observer)
+    groups = []
+    frame_area, unit = pixel_area(source)
+    for frame_no, result in enumerate(results, start=1):
+        ref = hd.sr.SourceImageForRegion.from_source_image(source, referenced_frame_numbers=[frame_no]) \
+            if int(getattr(source, "NumberOfFrames", 1)) > 1 else hd.sr.SourceImageForRegion.from_source_image(source)
+        tracking = hd.sr.TrackingIdentifier(uid=_uids()[0], identifier=f"frame {frame_no}")
+        if task == "classification":
+            findings = [hd.sr.QualitativeEvaluation(
+                name=codes.DCM.Finding, value=CodedConcept(value=result.label[:16], scheme_designator=LOCAL_SCHEME,
+                                                           meaning=result.label[:64]))]
+            measures = [hd.sr.Measurement(
+                name=CodedConcept(value=f"p-{i}", scheme_designator=LOCAL_SCHEME,
+                                  meaning=f"Probability of {name}"[:64]),
+                value=float(p), unit=codes.UCUM.NoUnits)
+                for i, (name, p) in enumerate(zip(labels, result.probabilities))]
+            groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
+                tracking_identifier=tracking, qualitative_evaluations=findings, measurements=measures,
+                source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)]))
+            continue
+        if task == "detection":
+            for k, (box, score, cls) in enumerate(zip(result.boxes, result.scores, result.classes)):
+                x1, y1, x2, y2 = (float(v) for v in box)
+                region = hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POLYLINE, source_image=ref,
+                                           graphic_data=np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2], [x1, y1]]))
+                groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+                    tracking_identifier=hd.sr.TrackingIdentifier(uid=_uids()[0],
+                                                                 identifier=f"frame {frame_no} box {k}"),
+                    referenced_region=region, finding_type=CodedConcept(
+                        value=labels[int(cls)][:16], scheme_designator=LOCAL_SCHEME, meaning=labels[int(cls)][:64]),
+                    measurements=[hd.sr.Measurement(name=codes.DCM.Probability, value=float(score),
+                                                    unit=codes.UCUM.NoUnits)]))
+            continue
+        for c in range(1, len(labels)):
+            px = int((result.mask == c).sum())
+            unit_code = codes.UCUM.SquareMillimeter if unit == "mm2" else CodedConcept("{pixels}", "UCUM", "pixels")
+            groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(uid=_uids()[0],
+                                                             identifier=f"frame {frame_no} {labels[c]}"),
+                finding_type=CodedConcept(value=labels[c][:16], scheme_designator=LOCAL_SCHEME, meaning=labels[c][:64]),
+                measurements=[hd.sr.Measurement(name=codes.SCT.Area, value=px * frame_area, unit=unit_code)],
+                source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)]))
+    report = hd.sr.MeasurementReport(observation_context=context, imaging_measurements=groups,
+                                     procedure_reported=CodedConcept("edgemed-ai", LOCAL_SCHEME, "AI analysis"))
+    series, instance = _uids()
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=[source], content=report, series_instance_uid=series, series_number=9102,
+        sop_instance_uid=instance, instance_number=1, manufacturer=MANUFACTURER,
+        series_description=f"edgemed {algo.name} report ({algo.backend}/{algo.precision}, {algo.verdict})"[:64])
+    return _save(sr, out.with_name(out.name + ".sr.dcm"))
+
+
+UNSUPPORTED_SOURCES = {"1.2.840.10008.5.1.4.1.1.66.4": "Segmentation Storage",
+                       "1.2.840.10008.5.1.4.1.1.88.33": "Comprehensive SR", "1.2.840.10008.5.1.4.1.1.88.34":
+                       "Comprehensive 3D SR", "1.2.840.10008.5.1.4.1.1.88.22": "Enhanced SR"}
+KINDS = ("seg", "sr", "sc")
+
+
+def check_source(source, path: Path) -> None:
+    sop = str(getattr(source, "SOPClassUID", ""))
+    if sop in UNSUPPORTED_SOURCES:
+        raise InputError(f"{path}: a {UNSUPPORTED_SOURCES[sop]} object is a result, not an image to analyse",
+                         "send the source images")
+
+
+def render(image: np.ndarray, result: Any, task: str, labels: list[str]) -> np.ndarray:
+    """The frame as 8-bit RGB with the answer drawn on it (mask, boxes; a classification's label is in the SR)."""
+    from .overlay import display_gray, draw_boxes, overlay
+
+    if task == "segmentation":
+        return overlay(image, result.mask)
+    if task == "detection":
+        return draw_boxes(image, result.boxes, [labels[int(c)] for c in result.classes], result.scores,
+                          result.classes)
+    base = display_gray(image)
+    return np.repeat(base[:, :, None], 3, axis=2) if base.ndim == 2 else base[:, :, :3]
+
+
+def write_objects(pipe: Any, path: Path, images: list[np.ndarray], results: list, out: Path,
+                  kinds: tuple[str, ...]) -> list[Path]:
+    """The DICOM objects for one source file's frames, written next to ``out`` (a path stem)."""
+    source = read_source(path)
+    check_source(source, path)
+    algo = Algorithm.of(pipe)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    if "seg" in kinds and pipe.task == "segmentation":
+        if len(results) > 1 and "FrameOfReferenceUID" not in source:
+            raise InputError(f"{path}: a multi-frame source without a frame of reference cannot be referenced frame "
+                             "by frame from one SEG (highdicom refuses it)", "pass --dicom sr,sc for this source")
+        written.append(write_seg(source, [r.mask for r in results], pipe.labels, algo, out))
+    if "sr" in kinds:
+        written.append(write_sr(source, results, pipe.task, pipe.labels, algo, out))
+    if "sc" in kinds:  # the first frame: a viewer's key image, not a second copy of a cine loop
+        written.append(write_sc(source, render(images[0], results[0], pipe.task, pipe.labels), algo, out))
+    return written
