@@ -1,4 +1,5 @@
-"""``edgemed serve`` and ``edgemed export triton``: bundles on NVIDIA Triton, speaking KServe v2."""
+"""Commands that put bundles on a network: ``serve`` and ``export triton`` (NVIDIA Triton, KServe v2) and
+``listen`` (a DICOM node), ``view`` (a local page)."""
 
 from __future__ import annotations
 
@@ -81,7 +82,72 @@ def serve(bundles: tuple[Path, ...], host: str, http_port: int, grpc_port: int, 
             server.stop()
 
 
+@click.command()
+@click.argument("bundles", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--ae-title", default="EDGEMED", show_default=True, help="This node's AE title.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 for every interface).")
+@click.option("--port", default=11112, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--send", "send_to", help="Where results go: AE@HOST:PORT (a PACS). Without it they stay in --queue.")
+@click.option("--queue", type=click.Path(path_type=Path), default=Path("edgemed-outbox"), show_default=True,
+              help="On-disk outbox: results wait here until the destination has confirmed them.")
+@click.option("--route", multiple=True, help="MODALITY=BUNDLE_NAME, e.g. US=unet_busi (default: the first bundle "
+              "takes every modality).")
+@click.option("--dicom", "dicom_kinds", default="seg,sr,sc", show_default=True, help="Results to make: seg,sr,sc.")
+@click.option("--accept", type=click.Choice(["uncertified", "failed"]),
+              help="Run an artifact with this verdict (never by default).")
+def listen(bundles: tuple[Path, ...], ae_title: str, host: str, port: int, send_to: str | None, queue: Path,
+           route: tuple[str, ...], dicom_kinds: str, accept: str | None) -> None:
+    """A DICOM node: C-STORE in, inference, SEG/SR/SC C-STOREd on (with an outbox that survives a PACS restart)."""
+    import logging
+
+    from . import load
+    from .dicom_node import Destination, Node
+    from .dicom_results import KINDS
+    from .errors import OptionError
+
+    kinds = tuple(k.strip() for k in dicom_kinds.split(","))
+    if not kinds or any(k not in KINDS for k in kinds):
+        raise OptionError(f"--dicom {dicom_kinds!r}", "use any of seg,sr,sc")
+    destination = Destination.parse(send_to) if send_to else None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s edgemed listen: %(message)s")
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    pipes = {}
+    opened = [load(b, accept=accept) for b in bundles]
+    try:
+        by_name = {p.bundle.name: p for p in opened}
+        pipes["*"] = opened[0]
+        for rule in route:
+            modality, _, name = rule.partition("=")
+            if name not in by_name or not modality:
+                raise OptionError(f"--route {rule!r}: no bundle named {name!r}", f"use one of {', '.join(by_name)}")
+            pipes[modality.strip().upper()] = by_name[name]
+        Node(pipes, destination, queue, kinds).serve(host, port, ae_title)
+    finally:
+        for p in opened:
+            p.close()
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (keep it local: no login).")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--accept", type=click.Choice(["uncertified", "failed"]),
+              help="Run an artifact with this verdict (never by default).")
+def view(bundle: Path, host: str, port: int, accept: str | None) -> None:
+    """A local page: drop an image, see the mask/boxes/label, the artifact and its verdict; DICOM SEG/SR to download."""
+    from . import load
+    from .view import serve as serve_page
+
+    with load(bundle, accept=accept) as pipe:
+        click.echo(f"edgemed view: http://{host}:{port}/ ({pipe.bundle.name}, {pipe.artifact.key}, "
+                   f"{pipe.artifact.verdict})")
+        serve_page(pipe, host, port)
+
+
 def register(main: click.Group) -> None:
-    """Add serve and export to the CLI (python -m edgemed.cli runs cli as __main__: it passes its own group)."""
+    """Add serve, export and listen to the CLI (python -m edgemed.cli runs cli as __main__: it passes its own
+    group)."""
     main.add_command(export)
     main.add_command(serve)
+    main.add_command(listen)
+    main.add_command(view)

@@ -1,0 +1,183 @@
+"""``edgemed listen``: a DICOM node that infers on what the scanner or PACS sends and sends the results on.
+
+A C-STORE SCP (pynetdicom) receives images; each is routed by modality to a bundle, run through the
+same pipeline as ``predict`` and turned into SEG/SR/SC (:mod:`edgemed.dicom_results`). The results
+go into an on-disk outbox first (written whole, by atomic rename), and a sender thread C-STOREs them
+to the destination and deletes each only after the destination confirmed it. A destination that is
+down, refuses the association or fails a store leaves the file in the outbox, retried with backoff,
+so a PACS restart loses nothing; results keep their SOP Instance UIDs across retries, so a PACS
+never holds two copies of one. A received object that cannot be analysed (no pixel data, a result
+object, a decoding failure) gets a failure status back to the sender and one log line; the node
+goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import EdgemedError, OptionError
+
+LOG = logging.getLogger("edgemed.listen")
+FAILURE_CANNOT_UNDERSTAND = 0xC000  # C-STORE "cannot understand": the sender learns this object was not analysed
+FAILURE_OUT_OF_RESOURCES = 0xA700
+
+
+@dataclass(frozen=True)
+class Destination:
+    ae_title: str
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> Destination:
+        """``AE@HOST:PORT``."""
+        try:
+            ae, rest = text.split("@", 1)
+            host, port = rest.rsplit(":", 1)
+            dest = cls(ae.strip(), host.strip(), int(port))
+        except ValueError as exc:
+            raise OptionError(f"--send {text!r} is not AE@HOST:PORT", "write e.g. ORTHANC@127.0.0.1:4242") from exc
+        if not 1 <= len(dest.ae_title) <= 16 or not 1 <= dest.port <= 65535:
+            raise OptionError(f"--send {text!r}: AE titles have 1-16 characters, ports are 1-65535",
+                              "write e.g. ORTHANC@127.0.0.1:4242")
+        return dest
+
+
+@dataclass
+class Node:
+    pipes: dict[str, Any]  # modality ("*" for any) -> Pipeline
+    destination: Destination | None
+    outbox: Path
+    kinds: tuple[str, ...] = ("seg", "sr", "sc")
+    retry_s: float = 2.0
+    received: int = 0
+    refused: int = 0
+    sent: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def pipe_for(self, modality: str):
+        return self.pipes.get(modality) or self.pipes.get("*")
+
+    # -- receiving ------------------------------------------------------------------------------
+    def handle_store(self, event) -> int:
+        """One received object: analysed and queued (0x0000), or refused with a failure status."""
+        from .dicom_results import write_objects
+        from .images import read_frames
+
+        try:
+            ds = event.dataset
+            ds.file_meta = event.file_meta
+        except Exception as exc:  # noqa: BLE001 - a peer that sends garbage
+            LOG.warning("refused an object that does not decode: %s", str(exc).splitlines()[0][:200])
+            self.refused += 1
+            return FAILURE_CANNOT_UNDERSTAND
+        uid = str(getattr(ds, "SOPInstanceUID", "?"))
+        pipe = self.pipe_for(str(getattr(ds, "Modality", "")))
+        if pipe is None:
+            LOG.warning("%s: no bundle for modality %s", uid, getattr(ds, "Modality", "?"))
+            self.refused += 1
+            return FAILURE_CANNOT_UNDERSTAND
+        with tempfile.TemporaryDirectory(prefix="edgemed-in-") as tmp:
+            src = Path(tmp) / "in.dcm"
+            try:
+                ds.save_as(src, enforce_file_format=True)
+                frames = read_frames(src)
+                with self._lock:  # one pipeline call at a time per node (pynetdicom may run handlers concurrently)
+                    results = [pipe.predict(f) for f in frames]
+                    written = write_objects(pipe, src, frames, results, self.outbox / uid, self.kinds)
+            except EdgemedError as exc:
+                LOG.warning("%s: not analysed: %s", uid, exc)
+                self.refused += 1
+                return FAILURE_CANNOT_UNDERSTAND
+            except Exception as exc:  # noqa: BLE001 - the node must survive any one object
+                LOG.warning("%s: not analysed: %s: %s", uid, type(exc).__name__, str(exc).splitlines()[0][:200])
+                self.refused += 1
+                return FAILURE_CANNOT_UNDERSTAND
+        self.received += 1
+        LOG.info("%s: %s queued", uid, ", ".join(p.name for p in written))
+        return 0x0000
+
+    # -- sending --------------------------------------------------------------------------------
+    def pending(self) -> list[Path]:
+        return sorted(p for p in self.outbox.glob("*.dcm") if not p.name.startswith("."))
+
+    def send_pending(self) -> int:
+        """Send what waits in the outbox; returns how many were delivered. Stops at the first failure."""
+        import pydicom
+        from pynetdicom import AE
+        from pynetdicom.sop_class import (
+            Comprehensive3DSRStorage,
+            SecondaryCaptureImageStorage,
+            SegmentationStorage,
+        )
+
+        files = self.pending()
+        if not files or self.destination is None:
+            return 0
+        ae = AE(ae_title="EDGEMED")
+        for sop in (SegmentationStorage, Comprehensive3DSRStorage, SecondaryCaptureImageStorage):
+            ae.add_requested_context(sop, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+        d = self.destination
+        assoc = ae.associate(d.host, d.port, ae_title=d.ae_title)
+        if not assoc.is_established:
+            LOG.warning("%s@%s:%d: association not established; %d result(s) wait in %s", d.ae_title, d.host,
+                        d.port, len(files), self.outbox)
+            return 0
+        done = 0
+        try:
+            for path in files:
+                status = assoc.send_c_store(pydicom.dcmread(path))
+                if status is None or getattr(status, "Status", 0xFFFF) != 0x0000:
+                    LOG.warning("%s: store failed (%s); kept for retry", path.name,
+                                "no response" if status is None else hex(status.Status))
+                    break
+                path.unlink()
+                done += 1
+        finally:
+            if assoc.is_established:
+                assoc.release()
+        self.sent += done
+        return done
+
+    def _sender(self) -> None:
+        delay = self.retry_s
+        while not self._stop.is_set():
+            try:
+                delivered = self.send_pending()
+            except Exception as exc:  # noqa: BLE001 - a network error must not kill the sender
+                LOG.warning("sending failed: %s", str(exc).splitlines()[0][:200])
+                delivered = 0
+            if self.pending():
+                delay = self.retry_s if delivered else min(delay * 2, 30.0)
+            else:
+                delay = self.retry_s
+            self._stop.wait(0.2 if not self.pending() else delay)
+
+    # -- running --------------------------------------------------------------------------------
+    def serve(self, host: str, port: int, ae_title: str) -> None:
+        """Receive until stopped (Ctrl-C / SIGTERM arrive as KeyboardInterrupt)."""
+        from pynetdicom import AE, AllStoragePresentationContexts, evt
+
+        self.outbox.mkdir(parents=True, exist_ok=True)
+        ae = AE(ae_title=ae_title)
+        ae.supported_contexts = AllStoragePresentationContexts
+        ae.require_called_aet = False
+        sender = threading.Thread(target=self._sender, name="edgemed-sender", daemon=True)
+        sender.start()
+        server = ae.start_server((host, port), block=False, evt_handlers=[(evt.EVT_C_STORE, self.handle_store)])
+        LOG.info("listening as %s on %s:%d; results to %s; outbox %s", ae_title, host, port,
+                 self.destination or "(none)", self.outbox)
+        try:
+            while True:
+                time.sleep(0.5)
+        finally:
+            self._stop.set()
+            server.shutdown()
+            sender.join(timeout=10)

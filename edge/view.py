@@ -1,0 +1,155 @@
+"""``edgemed view``: a page on 127.0.0.1 where a person drops an image and sees the answer.
+
+Flask (a well-kept framework) serves one self-contained page (no CDN: it works offline) and one
+endpoint that runs the very Pipeline ``predict`` uses. The page shows the frame with the mask or the
+boxes drawn, the label and probabilities, the per-stage timings, which artifact ran and its verdict;
+for a DICOM upload it offers the SEG/SR/SC (:mod:`edgemed.dicom_results`) for download. Uploads are
+read from memory-bounded temporary files and deleted with their results when the server stops.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import secrets
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MAX_UPLOAD = 64 * 1024 * 1024
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>edgemed view</title>
+<style>
+ body{font-family:system-ui,sans-serif;margin:24px;background:#111;color:#eee}
+ #drop{border:2px dashed #888;padding:24px;text-align:center;border-radius:8px}
+ #drop.over{border-color:#4af}
+ #result{display:flex;gap:24px;margin-top:16px}
+ img{max-width:640px;image-rendering:pixelated;border:1px solid #444}
+ table{border-collapse:collapse} td{padding:2px 8px;border-bottom:1px solid #333}
+ .err{color:#f66}
+</style></head><body>
+<h1>edgemed view: __MODEL__</h1>
+<p>__ARTIFACT__</p>
+<form id="form"><div id="drop">Drop a PNG, JPEG, TIFF or DICOM file here, or
+ <input id="file" type="file" name="file"> <button id="go" type="submit">Analyse</button></div></form>
+<div id="result"><img id="overlay" alt=""><div id="facts"></div></div>
+<script>
+const form=document.getElementById('form'),drop=document.getElementById('drop'),file=document.getElementById('file');
+drop.addEventListener('dragover',e=>{e.preventDefault();drop.classList.add('over')});
+drop.addEventListener('dragleave',()=>drop.classList.remove('over'));
+drop.addEventListener('drop',e=>{e.preventDefault();drop.classList.remove('over');file.files=e.dataTransfer.files;send()});
+form.addEventListener('submit',e=>{e.preventDefault();send()});
+function esc(s){return String(s).replace(/[&<>"]/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c]))}
+async function send(){
+ const facts=document.getElementById('facts');
+ if(!file.files.length){facts.innerHTML='<p class="err">choose a file first</p>';return}
+ const body=new FormData();body.append('file',file.files[0]);
+ facts.textContent='analysing...';
+ const r=await fetch('predict',{method:'POST',body});const j=await r.json();
+ if(!r.ok){facts.innerHTML='<p class="err">'+esc(j.error)+'</p>';return}
+ document.getElementById('overlay').src='data:image/png;base64,'+j.overlay_png;
+ let h='<table>';
+ for(const [k,v] of Object.entries(j.summary))h+='<tr><td>'+esc(k)+'</td><td>'+esc(v)+'</td></tr>';
+ h+='</table>';
+ const link=d=>'<a id="dl-'+esc(d.kind)+'" href="'+esc(d.url)+'" download>'+esc(d.name)+'</a>';
+ if(j.downloads.length){h+='<p>DICOM results: '+j.downloads.map(link).join(' ')+'</p>'}
+ facts.innerHTML=h;document.body.dataset.done='1';
+}
+</script></body></html>
+"""
+
+
+def _png(rgb: np.ndarray) -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def summary(pipe: Any, result: Any) -> dict[str, str]:
+    out = {"artifact": f"{pipe.artifact.file} ({pipe.artifact.backend}/{pipe.artifact.precision})",
+           "verdict": pipe.artifact.verdict}
+    if pipe.task == "classification":
+        out["label"] = result.label
+        out.update({f"p({k})": f"{float(v):.4f}" for k, v in zip(pipe.labels, result.probabilities)})
+    elif pipe.task == "segmentation":
+        out.update({f"area {k}": f"{v} px" for k, v in result.areas.items()})
+    else:
+        out["detections"] = str(len(result.boxes))
+        for i, (b, s, c) in enumerate(zip(result.boxes, result.scores, result.classes)):
+            out[f"box {i}"] = f"{pipe.labels[int(c)]} {float(s):.2f} at [{', '.join(f'{v:.0f}' for v in b)}]"
+    out.update({f"{k} ms": f"{v * 1e3:.2f}" for k, v in result.timings.items()})
+    return out
+
+
+def make_app(pipe: Any, workdir: Path):
+    from flask import Flask, abort, jsonify, request, send_from_directory
+
+    from .dicom_results import render, write_objects
+    from .errors import EdgemedError
+    from .images import is_dicom, read_frames
+
+    app = Flask("edgemed.view")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_UPLOAD
+    lock = threading.Lock()
+    page = PAGE.replace("__MODEL__", pipe.bundle.name).replace(
+        "__ARTIFACT__", f"{pipe.artifact.file}: {pipe.artifact.backend}/{pipe.artifact.precision}, verdict "
+        f"{pipe.artifact.verdict} ({pipe.reason})")
+
+    @app.get("/")
+    def index():
+        return page
+
+    @app.post("/predict")
+    def predict():
+        upload = request.files.get("file")
+        if upload is None or not upload.filename:
+            return jsonify(error="no file in the request; choose a PNG, JPEG, TIFF or DICOM file"), 400
+        job = secrets.token_hex(8)
+        folder = workdir / job
+        folder.mkdir()
+        src = folder / Path(upload.filename).name.replace("/", "_")
+        upload.save(src)
+        try:
+            frames = read_frames(src)
+            with lock:
+                result = pipe.predict(frames[0])
+                downloads = []
+                if is_dicom(src):
+                    results = [result] + [pipe.predict(f) for f in frames[1:]]
+                    for path in write_objects(pipe, src, frames, results, folder / "result", ("seg", "sr", "sc")):
+                        kind = path.name.split(".")[-2]
+                        downloads.append({"kind": kind, "name": path.name, "url": f"download/{job}/{path.name}"})
+        except EdgemedError as exc:
+            return jsonify(error=str(exc)), 400
+        finally:
+            src.unlink(missing_ok=True)
+        return jsonify(overlay_png=_png(render(frames[0], result, pipe.task, pipe.labels)),
+                       summary=summary(pipe, result), result=result.to_json(), downloads=downloads)
+
+    @app.get("/download/<job>/<name>")
+    def download(job: str, name: str):
+        if not job.isalnum() or "/" in name or not (workdir / job / name).is_file():
+            abort(404)
+        return send_from_directory(workdir / job, name, as_attachment=True)
+
+    return app
+
+
+def serve(pipe: Any, host: str = "127.0.0.1", port: int = 8080, ready: threading.Event | None = None) -> None:
+    """Serve until interrupted (Ctrl-C / SIGTERM arrive as KeyboardInterrupt); uploads go with the server."""
+    from werkzeug.serving import make_server
+
+    with tempfile.TemporaryDirectory(prefix="edgemed-view-") as tmp:
+        server = make_server(host, port, make_app(pipe, Path(tmp)), threaded=True)
+        if ready is not None:
+            ready.set()
+        try:
+            server.serve_forever()
+        finally:
+            server.server_close()

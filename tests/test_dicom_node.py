@@ -1,0 +1,142 @@
+"""edgemed listen between a scanner (pynetdicom, played by the test) and a real PACS (Orthanc, on loopback)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from .conftest import DICOM
+
+pynetdicom = pytest.importorskip("pynetdicom", reason="pynetdicom not installed (pip install 'edgemed[dicom]')")
+pydicom = pytest.importorskip("pydicom")
+ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
+pytestmark = pytest.mark.skipif(not Path(ORTHANC).exists(),
+                                reason="Orthanc is not installed (.ci/run installs the Debian package)")
+SOURCES = ["CT_small.dcm", "MR_small.dcm", "examples_palette.dcm"]
+
+
+def _ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+class Orthanc:
+    def __init__(self, root: Path, dicom_port: int, http_port: int) -> None:
+        self.root, self.dicom_port, self.http_port = root, dicom_port, http_port
+        self.url = f"http://127.0.0.1:{http_port}"
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "config.json").write_text(json.dumps({
+            "Name": "edgemed-test", "StorageDirectory": str(root / "db"), "IndexDirectory": str(root / "db"),
+            "DicomAet": "ORTHANC", "DicomPort": dicom_port, "HttpPort": http_port, "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False, "DicomServerEnabled": True, "HttpServerEnabled": True,
+            "Plugins": [], "DicomCheckCalledAet": False, "DicomAlwaysAllowStore": True}))
+        self.proc = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([ORTHANC, str(self.root / "config.json")], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/system", timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        pytest.fail("Orthanc did not start within 60 s")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+
+    def instances(self) -> list[dict]:
+        with urllib.request.urlopen(f"{self.url}/instances?expand", timeout=10) as r:
+            return json.loads(r.read())
+
+
+def _send(port: int, path: Path) -> int:
+    """The scanner: one C-STORE to edgemed listen; returns the status it answered."""
+    ds = pydicom.dcmread(path)
+    ae = pynetdicom.AE(ae_title="SCANNER")
+    ae.add_requested_context(ds.SOPClassUID, [str(ds.file_meta.TransferSyntaxUID)])
+    assoc = ae.associate("127.0.0.1", port, ae_title="EDGEMED")
+    assert assoc.is_established
+    try:
+        status = assoc.send_c_store(ds)
+        return int(status.Status)
+    finally:
+        assoc.release()
+
+
+def _wait(predicate, seconds: float = 60) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.3)
+    return False
+
+
+def test_results_reach_orthanc_and_survive_its_restart(unet_bundle, tmp_path):
+    dicom_port, http_port, node_port = _ports(3)
+    pacs = Orthanc(tmp_path / "orthanc", dicom_port, http_port)
+    pacs.start()
+    queue = tmp_path / "outbox"
+    node = subprocess.Popen([sys.executable, "-m", "edgemed.cli", "listen", str(unet_bundle), "--port", str(node_port),
+                             "--send", f"ORTHANC@127.0.0.1:{dicom_port}", "--queue", str(queue)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        assert _wait(lambda: socket.socket().connect_ex(("127.0.0.1", node_port)) == 0, 60), "listen did not start"
+        for name in SOURCES[:2]:
+            assert _send(node_port, DICOM / name) == 0x0000
+        assert _wait(lambda: len(pacs.instances()) == 6), pacs.instances()
+        # the PACS goes down: results wait in the outbox, and arrive when it is back
+        pacs.stop()
+        assert _send(node_port, DICOM / SOURCES[2]) == 0x0000
+        assert _wait(lambda: len(list(queue.glob("*.dcm"))) == 3, 60)
+        time.sleep(3)  # a few failed retries while it is down
+        pacs.start()
+        assert _wait(lambda: len(pacs.instances()) == 9, 90), pacs.instances()
+        assert _wait(lambda: not list(queue.glob("*.dcm")), 30)
+        held = pacs.instances()
+        uids = [i["MainDicomTags"]["SOPInstanceUID"] for i in held]
+        assert len(set(uids)) == len(uids) == 9  # none lost, none duplicated
+        # bad input: an object without pixel data gets a failure status, and the node goes on
+        ds = pydicom.dcmread(DICOM / "CT_small.dcm")
+        del ds.PixelData
+        ds.SOPInstanceUID = pydicom.uid.generate_uid()
+        ds.save_as(tmp_path / "nopixels.dcm")
+        assert _send(node_port, tmp_path / "nopixels.dcm") == 0xC000
+        assert _send(node_port, DICOM / "MR_small.dcm") == 0x0000
+        assert _wait(lambda: len(pacs.instances()) == 12, 60)
+        listing = "\n".join(f"{i['MainDicomTags'].get('SOPInstanceUID')} {i['ID']}" for i in pacs.instances())
+        (tmp_path / "orthanc_listing.txt").write_text(listing)
+    finally:
+        node.send_signal(signal.SIGTERM)
+        try:
+            out, _ = node.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(node.pid, signal.SIGKILL)
+            out, _ = node.communicate(timeout=10)
+        pacs.stop()
+    assert "no pixel data" in out  # the refusal was logged in one line

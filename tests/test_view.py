@@ -1,0 +1,189 @@
+"""edgemed view in real headless Chromium, driven over the DevTools protocol: a real upload of a real image."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import edgemed
+from edgemed.samples import samples_dir
+
+from .conftest import DICOM
+
+websocket = pytest.importorskip("websocket", reason="websocket-client not installed (the dev extra has it)")
+pytest.importorskip("flask", reason="flask not installed (pip install 'edgemed[view]')")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it)")
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    pytest.fail(f"{url} did not answer within {seconds:g} s")
+
+
+class Browser:
+    """Just enough of the Chrome DevTools protocol: navigate, evaluate, set a file input, screenshot."""
+
+    def __init__(self, tmp: Path) -> None:
+        port = _port()
+        self.proc = subprocess.Popen([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                                      f"--remote-debugging-port={port}", "--remote-allow-origins=*",
+                                      f"--user-data-dir={tmp / 'profile'}", "--window-size=1400,1000", "about:blank"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        _wait_http(f"http://127.0.0.1:{port}/json/version")
+        pages = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json", timeout=5).read())
+        page = next(p for p in pages if p["type"] == "page")
+        self.ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=60)
+        self.seq = 0
+
+    def call(self, method: str, **params):
+        self.seq += 1
+        self.ws.send(json.dumps({"id": self.seq, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv())
+            if msg.get("id") == self.seq:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg["result"]
+
+    def eval(self, expression: str):
+        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
+
+    def until(self, expression: str, seconds: float = 60) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.eval(expression):
+                return
+            time.sleep(0.2)
+        pytest.fail(f"page never reached: {expression}")
+
+    def upload(self, url: str, path: Path) -> None:
+        self.call("Page.enable")
+        self.call("Page.navigate", url=url)
+        self.until("document.readyState === 'complete' && !!document.getElementById('file')")
+        self.eval("delete document.body.dataset.done")
+        root = self.call("DOM.getDocument")["root"]["nodeId"]
+        node = self.call("DOM.querySelector", nodeId=root, selector="#file")["nodeId"]
+        self.call("DOM.setFileInputFiles", nodeId=node, files=[str(path)])
+        self.eval("document.getElementById('go').click()")
+        self.until("document.body.dataset.done === '1'")
+
+    def screenshot(self) -> np.ndarray:
+        from PIL import Image
+
+        data = base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"])
+        return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+    def close(self) -> None:
+        try:
+            self.ws.close()
+        finally:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def page(unet_bundle, tmp_path):
+    port = _port()
+    server = subprocess.Popen([sys.executable, "-m", "edgemed.cli", "view", str(unet_bundle), "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    browser = None
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/")
+        browser = Browser(tmp_path)
+        yield browser, f"http://127.0.0.1:{port}/"
+    finally:
+        if browser is not None:
+            browser.close()
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+
+
+def _largest_lesion_frame(unet_bundle) -> tuple[Path, np.ndarray]:
+    with edgemed.load(unet_bundle) as pipe:
+        scored = [(int((pipe.predict(p).mask > 0).sum()), p) for p in sorted(samples_dir("busi").glob("*.png"))]
+        area, path = max(scored)
+        return path, pipe.predict(path).mask
+
+
+def test_an_uploaded_frame_comes_back_with_its_mask_drawn(page, unet_bundle, tmp_path):
+    browser, url = page
+    path, mask = _largest_lesion_frame(unet_bundle)
+    browser.upload(url, path)
+    facts = browser.eval("document.getElementById('facts').innerText")
+    assert "verdict" in facts and "passed" in facts and "area lesion" in facts and "infer ms" in facts
+    rect = browser.eval("JSON.stringify(document.getElementById('overlay').getBoundingClientRect())")
+    r = json.loads(rect)
+    shot = browser.screenshot()
+    shown = shot[int(r["top"]):int(r["top"] + r["height"]), int(r["left"]):int(r["left"] + r["width"])].astype(int)
+    # the lesion is tinted red (edgemed's overlay colour): the share of red pixels on screen matches the mask's
+    red = (shown[:, :, 0] - shown[:, :, 1] > 40) & (shown[:, :, 0] - shown[:, :, 2] > 40)
+    assert red.mean() == pytest.approx((mask > 0).mean(), rel=0.25, abs=0.002)
+    assert (mask > 0).mean() > 0.01
+    # and where: the red pixels' centre lies over the mask's centre
+    ys, xs = np.nonzero(red)
+    my, mx = np.nonzero(mask)
+    assert abs(ys.mean() / red.shape[0] - my.mean() / mask.shape[0]) < 0.05
+    assert abs(xs.mean() / red.shape[1] - mx.mean() / mask.shape[1]) < 0.05
+    from PIL import Image
+
+    Image.fromarray(shot.astype(np.uint8)).save(tmp_path / "view_screenshot.png")
+
+
+def test_a_dicom_upload_offers_the_seg(page, tmp_path):
+    import pydicom
+
+    browser, url = page
+    browser.upload(url, DICOM / "CT_small.dcm")
+    href = browser.eval("document.getElementById('dl-seg') && document.getElementById('dl-seg').href")
+    assert href and href.endswith(".seg.dcm")
+    data = urllib.request.urlopen(href, timeout=10).read()
+    seg = pydicom.dcmread(io.BytesIO(data))
+    assert seg.Modality == "SEG" and seg.SegmentSequence[0].SegmentLabel == "lesion"
+    assert browser.eval("!!document.getElementById('dl-sr')")
+
+
+def test_bad_uploads_get_a_message_not_a_trace(page, tmp_path):
+    browser, url = page
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not an image at all")
+    browser.call("Page.navigate", url=url)
+    browser.until("document.readyState === 'complete' && !!document.getElementById('file')")
+    root = browser.call("DOM.getDocument")["root"]["nodeId"]
+    node = browser.call("DOM.querySelector", nodeId=root, selector="#file")["nodeId"]
+    browser.call("DOM.setFileInputFiles", nodeId=node, files=[str(junk)])
+    browser.eval("document.getElementById('go').click()")
+    browser.until("!!document.querySelector('#facts .err')")
+    text = browser.eval("document.querySelector('#facts .err').innerText")
+    assert "junk.png" in text and "Traceback" not in text
