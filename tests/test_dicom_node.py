@@ -36,7 +36,7 @@ def _ports(n: int) -> list[int]:
 
 
 class Orthanc:
-    def __init__(self, root: Path, dicom_port: int, http_port: int) -> None:
+    def __init__(self, root: Path, dicom_port: int, http_port: int, check_called_aet: bool = False) -> None:
         self.root, self.dicom_port, self.http_port = root, dicom_port, http_port
         self.url = f"http://127.0.0.1:{http_port}"
         root.mkdir(parents=True, exist_ok=True)
@@ -44,7 +44,7 @@ class Orthanc:
             "Name": "edgemed-test", "StorageDirectory": str(root / "db"), "IndexDirectory": str(root / "db"),
             "DicomAet": "ORTHANC", "DicomPort": dicom_port, "HttpPort": http_port, "RemoteAccessAllowed": False,
             "AuthenticationEnabled": False, "DicomServerEnabled": True, "HttpServerEnabled": True,
-            "Plugins": [], "DicomCheckCalledAet": False, "DicomAlwaysAllowStore": True}))
+            "Plugins": [], "DicomCheckCalledAet": check_called_aet, "DicomAlwaysAllowStore": True}))
         self.proc = None
 
     def start(self) -> None:
@@ -127,6 +127,8 @@ def test_results_reach_orthanc_and_survive_its_restart(unet_bundle, tmp_path):
         ds.SOPInstanceUID = pydicom.uid.generate_uid()
         ds.save_as(tmp_path / "nopixels.dcm")
         assert _send(node_port, tmp_path / "nopixels.dcm") == 0xC000
+        with socket.create_connection(("127.0.0.1", node_port), timeout=5) as peer:  # a peer that sends garbage
+            peer.sendall(os.urandom(4096))
         assert _send(node_port, DICOM / "MR_small.dcm") == 0x0000
         assert _wait(lambda: len(pacs.instances()) == 12, 60)
         listing = "\n".join(f"{i['MainDicomTags'].get('SOPInstanceUID')} {i['ID']}" for i in pacs.instances())
@@ -140,3 +142,28 @@ def test_results_reach_orthanc_and_survive_its_restart(unet_bundle, tmp_path):
             out, _ = node.communicate(timeout=10)
         pacs.stop()
     assert "no pixel data" in out  # the refusal was logged in one line
+
+
+def test_a_pacs_that_rejects_the_association_loses_nothing(unet_bundle, tmp_path):
+    dicom_port, http_port, node_port = _ports(3)
+    pacs = Orthanc(tmp_path / "orthanc", dicom_port, http_port, check_called_aet=True)
+    pacs.start()
+    queue = tmp_path / "outbox"
+    node = subprocess.Popen([sys.executable, "-m", "edgemed.cli", "listen", str(unet_bundle), "--port", str(node_port),
+                             "--send", f"NOT_ORTHANC@127.0.0.1:{dicom_port}", "--queue", str(queue)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        assert _wait(lambda: socket.socket().connect_ex(("127.0.0.1", node_port)) == 0, 60), "listen did not start"
+        assert _send(node_port, DICOM / "CT_small.dcm") == 0x0000
+        assert _wait(lambda: len(list(queue.glob("*.dcm"))) == 3, 60)
+        time.sleep(3)  # retries, each rejected
+        assert len(list(queue.glob("*.dcm"))) == 3 and not pacs.instances()
+    finally:
+        node.send_signal(signal.SIGTERM)
+        try:
+            out, _ = node.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(node.pid, signal.SIGKILL)
+            out, _ = node.communicate(timeout=10)
+        pacs.stop()
+    assert "association not established" in out and "wait in" in out
