@@ -131,8 +131,12 @@ def test_results_reach_orthanc_and_survive_its_restart(unet_bundle, tmp_path):
             peer.sendall(os.urandom(4096))
         assert _send(node_port, DICOM / "MR_small.dcm") == 0x0000
         assert _wait(lambda: len(pacs.instances()) == 12, 60)
-        listing = "\n".join(f"{i['MainDicomTags'].get('SOPInstanceUID')} {i['ID']}" for i in pacs.instances())
-        (tmp_path / "orthanc_listing.txt").write_text(listing)
+        with urllib.request.urlopen(f"{pacs.url}/series?expand", timeout=10) as r:
+            series = json.loads(r.read())
+        listing = "\n".join(f"{x['MainDicomTags'].get('Modality')} | {x['MainDicomTags'].get('SeriesDescription')}"
+                            f" | {len(x['Instances'])} instance(s)" for x in series)
+        assert sorted(x["MainDicomTags"].get("Modality") for x in series).count("SEG") == 4
+        (tmp_path / "orthanc_listing.txt").write_text(listing + "\n")
     finally:
         node.send_signal(signal.SIGTERM)
         try:
