@@ -112,3 +112,25 @@ def test_results_and_sources_without_pixels_are_refused(unet_bundle, tmp_path):
         with pytest.raises(InputError, match="no pixel data"):
             write_objects(pipe, tmp_path / "nopixels.dcm", frames, results, tmp_path / "y", ("sr",))
     assert not list(tmp_path.glob("x*")) and not list(tmp_path.glob("y*"))
+
+
+def test_detection_sr_holds_each_box_as_a_region_on_the_source(tmp_path_factory, tmp_path):
+    from edgemed.samples import calibration_set
+
+    from .conftest import convert_shipped
+
+    bundle = convert_shipped("det_busi", tmp_path_factory.mktemp("det") / "det", calib=calibration_set("detection"))
+    path = DICOM / "examples_palette.dcm"
+    frames = read_frames(path)
+    with edgemed.load(bundle) as pipe:
+        results = [pipe.predict(f) for f in frames]
+        written = write_objects(pipe, path, frames, results, tmp_path / "d", ("seg", "sr", "sc"))
+    assert [p.name for p in written] == ["d.sr.dcm", "d.sc.dcm"]  # no SEG from a detector
+    regions = [i for i in _sr_items(pydicom.dcmread(written[0])) if i.ValueType == "SCOORD"]
+    assert len(regions) == len(results[0].boxes) >= 1
+    for item, box in zip(regions, results[0].boxes):
+        x1, y1, x2, y2 = (float(v) for v in box)
+        corners = np.array(item.GraphicData, float).reshape(-1, 2)
+        np.testing.assert_allclose(corners, [[x1, y1], [x2, y1], [x2, y2], [x1, y2], [x1, y1]], atol=1e-3)
+        assert item.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == \
+            pydicom.dcmread(path).SOPInstanceUID
