@@ -14,6 +14,19 @@ SHARED = ROOT.parent / "shared" / "data"
 DICOM = SHARED / "dicom"
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports free on loopback right now (for servers a test starts)."""
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
 def pytest_report_header(config):
     return f"shared data: {SHARED} ({'present' if SHARED.is_dir() else 'MISSING'})"
 

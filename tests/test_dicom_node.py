@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import DICOM
+from .conftest import DICOM, free_ports
 
 pynetdicom = pytest.importorskip("pynetdicom", reason="pynetdicom not installed (pip install 'edgemed[dicom]')")
 pydicom = pytest.importorskip("pydicom")
@@ -23,16 +23,6 @@ ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
 pytestmark = pytest.mark.skipif(not Path(ORTHANC).exists(),
                                 reason="Orthanc is not installed (.ci/run installs the Debian package)")
 SOURCES = ["CT_small.dcm", "MR_small.dcm", "examples_palette.dcm"]
-
-
-def _ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 class Orthanc:
@@ -88,6 +78,31 @@ def _send(port: int, path: Path) -> int:
         assoc.release()
 
 
+class Listen:
+    """``edgemed listen`` as a subprocess sending to ``send``; ``log`` holds its output once it has stopped."""
+
+    def __init__(self, bundle: Path, port: int, send: str, queue: Path) -> None:
+        self.port, self.log = port, ""
+        cmd = [sys.executable, "-m", "edgemed.cli", "listen", str(bundle), "--port", str(port), "--send", send,
+               "--queue", str(queue)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     start_new_session=True)
+
+    def __enter__(self) -> Listen:
+        if not _wait(lambda: socket.socket().connect_ex(("127.0.0.1", self.port)) == 0, 60):
+            self.__exit__()
+            pytest.fail(f"listen did not start: {self.log[-2000:]}")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.log, _ = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.log, _ = self.proc.communicate(timeout=10)
+
+
 def _wait(predicate, seconds: float = 60) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -98,76 +113,62 @@ def _wait(predicate, seconds: float = 60) -> bool:
 
 
 def test_results_reach_orthanc_and_survive_its_restart(unet_bundle, tmp_path):
-    dicom_port, http_port, node_port = _ports(3)
+    dicom_port, http_port, node_port = free_ports(3)
     pacs = Orthanc(tmp_path / "orthanc", dicom_port, http_port)
     pacs.start()
     queue = tmp_path / "outbox"
-    node = subprocess.Popen([sys.executable, "-m", "edgemed.cli", "listen", str(unet_bundle), "--port", str(node_port),
-                             "--send", f"ORTHANC@127.0.0.1:{dicom_port}", "--queue", str(queue)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        assert _wait(lambda: socket.socket().connect_ex(("127.0.0.1", node_port)) == 0, 60), "listen did not start"
-        for name in SOURCES[:2]:
-            assert _send(node_port, DICOM / name) == 0x0000
-        assert _wait(lambda: len(pacs.instances()) == 6), pacs.instances()
-        # the PACS goes down: results wait in the outbox, and arrive when it is back
-        pacs.stop()
-        assert _send(node_port, DICOM / SOURCES[2]) == 0x0000
-        assert _wait(lambda: len(list(queue.glob("*.dcm"))) == 3, 60)
-        time.sleep(3)  # a few failed retries while it is down
-        pacs.start()
-        assert _wait(lambda: len(pacs.instances()) == 9, 90), pacs.instances()
-        assert _wait(lambda: not list(queue.glob("*.dcm")), 30)
-        held = pacs.instances()
-        uids = [i["MainDicomTags"]["SOPInstanceUID"] for i in held]
-        assert len(set(uids)) == len(uids) == 9  # none lost, none duplicated
-        # bad input: an object without pixel data gets a failure status, and the node goes on
-        ds = pydicom.dcmread(DICOM / "CT_small.dcm")
-        del ds.PixelData
-        ds.SOPInstanceUID = pydicom.uid.generate_uid()
-        ds.save_as(tmp_path / "nopixels.dcm")
-        assert _send(node_port, tmp_path / "nopixels.dcm") == 0xC000
-        with socket.create_connection(("127.0.0.1", node_port), timeout=5) as peer:  # a peer that sends garbage
-            peer.sendall(os.urandom(4096))
-        assert _send(node_port, DICOM / "MR_small.dcm") == 0x0000
-        assert _wait(lambda: len(pacs.instances()) == 12, 60)
-        with urllib.request.urlopen(f"{pacs.url}/series?expand", timeout=10) as r:
-            series = json.loads(r.read())
-        listing = "\n".join(f"{x['MainDicomTags'].get('Modality')} | {x['MainDicomTags'].get('SeriesDescription')}"
-                            f" | {len(x['Instances'])} instance(s)" for x in series)
-        assert sorted(x["MainDicomTags"].get("Modality") for x in series).count("SEG") == 4
-        (tmp_path / "orthanc_listing.txt").write_text(listing + "\n")
+        with Listen(unet_bundle, node_port, f"ORTHANC@127.0.0.1:{dicom_port}", queue) as node:
+            _exchange(pacs, node_port, queue, tmp_path)
     finally:
-        node.send_signal(signal.SIGTERM)
-        try:
-            out, _ = node.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(node.pid, signal.SIGKILL)
-            out, _ = node.communicate(timeout=10)
         pacs.stop()
-    assert "no pixel data" in out  # the refusal was logged in one line
+    assert "no pixel data" in node.log  # the refusal was logged in one line
+
+
+def _exchange(pacs: Orthanc, node_port: int, queue: Path, tmp_path: Path) -> None:
+    for name in SOURCES[:2]:
+        assert _send(node_port, DICOM / name) == 0x0000
+    assert _wait(lambda: len(pacs.instances()) == 6), pacs.instances()
+    # the PACS goes down: results wait in the outbox, and arrive when it is back
+    pacs.stop()
+    assert _send(node_port, DICOM / SOURCES[2]) == 0x0000
+    assert _wait(lambda: len(list(queue.glob("*.dcm"))) == 3, 60)
+    time.sleep(3)  # a few failed retries while it is down
+    pacs.start()
+    assert _wait(lambda: len(pacs.instances()) == 9, 90), pacs.instances()
+    assert _wait(lambda: not list(queue.glob("*.dcm")), 30)
+    held = pacs.instances()
+    uids = [i["MainDicomTags"]["SOPInstanceUID"] for i in held]
+    assert len(set(uids)) == len(uids) == 9  # none lost, none duplicated
+    # bad input: an object without pixel data gets a failure status, and the node goes on
+    ds = pydicom.dcmread(DICOM / "CT_small.dcm")
+    del ds.PixelData
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.save_as(tmp_path / "nopixels.dcm")
+    assert _send(node_port, tmp_path / "nopixels.dcm") == 0xC000
+    with socket.create_connection(("127.0.0.1", node_port), timeout=5) as peer:  # a peer that sends garbage
+        peer.sendall(os.urandom(4096))
+    assert _send(node_port, DICOM / "MR_small.dcm") == 0x0000
+    assert _wait(lambda: len(pacs.instances()) == 12, 60)
+    with urllib.request.urlopen(f"{pacs.url}/series?expand", timeout=10) as r:
+        series = json.loads(r.read())
+    listing = "\n".join(f"{x['MainDicomTags'].get('Modality')} | {x['MainDicomTags'].get('SeriesDescription')}"
+                        f" | {len(x['Instances'])} instance(s)" for x in series)
+    assert sorted(x["MainDicomTags"].get("Modality") for x in series).count("SEG") == 4
+    (tmp_path / "orthanc_listing.txt").write_text(listing + "\n")
 
 
 def test_a_pacs_that_rejects_the_association_loses_nothing(unet_bundle, tmp_path):
-    dicom_port, http_port, node_port = _ports(3)
+    dicom_port, http_port, node_port = free_ports(3)
     pacs = Orthanc(tmp_path / "orthanc", dicom_port, http_port, check_called_aet=True)
     pacs.start()
     queue = tmp_path / "outbox"
-    node = subprocess.Popen([sys.executable, "-m", "edgemed.cli", "listen", str(unet_bundle), "--port", str(node_port),
-                             "--send", f"NOT_ORTHANC@127.0.0.1:{dicom_port}", "--queue", str(queue)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        assert _wait(lambda: socket.socket().connect_ex(("127.0.0.1", node_port)) == 0, 60), "listen did not start"
-        assert _send(node_port, DICOM / "CT_small.dcm") == 0x0000
-        assert _wait(lambda: len(list(queue.glob("*.dcm"))) == 3, 60)
-        time.sleep(3)  # retries, each rejected
-        assert len(list(queue.glob("*.dcm"))) == 3 and not pacs.instances()
+        with Listen(unet_bundle, node_port, f"NOT_ORTHANC@127.0.0.1:{dicom_port}", queue) as node:
+            assert _send(node_port, DICOM / "CT_small.dcm") == 0x0000
+            assert _wait(lambda: len(list(queue.glob("*.dcm"))) == 3, 60)
+            time.sleep(3)  # retries, each rejected
+            assert len(list(queue.glob("*.dcm"))) == 3 and not pacs.instances()
     finally:
-        node.send_signal(signal.SIGTERM)
-        try:
-            out, _ = node.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(node.pid, signal.SIGKILL)
-            out, _ = node.communicate(timeout=10)
         pacs.stop()
-    assert "association not established" in out and "wait in" in out
+    assert "association not established" in node.log and "wait in" in node.log

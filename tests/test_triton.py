@@ -12,7 +12,6 @@ import concurrent.futures as cf
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -27,7 +26,7 @@ from edgemed.bundle import Bundle
 from edgemed.datasets import ImageSet
 from edgemed.samples import samples_dir
 
-from .conftest import ROOT
+from .conftest import ROOT, free_ports
 
 SERVE_PY = Path(os.environ.get("EDGEMED_SERVE_PYTHON", ROOT / ".venv-serve" / "bin" / "python"))
 pytestmark = pytest.mark.skipif(
@@ -36,16 +35,6 @@ pytestmark = pytest.mark.skipif(
     reason=f"no serving environment at {SERVE_PY} (python3 -m venv .venv-serve && .venv-serve/bin/pip install "
            "-e '.[serve]', as the README's test command does)")
 TIMEOUT = 60
-
-
-def _ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _get(url: str) -> tuple[int, dict | str]:
@@ -95,7 +84,7 @@ def _frame(image: np.ndarray) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def server(cnn_bundle, unet_bundle):
-    http, grpc, metrics = _ports(3)
+    http, grpc, metrics = free_ports(3)
     proc = subprocess.Popen([str(SERVE_PY), "-m", "edgemed.cli", "serve", str(cnn_bundle), str(unet_bundle),
                              "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
                              "--max-batch", "8", "--max-queue-delay-us", "20000"],

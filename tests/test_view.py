@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,18 +20,12 @@ import pytest
 import edgemed
 from edgemed.samples import samples_dir
 
-from .conftest import DICOM
+from .conftest import DICOM, free_ports
 
 websocket = pytest.importorskip("websocket", reason="websocket-client not installed (the dev extra has it)")
 pytest.importorskip("flask", reason="flask not installed (pip install 'edgemed[view]')")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it)")
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_http(url: str, seconds: float = 60) -> None:
@@ -50,7 +43,7 @@ class Browser:
     """Just enough of the Chrome DevTools protocol: navigate, evaluate, set a file input, screenshot."""
 
     def __init__(self, tmp: Path) -> None:
-        port = _port()
+        port = free_ports(1)[0]
         self.proc = subprocess.Popen([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                                       f"--remote-debugging-port={port}", "--remote-allow-origins=*",
                                       f"--user-data-dir={tmp / 'profile'}", "--window-size=1400,1000", "about:blank"],
@@ -82,16 +75,16 @@ class Browser:
             time.sleep(0.2)
         pytest.fail(f"page never reached: {expression}")
 
-    def upload(self, url: str, path: Path) -> None:
+    def upload(self, url: str, path: Path, until: str = "document.body.dataset.done === '1'") -> None:
+        """Open the page, choose ``path`` in its file input (as a person would), press Analyse, wait for ``until``."""
         self.call("Page.enable")
         self.call("Page.navigate", url=url)
         self.until("document.readyState === 'complete' && !!document.getElementById('file')")
-        self.eval("delete document.body.dataset.done")
         root = self.call("DOM.getDocument")["root"]["nodeId"]
         node = self.call("DOM.querySelector", nodeId=root, selector="#file")["nodeId"]
         self.call("DOM.setFileInputFiles", nodeId=node, files=[str(path)])
         self.eval("document.getElementById('go').click()")
-        self.until("document.body.dataset.done === '1'")
+        self.until(until)
 
     def screenshot(self) -> np.ndarray:
         from PIL import Image
@@ -112,7 +105,7 @@ class Browser:
 
 @pytest.fixture
 def page(unet_bundle, tmp_path):
-    port = _port()
+    port = free_ports(1)[0]
     server = subprocess.Popen([sys.executable, "-m", "edgemed.cli", "view", str(unet_bundle), "--port", str(port)],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     browser = None
@@ -178,12 +171,6 @@ def test_bad_uploads_get_a_message_not_a_trace(page, tmp_path):
     browser, url = page
     junk = tmp_path / "junk.png"
     junk.write_bytes(b"not an image at all")
-    browser.call("Page.navigate", url=url)
-    browser.until("document.readyState === 'complete' && !!document.getElementById('file')")
-    root = browser.call("DOM.getDocument")["root"]["nodeId"]
-    node = browser.call("DOM.querySelector", nodeId=root, selector="#file")["nodeId"]
-    browser.call("DOM.setFileInputFiles", nodeId=node, files=[str(junk)])
-    browser.eval("document.getElementById('go').click()")
-    browser.until("!!document.querySelector('#facts .err')")
+    browser.upload(url, junk, until="!!document.querySelector('#facts .err')")
     text = browser.eval("document.querySelector('#facts .err').innerText")
     assert "junk.png" in text and "Traceback" not in text
