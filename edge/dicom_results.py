@@ -84,6 +84,12 @@ def _save(dataset, path: Path) -> Path:
     return path
 
 
+def _copy_or_empty(obj, source, keyword: str) -> None:
+    """A type 2(C) attribute: the source's value where it has one, else present and empty; never invented."""
+    if keyword not in obj:
+        setattr(obj, keyword, getattr(source, keyword, None) or None)
+
+
 def _uids():
     from pydicom.uid import generate_uid
 
@@ -112,6 +118,8 @@ def write_seg(source, masks: list[np.ndarray], labels: list[str], algo: Algorith
         device_serial_number=algo.bundle_sha256[:16],
         series_description=f"edgemed {algo.name} segmentation ({algo.backend}/{algo.precision}, {algo.verdict})"[:64],
         omit_empty_frames=False)
+    if "FrameOfReferenceUID" not in source:  # no patient coordinates: General Image's orientation is type 2C
+        _copy_or_empty(seg, source, "PatientOrientation")
     return _save(seg, out.with_name(out.name + ".seg.dcm"))
 
 
@@ -130,6 +138,7 @@ def write_sc(source, overlay_rgb: np.ndarray, algo: Algorithm, out: Path) -> Pat
         series_description=f"edgemed {algo.name} overlay ({algo.verdict})"[:64])
     if orientation is None:
         sc.PatientOrientation = None  # unknown in the source: empty (type 2), never a guess (highdicom wants one)
+    _copy_or_empty(sc, source, "Laterality")  # type 2C (paired body parts): the source's, or empty (dciodvfy)
     return _save(sc, out.with_name(out.name + ".sc.dcm"))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -72,6 +73,12 @@ def test_seg_reads_back_equal_to_the_runtime_mask(unet_bundle, name, tmp_path):
         assert unit == "pixels" and value == lesion_px
     sc = pydicom.dcmread(sc_path)
     assert sc.pixel_array.shape[:2] == results[0].mask.shape and sc.PhotometricInterpretation == "RGB"
+    validator = shutil.which("dciodvfy")  # dicom3tools' IOD validator (.ci/run installs it)
+    if validator:
+        for p in written:
+            report = subprocess.run([validator, str(p)], capture_output=True, text=True, timeout=60)
+            errors = [ln for ln in (report.stdout + report.stderr).splitlines() if ln.startswith("Error")]
+            assert not errors, (p.name, errors)
 
 
 def test_classification_sr_carries_the_finding_and_probabilities(cnn_bundle, tmp_path):
