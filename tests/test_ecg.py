@@ -16,6 +16,7 @@ from edgemed.errors import InputError, OptionError
 from edgemed.gate import Budget, default_budget, judge
 from edgemed.samples import assets_dir, calibration_set, ecg_beats, ecg_record
 from edgemed.signal_sets import SignalSet
+from edgemed.zoo import build
 
 pytest.importorskip("wfdb", reason="wfdb not installed (pip install 'edgemed[signal]')")
 torch = pytest.importorskip("torch")
@@ -83,7 +84,7 @@ def test_per_class_gate_fails_a_model_that_flips_the_rare_class():
 @pytest.mark.parametrize("cell, bidirectional", [("lstm", False), ("gru", True)])
 def test_recurrent_exports_reproduce_pytorch(cell, bidirectional, tmp_path):
     torch.manual_seed(0)
-    model = edgemed.zoo.build("ecg_rnn", num_classes=4, cell=cell, bidirectional=bidirectional).eval()
+    model = build("ecg_rnn", num_classes=4, cell=cell, bidirectional=bidirectional).eval()
     weights = tmp_path / "w.pt"
     torch.save(model.state_dict(), weights)
     out = convert(weights, tmp_path / "b", task="classification", input_kind="signal", input_shape=(1, 1, 180),
@@ -94,16 +95,18 @@ def test_recurrent_exports_reproduce_pytorch(cell, bidirectional, tmp_path):
     assert fp32.drift.verdict == "passed" and fp32.drift.value("max_abs_diff") <= 1e-4
 
 
-def test_torchscript_and_onnx_sources_convert_alike(tmp_path):
+def test_torchscript_export_and_onnx_sources_convert_alike(tmp_path):
     torch.manual_seed(1)
-    model = edgemed.zoo.build("ecg_cnn", num_classes=4).eval()
+    model = build("ecg_cnn", num_classes=4).eval()
     scripted = tmp_path / "m.ts"
     torch.jit.trace(model, torch.zeros(1, 1, 180)).save(str(scripted))
+    exported = tmp_path / "m.pt2"
+    torch.export.save(torch.export.export(model, (torch.zeros(1, 1, 180),)), str(exported))
     onnx_path = tmp_path / "m.onnx"
     torch.onnx.export(model, (torch.zeros(1, 1, 180),), str(onnx_path), dynamo=False, input_names=["x"],
                       dynamic_axes={"x": {0: "n"}})
     outputs = []
-    for src in (scripted, onnx_path):
+    for src in (scripted, exported, onnx_path):
         out = convert(src, tmp_path / src.suffix[1:], task="classification", input_kind="signal",
                       input_shape=(1, 1, 180), labels=("N", "S", "V", "F"), preprocess=tuple(SPEC),
                       calib=calibration_set("classification", "signal"))
@@ -111,7 +114,8 @@ def test_torchscript_and_onnx_sources_convert_alike(tmp_path):
         with edgemed.load(out) as pipe:
             beat = next(iter(SignalSet.open(ecg_beats())))[1]
             outputs.append(pipe.predict(beat).probabilities)
-    np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-5)
+    for other in outputs[1:]:
+        np.testing.assert_allclose(outputs[0], other, atol=1e-5)
 
 
 def test_signal_options_are_checked_before_work(tmp_path):
@@ -128,7 +132,7 @@ def test_signal_options_are_checked_before_work(tmp_path):
 def test_image_calibration_for_a_signal_model_is_refused(tmp_path):
     torch.manual_seed(0)
     weights = tmp_path / "w.pt"
-    torch.save(edgemed.zoo.build("ecg_cnn", num_classes=4).state_dict(), weights)
+    torch.save(build("ecg_cnn", num_classes=4).state_dict(), weights)
     with pytest.raises(OptionError, match="holds images, but the model's input kind is signal"):
         convert(weights, tmp_path / "b", task="classification", input_kind="signal", input_shape=(1, 1, 180),
                 arch="ecg_cnn", arch_args={"num_classes": 4}, labels=("N", "S", "V", "F"), preprocess=tuple(SPEC),
