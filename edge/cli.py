@@ -186,7 +186,8 @@ def predict(bundle: Path, inputs: tuple[Path, ...], device: str, backend: str | 
             from .dicom_results import write_objects
 
             for path, (stem, images, results) in dicom.items():
-                objects = write_objects(pipe, path, images, results, out / stem, kinds)
+                objects = write_objects(pipe, path, images, results, out / stem, kinds, strict=dicom_kinds is not None,
+                                        note=lambda s: click.echo(f"edgemed: note: {s}", err=True))
                 written += len(objects)
                 if not as_json:
                     click.echo(f"{path.name}: DICOM {', '.join(p.name for p in objects)}", err=True)

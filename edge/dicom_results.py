@@ -262,8 +262,10 @@ def render(image: np.ndarray, result: Any, task: str, labels: list[str]) -> np.n
 
 
 def write_objects(pipe: Any, path: Path, images: list[np.ndarray], results: list, out: Path,
-                  kinds: tuple[str, ...]) -> list[Path]:
-    """The DICOM objects for one source file's frames, written next to ``out`` (a path stem)."""
+                  kinds: tuple[str, ...], strict: bool = True, note=lambda s: None) -> list[Path]:
+    """The DICOM objects for one source file's frames, written next to ``out`` (a path stem). ``strict``:
+    a kind asked for by name that cannot be made is an error; otherwise (the defaults) it is skipped and
+    ``note`` says why."""
     source = read_source(path)
     check_source(source, path)
     algo = Algorithm.of(pipe)
@@ -271,9 +273,13 @@ def write_objects(pipe: Any, path: Path, images: list[np.ndarray], results: list
     written = []
     if "seg" in kinds and pipe.task == "segmentation":
         if len(results) > 1 and "FrameOfReferenceUID" not in source:
-            raise InputError(f"{path}: a multi-frame source without a frame of reference cannot be referenced frame "
-                             "by frame from one SEG (highdicom refuses it)", "pass --dicom sr,sc for this source")
-        written.append(write_seg(source, [r.mask for r in results], pipe.labels, algo, out))
+            problem = (f"{path}: a multi-frame source without a frame of reference cannot be referenced frame by "
+                       "frame from one SEG (highdicom refuses it)")
+            if strict:
+                raise InputError(problem, "pass --dicom sr,sc for this source")
+            note(f"{problem}; SEG not written")
+        else:
+            written.append(write_seg(source, [r.mask for r in results], pipe.labels, algo, out))
     if "sr" in kinds:
         written.append(write_sr(source, results, pipe.task, pipe.labels, algo, out))
     if "sc" in kinds:  # the first frame: a viewer's key image, not a second copy of a cine loop

@@ -34,7 +34,11 @@ def test_predict_out_writes_one_set_of_files_per_frame_with_unique_names(unet_bu
     assert len(rows) == 30 + 2 + 4
     written = [p for r in rows for p in r["written"]]
     assert len(written) == len(set(written)) == 3 * len(rows)  # mask, overlay and JSON per frame, none shared
-    assert len(list(out.iterdir())) == len(written)
+    # and, for the DICOM source, its SR and SC (no SEG: a multi-frame source without a frame of reference)
+    dicom = sorted(p.name for p in out.glob("*.dcm"))
+    assert dicom == ["examples_ybr_color.sc.dcm", "examples_ybr_color.sr.dcm"]
+    assert "SEG not written" in proc.stderr
+    assert len(list(out.iterdir())) == len(written) + len(dicom)
     for r in rows:  # each frame's mask file holds that frame's own mask
         mask = np.asarray(Image.open(next(p for p in r["written"] if p.endswith("_mask.png"))))
         assert int((mask > 0).sum()) == r["areas_px"]["lesion"], r["input"]
