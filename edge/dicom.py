@@ -19,13 +19,12 @@ def read_dicom(path: str | Path) -> list[np.ndarray]:
     """Return the frames of a DICOM file as float32 (H,W) or uint8 (H,W,3) arrays."""
     try:
         import pydicom
-        from pydicom.errors import InvalidDicomError
-        from pydicom.pixels import apply_modality_lut
     except ImportError as exc:
         raise InputError(f"{path}: reading DICOM needs pydicom", "pip install 'edgemed[dicom]'") from exc
     try:
         ds = pydicom.dcmread(str(path))
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a damaged file raises many types (fuzzing found BytesLengthException
+        # and NotImplementedError for an unknown VR besides the usual ones): each is the same one-line answer
         raise InputError(f"{path}: not a readable DICOM file ({first_line(exc)})",
                          "check the file is complete and is DICOM Part 10") from exc
     if "PixelData" not in ds:
@@ -34,7 +33,7 @@ def read_dicom(path: str | Path) -> list[np.ndarray]:
 
     try:
         declared = int(ds.Rows) * int(ds.Columns) * int(ds.get("NumberOfFrames", 1) or 1)
-    except (AttributeError, TypeError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - elements are parsed lazily: a damaged one fails here, in any type
         raise InputError(f"{path}: DICOM file lacks valid Rows/Columns", "the file is damaged") from exc
     if declared > 4 * MAX_IMAGE_PIXELS or int(ds.Rows) * int(ds.Columns) > MAX_IMAGE_PIXELS:
         raise InputError(f"{path}: DICOM declares {declared} pixels, beyond edgemed's limit",
@@ -49,6 +48,17 @@ def read_dicom(path: str | Path) -> list[np.ndarray]:
             "install a decoder plugin for it (e.g. pip install pylibjpeg pylibjpeg-openjpeg) "
             "or export the study uncompressed",
         ) from exc
+
+    try:
+        return _frames(ds, pixels)
+    except Exception as exc:  # noqa: BLE001 - a damaged LUT, slope or photometric element, in whatever type
+        raise InputError(f"{path}: cannot interpret the DICOM pixel data ({first_line(exc)})",
+                         "the file is damaged; export it again") from exc
+
+
+def _frames(ds, pixels: np.ndarray) -> list[np.ndarray]:
+    """Rescale (modality LUT), invert MONOCHROME1, apply palettes, split frames."""
+    from pydicom.pixels import apply_modality_lut
 
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
     frames = int(ds.get("NumberOfFrames", 1) or 1)
