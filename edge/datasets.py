@@ -20,8 +20,32 @@ from .images import list_images, read_frames
 NPZ_IMAGE_KEYS = ("images", "test_images", "val_images", "train_images")
 
 
+class IndexedSet:
+    """What every set of cases shares (images, signal windows): named cases, evenly spaced subsets, lookup
+    by name. A subclass provides ``names`` and ``select(indices)``."""
+
+    names: list[str]
+    unit = "images"  # what a case is called in messages
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def subset(self, count: int | None):
+        """An evenly spaced, deterministic subset (every class of a sorted set stays represented)."""
+        if count is None or count >= len(self):
+            return self
+        if count < 1:
+            raise InputError(f"asked for {count} {self.unit}", "use a count of at least 1")
+        return self.select(np.linspace(0, len(self) - 1, count).round().astype(int).tolist())
+
+    def select_names(self, names: list[str]):
+        """The cases with these names, in this order; None if any is gone."""
+        where = {n: i for i, n in enumerate(self.names)}
+        return self.select([where[n] for n in names]) if all(n in where for n in names) else None
+
+
 @dataclass
-class ImageSet:
+class ImageSet(IndexedSet):
     path: Path
     names: list[str]
     _files: list[Path] | None = None
@@ -64,17 +88,6 @@ class ImageSet:
             return cls(path, [path.name], _files=[path])
         raise InputError(f"{path}: no such folder or file", "pass a folder of images or an .npz")
 
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def subset(self, count: int | None) -> ImageSet:
-        """An evenly spaced, deterministic subset (every class of a sorted set stays represented)."""
-        if count is None or count >= len(self):
-            return self
-        if count < 1:
-            raise InputError(f"asked for {count} images", "use a count of at least 1")
-        return self.select(np.linspace(0, len(self) - 1, count).round().astype(int).tolist())
-
     def select(self, idx: list[int]) -> ImageSet:
         return ImageSet(
             self.path,
@@ -83,11 +96,6 @@ class ImageSet:
             _array=self._array[idx] if self._array is not None else None,
             _frames=[self._frames[i] for i in idx] if self._frames is not None else None,
         )
-
-    def select_names(self, names: list[str]) -> ImageSet | None:
-        """The images with these names, in this order; None if any is gone."""
-        where = {n: i for i, n in enumerate(self.names)}
-        return self.select([where[n] for n in names]) if all(n in where for n in names) else None
 
     def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
         if self._array is not None:

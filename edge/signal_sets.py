@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .datasets import IndexedSet
 from .errors import InputError
 from .signals import Signal, to_mv
 
@@ -37,7 +38,7 @@ def is_signal_set(path: Path) -> bool:
 
 
 @dataclass
-class SignalSet:
+class SignalSet(IndexedSet):
     path: Path
     names: list[str]
     _array: np.ndarray  # (N, L, T) in stored units
@@ -73,22 +74,10 @@ class SignalSet:
         return cls(path, [f"signals[{i}]" for i in range(len(array))], array, fs, to_mv(units, str(path)) / gain,
                    leads)
 
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def subset(self, count: int | None) -> SignalSet:
-        if count is None or count >= len(self):
-            return self
-        if count < 1:
-            raise InputError(f"asked for {count} windows", "use a count of at least 1")
-        return self.select(np.linspace(0, len(self) - 1, count).round().astype(int).tolist())
+    unit = "windows"
 
     def select(self, idx: list[int]) -> SignalSet:
         return SignalSet(self.path, [self.names[i] for i in idx], self._array[idx], self.fs, self.factor, self.leads)
-
-    def select_names(self, names: list[str]) -> SignalSet | None:
-        where = {n: i for i, n in enumerate(self.names)}
-        return self.select([where[n] for n in names]) if all(n in where for n in names) else None
 
     def __iter__(self) -> Iterator[tuple[str, Signal]]:
         for name, x in zip(self.names, self._array):
