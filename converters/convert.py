@@ -415,9 +415,7 @@ def write(tmp: Path, opts: ConvertOptions, source: SourceModel, exported: Export
     manifest = Manifest(
         schema_version=SCHEMA_VERSION,
         model=ModelCard(name=opts.name or opts.model.stem, task=opts.task, labels=reading.labels,
-                        # the literal, not the parsed string: msgspec omits a default it finds identical
-                        input_kind="signal" if opts.input_kind == "signal" else "image",
-                        shipped=shipped_name(source.sha256)),
+                        input_kind=opts.input_kind, shipped=shipped_name(source.sha256)),
         input=InputSpec(name=exported.input_name, shape=[batch, *exported.shape[1:]], dtype="float32",
                         layout=layout(opts)),
         output=output_spec(tmp / MODEL_FILE, exported, reading, ctx.verdict.reference, batch),

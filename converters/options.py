@@ -237,7 +237,9 @@ def check_choices(items: Any, allowed: tuple[str, ...], option: str) -> tuple[st
     if bad or not cleaned:
         raise OptionError(f"{option} {','.join(bad) or '(empty)'} is not supported",
                           f"choose from {', '.join(allowed)}")
-    return tuple(dict.fromkeys(cleaned))
+    # the allowed constants themselves, not equal copies: msgspec's omit_defaults tells a default by identity,
+    # so a parsed "image" would otherwise be written into every manifest
+    return tuple(dict.fromkeys(allowed[allowed.index(s)] for s in cleaned))
 
 
 def check_backends(targets: tuple[str, ...]) -> None:
