@@ -57,12 +57,9 @@ def _against(pipe, record, annotations: Path) -> dict:
     for name in pipe.labels:
         annotated = [i for i, (_, c) in enumerate(truth) if c == name]
         matched = [i for i in annotated if hit[i]]
-        right = sum(record.beats[nearest[i]].label == name for i in matched)
+        right = sum(record.beats[nearest[i]].label == name for i in matched)  # true positives, counted once
         called = sum(1 for j, b in enumerate(record.beats) if b.label == name and j in used)
-        right_called = sum(1 for i in range(len(truth)) if hit[i] and truth[i][1] == name
-                           and record.beats[nearest[i]].label == name)
-        per_class[name] = {"sensitivity": _proportion(right, len(annotated)),
-                           "ppv": _proportion(right_called, called)}
+        per_class[name] = {"sensitivity": _proportion(right, len(annotated)), "ppv": _proportion(right, called)}
     return {"annotated_beats": len(truth), "detected": _proportion(int(hit.sum()), len(truth)),
             "detections_matching_a_beat": _proportion(len(used), len(found)),
             "per_class": per_class,

@@ -90,10 +90,10 @@ def _copy_or_empty(obj, source, keyword: str) -> None:
         setattr(obj, keyword, getattr(source, keyword, None) or None)
 
 
-def _uids():
+def _uid() -> str:
     from pydicom.uid import generate_uid
 
-    return generate_uid(), generate_uid()
+    return generate_uid()
 
 
 def write_seg(source, masks: list[np.ndarray], labels: list[str], algo: Algorithm, out: Path) -> Path:
@@ -109,7 +109,7 @@ def write_seg(source, masks: list[np.ndarray], labels: list[str], algo: Algorith
         segmented_property_type=codes.SCT.Lesion, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=algo.identification()) for i, c in enumerate(classes, start=1)]
     label_map = np.stack(masks).astype(np.uint8)
-    series, instance = _uids()
+    series, instance = _uid(), _uid()
     seg = hd.seg.Segmentation(
         source_images=[source], pixel_array=label_map, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions, series_instance_uid=series, series_number=9101,
@@ -126,7 +126,7 @@ def write_seg(source, masks: list[np.ndarray], labels: list[str], algo: Algorith
 def write_sc(source, overlay_rgb: np.ndarray, algo: Algorithm, out: Path) -> Path:
     import highdicom as hd
 
-    series, instance = _uids()
+    series, instance = _uid(), _uid()
     spacing = getattr(source, "PixelSpacing", None)
     orientation = _orientation(source)
     sc = hd.sc.SCImage.from_ref_dataset(
@@ -182,15 +182,13 @@ def write_sr(source, results: list, task: str, labels: list[str], algo: Algorith
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=_uids()[0], name=algo.name[:64], manufacturer_name=MANUFACTURER, model_name=algo.artifact[:64]))
+            uid=_uid(), name=algo.name[:64], manufacturer_name=MANUFACTURER, model_name=algo.artifact[:64]))
     context = hd.sr.ObservationContext(observer_device_context=observer)
     groups = []
     frame_area, unit = pixel_area(source)
     for frame_no, result in enumerate(results, start=1):
-        ref = hd.sr.SourceImageForRegion.from_source_image(source, referenced_frame_numbers=[frame_no]) \
-            if int(getattr(source, "NumberOfFrames", 1)) > 1 else hd.sr.SourceImageForRegion.from_source_image(source)
-        tracking = hd.sr.TrackingIdentifier(uid=_uids()[0], identifier=f"frame {frame_no}")
         if task == "classification":
+            tracking = hd.sr.TrackingIdentifier(uid=_uid(), identifier=f"frame {frame_no}")
             findings = [hd.sr.QualitativeEvaluation(
                 name=codes.DCM.Finding, value=CodedConcept(value=result.label[:16], scheme_designator=LOCAL_SCHEME,
                                                            meaning=result.label[:64]))]
@@ -204,12 +202,14 @@ def write_sr(source, results: list, task: str, labels: list[str], algo: Algorith
                 source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)]))
             continue
         if task == "detection":
+            frames = {"referenced_frame_numbers": [frame_no]} if int(getattr(source, "NumberOfFrames", 1)) > 1 else {}
+            ref = hd.sr.SourceImageForRegion.from_source_image(source, **frames)
             for k, (box, score, cls) in enumerate(zip(result.boxes, result.scores, result.classes)):
                 x1, y1, x2, y2 = (float(v) for v in box)
                 region = hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POLYLINE, source_image=ref,
                                            graphic_data=np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2], [x1, y1]]))
                 groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-                    tracking_identifier=hd.sr.TrackingIdentifier(uid=_uids()[0],
+                    tracking_identifier=hd.sr.TrackingIdentifier(uid=_uid(),
                                                                  identifier=f"frame {frame_no} box {k}"),
                     referenced_region=region, finding_type=CodedConcept(
                         value=labels[int(cls)][:16], scheme_designator=LOCAL_SCHEME, meaning=labels[int(cls)][:64]),
@@ -220,14 +220,14 @@ def write_sr(source, results: list, task: str, labels: list[str], algo: Algorith
             px = int((result.mask == c).sum())
             unit_code = codes.UCUM.SquareMillimeter if unit == "mm2" else CodedConcept("{pixels}", "UCUM", "pixels")
             groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
-                tracking_identifier=hd.sr.TrackingIdentifier(uid=_uids()[0],
+                tracking_identifier=hd.sr.TrackingIdentifier(uid=_uid(),
                                                              identifier=f"frame {frame_no} {labels[c]}"),
                 finding_type=CodedConcept(value=labels[c][:16], scheme_designator=LOCAL_SCHEME, meaning=labels[c][:64]),
                 measurements=[hd.sr.Measurement(name=codes.SCT.Area, value=px * frame_area, unit=unit_code)],
                 source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)]))
     report = hd.sr.MeasurementReport(observation_context=context, imaging_measurements=groups,
                                      procedure_reported=CodedConcept("edgemed-ai", LOCAL_SCHEME, "AI analysis"))
-    series, instance = _uids()
+    series, instance = _uid(), _uid()
     sr = hd.sr.Comprehensive3DSR(
         evidence=[source], content=report, series_instance_uid=series, series_number=9102,
         sop_instance_uid=instance, instance_number=1, manufacturer=MANUFACTURER,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-IMAGE_INPUTS = {"IMAGE_UINT8": np.uint8, "IMAGE_UINT16": np.uint16, "IMAGE_FP32": np.float32}
+IMAGE_INPUTS = ("IMAGE_UINT8", "IMAGE_UINT16", "IMAGE_FP32")  # Triton checks each one's dtype (config.pbtxt)
 TENSOR_INPUT = "TENSOR"
 
 
