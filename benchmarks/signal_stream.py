@@ -31,6 +31,7 @@ def stream_record(pipe, path: Path) -> dict:
         "compute_per_beat_ms": round(1e3 * record.compute_s / max(1, len(record.beats)), 4),
         "report_delay_bound_s": BLOCK_S + MARGIN_S,
         "gaps": [{"start_s": g.start_s, "end_s": g.end_s, "reason": g.reason} for g in record.gaps],
+        "warnings": record.warnings,
     }
     annotations = Path(path).with_suffix(".atr")
     if annotations.is_file():

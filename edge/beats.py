@@ -8,14 +8,23 @@ fixed in sample time, not by how the samples were delivered, so feeding a record
 gives exactly what feeding it at once gives (a test holds it to that), and a beat is reported at
 most ``block_s + margin_s`` seconds after it happened, plus the compute.
 
-QRS detection is PhysioNet's ``wfdb.processing.XQRS`` on the model's lead at the source rate, each
-peak then moved to the local extremum (``correct_peaks``), where MIT-BIH's annotations put R.
-Measured on DS2 record 213 (30 min, 3,251 beats): 10 s blocks with 2 s margins found 98.1% of the
-annotated beats with no false ones (20 s blocks: 99.0%), the R peak on the annotated sample (median
-offset 0, 95th percentile 1 sample at 360 Hz).
+QRS detection is PhysioNet's ``wfdb.processing.XQRS`` on the model's lead at 360 Hz, the rate of
+MIT-BIH, which XQRS's thresholds and filters are tuned for: a signal at another rate is resampled
+for the detector (polyphase FIR) and the peaks mapped back to the source samples. Each peak is then
+moved to the local extremum (``correct_peaks``), where MIT-BIH's annotations put R. At the source
+rate instead, XQRS found no QRS at all in pydicom's 12-lead ``waveform_ecg.dcm`` (10 s at 1 kHz) on
+leads I, II or V2; at 360 Hz it finds all 10 on each. Measured on DS2 record 213 (30 min,
+3,251 beats, 360 Hz, so unchanged by this): 10 s blocks with 2 s margins found 98.1% of the annotated
+beats with no false ones (20 s blocks: 99.0%), the R peak on the annotated sample (median offset 0,
+95th percentile 1 sample at 360 Hz).
 
-A block whose lead is flat or holds NaN (an electrode off, a dropout) yields no beats and is listed
-in ``gaps`` with the reason: the stream goes on, and nothing is classified on no signal.
+Stretches with no usable signal on the leads the model reads (NaN runs, flat stretches: an electrode
+off, a dropout; :mod:`edgemed.signal_quality`) are found sample by sample, listed in ``gaps`` with the
+reason and their times from the signal's start, and the stretches between them are analysed on their
+own: a beat is kept when its window and :data:`GUARD_S` either side lie on usable signal (the resampler
+and filters see no edge inside it), so a 5 s dropout costs the beats it touches, not the whole block.
+The stream goes on, and nothing is classified on no signal. A signal that is not flat but gives no
+beat at all carries a warning (a wrong rate, a lead with no QRS, not an ECG), never a quiet "0 beats".
 """
 
 from __future__ import annotations
@@ -27,11 +36,14 @@ import numpy as np
 
 from .errors import InputError, SignalQualityError
 from .postprocess import class_probabilities
-from .signal_preprocess import FLAT_MV
+from .signal_quality import FLAT_MV, bad_runs, usable
 from .signals import Signal, as_signal
 
 BLOCK_S = 10.0
 MARGIN_S = 2.0
+GUARD_S = 0.25  # usable signal a kept beat's window needs beside a gap (the resampler's FIR reaches 0.08 s at 360 Hz)
+DETECT_FS = 360.0  # the rate XQRS is tuned for (MIT-BIH's)
+MIN_STRETCH_S = 1.0  # XQRS's own filters need at least 0.3 s; shorter usable stretches hold no whole beat anyway
 
 
 @dataclass
@@ -52,6 +64,8 @@ class Beat:
 
 @dataclass
 class Gap:
+    """A stretch with no usable signal, in seconds from the signal's start, and why."""
+
     start_s: float
     end_s: float
     reason: str
@@ -66,24 +80,29 @@ class BeatReader:
         if not hasattr(pre, "cut"):
             raise InputError("this bundle's model reads images, not signals", "use pipe.predict for images")
         window_s = (pre.before + pre.after) / pre.fs
-        if margin_s < window_s / 2 + 0.25:
+        if margin_s < window_s / 2 + GUARD_S:
             raise InputError(f"margin_s {margin_s} is too short for the model's {window_s:g} s beat window",
-                             f"use margin_s of at least {window_s / 2 + 0.25:g}")
+                             f"use margin_s of at least {window_s / 2 + GUARD_S:g}")
         self.pipe, self.pre = pipe, pre
         self.fs, self.units = float(fs), units
         self.leads = leads
+        self._read: list[int] | None = None  # indices of the leads the model reads
         if leads is not None:  # a spec that names leads this signal lacks fails now, not as a gap per block
-            probe = Signal(np.ones((2, len(leads))), self.fs, tuple(leads), "the stream")
-            for name in (x for p in pre.spec if p["op"] == "select_leads" for x in p["leads"]):
-                probe.lead(name)
+            self._read = pre.read_leads(Signal(np.ones((2, len(leads))), self.fs, tuple(leads), "the stream"))
         self.block = int(round(block_s * fs))
         self.margin = int(round(margin_s * fs))
+        self.before = pre.before * self.fs / pre.fs  # a beat window's reach in source samples
+        self.after = pre.after * self.fs / pre.fs
+        self.guard = int(round(GUARD_S * self.fs))
+        self.min_stretch = max(int(np.ceil(self.before + self.after)), int(round(MIN_STRETCH_S * self.fs)))
         self.positions = None if positions is None else np.sort(np.asarray(positions, dtype=np.int64))
         self._buffer = np.zeros((0, len(leads) if leads else 0))
         self._offset = 0  # source sample index of _buffer[0]
         self._next_block = 0
         self._received = 0
         self.gaps: list[Gap] = []
+        self.usable_s = 0.0  # seconds of analysed signal that were not in a gap
+        self.found = 0  # beats reported so far
         self.compute_s = 0.0  # time spent analysing (detector, preprocessing, inference)
 
     def feed(self, samples: np.ndarray) -> list[Beat]:
@@ -112,30 +131,77 @@ class BeatReader:
             self._next_block += 1
         return out
 
+    def warnings(self) -> list[str]:
+        """What a reader of the beats must know: a signal that is not flat but gave no beat at all."""
+        window_s = (self.before + self.after) / self.fs
+        if self.found or self.usable_s < window_s:
+            return []
+        lead = self.leads[self.read_leads()[0]] if self.leads else "lead0"
+        cause = (f"the QRS detector found no QRS complex on lead {lead}" if self.positions is None
+                 else "no given position has a whole beat window on usable signal")
+        return [f"no beat in {self.usable_s:.1f} s of signal that is neither flat nor NaN: {cause}; check the lead "
+                "choice, the sampling rate and units the signal states, and that it is an ECG"]
+
+    def read_leads(self) -> list[int]:
+        if self._read is None:
+            self._read = self.pre.read_leads(Signal(np.ones((2, len(self.leads))), self.fs, tuple(self.leads)))
+        return self._read
+
     # -- one block ---------------------------------------------------------------------------
     def _analyse(self, k: int) -> list[Beat]:
         t0 = time.perf_counter()
         core_lo, core_hi = k * self.block, min((k + 1) * self.block, self._received)
         lo, hi = max(0, core_lo - self.margin), min(self._received, core_hi + self.margin)
         span = self._buffer[lo - self._offset:hi - self._offset]
-        try:
-            beats = self._classify(span, lo, core_lo, core_hi)
-        except SignalQualityError as exc:  # no signal here: say so and go on (a wrong lead name still raises)
-            self.gaps.append(Gap(core_lo / self.fs, core_hi / self.fs, exc.problem))
-            beats = []
+        read = self.read_leads()
+        runs = bad_runs(span[:, read], self.fs, tuple(self.leads[i] for i in read))
+        lost = 0
+        for r in runs:
+            a, b = max(lo + r.start, core_lo), min(lo + r.stop, core_hi)
+            if a < b:
+                self._gap(a, b, r.reason)
+                lost += b - a
+        self.usable_s += (core_hi - core_lo - lost) / self.fs
+        beats = []
+        for a, b in usable(len(span), runs):
+            if b - a < self.min_stretch or lo + b <= core_lo - self.after or lo + a >= core_hi + self.before:
+                continue  # too short for a beat, or no beat of this block can be cut from it
+            # beside a gap (not at the block's own edges, which have margins) a beat needs GUARD_S more
+            ok_lo = lo + a + (self.guard if a > 0 else 0)
+            ok_hi = lo + b - (self.guard if b < len(span) else 0)
+            try:
+                beats += self._classify(span[a:b], lo + a, core_lo, core_hi, ok_lo, ok_hi)
+            except SignalQualityError as exc:  # no signal here after all: say so and go on
+                self._gap(max(lo + a, core_lo), min(lo + b, core_hi), exc.problem)
         # keep only what the next block's left margin needs
         drop = max(0, (k + 1) * self.block - self.margin - self._offset)
         self._buffer, self._offset = self._buffer[drop:], self._offset + drop
+        self.found += len(beats)
         self.compute_s += time.perf_counter() - t0
         return beats
 
-    def _classify(self, span: np.ndarray, lo: int, core_lo: int, core_hi: int) -> list[Beat]:
+    def _gap(self, start: int, stop: int, reason: str) -> None:
+        """A gap in source samples; one that continues the last one for the same reason extends it."""
+        if start >= stop:
+            return
+        last = self.gaps[-1] if self.gaps else None
+        if last is not None and last.reason == reason and round(last.end_s * self.fs) == start:
+            last.end_s = stop / self.fs
+        else:
+            self.gaps.append(Gap(start / self.fs, stop / self.fs, reason))
+
+    def _classify(self, span: np.ndarray, lo: int, core_lo: int, core_hi: int, ok_lo: int, ok_hi: int
+                  ) -> list[Beat]:
         sig = as_signal(span, self.fs, self.units, self.leads, source=f"signal at {lo / self.fs:.1f} s")
         processed = self.pre.record(sig)  # checks NaN and flat leads; select, resample, filter
         if self.positions is not None:
             peaks = self.positions[(self.positions >= core_lo) & (self.positions < core_hi)]
         else:
             peaks = self._detect(sig, lo, core_lo, core_hi)
+        if ok_lo > lo:
+            peaks = peaks[peaks - self.before >= ok_lo]
+        if ok_hi < lo + len(span):
+            peaks = peaks[peaks + self.after <= ok_hi]
         if not len(peaks):
             return []
         at = np.round((peaks - lo) * self.pre.fs / self.fs).astype(np.int64)
@@ -149,20 +215,32 @@ class BeatReader:
                 for p, q in zip(peaks, probs)]
 
     def _detect(self, sig: Signal, lo: int, core_lo: int, core_hi: int) -> np.ndarray:
+        """R peaks (source samples) in the block's core: XQRS at (about) 360 Hz, mapped back to the source rate."""
+        from fractions import Fraction
+
+        from scipy import signal as ss
         from wfdb import processing
 
-        first = self.pre.spec[0]
-        lead = sig.lead(first["leads"][0]) if first["op"] == "select_leads" else 0
-        x = sig.samples[:, lead]
+        x = sig.samples[:, self.read_leads()[0]]
         if np.ptp(x) < FLAT_MV:
             return np.zeros(0, np.int64)
-        xqrs = processing.XQRS(x, self.fs)
+        ratio = Fraction(DETECT_FS / self.fs).limit_denominator(64)
+        rate = self.fs * float(ratio)  # 360 Hz exactly for the usual rates (250, 500, 1000 Hz; 128 Hz: 360 too)
+        xd = x if ratio == 1 else ss.resample_poly(x, ratio.numerator, ratio.denominator)
+        xqrs = processing.XQRS(xd, rate)
         xqrs.detect(verbose=False)
         peaks = np.asarray(xqrs.qrs_inds, dtype=np.int64)
         if len(peaks):
-            peaks = np.asarray(processing.correct_peaks(x, peaks, int(0.1 * self.fs), int(0.15 * self.fs),
-                                                        "compare"), dtype=np.int64)
-        peaks = np.unique(peaks[(peaks >= 0)]) + lo
+            peaks = np.asarray(processing.correct_peaks(xd, peaks, int(0.1 * rate), int(0.15 * rate), "compare"),
+                               dtype=np.int64)
+        peaks = peaks[peaks >= 0]
+        if ratio != 1 and len(peaks):  # back to the source rate, then onto its own sample of the extremum
+            peaks = np.clip(np.round(peaks * self.fs / rate).astype(np.int64), 0, len(x) - 1)
+            reach = int(np.ceil(self.fs / rate)) + 1
+            peaks = np.asarray(processing.correct_peaks(x, peaks, reach, max(3, int(0.15 * self.fs)), "compare"),
+                               dtype=np.int64)
+            peaks = peaks[peaks >= 0]
+        peaks = np.unique(peaks) + lo
         return peaks[(peaks >= core_lo) & (peaks < core_hi)]
 
     def _infer(self, windows: np.ndarray) -> np.ndarray:
@@ -183,6 +261,7 @@ class BeatRecord:
     gaps: list[Gap]
     duration_s: float
     compute_s: float
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def realtime_factor(self) -> float:
@@ -204,6 +283,12 @@ def read_beats(pipe, signal: Signal | np.ndarray | str, positions: np.ndarray | 
 
     if isinstance(signal, (str, Path)):
         signal = read_signal(signal, fs, units)
+        if leads is not None and tuple(leads) != signal.leads:  # names for a file that has none (.npy)
+            if not all(n == f"lead{i}" for i, n in enumerate(signal.leads)) or len(leads) != len(signal.leads):
+                raise InputError(f"{signal.source}: its leads are {', '.join(signal.leads)}, not "
+                                 f"{', '.join(leads)}", "name leads only for a file that has no names (.npy), one "
+                                 "name per lead")
+            signal = Signal(signal.samples, signal.fs, tuple(leads), signal.source)
     sig = as_signal(signal, fs, units, leads, source="array")
     window_s = (pipe.preprocessor.before + pipe.preprocessor.after) / pipe.preprocessor.fs \
         if hasattr(pipe.preprocessor, "cut") else 0.0
@@ -212,4 +297,4 @@ def read_beats(pipe, signal: Signal | np.ndarray | str, positions: np.ndarray | 
                          "window", "pass a longer recording")
     reader = BeatReader(pipe, sig.fs, sig.leads, "mV", block_s, margin_s, positions)
     beats = reader.feed(sig.samples) + reader.flush()
-    return BeatRecord(beats, reader.gaps, sig.duration, reader.compute_s)
+    return BeatRecord(beats, reader.gaps, sig.duration, reader.compute_s, reader.warnings())

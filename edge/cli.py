@@ -230,11 +230,14 @@ def _predict_signals(pipe, inputs: tuple[Path, ...], out: Path | None, as_json: 
             counts = ", ".join(f"{k} {v}" for k, v in record.counts().items())
             click.echo(f"{path}: {len(beats)} beats in {record.duration_s:.0f} s ({counts}); {len(record.gaps)} gap(s)"
                        f" with no usable signal; {record.realtime_factor:.0f}x real time")
+        for warning in record.warnings:  # on stderr in either form: a script reading --json sees it too
+            click.echo(f"edgemed: warning: {path}: {warning}", err=True)
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             target = out / f"{Path(path).stem}.beats.json"
             write_atomic(target, json.dumps({"input": str(path), "duration_s": record.duration_s, "beats": beats,
-                                             "gaps": [vars(g) for g in record.gaps]}, indent=1) + "\n")
+                                             "gaps": [vars(g) for g in record.gaps], "warnings": record.warnings},
+                                            indent=1) + "\n")
             if not as_json:
                 click.echo(f"written: {target}", err=True)
 
@@ -298,6 +301,8 @@ def bench(bundle: Path, json_out: Path | None, history: Path | None, no_history:
                        f"(sum {p['stage_p50_sum_ms']:.1f})")
         if "record" in a:
             click.echo(_record_line(a))
+            for warning in a["record"].get("warnings", []):
+                click.echo(f"edgemed: warning: {a['record']['record']}: {warning}", err=True)
         if "remote" in a:
             r = a["remote"]
             energy = r["energy"]

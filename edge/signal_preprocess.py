@@ -15,7 +15,8 @@ Ops, applied in order (the ones before ``window`` see the whole signal, the ones
 
 The filters and the resampler are scipy.signal's (a well-kept library), not hand-written ones;
 the tests hold them to what they must do on real MIT-BIH records. Inputs are checked before any
-op: NaN runs and flat-line leads (an electrode off) are one-line errors, never a silent answer.
+op: NaN runs and flat-line leads (an electrode off) are one-line errors, never a silent answer. Only
+the leads the spec reads are checked: a flat V1 does not stop an MLII model.
 """
 
 from __future__ import annotations
@@ -28,9 +29,8 @@ import numpy as np
 
 from .errors import InputError, SignalQualityError
 from .preprocess import Prepared
+from .signal_quality import FLAT_MV
 from .signals import Signal, as_signal
-
-FLAT_MV = 1e-3  # a lead whose peak-to-peak is under 1 µV carries no ECG (electrode off, or zero-filled)
 
 
 def _positive(p: dict, key: str, op: str) -> float:
@@ -222,10 +222,19 @@ class SignalPreprocessor:
                              'add {"op": "resample", "fs": RATE} before window (a no-op at that rate)')
         return float(rates[-1])
 
+    def read_leads(self, sig: Signal) -> list[int]:
+        """The indices of the leads the model reads (the spec's first ``select_leads``; every lead without one)."""
+        first = next((p for p in self.spec if p["op"] in ("select_leads", "window")), None)
+        if first is None or first["op"] != "select_leads":
+            return list(range(len(sig.leads)))
+        return [sig.lead(x) for x in first["leads"]]
+
     def record(self, sig: Signal | np.ndarray, **describe: Any) -> Signal:
-        """A signal after the record ops, checked (the samples every window is cut from)."""
+        """A signal after the record ops, checked on the leads the model reads (the samples every window is
+        cut from)."""
         sig = as_signal(sig, **describe)
-        check_signal(sig)
+        used = self.read_leads(sig)
+        check_signal(Signal(sig.samples[:, used], sig.fs, tuple(sig.leads[i] for i in used), sig.source))
         out = apply_record_ops(sig, self.spec)
         if out.samples.shape[1] != self.channels:
             raise InputError(f"the signal has {out.samples.shape[1]} lead(s) after preprocessing but the model takes "

@@ -169,8 +169,9 @@ def _dicom(path: Path) -> Signal:
 
 
 def _lead_name(meaning: str) -> str:
-    """'Lead II' -> 'II' (DICOM's code meanings); other names unchanged."""
-    return meaning[5:].strip() if meaning.lower().startswith("lead ") else meaning.strip()
+    """'Lead II' -> 'II', 'I (Einthoven)' -> 'I' (DICOM's code meanings); other names unchanged."""
+    name = meaning[5:].strip() if meaning.lower().startswith("lead ") else meaning.strip()
+    return re.sub(r"\s*\((Einthoven|Goldberger|Wilson)\)$", "", name, flags=re.IGNORECASE) or name
 
 
 _CSV_LEAD = re.compile(r"^\s*(.+?)\s*\[\s*([^\]]+)\s*\]\s*$")

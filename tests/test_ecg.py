@@ -4,6 +4,7 @@ through the per-class gate, whole-record and chunked beat streams on a real MIT-
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +24,9 @@ torch = pytest.importorskip("torch")
 
 SPEC = [{"op": "select_leads", "leads": ["MLII"]}, {"op": "resample", "fs": 120},
         {"op": "window", "before_s": 0.75, "after_s": 0.75}, {"op": "detrend"}]
+
+
+SHARED_RECORDS = Path(__file__).resolve().parents[2] / "shared" / "data" / "mitbih" / "records"
 
 
 def _card(name: str) -> dict:
@@ -186,20 +190,112 @@ def test_chunked_stream_gives_exactly_the_whole_record_answer(lstm_bundle):
 
 
 def test_dropouts_and_short_records_are_reported_not_guessed(lstm_bundle):
+    """Issue 20.2: a 5 s NaN run costs the beats it touches, not the blocks around it; the gap is where the NaN is,
+    in seconds from the record's start; chunking still changes nothing."""
     from edgemed.signals import read_signal
 
     sig = read_signal(ecg_record())
     x = sig.samples[: 60 * 360].copy()
-    x[20 * 360: 25 * 360] = np.nan  # a lead-off stretch
     with edgemed.load(lstm_bundle) as pipe:
+        clean = pipe.beats(x, fs=360, units="mV", leads=("MLII", "V1"))
+        x[20 * 360: 25 * 360, 0] = np.nan  # a lead-off stretch on the lead the model reads
         with pytest.raises(InputError, match="name the array's leads"):  # a set-up error is never a "gap"
             pipe.beats(x, fs=360, units="mV")
         record = pipe.beats(x, fs=360, units="mV", leads=("MLII", "V1"))
-        assert record.gaps and "NaN" in record.gaps[0].reason
-        assert all(not 20 <= b.time_s < 30 for b in record.beats)  # the block holding the gap yields nothing
-        assert len(record.beats) > 40
+        reader = pipe.beat_reader(360, "mV", ("MLII", "V1"))
+        chunked = reader.feed(x[:7777]) + reader.feed(x[7777:13001]) + reader.feed(x[13001:]) + reader.flush()
         with pytest.raises(InputError, match="shorter than one"):
             pipe.beats(x[:360], fs=360, units="mV", leads=("MLII", "V1"))
+    assert [(g.start_s, g.end_s) for g in record.gaps] == [(20.0, 25.0)]  # before: 10-30 s, "first at 12.000 s"
+    assert "NaN" in record.gaps[0].reason and "MLII" in record.gaps[0].reason
+    assert not any(20 <= b.time_s < 25 for b in record.beats)
+    got = {b.sample: b.label for b in record.beats}
+    far = [b for b in clean.beats if not 19 <= b.time_s < 26]  # every beat whose window misses the gap is kept
+    assert len(far) > 90 and all(got.get(b.sample) == b.label for b in far)  # before: 70 of 107 beats were left
+    assert [(b.sample, b.label) for b in chunked] == [(b.sample, b.label) for b in record.beats]
+    assert [(g.start_s, g.end_s) for g in reader.gaps] == [(20.0, 25.0)]
+
+
+def _csv(path, x, leads=("MLII", "V1"), fs=360):
+    rows = ["time," + ",".join(f"{n} [mV]" for n in leads)]
+    rows += [f"{i / fs:.6f}," + ",".join(f"{v:.3f}" for v in row) for i, row in enumerate(x)]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_a_lead_the_model_does_not_read_cannot_blank_the_record(lstm_bundle, tmp_path):
+    """Issue 20.1: the spec selects MLII; V1 flat, or NaN for 45 s, leaves every beat as it was."""
+    import subprocess
+    import sys
+
+    from edgemed.signals import read_signal
+
+    x = read_signal(ecg_record()).samples[: 60 * 360]
+    flat, nan = x.copy(), x.copy()
+    flat[:, 1] = 0.0
+    nan[5 * 360: 50 * 360, 1] = np.nan
+    with edgemed.load(lstm_bundle) as pipe:
+        clean = pipe.beats(_csv(tmp_path / "clean.csv", x))
+        for damaged in (_csv(tmp_path / "v1_flat.csv", flat), _csv(tmp_path / "v1_nan.csv", nan)):
+            record = pipe.beats(damaged)
+            assert [(b.sample, b.label) for b in record.beats] == [(b.sample, b.label) for b in clean.beats]
+            assert not record.gaps and not record.warnings
+    assert len(clean.beats) > 100  # before: 0 beats and 6 gaps with V1 flat
+    proc = subprocess.run([sys.executable, "-m", "edgemed.cli", "predict", str(lstm_bundle),
+                           str(tmp_path / "v1_flat.csv")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and f": {len(clean.beats)} beats in 60 s" in proc.stdout, proc.stdout + proc.stderr
+    assert "0 gap(s)" in proc.stdout and "warning" not in proc.stderr
+
+
+def test_a_flat_stretch_inside_a_block_is_a_gap(lstm_bundle):
+    """Issue 20.3: ten flat seconds inside a record are listed (before: no beats there and gaps == [])."""
+    from edgemed.signal_quality import bad_runs
+    from edgemed.signals import read_signal
+
+    x = read_signal(ecg_record()).samples[: 60 * 360].copy()
+    x[30 * 360: 40 * 360, 0] = x[30 * 360, 0]  # the electrode held at its last value
+    with edgemed.load(lstm_bundle) as pipe:
+        record = pipe.beats(x, fs=360, units="mV", leads=("MLII", "V1"))
+    assert [(g.start_s, g.end_s) for g in record.gaps] == [(30.0, 40.0)]
+    assert "flat" in record.gaps[0].reason and "MLII" in record.gaps[0].reason
+    assert not any(30 <= b.time_s < 40 for b in record.beats) and len(record.beats) > 80
+    # real ECG is never judged flat: all four 30-minute records, both leads
+    for name in ("105", "208", "213", "232"):
+        sig = read_signal(SHARED_RECORDS / f"{name}.hea")
+        assert bad_runs(sig.samples, sig.fs, sig.leads) == [], name
+
+
+def test_a_12_lead_ecg_at_1khz_gives_its_beats_and_no_beats_is_never_silent(lstm_bundle, tmp_path):
+    """Issue 20.4: XQRS at 1 kHz found no QRS in pydicom's resting ECG; detection runs at 360 Hz and the peaks come
+    back onto the source's own samples. A non-flat signal without a beat carries a warning (CLI: on stderr)."""
+    import subprocess
+    import sys
+
+    from pydicom.data import get_testdata_file
+
+    from edgemed.signals import Signal, read_signal
+
+    ecg = read_signal(get_testdata_file("waveform_ecg.dcm"))
+    assert ecg.fs == 1000 and ecg.leads[:2] == ("I", "II")  # "I (Einthoven)" is lead I
+    with edgemed.load(lstm_bundle) as pipe:
+        for lead in ("I", "II", "V2"):
+            x = ecg.samples[:, ecg.lead(lead)]
+            record = pipe.beats(Signal(x[:, None], ecg.fs, ("MLII",)))  # the model reads MLII: lead II's kin
+            times = np.array([b.time_s for b in record.beats])
+            assert len(times) == 8 and not record.warnings, lead  # 10 QRS; the first and last lack a whole window
+            assert np.ptp(np.diff(times)) < 0.1  # a steady ~60/min rhythm, one beat per QRS
+            for b in record.beats:  # each back on the 1 kHz samples, within 2 ms of the local extremum
+                near = np.abs(x[b.sample - 20: b.sample + 21] - np.median(x))
+                assert abs(int(near.argmax()) - 20) <= 2, (lead, b.time_s)
+        t = np.arange(20 * 360) / 360
+        sine = pipe.beats(0.3 * np.sin(2 * np.pi * t), fs=360, units="mV", leads=("MLII",))
+    assert not sine.beats and "no beat" in sine.warnings[0] and "QRS" in sine.warnings[0]
+    csv = _csv(tmp_path / "sine.csv", 0.3 * np.sin(2 * np.pi * t)[:, None], leads=("MLII",))
+    proc = subprocess.run([sys.executable, "-m", "edgemed.cli", "predict", str(lstm_bundle), str(csv), "--out",
+                           str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and ": 0 beats" in proc.stdout
+    assert "edgemed: warning:" in proc.stderr and "no beat in 20.0 s" in proc.stderr
+    assert json.loads((tmp_path / "o" / "sine.beats.json").read_text())["warnings"] == sine.warnings
 
 
 def test_cli_predicts_every_beat_of_a_record_and_bench_reports_real_time(lstm_bundle, tmp_path):
