@@ -28,6 +28,7 @@ from edgemed.datasets import ImageSet
 from edgemed.drift import compare, population_margins
 from edgemed.errors import ConversionError, OptionError, first_line
 from edgemed.gate import judge_parity, parity_tolerance, summary
+from edgemed.input_range import observe as observe_range
 from edgemed.manifest import (
     SCHEMA_VERSION,
     Artifact,
@@ -417,7 +418,7 @@ def write(tmp: Path, opts: ConvertOptions, source: SourceModel, exported: Export
         model=ModelCard(name=opts.name or opts.model.stem, task=opts.task, labels=reading.labels,
                         input_kind=opts.input_kind, shipped=shipped_name(source.sha256)),
         input=InputSpec(name=exported.input_name, shape=[batch, *exported.shape[1:]], dtype="float32",
-                        layout=layout(opts)),
+                        layout=layout(opts), value_range=observe_range(data.images)),
         output=output_spec(tmp / MODEL_FILE, exported, reading, ctx.verdict.reference, batch),
         preprocess=reading.spec,
         postprocess=_postprocess(opts.task, ctx.verdict.reference, reading.detection),

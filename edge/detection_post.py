@@ -7,8 +7,14 @@ A bundle's postprocess spec says which layout the model's outputs follow and whe
 - detections already through NMS (edgemed's NMS appended to the graph, or a torchvision model's own)
   get the threshold and the detection cap.
 
-Boxes are then mapped back through the preprocessing geometry (crop, letterbox, resize) and
-clipped to the image. An image with no lesion gives zero boxes, a normal answer.
+For what a user sees (:func:`finish`), candidates are mapped back through the preprocessing
+geometry (crop, letterbox, resize) and clipped to the image *before* NMS, and boxes left with no
+area are dropped: clipping after NMS left identical boxes (two candidates reaching past the same
+edge become one box) and zero-area ones (a candidate wholly in the letterbox or off the frame).
+NMS is the same in either frame (IoU does not change when both axes are scaled and shifted), so
+only what clipping changes is new (where edgemed's NMS ran in the graph, the host applies it again
+for that; after a torchvision model's own NMS, whose threshold the bundle does not know, only
+near-identical boxes go). An image with no lesion gives zero boxes, a normal answer.
 """
 
 from __future__ import annotations
@@ -30,23 +36,47 @@ def candidates(outputs: dict[str, np.ndarray], post: DetectionPost) -> tuple[np.
     return raw[:4].T @ CXCYWH_TO_XYXY, raw[4:].T
 
 
-def decode(outputs: dict[str, np.ndarray], post: DetectionPost) -> Detections:
-    """One image's detections at the model's input resolution."""
+DUPLICATE_IOU = 0.95  # after a torchvision model's own NMS (its threshold unknown here), only near-identical boxes go
+
+
+def above_threshold(outputs: dict[str, np.ndarray], post: DetectionPost) -> Detections:
+    """One image's boxes scoring above the threshold at the model's input resolution, before any host NMS (after
+    the graph's, where it has one)."""
     if post.form in ("nms", "torchvision"):
         boxes = np.asarray(outputs[post.outputs["boxes"]], np.float32).reshape(-1, 4)
         scores = np.asarray(outputs[post.outputs["scores"]], np.float32).reshape(-1)
         role = "classes" if post.form == "nms" else "labels"
         classes = np.asarray(outputs[post.outputs[role]]).reshape(-1).astype(np.int64) - post.label_offset
-        dets = Detections(boxes, scores, classes).above(post.score_threshold)
-        order = np.argsort(-dets.scores, kind="stable")[:post.max_detections]
-        return Detections(dets.boxes[order], dets.scores[order], dets.classes[order])
+        return Detections(boxes, scores, classes).above(post.score_threshold)
     boxes, scores = candidates(outputs, post)
     cells, classes = np.nonzero(scores > post.score_threshold)
     if cells.size == 0:
         return Detections.empty()
-    b, s = boxes[cells].astype(np.float32), scores[cells, classes].astype(np.float32)
-    keep = nms(b, s, classes, post.iou_threshold, post.max_detections)
-    return Detections(b[keep], s[keep], classes[keep].astype(np.int64))
+    return Detections(boxes[cells].astype(np.float32), scores[cells, classes].astype(np.float32),
+                      classes.astype(np.int64))
+
+
+def _suppress(dets: Detections, post: DetectionPost) -> Detections:
+    """Class-aware NMS at the bundle's threshold (host NMS, or edgemed's graph NMS again: what clipping changed) or,
+    after a torchvision model's own NMS, duplicate removal; best first, at most max_detections."""
+    if not len(dets):
+        return Detections.empty()
+    threshold = DUPLICATE_IOU if post.form == "torchvision" else post.iou_threshold
+    keep = nms(dets.boxes, dets.scores, dets.classes, threshold, post.max_detections)
+    return Detections(dets.boxes[keep], dets.scores[keep], dets.classes[keep])
+
+
+def decode(outputs: dict[str, np.ndarray], post: DetectionPost) -> Detections:
+    """One image's detections at the model's input resolution (what the drift gate compares)."""
+    return _suppress(above_threshold(outputs, post), post)
+
+
+def finish(outputs: dict[str, np.ndarray], post: DetectionPost, geometry: list, size: tuple[int, int]) -> Detections:
+    """One image's detections on the original frame: mapped back, clipped, empty boxes dropped, then NMS."""
+    dets = to_original(above_threshold(outputs, post), geometry, size)
+    b = dets.boxes
+    solid = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+    return _suppress(Detections(b[solid], dets.scores[solid], dets.classes[solid]), post)
 
 
 def to_original(dets: Detections, geometry: list, size: tuple[int, int]) -> Detections:

@@ -78,11 +78,28 @@ class ModelCard(Record, kw_only=True):
 LAYOUT_RANK = {"NCHW": 4, "NHWC": 4, "NCL": 3}
 
 
+class ValueRange(Record, kw_only=True):
+    """The frames convert was given (``--calib``, before preprocessing): their dtype(s) and the lowest and highest
+    value among them. A spec that scales by a fixed factor (``/255``) is only right for frames in this range: the
+    runtime refuses frames far outside it (:mod:`edgemed.input_range`)."""
+
+    dtypes: Annotated[list[Annotated[str, Meta(pattern="^(u?int(8|16|32|64)|float(16|32|64)|bool)$")]],
+                      Meta(min_length=1, max_length=8)]
+    low: float
+    high: float
+    frames: Count
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.low) and math.isfinite(self.high) and self.low <= self.high):
+            raise ValueError(f"value_range: low {self.low} and high {self.high} are not an interval")
+
+
 class InputSpec(Record, kw_only=True):
     name: Name
     shape: Annotated[list[Dim], Meta(min_length=3, max_length=4)]
     dtype: Literal["float32"]
     layout: Literal["NCHW", "NHWC", "NCL"]
+    value_range: ValueRange | None = None  # image models converted since issue 20; absent: not checked
 
     def __post_init__(self) -> None:
         if len(self.shape) != LAYOUT_RANK[self.layout]:

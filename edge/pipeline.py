@@ -16,6 +16,8 @@ from .bundle import Bundle
 from .errors import BundleError, InputError, PipelineClosed
 from .gate import budget_metrics, describe_estimate
 from .images import read_image
+from .input_range import check as check_range
+from .input_range import range_matters
 from .manifest import Manifest
 from .output_reader import OutputReader
 from .postprocess import class_probabilities, segmentation_mask
@@ -48,6 +50,8 @@ class Pipeline:
         self.input_name = m.input.name
         self.input_kind = m.model.input_kind
         self.dynamic_batch = m.input.dynamic_batch
+        # frames far outside what the spec was calibrated for are refused (edgemed.input_range)
+        self.value_range = m.input.value_range if m.input.value_range and range_matters(m.preprocess) else None
 
     # -- stages ----------------------------------------------------------------------------
     def prepare(self, image: np.ndarray | str | Path, **describe: Any) -> Prepared:
@@ -64,6 +68,8 @@ class Pipeline:
                              "pass just the image")
         if isinstance(image, (str, Path)):
             image = read_image(image)
+        if self.value_range is not None:
+            check_range(image, self.value_range)
         return self.preprocessor(image)
 
     def infer(self, prepared: Prepared) -> dict[str, np.ndarray]:
@@ -77,9 +83,9 @@ class Pipeline:
             index = int(np.argmax(probs))
             return ClassificationResult(self.labels[index], index, probs, self.labels)
         if self.task == "detection":
-            from .detection_post import decode, to_original
+            from .detection_post import finish
 
-            dets = to_original(decode(outputs, self.detection), prepared.geometry, prepared.original_size)
+            dets = finish(outputs, self.detection, prepared.geometry, prepared.original_size)
             return DetectionResult(dets.boxes, dets.scores, dets.classes, self.labels)
         mask, _ = segmentation_mask(outputs[self.output_name], self.output_kind, prepared.geometry)
         return SegmentationResult(mask, self.labels)

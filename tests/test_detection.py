@@ -331,3 +331,58 @@ def test_predict_cli_draws_boxes(det_bundle, tmp_path):
     assert "detection(s)" in result.output
     record = json.loads((tmp_path / "busi_benign_147.json").read_text())
     assert record["task"] == "detection" and (tmp_path / "busi_benign_147_boxes.png").is_file()
+    # issue 20.12: --dicom seg on a detector wrote nothing and said nothing
+    from .conftest import DICOM
+
+    result = CliRunner().invoke(main, ["predict", str(det_bundle), str(DICOM / "examples_rgb_color.dcm"), "--out",
+                                       str(tmp_path / "d"), "--dicom", "seg"])
+    assert result.exit_code == 2 and "a SEG holds masks" in result.output and "--dicom sr,sc" in result.output
+    assert not (tmp_path / "d").exists()
+    result = CliRunner().invoke(main, ["demo", "--help"])
+    assert "four shipped models" in result.output and "detector" in result.output
+
+
+def test_frames_outside_the_calibrated_range_are_refused(det_bundle, busi, tmp_path):
+    """Issue 20.7: a uint16 BUSI frame into the 8-bit detector gave 79 "lesion 1.00" boxes; a float frame in [0, 1]
+    into a U-Net with the 8-bit default spec gave an all-background mask. Both are one-line refusals now; the
+    range the spec and calibration saw is in the manifest."""
+    from edgemed.bundle import Bundle
+    from edgemed.samples import samples_dir
+
+    frame = busi["images"][busi["split"] == "test"][7]
+    recorded = Bundle.open(det_bundle).manifest.input.value_range
+    assert recorded.dtypes == ["uint8"] and recorded.low == 0 and recorded.high == 255 and recorded.frames == 116
+    with edgemed.load(det_bundle) as pipe:
+        as_8bit = pipe.predict(frame)
+        with pytest.raises(InputError, match=r"uint16 frame values reach .* calibrated on uint8 .*frame // 257"):
+            pipe.predict(frame.astype(np.uint16) * 257)
+        same = pipe.predict((frame.astype(np.uint16) * 257) // 257)  # the fix the message gives, applied
+        np.testing.assert_array_equal(same.boxes, as_8bit.boxes)
+    unet = convert_shipped("unet_busi", tmp_path / "unet_default", calib=samples_dir("busi"), preprocess=None)
+    with edgemed.load(unet) as pipe:
+        assert [p["op"] for p in pipe.bundle.manifest.preprocess] == ["to_gray", "resize", "scale"]
+        pipe.predict(frame)  # the 8-bit frame is taken (this spec is not the one the U-Net was trained with)
+        with pytest.raises(InputError, match=r"as if already scaled to \[0, 1\].*x 255"):
+            pipe.predict(frame.astype(np.float32) / 255)
+
+
+def test_boxes_are_clipped_before_nms_never_after(det_host):
+    """Issue 20.7: two candidates reaching past the same edge become one box once clipped, and a candidate wholly
+    off the frame has no area: NMS must see the clipped boxes (before: identical and zero-area boxes came out)."""
+    from edgemed.bundle import Bundle
+    from edgemed.detection_post import decode, finish, to_original
+    from edgemed.preprocess import ResizeStep
+
+    post = Bundle.open(det_host).manifest.postprocess.detection
+    assert post.form == "edgemed" and post.iou_threshold == 0.5
+    # the model's raw candidates at its 128x128 input, as CenterNetLite's head gives them (boxes, class scores)
+    boxes = np.array([[[-60, 20, 10, 60], [-20, 20, 10, 60], [-40, 80, -2, 100], [50, 50, 90, 90]]], np.float32)
+    scores = np.array([[[0.9], [0.8], [0.7], [0.6]]], np.float32)
+    outputs = {post.outputs["boxes"]: boxes, post.outputs["scores"]: scores}
+    geometry = [ResizeStep(src=(256, 256), dst=(128, 128), box=(0, 0, 128, 128))]
+    old = to_original(decode(outputs, post), geometry, (256, 256))  # NMS first, then clip: what it did
+    area = (old.boxes[:, 2] - old.boxes[:, 0]) * (old.boxes[:, 3] - old.boxes[:, 1])
+    assert len(old) == 4 and (area == 0).any() and (old.boxes[0] == old.boxes[1]).all()
+    new = finish(outputs, post, geometry, (256, 256))
+    np.testing.assert_array_equal(new.boxes, [[0, 40, 20, 120], [100, 100, 180, 180]])
+    np.testing.assert_array_equal(new.scores, np.float32([0.9, 0.6]))

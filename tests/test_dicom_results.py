@@ -82,7 +82,7 @@ def test_seg_reads_back_equal_to_the_runtime_mask(unet_bundle, name, tmp_path):
 
 
 def test_classification_sr_carries_the_finding_and_probabilities(cnn_bundle, tmp_path):
-    path = DICOM / "MR_small.dcm"
+    path = DICOM / "examples_rgb_color.dcm"  # 8-bit ultrasound: what the classifier reads (MR is out of its range)
     frames = read_frames(path)
     with edgemed.load(cnn_bundle) as pipe:
         results = [pipe.predict(f) for f in frames]
