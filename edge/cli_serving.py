@@ -61,10 +61,11 @@ def serve(bundles: tuple[Path, ...], host: str, http_port: int, grpc_port: int, 
     """Serve bundles on Triton (KServe v2 over HTTP and gRPC, Prometheus metrics) until interrupted."""
     from .errors import OptionError
     from .triton_repository import export_repository
-    from .triton_server import start
+    from .triton_server import check_numpy, start
 
     if device != "cpu":
         raise OptionError(f"--device {device}: edgemed serve runs Triton on CPU here", "use --device cpu")
+    check_numpy()  # before any work: numpy 2 beside the wheel would serve empty answers
     with tempfile.TemporaryDirectory(prefix="edgemed-serve-") as tmp:
         repo = Path(tmp) / "models"
         names = export_repository(list(bundles), repo, max_batch, max_queue_delay_us, instances, accept, pubkey)

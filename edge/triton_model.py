@@ -7,7 +7,8 @@ go through the engine in one call where the artifact takes a batch, and each req
 an oversized frame) gets a Triton error naming the problem and the fix; the others in its group
 are served. Runs inside Triton's Python stub: no torch, no onnx, as on a device.
 
-Inputs (one of them per request, batch axis first, frames of one request the same size):
+Inputs (exactly one of them per request, batch axis first, frames of one request the same size; a request with
+two is refused, never answered for one of them):
 ``IMAGE_UINT8``, ``IMAGE_UINT16``, ``IMAGE_FP32``: (B, H, W, C) frames as ``predict`` takes them
 (C = 1 for grey); ``TENSOR``: (B, *model input without batch) already preprocessed float32.
 Outputs by task: ``PROBABILITIES`` (B, C) and ``LABEL`` (B, 1) bytes; ``MASK`` (B, H, W) uint8;
@@ -75,6 +76,10 @@ class TritonPythonModel:
         from edgemed.errors import InputError
         from edgemed.preprocess import Prepared
 
+        given = [n for n in (*IMAGE_INPUTS, TENSOR_INPUT) if pb.get_input_tensor_by_name(request, n) is not None]
+        if len(given) > 1:  # answering one of them would silently drop the other
+            raise InputError(f"the request carries {len(given)} inputs ({', '.join(given)}); each request is one "
+                             "frame or one batch", f"send exactly one of {', '.join([*IMAGE_INPUTS, TENSOR_INPUT])}")
         tensor = pb.get_input_tensor_by_name(request, TENSOR_INPUT)
         if tensor is not None:
             x = tensor.as_numpy()

@@ -88,6 +88,32 @@ class TritonServer:
         self.stop()
 
 
+def check_numpy() -> None:
+    """Refuse to start where the numpy this interpreter imports is not one the Triton wheel was built for.
+
+    With numpy 2 installed beside the wheel (which pins numpy<2), Triton starts, reports every model
+    ready, and answers every request with empty tensors ("output tensor shape does not match size of
+    output"): a server that looks healthy and answers nothing. Better one line now."""
+    import importlib.metadata as md
+
+    import numpy
+    from packaging.requirements import Requirement
+
+    try:
+        wanted = [Requirement(r) for r in md.requires("nvidia-pytriton") or []]
+    except md.PackageNotFoundError:
+        return  # triton_dist says what is missing
+    for req in wanted:
+        if req.name == "numpy" and (req.marker is None or req.marker.evaluate()) and \
+                not req.specifier.contains(numpy.__version__, prereleases=True):
+            raise BackendUnavailable(
+                f"numpy {numpy.__version__} is installed here, but the Triton wheel (nvidia-pytriton "
+                f"{md.version('nvidia-pytriton')}) needs numpy{req.specifier}: Triton would start and answer every "
+                "request with empty tensors",
+                f"serve from an environment of its own (python3 -m venv .venv-serve && .venv-serve/bin/pip install -e "
+                f"'.[serve]'), or pip install 'numpy{req.specifier}' here")
+
+
 def _backends(server: Path, work: Path) -> Path:
     """A backend folder with the Python backend and the stub for this interpreter."""
     version = f"{sys.version_info[0]}.{sys.version_info[1]}"
@@ -105,6 +131,7 @@ def start(repository: Path, host: str = "127.0.0.1", http_port: int = 8000, grpc
           metrics_port: int = 8002, ready_timeout: float = 120.0, verbose: bool = False) -> TritonServer:
     """Start Triton on ``repository`` and wait until every model is ready (or say why not, and stop it)."""
     server, libs = triton_dist()
+    check_numpy()
     models = tuple(sorted(p.parent.name for p in Path(repository).glob("*/config.pbtxt")))
     work = Path(tempfile.mkdtemp(prefix="edgemed-triton-"))
     log_path = work / "tritonserver.log"

@@ -189,6 +189,69 @@ def test_bad_requests_get_v2_errors_and_the_server_keeps_serving(server):
     assert status == 200
 
 
+def test_plain_json_clients_are_answered_and_two_inputs_refused(server, cnn_bundle):
+    """Issue 20.8, with a client that is not tritonclient: KServe v2 JSON as curl (or any language) sends it, over
+    a bare socket. One frame is answered like in-process predict; a request carrying two image inputs is a 400
+    naming both (before: answered for one of them, silently)."""
+    import http.client
+
+    image = next(iter(ImageSet.open(samples_dir("breastmnist"))))[1]
+    frame = image[None, :, :, None]
+
+    def post(inputs: list[dict]) -> tuple[int, dict]:
+        host, port = server["http"].removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=TIMEOUT)
+        try:
+            conn.request("POST", "/v2/models/cnn_breastmnist/infer", body=json.dumps({"inputs": inputs}),
+                         headers={"Content-Type": "application/json"})
+            r = conn.getresponse()
+            return r.status, json.loads(r.read() or b"{}")
+        finally:
+            conn.close()
+
+    as_uint8 = {"name": "IMAGE_UINT8", "shape": list(frame.shape), "datatype": "UINT8", "data": frame.ravel().tolist()}
+    status, out = post([as_uint8])
+    assert status == 200, out
+    got = {o["name"]: o for o in out["outputs"]}
+    with edgemed.load(cnn_bundle) as pipe:
+        local = pipe.predict(image)
+    np.testing.assert_allclose(got["PROBABILITIES"]["data"], local.probabilities, atol=1e-6)
+    assert got["LABEL"]["data"] == [local.label]
+    as_fp32 = {"name": "IMAGE_FP32", "shape": list(frame.shape), "datatype": "FP32",
+               "data": frame.astype(np.float32).ravel().tolist()}
+    status, out = post([as_uint8, as_fp32])
+    assert status == 400 and "2 inputs (IMAGE_UINT8, IMAGE_FP32)" in out["error"], out
+    assert post([as_uint8])[0] == 200  # and the server goes on
+
+
+def test_serve_refuses_numpy_2_beside_the_triton_wheel(cnn_bundle, tmp_path):
+    """Issue 20.8 (corrected): with numpy 2 importable ahead of the wheel's numpy 1, Triton started, said ready and
+    answered every request with empty tensors. serve now refuses in one line, before starting anything."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("numpy")  # this environment's numpy (2.x: the main venv has no numpy pin)
+    if not np.__version__.startswith("2"):
+        pytest.skip("this environment has no numpy 2 to put in front of the serving environment")
+    site = Path(spec.origin).parent.parent
+    shadow = tmp_path / "numpy2"
+    shadow.mkdir()
+    for name in ("numpy", "numpy.libs"):
+        if (site / name).exists():
+            (shadow / name).symlink_to(site / name)
+    probe = subprocess.run([str(SERVE_PY), "-c", "import numpy; print(numpy.__version__)"], capture_output=True,
+                           text=True, env={**os.environ, "PYTHONPATH": str(shadow)}, timeout=60)
+    if not probe.stdout.startswith("2"):  # the two environments use different Pythons: numpy 2 cannot load there
+        pytest.skip(f"this numpy 2 does not import in the serving environment ({probe.stderr.strip()[-200:]})")
+    http, grpc, metrics = free_ports(3)
+    t0 = time.monotonic()
+    proc = subprocess.run([str(SERVE_PY), "-m", "edgemed.cli", "serve", str(cnn_bundle), "--http-port", str(http),
+                           "--grpc-port", str(grpc), "--metrics-port", str(metrics)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(shadow)}, timeout=120)
+    assert proc.returncode == 2 and time.monotonic() - t0 < 60, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "numpy 2." in lines[0] and "needs numpy<2" in lines[0] and ".venv-serve" in lines[0]
+
+
 def test_a_killed_instance_is_survived_never_a_hang(server):
     stubs = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline(p).count("triton_python_backend_stub")
              and "cnn_breastmnist" in _cmdline(p)]
