@@ -70,7 +70,8 @@ def _verdict_images(b: Bundle) -> tuple[ImageSet, str]:
         except Exception:  # noqa: BLE001 - moved, unreadable or changed: fall back to the stored frames
             found = None
         if found is not None and found.sha256() == prov.evaluation_sha256:
-            return found, f"the bundle's {len(found)} held-out verdict images ({prov.evaluation_source}, hash checked)"
+            return found, (f"the bundle's {len(found)} held-out verdict {found.unit} ({prov.evaluation_source}, "
+                           "hash checked)")
     stored = ImageSet.open(b.file(SAMPLES))
-    return stored, (f"the {len(stored)} held-out frames stored in the bundle (the verdict images at "
-                    f"{prov.evaluation_source} were not found unchanged)")
+    return stored, (f"the {len(stored)} held-out {'frames' if stored.unit == 'images' else stored.unit} stored in the "
+                    f"bundle (the verdict {stored.unit} at {prov.evaluation_source} were not found unchanged)")

@@ -39,10 +39,11 @@ class DataPlan:
     left_out: int = 0  # verdict images beyond the memory cap
 
     def describe(self) -> str:
-        text = (f"{len(self.calibration)} images calibrate, {len(self.tuning)} tune the fallback, "
+        unit = self.calibration.unit  # "images", or "windows" for a signal set
+        text = (f"{len(self.calibration)} {unit} calibrate, {len(self.tuning)} tune the fallback, "
                 f"{len(self.verdict)} are verdict cases")
         if self.overlap:
-            text += " (too few images to hold any out: the verdict shares the calibration images)"
+            text += f" (too few {unit} to hold any out: the verdict shares the calibration {unit})"
         if self.left_out:
             text += f" ({self.left_out} more left out: 1 GiB of preprocessed input is the cap)"
         return text
@@ -89,8 +90,12 @@ def preprocess_stream(images: ImageSet, pre: Preprocessor) -> Iterator[np.ndarra
         try:
             yield pre(image).tensor
         except EdgemedError as exc:
-            raise InputError(f"image {name} of {images.path.name}: {exc}",
-                             "make every image match the model input (add resize/to_gray ops to the spec)") from exc
+            if images.unit == "images":
+                raise InputError(f"image {name} of {images.path.name}: {exc}",
+                                 "make every image match the model input (add resize/to_gray ops to the spec)") from exc
+            raise InputError(f"window {name} of {images.path.name}: {exc}",
+                             "make every window match the model input (the spec's select_leads, resample and window "
+                             "ops, and the set's leads and rate)") from exc
 
 
 def stack(images: ImageSet, pre: Preprocessor) -> np.ndarray:

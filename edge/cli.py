@@ -132,16 +132,18 @@ def convert(model: Path, out: Path, **kw) -> None:
               "seg,sr,sc (default: every one that applies), or none.")
 @click.option("--server", help="A Triton server (edgemed serve) URL, e.g. http://127.0.0.1:8000: BUNDLE is then the "
               "served model's name and the frames go there (KServe v2).")
+@click.option("--fs", type=click.FloatRange(1, 100_000), help="Signal bundles, .npy recordings: the sampling rate "
+              "in Hz (files that state their rate keep their own).")
+@click.option("--units", help="Signal bundles, .npy recordings: the samples' unit (mV, uV, V).")
+@click.option("--leads", help="Signal bundles, .npy recordings: the lead names, comma-separated (e.g. MLII,V1).")
 def predict(bundle: Path, inputs: tuple[Path, ...], device: str, backend: str | None, precision: str | None,
             threads: int | None, out: Path | None, as_json: bool, accept: str | None, server: str | None,
-            dicom_kinds: str | None) -> None:
+            dicom_kinds: str | None, fs: float | None, units: str | None, leads: str | None) -> None:
     """Run the bundle on images (PNG, JPEG, TIFF, NPY, DICOM; a folder: every image in it). Every frame of a
     multi-frame file is a result of its own; with --out, each frame's files are named uniquely. Signal
     bundles take recordings (WFDB .hea, DICOM waveform, CSV) and classify every beat."""
     from . import load
-    from .images import is_dicom
-    from .inputs import frames
-    from .writers import write_result
+    from .inputs import expand, unique_stems
 
     kinds = _dicom_kinds(dicom_kinds, out, server)
     if server is not None:
@@ -154,45 +156,87 @@ def predict(bundle: Path, inputs: tuple[Path, ...], device: str, backend: str | 
     with opened as pipe:
         if accept:
             click.echo(f"edgemed: warning: {pipe.reason}", err=True)
-        if pipe.input_kind == "signal":
-            _predict_signals(pipe, inputs, out, as_json)
-            return
-        written = 0
-        dicom: dict[Path, tuple[str, list, list]] = {}  # source file -> (stem, frames, results)
-        for frame in frames(inputs):
-            result = pipe.predict(frame.image)
-            record = {"input": frame.name, **result.to_json()}
-            if kinds and is_dicom(frame.path):
-                stem = frame.stem.rsplit("_frame", 1)[0] if frame.index is not None else frame.stem
-                group = dicom.setdefault(frame.path, (stem, [], []))
-                group[1].append(frame.image)
-                group[2].append(result)
-            if out is not None:
-                record["written"] = [str(p) for p in write_result(out, frame, result, record)]
-                written += len(record["written"])
-            if as_json:
-                click.echo(json.dumps(record))
-            elif pipe.task == "classification":
-                probs = ", ".join(f"{k} {v:.3f}" for k, v in record["probabilities"].items())
-                click.echo(f"{frame.name}: {result.label} ({probs})")
-            elif pipe.task == "detection":
-                boxes = "; ".join(f"{d['label']} {d['score']:.2f} at [{', '.join(f'{v:.0f}' for v in d['box'])}]"
-                                  for d in record["detections"])
-                click.echo(f"{frame.name}: {record['count']} detection(s)" + (f": {boxes}" if boxes else ""))
-            else:
-                areas = ", ".join(f"{k} {v} px" for k, v in record["areas_px"].items())
-                click.echo(f"{frame.name}: mask {record['size'][0]}x{record['size'][1]}: {areas}")
-        if dicom:
-            from .dicom_results import write_objects
+        if "seg" in kinds and dicom_kinds is not None and pipe.task != "segmentation":
+            from .errors import OptionError
 
-            for path, (stem, images, results) in dicom.items():
-                objects = write_objects(pipe, path, images, results, out / stem, kinds, strict=dicom_kinds is not None,
-                                        note=lambda s: click.echo(f"edgemed: note: {s}", err=True))
-                written += len(objects)
-                if not as_json:
-                    click.echo(f"{path.name}: DICOM {', '.join(p.name for p in objects)}", err=True)
-        if out is not None and not as_json:
+            raise OptionError(f"--dicom {dicom_kinds}: a SEG holds masks, and {pipe.bundle.name} is a {pipe.task} "
+                              "model", "use --dicom sr,sc (its findings go into the SR and the overlay capture)")
+        signal = pipe.input_kind == "signal"
+        described = {"fs": fs, "units": units, "leads": tuple(x.strip() for x in leads.split(",")) if leads else None}
+        if not signal and any(v is not None for v in described.values()):
+            from .errors import OptionError
+
+            raise OptionError(f"--fs/--units/--leads describe signals, and {pipe.bundle.name} reads images",
+                              "drop them for image bundles")
+        files = expand(inputs, signals=signal)
+        stems = unique_stems(files)
+        written, failed, internal = 0, [], False
+        for path in files:  # one file that cannot be analysed never stops the others
+            try:
+                if signal:
+                    _predict_signal(pipe, path, out, as_json, described)
+                else:
+                    written += _predict_file(pipe, path, stems[path], out, as_json, kinds, dicom_kinds is not None)
+            except KeyboardInterrupt:
+                raise
+            except EdgemedError as exc:
+                if len(files) == 1:
+                    raise  # one input: its one line, as for any error
+                failed.append(path)
+                click.echo(f"edgemed: error: {exc}", err=True)
+            except Exception as exc:  # noqa: BLE001 - a bug on one file: said, and the batch goes on
+                if os.environ.get("EDGEMED_DEBUG"):
+                    raise
+                failed.append(path)
+                internal = True
+                click.echo(f"edgemed: internal error on {path}: {type(exc).__name__}: {first_line(exc)}; rerun with "
+                           "EDGEMED_DEBUG=1 for the traceback and report it", err=True)
+        if out is not None and not as_json and not signal:
             click.echo(f"{written} files written to {out}", err=True)
+        if failed:
+            click.echo(f"edgemed: {len(failed)} of {len(files)} input file(s) not analysed (said above); every other "
+                       "file's results are complete", err=True)
+            sys.exit(EXIT_INTERNAL if internal else EXIT_USER_ERROR)
+
+
+def _predict_file(pipe, path: Path, stem: str, out: Path | None, as_json: bool, kinds: tuple[str, ...],
+                  strict: bool) -> int:
+    """One image file (every frame of it): print, write, and for DICOM write its SEG/SR/SC. Returns files written."""
+    from .images import is_dicom
+    from .inputs import file_frames
+    from .writers import write_result
+
+    written = 0
+    frames = file_frames(path, stem)  # a result object is refused here, before any inference
+    results = []
+    for frame in frames:
+        result = pipe.predict(frame.image)
+        results.append(result)
+        record = {"input": frame.name, **result.to_json()}
+        if out is not None:
+            record["written"] = [str(p) for p in write_result(out, frame, result, record)]
+            written += len(record["written"])
+        if as_json:
+            click.echo(json.dumps(record))
+        elif pipe.task == "classification":
+            probs = ", ".join(f"{k} {v:.3f}" for k, v in record["probabilities"].items())
+            click.echo(f"{frame.name}: {result.label} ({probs})")
+        elif pipe.task == "detection":
+            boxes = "; ".join(f"{d['label']} {d['score']:.2f} at [{', '.join(f'{v:.0f}' for v in d['box'])}]"
+                              for d in record["detections"])
+            click.echo(f"{frame.name}: {record['count']} detection(s)" + (f": {boxes}" if boxes else ""))
+        else:
+            areas = ", ".join(f"{k} {v} px" for k, v in record["areas_px"].items())
+            click.echo(f"{frame.name}: mask {record['size'][0]}x{record['size'][1]}: {areas}")
+    if kinds and is_dicom(path):
+        from .dicom_results import write_objects
+
+        objects = write_objects(pipe, path, [f.image for f in frames], results, out / stem, kinds, strict=strict,
+                                note=lambda s: click.echo(f"edgemed: note: {s}", err=True))
+        written += len(objects)
+        if not as_json:
+            click.echo(f"{path.name}: DICOM {', '.join(p.name for p in objects) or '(none applies)'}", err=True)
+    return written
 
 
 def _dicom_kinds(text: str | None, out: Path | None, server: str | None) -> tuple[str, ...]:
@@ -215,31 +259,30 @@ def _dicom_kinds(text: str | None, out: Path | None, server: str | None) -> tupl
     return kinds
 
 
-def _predict_signals(pipe, inputs: tuple[Path, ...], out: Path | None, as_json: bool) -> None:
-    """Signal bundles: every beat of each recording (WFDB .hea, DICOM waveform, CSV), one line per record or
-    one JSON object per beat; with --out, STEM.beats.json holds the beats and the gaps of each."""
+def _predict_signal(pipe, path: Path, out: Path | None, as_json: bool, described: dict) -> None:
+    """Signal bundles: every beat of one recording (WFDB .hea, DICOM waveform, CSV), one line per record or one
+    JSON object per beat; with --out, STEM.beats.json holds its beats, gaps and warnings."""
     from .atomic import write_atomic
 
-    for path in inputs:
-        record = pipe.beats(path)
-        beats = [{"input": str(path), **b.to_json()} for b in record.beats]
-        if as_json:
-            for b in beats:
-                click.echo(json.dumps(b))
-        else:
-            counts = ", ".join(f"{k} {v}" for k, v in record.counts().items())
-            click.echo(f"{path}: {len(beats)} beats in {record.duration_s:.0f} s ({counts}); {len(record.gaps)} gap(s)"
-                       f" with no usable signal; {record.realtime_factor:.0f}x real time")
-        for warning in record.warnings:  # on stderr in either form: a script reading --json sees it too
-            click.echo(f"edgemed: warning: {path}: {warning}", err=True)
-        if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
-            target = out / f"{Path(path).stem}.beats.json"
-            write_atomic(target, json.dumps({"input": str(path), "duration_s": record.duration_s, "beats": beats,
-                                             "gaps": [vars(g) for g in record.gaps], "warnings": record.warnings},
-                                            indent=1) + "\n")
-            if not as_json:
-                click.echo(f"written: {target}", err=True)
+    record = pipe.beats(path, **described)
+    beats = [{"input": str(path), **b.to_json()} for b in record.beats]
+    if as_json:
+        for b in beats:
+            click.echo(json.dumps(b))
+    else:
+        counts = ", ".join(f"{k} {v}" for k, v in record.counts().items())
+        click.echo(f"{path}: {len(beats)} beats in {record.duration_s:.0f} s ({counts}); {len(record.gaps)} gap(s)"
+                   f" with no usable signal; {record.realtime_factor:.0f}x real time")
+    for warning in record.warnings:  # on stderr in either form: a script reading --json sees it too
+        click.echo(f"edgemed: warning: {path}: {warning}", err=True)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        target = out / f"{Path(path).stem}.beats.json"
+        write_atomic(target, json.dumps({"input": str(path), "duration_s": record.duration_s, "beats": beats,
+                                         "gaps": [vars(g) for g in record.gaps], "warnings": record.warnings},
+                                        indent=1) + "\n")
+        if not as_json:
+            click.echo(f"written: {target}", err=True)
 
 
 @main.command()
@@ -286,9 +329,16 @@ def bench(bundle: Path, json_out: Path | None, history: Path | None, no_history:
         report = bench_on_host(host, bundle, _forwarded(kw), remote_edgemed)
     else:
         report = run_bench(bundle, log=lambda s: click.echo(s, err=True), **kw)
-    click.echo(f"data: {report['data']['from']}: {report['data']['images']} images"
+    unit = "beat windows" if report.get("input_kind") == "signal" else "images"
+    click.echo(f"data: {report['data']['from']}: {report['data']['images']} {unit}"
                + ("" if report["data"]["labels"] else " (unlabelled: no accuracy vs ground truth)"))
     click.echo(format_table(BENCH_HEADERS, [_bench_row(report, a) for a in report["artifacts"]]))
+    if any(not a.get("selectable", True) for a in report["artifacts"]):
+        click.echo("not selectable: measured for comparison only; load, predict, auto and serve never use such an "
+                   "artifact unless it is named with --accept")
+    for a in report["artifacts"]:
+        if "skipped" in a:
+            click.echo(f"{a['backend']}/{a['precision']}: {a['skipped']}")
     for a in report["artifacts"]:
         if "point_of_care" in a:
             p = a["point_of_care"]
@@ -357,7 +407,8 @@ def _bench_row(report: dict, a: dict) -> list:
     from .gate import summary
     from .manifest import DriftRecord
 
-    head = [f"{a['backend']}/{a['precision']}", f"{a['bytes'] / 1e6:.2f}", a["verdict"]]
+    head = [f"{a['backend']}/{a['precision']}", f"{a['bytes'] / 1e6:.2f}",
+            a["verdict"] if a.get("selectable", True) else f"{a['verdict']}, not selectable"]
     if "latency" not in a:
         return head + ["-"] * 7
     e2e, inf = a["latency"]["end_to_end"], a["latency"]["infer"]
@@ -504,7 +555,8 @@ def devices(as_json: bool) -> None:
 @click.option("--out", default="edgemed-demo", show_default=True, type=click.Path(path_type=Path))
 @click.option("--runs", default=300, show_default=True, type=click.IntRange(10, 100_000))
 def demo(out: Path, runs: int) -> None:
-    """Convert the shipped U-Net and classifier, predict on the shipped images, and bench both."""
+    """Convert the four shipped models (BUSI U-Net, BreastMNIST classifier, BUSI lesion detector, MIT-BIH ECG LSTM),
+    predict on the shipped ultrasound images and ECG record, and bench them in one table."""
     from .demo import run_demo
 
     run_demo(out, runs=runs, echo=click.echo)

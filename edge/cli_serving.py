@@ -111,7 +111,8 @@ def listen(bundles: tuple[Path, ...], ae_title: str, host: str, port: int, send_
         raise OptionError(f"--dicom {dicom_kinds!r}", "use any of seg,sr,sc")
     destination = Destination.parse(send_to) if send_to else None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s edgemed listen: %(message)s")
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    for chatty in ("pynetdicom", "highdicom", "pydicom"):  # ~15 INFO lines per image otherwise; warnings still show
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     pipes = {}
     opened = [load(b, accept=accept) for b in bundles]
     try:
@@ -137,9 +138,11 @@ def listen(bundles: tuple[Path, ...], ae_title: str, host: str, port: int, send_
 def view(bundle: Path, host: str, port: int, accept: str | None) -> None:
     """A local page: drop an image, see the mask/boxes/label, the artifact and its verdict; DICOM SEG/SR to download."""
     from . import load
+    from .view import check_viewable
     from .view import serve as serve_page
 
     with load(bundle, accept=accept) as pipe:
+        check_viewable(pipe)
         click.echo(f"edgemed view: http://{host}:{port}/ ({pipe.bundle.name}, {pipe.artifact.key}, "
                    f"{pipe.artifact.verdict})")
         serve_page(pipe, host, port)

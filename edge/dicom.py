@@ -14,6 +14,33 @@ import numpy as np
 
 from .errors import InputError, first_line
 
+# Result objects: analysing one as an image answers about a segmentation's label pixels or a report's
+# rendering, not about the patient. Refused by SOP class (prefix: every SR and every presentation state).
+RESULT_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.66.4": "Segmentation", "1.2.840.10008.5.1.4.1.1.66.5": "Surface Segmentation",
+    "1.2.840.10008.5.1.4.1.1.66.7": "Label Map Segmentation", "1.2.840.10008.5.1.4.1.1.30": "Parametric Map",
+    "1.2.840.10008.5.1.4.1.1.481.3": "RT Structure Set", "1.2.840.10008.5.1.4.1.1.88.": "Structured Report (SR/KOS)",
+    "1.2.840.10008.5.1.4.1.1.11.": "Presentation State"}
+
+
+def result_kind(ds) -> str | None:
+    """What kind of result object ``ds`` is (a SEG, an SR, a KOS, a presentation state, or an object edgemed wrote),
+    or None for an object that may hold an image to analyse."""
+    sop = str(ds.get("SOPClassUID", ""))
+    for prefix, kind in RESULT_CLASSES.items():
+        if sop == prefix or (prefix.endswith(".") and sop.startswith(prefix)):
+            return kind
+    if str(ds.get("Manufacturer", "")).strip() == "edgemed":  # our own overlay capture: a picture of a result
+        return "edgemed overlay capture"
+    return None
+
+
+def check_not_result(ds, path: str | Path) -> None:
+    kind = result_kind(ds)
+    if kind is not None:
+        raise InputError(f"{path}: this {kind} object is a result, not an image to analyse",
+                         "pass the source images (results are never analysed again)")
+
 
 def read_dicom(path: str | Path) -> list[np.ndarray]:
     """Return the frames of a DICOM file as float32 (H,W) or uint8 (H,W,3) arrays."""
@@ -27,6 +54,7 @@ def read_dicom(path: str | Path) -> list[np.ndarray]:
         # and NotImplementedError for an unknown VR besides the usual ones): each is the same one-line answer
         raise InputError(f"{path}: not a readable DICOM file ({first_line(exc)})",
                          "check the file is complete and is DICOM Part 10") from exc
+    check_not_result(ds, path)
     if "PixelData" not in ds:
         raise InputError(f"{path}: DICOM file has no pixel data", "pass an image object, not a report or SR")
     from .preprocess import MAX_IMAGE_PIXELS

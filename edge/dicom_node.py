@@ -9,6 +9,17 @@ so a PACS restart loses nothing; results keep their SOP Instance UIDs across ret
 never holds two copies of one. A received object that cannot be analysed (no pixel data, a result
 object, a decoding failure) gets a failure status back to the sender and one log line; the node
 goes on.
+
+Sent once: a result's UIDs follow from its source instance and the artifact
+(:func:`edgemed.dicom_results.result_uid`), and every UID the destination confirmed is recorded in
+the outbox (``.delivered/``), so a source sent again (a scanner retrying, a study re-pushed) is
+answered with success and its results are not stored a second time. Deleting ``.delivered/`` sends
+them again (the PACS then holds the same UIDs as before).
+
+What a scanner or a PACS administrator expects of a node: C-ECHO (the Verification service) and
+every transfer syntax the installed decoders read (JPEG baseline and extended, JPEG-LS, JPEG 2000,
+RLE, deflate, besides the uncompressed ones; asked of pydicom at start). The log has one line per
+received image, one per delivered result and one per failure.
 """
 
 from __future__ import annotations
@@ -65,6 +76,26 @@ class Node:
     def pipe_for(self, modality: str):
         return self.pipes.get(modality) or self.pipes.get("*")
 
+    # -- what was delivered ---------------------------------------------------------------------
+    @property
+    def ledger(self) -> Path:
+        return self.outbox / ".delivered"
+
+    def delivered(self, uid: str) -> bool:
+        return (self.ledger / uid).is_file()
+
+    def _record_delivery(self, uid: str) -> None:
+        self.ledger.mkdir(parents=True, exist_ok=True)
+        (self.ledger / uid).touch()
+
+    def _already_sent(self, pipe, ds) -> bool:
+        """Every result this source would get from this artifact has been delivered before."""
+        from .dicom_results import Algorithm, result_uid
+
+        kinds = [k for k in self.kinds if k != "seg" or pipe.task == "segmentation"]
+        algo = Algorithm.of(pipe)
+        return bool(kinds) and all(self.delivered(result_uid(ds, algo, k)) for k in kinds)
+
     # -- receiving ------------------------------------------------------------------------------
     def handle_store(self, event) -> int:
         """One received object: analysed and queued (0x0000), or refused with a failure status."""
@@ -84,6 +115,10 @@ class Node:
             LOG.warning("%s: no bundle for modality %s", uid, getattr(ds, "Modality", "?"))
             self.refused += 1
             return FAILURE_CANNOT_UNDERSTAND
+        if self.destination is not None and "SOPInstanceUID" in ds and self._already_sent(pipe, ds):
+            LOG.info("%s: received again; its results were delivered before, not sent twice", uid)
+            self.received += 1
+            return 0x0000
         with tempfile.TemporaryDirectory(prefix="edgemed-in-") as tmp:
             src = Path(tmp) / "in.dcm"
             try:
@@ -91,9 +126,10 @@ class Node:
                 frames = read_frames(src)
                 with self._lock:  # one pipeline call at a time per node (pynetdicom may run handlers concurrently)
                     results = [pipe.predict(f) for f in frames]
-                    written = write_objects(pipe, src, frames, results, self.outbox / uid, self.kinds)
+                    written = write_objects(pipe, src, frames, results, self.outbox / uid, self.kinds, strict=False,
+                                            note=lambda s: LOG.info("%s: %s", uid, s.replace(str(src), "it")))
             except EdgemedError as exc:
-                LOG.warning("%s: not analysed: %s", uid, exc)
+                LOG.warning("%s: not analysed: %s", uid, str(exc).replace(str(src), "the object"))
                 self.refused += 1
                 return FAILURE_CANNOT_UNDERSTAND
             except Exception as exc:  # noqa: BLE001 - the node must survive any one object
@@ -101,7 +137,8 @@ class Node:
                 self.refused += 1
                 return FAILURE_CANNOT_UNDERSTAND
         self.received += 1
-        LOG.info("%s: %s queued", uid, ", ".join(p.name for p in written))
+        LOG.info("%s: %s %s: %s queued", uid, getattr(ds, "Modality", "?"), frames[0].shape if frames else "",
+                 ", ".join(p.name.rsplit(".", 2)[-2] for p in written) or "nothing")  # UID.seg.dcm -> seg
         return 0x0000
 
     # -- sending --------------------------------------------------------------------------------
@@ -133,12 +170,19 @@ class Node:
         done = 0
         try:
             for path in files:
-                status = assoc.send_c_store(pydicom.dcmread(path))
+                result = pydicom.dcmread(path)
+                uid = str(result.SOPInstanceUID)
+                if self.delivered(uid):  # delivered before (the same source sent again): never stored twice
+                    path.unlink()
+                    continue
+                status = assoc.send_c_store(result)
                 if status is None or getattr(status, "Status", 0xFFFF) != 0x0000:
                     LOG.warning("%s: store failed (%s); kept for retry", path.name,
                                 "no response" if status is None else hex(status.Status))
                     break
+                self._record_delivery(uid)
                 path.unlink()
+                LOG.info("%s: delivered to %s (%s)", path.name, d.ae_title, uid)
                 done += 1
         finally:
             if assoc.is_established:
@@ -164,16 +208,20 @@ class Node:
     def serve(self, host: str, port: int, ae_title: str) -> None:
         """Receive until stopped (Ctrl-C / SIGTERM arrive as KeyboardInterrupt)."""
         from pynetdicom import AE, AllStoragePresentationContexts, evt
+        from pynetdicom.sop_class import Verification
 
         self.outbox.mkdir(parents=True, exist_ok=True)
         ae = AE(ae_title=ae_title)
-        ae.supported_contexts = AllStoragePresentationContexts
+        syntaxes = accepted_syntaxes()
+        for context in AllStoragePresentationContexts:
+            ae.add_supported_context(context.abstract_syntax, syntaxes)
+        ae.add_supported_context(Verification)  # C-ECHO: pynetdicom answers it with success
         ae.require_called_aet = False
         sender = threading.Thread(target=self._sender, name="edgemed-sender", daemon=True)
         sender.start()
         server = ae.start_server((host, port), block=False, evt_handlers=[(evt.EVT_C_STORE, self.handle_store)])
-        LOG.info("listening as %s on %s:%d; results to %s; outbox %s", ae_title, host, port,
-                 self.destination or "(none)", self.outbox)
+        LOG.info("listening as %s on %s:%d (C-ECHO; C-STORE in %d transfer syntaxes); results to %s; outbox %s",
+                 ae_title, host, port, len(syntaxes), self.destination or "(none)", self.outbox)
         try:
             while True:
                 time.sleep(0.5)
@@ -181,3 +229,22 @@ class Node:
             self._stop.set()
             server.shutdown()
             sender.join(timeout=10)
+
+
+def accepted_syntaxes() -> list[str]:
+    """The uncompressed transfer syntaxes and every compressed one a decoder installed here reads: a scanner may
+    send JPEG or JPEG 2000, and the node must accept what ``predict`` decodes (pydicom says which)."""
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import AllTransferSyntaxes
+    from pynetdicom import DEFAULT_TRANSFER_SYNTAXES
+
+    out = list(DEFAULT_TRANSFER_SYNTAXES)
+    for syntax in AllTransferSyntaxes:
+        if syntax in out or not syntax.is_compressed:
+            continue
+        try:
+            if get_decoder(syntax).is_available:
+                out.append(str(syntax))
+        except NotImplementedError:  # no decoder exists for it in pydicom (video syntaxes)
+            continue
+    return out

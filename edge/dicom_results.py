@@ -48,6 +48,12 @@ class Algorithm:
         return cls(pipe.bundle.name, pipe.bundle.manifest_sha256(), a.file, a.backend, a.precision, a.verdict,
                    __version__)
 
+    def device_uid(self) -> str:
+        """The SR's observer device: one UID per bundle and artifact, the same in every report it writes."""
+        from pydicom.uid import generate_uid
+
+        return generate_uid(entropy_srcs=[self.bundle_sha256, self.artifact, self.backend, self.precision, "device"])
+
     def identification(self):
         import highdicom as hd
         from pydicom.sr.codedict import codes
@@ -68,7 +74,17 @@ def read_source(path: Path):
         raise InputError(f"{path}: not a readable DICOM file ({str(exc)[:120]})", "pass a DICOM image") from exc
     if "PixelData" not in ds:
         raise InputError(f"{path}: the DICOM object has no pixel data", "send an image, not a report or a waveform")
+    for keyword in TYPE2_CONTEXT:  # what every result copies from its source: absent there, present and empty here
+        if keyword not in ds:
+            setattr(ds, keyword, None)
     return ds
+
+
+# Type-2 attributes of the Patient and General Study modules, which every result object copies from its source.
+# A source without one (anonymisers drop PatientID; some modalities never write StudyID) gets it empty, as the
+# standard allows for type 2; highdicom would otherwise stop with an AttributeError.
+TYPE2_CONTEXT = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyID", "AccessionNumber",
+                 "ReferringPhysicianName", "StudyDate", "StudyTime")
 
 
 def _save(dataset, path: Path) -> Path:
@@ -90,10 +106,14 @@ def _copy_or_empty(obj, source, keyword: str) -> None:
         setattr(obj, keyword, getattr(source, keyword, None) or None)
 
 
-def _uid() -> str:
+def result_uid(source, algo: Algorithm, kind: str, role: str = "instance") -> str:
+    """The UID of one part of one result: the same source instance analysed by the same artifact gives the same
+    UIDs, so sending it again stores nothing new in a PACS (a UID names one object: same source, same artifact,
+    same answer). pydicom derives it from these parts by hashing (``generate_uid(entropy_srcs=...)``)."""
     from pydicom.uid import generate_uid
 
-    return generate_uid()
+    parts = [str(source.SOPInstanceUID), algo.bundle_sha256, algo.artifact, algo.backend, algo.precision, kind, role]
+    return generate_uid(entropy_srcs=parts)
 
 
 def write_seg(source, masks: list[np.ndarray], labels: list[str], algo: Algorithm, out: Path) -> Path:
@@ -109,7 +129,7 @@ def write_seg(source, masks: list[np.ndarray], labels: list[str], algo: Algorith
         segmented_property_type=codes.SCT.Lesion, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=algo.identification()) for i, c in enumerate(classes, start=1)]
     label_map = np.stack(masks).astype(np.uint8)
-    series, instance = _uid(), _uid()
+    series, instance = result_uid(source, algo, "seg", "series"), result_uid(source, algo, "seg")
     seg = hd.seg.Segmentation(
         source_images=[source], pixel_array=label_map, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions, series_instance_uid=series, series_number=9101,
@@ -126,7 +146,7 @@ def write_seg(source, masks: list[np.ndarray], labels: list[str], algo: Algorith
 def write_sc(source, overlay_rgb: np.ndarray, algo: Algorithm, out: Path) -> Path:
     import highdicom as hd
 
-    series, instance = _uid(), _uid()
+    series, instance = result_uid(source, algo, "sc", "series"), result_uid(source, algo, "sc")
     spacing = getattr(source, "PixelSpacing", None)
     orientation = _orientation(source)
     sc = hd.sc.SCImage.from_ref_dataset(
@@ -182,13 +202,15 @@ def write_sr(source, results: list, task: str, labels: list[str], algo: Algorith
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=_uid(), name=algo.name[:64], manufacturer_name=MANUFACTURER, model_name=algo.artifact[:64]))
+            uid=algo.device_uid(), name=algo.name[:64], manufacturer_name=MANUFACTURER,
+            model_name=algo.artifact[:64]))
     context = hd.sr.ObservationContext(observer_device_context=observer)
     groups = []
     frame_area, unit = pixel_area(source)
     for frame_no, result in enumerate(results, start=1):
         if task == "classification":
-            tracking = hd.sr.TrackingIdentifier(uid=_uid(), identifier=f"frame {frame_no}")
+            tracking = hd.sr.TrackingIdentifier(uid=result_uid(source, algo, "sr", f"frame {frame_no}"),
+                                                identifier=f"frame {frame_no}")
             findings = [hd.sr.QualitativeEvaluation(
                 name=codes.DCM.Finding, value=CodedConcept(value=result.label[:16], scheme_designator=LOCAL_SCHEME,
                                                            meaning=result.label[:64]))]
@@ -209,8 +231,9 @@ def write_sr(source, results: list, task: str, labels: list[str], algo: Algorith
                 region = hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POLYLINE, source_image=ref,
                                            graphic_data=np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2], [x1, y1]]))
                 groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-                    tracking_identifier=hd.sr.TrackingIdentifier(uid=_uid(),
-                                                                 identifier=f"frame {frame_no} box {k}"),
+                    tracking_identifier=hd.sr.TrackingIdentifier(
+                        uid=result_uid(source, algo, "sr", f"frame {frame_no} box {k}"),
+                        identifier=f"frame {frame_no} box {k}"),
                     referenced_region=region, finding_type=CodedConcept(
                         value=labels[int(cls)][:16], scheme_designator=LOCAL_SCHEME, meaning=labels[int(cls)][:64]),
                     measurements=[hd.sr.Measurement(name=codes.DCM.Probability, value=float(score),
@@ -220,14 +243,15 @@ def write_sr(source, results: list, task: str, labels: list[str], algo: Algorith
             px = int((result.mask == c).sum())
             unit_code = codes.UCUM.SquareMillimeter if unit == "mm2" else CodedConcept("{pixels}", "UCUM", "pixels")
             groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
-                tracking_identifier=hd.sr.TrackingIdentifier(uid=_uid(),
-                                                             identifier=f"frame {frame_no} {labels[c]}"),
+                tracking_identifier=hd.sr.TrackingIdentifier(
+                    uid=result_uid(source, algo, "sr", f"frame {frame_no} {labels[c]}"),
+                    identifier=f"frame {frame_no} {labels[c]}"),
                 finding_type=CodedConcept(value=labels[c][:16], scheme_designator=LOCAL_SCHEME, meaning=labels[c][:64]),
                 measurements=[hd.sr.Measurement(name=codes.SCT.Area, value=px * frame_area, unit=unit_code)],
                 source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)]))
     report = hd.sr.MeasurementReport(observation_context=context, imaging_measurements=groups,
                                      procedure_reported=CodedConcept("edgemed-ai", LOCAL_SCHEME, "AI analysis"))
-    series, instance = _uid(), _uid()
+    series, instance = result_uid(source, algo, "sr", "series"), result_uid(source, algo, "sr")
     sr = hd.sr.Comprehensive3DSR(
         evidence=[source], content=report, series_instance_uid=series, series_number=9102,
         sop_instance_uid=instance, instance_number=1, manufacturer=MANUFACTURER,
@@ -235,17 +259,13 @@ def write_sr(source, results: list, task: str, labels: list[str], algo: Algorith
     return _save(sr, out.with_name(out.name + ".sr.dcm"))
 
 
-UNSUPPORTED_SOURCES = {"1.2.840.10008.5.1.4.1.1.66.4": "Segmentation Storage",
-                       "1.2.840.10008.5.1.4.1.1.88.33": "Comprehensive SR", "1.2.840.10008.5.1.4.1.1.88.34":
-                       "Comprehensive 3D SR", "1.2.840.10008.5.1.4.1.1.88.22": "Enhanced SR"}
 KINDS = ("seg", "sr", "sc")
 
 
 def check_source(source, path: Path) -> None:
-    sop = str(getattr(source, "SOPClassUID", ""))
-    if sop in UNSUPPORTED_SOURCES:
-        raise InputError(f"{path}: a {UNSUPPORTED_SOURCES[sop]} object is a result, not an image to analyse",
-                         "send the source images")
+    from .dicom import check_not_result
+
+    check_not_result(source, path)
 
 
 def render(image: np.ndarray, result: Any, task: str, labels: list[str]) -> np.ndarray:

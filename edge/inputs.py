@@ -28,15 +28,17 @@ class Frame:
     image: np.ndarray
 
 
-def expand(paths: Sequence[Path]) -> list[Path]:
-    """Files as given, folders as their images (sorted); a missing path is an error naming it."""
+def expand(paths: Sequence[Path], signals: bool = False) -> list[Path]:
+    """Files as given, folders as their images (or, with ``signals``, their recordings), sorted; a missing path is
+    an error naming it."""
     out: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            images = list_images(path)
+            images = list_signals(path) if signals else list_images(path)
             if not images:
-                raise InputError(f"{path}: the folder holds no images", "pass image files, or a folder of PNG, "
-                                 "JPEG, TIFF, NPY or DICOM files")
+                raise InputError(f"{path}: the folder holds no {'recordings' if signals else 'images'}",
+                                 "pass recordings (WFDB .hea, DICOM waveform, CSV, NPY) or a folder of them" if signals
+                                 else "pass image files, or a folder of PNG, JPEG, TIFF, NPY or DICOM files")
             out += images
         elif path.is_file():
             out.append(path)
@@ -68,14 +70,25 @@ def unique_stems(paths: Sequence[Path]) -> dict[Path, str]:
     return stems
 
 
+def list_signals(folder: Path) -> list[Path]:
+    """Recordings in a folder, sorted: WFDB records by their header (the .dat goes with it), CSV, NPY, DICOM."""
+    from .signals import SIGNAL_SUFFIXES
+
+    return sorted(p for p in Path(folder).iterdir()
+                  if p.is_file() and p.suffix.lower() in SIGNAL_SUFFIXES and p.suffix.lower() != ".dat")
+
+
+def file_frames(path: Path, stem: str) -> list[Frame]:
+    """Every frame of one file, each with its own output stem."""
+    images = read_frames(path)
+    if len(images) == 1:
+        return [Frame(path.name, stem, path, None, images[0])]
+    width = max(3, len(str(len(images) - 1)))
+    return [Frame(f"{path.name}#{i}", f"{stem}_frame{i:0{width}d}", path, i, image) for i, image in enumerate(images)]
+
+
 def frames(paths: Sequence[Path]) -> Iterator[Frame]:
     files = expand(paths)
     stems = unique_stems(files)
     for path in files:
-        images = read_frames(path)
-        if len(images) == 1:
-            yield Frame(path.name, stems[path], path, None, images[0])
-            continue
-        width = max(3, len(str(len(images) - 1)))
-        for i, image in enumerate(images):
-            yield Frame(f"{path.name}#{i}", f"{stems[path]}_frame{i:0{width}d}", path, i, image)
+        yield from file_frames(path, stems[path])

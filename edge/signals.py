@@ -193,12 +193,14 @@ def _csv(path: Path) -> Signal:
             raise InputError(f"{path}: column {h!r} states no unit", "name lead columns like 'MLII [mV]'")
         leads.append(m.group(1))
         factors.append(to_mv(m.group(2), str(path)))
+    for line, r in enumerate(rows[1:], start=2):  # a ragged row is named, not numpy's "inhomogeneous shape"
+        if r and len(r) != len(header):
+            raise InputError(f"{path}: line {line} has {len(r)} value(s), the header {len(header)} column(s)",
+                             "write one value per column on every line")
     try:
         data = np.array([[float(v) for v in r] for r in rows[1:] if r], dtype=np.float64)
     except ValueError as exc:
         raise InputError(f"{path}: a value is not a number ({exc})", "write plain decimal numbers") from exc
-    if data.shape[1] != len(header):
-        raise InputError(f"{path}: rows do not have {len(header)} columns", "write one value per column")
     steps = np.diff(data[:, 0])
     if not (steps > 0).all() or np.ptp(steps) > 0.01 * steps.mean():
         raise InputError(f"{path}: the time column is not evenly spaced and increasing",

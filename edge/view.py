@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import secrets
 import tempfile
 import threading
@@ -49,8 +50,11 @@ async function send(){
  if(!file.files.length){facts.innerHTML='<p class="err">choose a file first</p>';return}
  const body=new FormData();body.append('file',file.files[0]);
  facts.textContent='analysing...';
- const r=await fetch('predict',{method:'POST',body});const j=await r.json();
- if(!r.ok){facts.innerHTML='<p class="err">'+esc(j.error)+'</p>';return}
+ let r,j;
+ try{r=await fetch('predict',{method:'POST',body});j=await r.json()}
+ catch(e){facts.innerHTML='<p class="err">the server gave no answer ('+esc(r?r.status+' '+r.statusText:e)+
+  '); see the terminal running edgemed view</p>';document.body.dataset.done='1';return}
+ if(!r.ok){facts.innerHTML='<p class="err">'+esc(j.error)+'</p>';document.body.dataset.done='1';return}
  document.getElementById('overlay').src='data:image/png;base64,'+j.overlay_png;
  let h='<table>';
  for(const [k,v] of Object.entries(j.summary))h+='<tr><td>'+esc(k)+'</td><td>'+esc(v)+'</td></tr>';
@@ -87,12 +91,23 @@ def summary(pipe: Any, result: Any) -> dict[str, str]:
     return out
 
 
+def check_viewable(pipe: Any) -> None:
+    """The page shows frames; a signal bundle is refused before anything starts listening."""
+    from .errors import InputError
+
+    if pipe.input_kind == "signal":
+        raise InputError(f"edgemed view shows images, and {pipe.bundle.name} reads signals (ECG beats)",
+                         f"run edgemed predict {pipe.bundle.name} RECORD.hea for its beats")
+
+
 def make_app(pipe: Any, workdir: Path):
     from flask import Flask, abort, jsonify, request, send_from_directory
 
-    from .dicom_results import render, write_objects
-    from .errors import EdgemedError
+    from .dicom_results import KINDS, render, write_objects
+    from .errors import EdgemedError, first_line
     from .images import is_dicom, read_frames
+
+    check_viewable(pipe)
 
     app = Flask("edgemed.view")
     app.config["MAX_CONTENT_LENGTH"] = MAX_UPLOAD
@@ -113,8 +128,14 @@ def make_app(pipe: Any, workdir: Path):
         job = secrets.token_hex(8)
         folder = workdir / job
         folder.mkdir()
-        src = folder / Path(upload.filename).name.replace("/", "_")
+        name = Path(upload.filename).name.replace("/", "_")
+        src = folder / name
         upload.save(src)
+        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(name).stem)[:80] or "result"
+
+        def said(exc: object) -> str:  # the user's file name, never the server's temporary folder
+            return str(exc).replace(str(src), name).replace(str(folder), "").replace(str(workdir), "")
+
         try:
             frames = read_frames(src)
             with lock:
@@ -122,11 +143,15 @@ def make_app(pipe: Any, workdir: Path):
                 downloads = []
                 if is_dicom(src):
                     results = [result] + [pipe.predict(f) for f in frames[1:]]
-                    for path in write_objects(pipe, src, frames, results, folder / "result", ("seg", "sr", "sc")):
+                    for path in write_objects(pipe, src, frames, results, folder / stem, KINDS, strict=False):
                         kind = path.name.split(".")[-2]
                         downloads.append({"kind": kind, "name": path.name, "url": f"download/{job}/{path.name}"})
         except EdgemedError as exc:
-            return jsonify(error=str(exc)), 400
+            return jsonify(error=said(exc)), 400
+        except Exception as exc:  # noqa: BLE001 - a bug must still reach the page as a message, not hang it
+            app.logger.exception("analysing %s failed", name)
+            return jsonify(error=f"internal error analysing {name}: {type(exc).__name__}: "
+                                 f"{said(first_line(exc))} (please report it)"), 500
         finally:
             src.unlink(missing_ok=True)
         return jsonify(overlay_png=_png(render(frames[0], result, pipe.task, pipe.labels)),

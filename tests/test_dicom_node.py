@@ -123,6 +123,7 @@ def test_results_reach_orthanc_and_survive_its_restart(unet_bundle, tmp_path):
     finally:
         pacs.stop()
     assert "no pixel data" in node.log  # the refusal was logged in one line
+    assert "received again" in node.log
 
 
 def _exchange(pacs: Orthanc, node_port: int, queue: Path, tmp_path: Path) -> None:
@@ -148,13 +149,15 @@ def _exchange(pacs: Orthanc, node_port: int, queue: Path, tmp_path: Path) -> Non
     assert _send(node_port, tmp_path / "nopixels.dcm") == 0xC000
     with socket.create_connection(("127.0.0.1", node_port), timeout=5) as peer:  # a peer that sends garbage
         peer.sendall(os.urandom(4096))
+    # the node still serves, and a source sent again stores nothing new (issue 20.10; before: 3 more instances)
     assert _send(node_port, DICOM / "MR_small.dcm") == 0x0000
-    assert _wait(lambda: len(pacs.instances()) == 12, 60)
+    time.sleep(3)
+    assert len(pacs.instances()) == 9 and not list(queue.glob("*.dcm"))
     with urllib.request.urlopen(f"{pacs.url}/series?expand", timeout=10) as r:
         series = json.loads(r.read())
     listing = "\n".join(f"{x['MainDicomTags'].get('Modality')} | {x['MainDicomTags'].get('SeriesDescription')}"
                         f" | {len(x['Instances'])} instance(s)" for x in series)
-    assert sorted(x["MainDicomTags"].get("Modality") for x in series).count("SEG") == 4
+    assert sorted(x["MainDicomTags"].get("Modality") for x in series).count("SEG") == 3
     (tmp_path / "orthanc_listing.txt").write_text(listing + "\n")
 
 
@@ -172,3 +175,49 @@ def test_a_pacs_that_rejects_the_association_loses_nothing(unet_bundle, tmp_path
     finally:
         pacs.stop()
     assert "association not established" in node.log and "wait in" in node.log
+
+
+DCMTK = shutil.which("storescu") and shutil.which("echoscu") and shutil.which("dcmcjpeg")
+
+
+@pytest.mark.skipif(not DCMTK, reason="dcmtk is not installed (.ci/run installs it)")
+def test_a_scanner_echoes_and_sends_compressed_and_anonymous_images(unet_bundle, tmp_path):
+    """Issue 20.5, 20.9-20.11 with dcmtk as the scanner: C-ECHO answers; JPEG baseline and JPEG 2000 ultrasound and
+    a CT without PatientID are analysed; a re-sent source is stored once; one log line per image and per result."""
+    jpeg = tmp_path / "us_jpeg_baseline.dcm"
+    subprocess.run(["dcmcjpeg", "+eb", str(DICOM / "examples_rgb_color.dcm"), str(jpeg)], check=True, timeout=60)
+    assert str(pydicom.dcmread(jpeg).file_meta.TransferSyntaxUID) == "1.2.840.10008.1.2.4.50"
+    anonymous = pydicom.dcmread(DICOM / "CT_small.dcm")
+    del anonymous.PatientID
+    anonymous.SOPInstanceUID = pydicom.uid.generate_uid()
+    anonymous.save_as(tmp_path / "ct_anonymous.dcm")
+    # storescu proposes each file's compressed syntax (as a scanner sending what it compressed does), and sends as is
+    sources = [(jpeg, ["-xy"]), (DICOM / "examples_jpeg2k.dcm", ["-xv"]), (tmp_path / "ct_anonymous.dcm", [])]
+    dicom_port, http_port, node_port = free_ports(3)
+    pacs = Orthanc(tmp_path / "orthanc", dicom_port, http_port)
+    pacs.start()
+    queue = tmp_path / "outbox"
+    try:
+        with Listen(unet_bundle, node_port, f"ORTHANC@127.0.0.1:{dicom_port}", queue) as node:
+            echo = subprocess.run(["echoscu", "-aec", "EDGEMED", "127.0.0.1", str(node_port)], capture_output=True,
+                                  text=True, timeout=60)
+            assert echo.returncode == 0, echo.stdout + echo.stderr  # before: no Verification SCP
+            for path, propose in sources:  # before: "No Acceptable Presentation Contexts" for the compressed two
+                sent = subprocess.run(["storescu", *propose, "-aec", "EDGEMED", "127.0.0.1", str(node_port),
+                                       str(path)], capture_output=True, text=True, timeout=120)
+                assert sent.returncode == 0 and "E:" not in sent.stderr, (path.name, sent.stderr)
+            assert _wait(lambda: len(pacs.instances()) == 9, 90), pacs.instances()
+            assert len({i["MainDicomTags"]["SOPInstanceUID"] for i in pacs.instances()}) == 9
+            again = subprocess.run(["storescu", "-xy", "-aec", "EDGEMED", "127.0.0.1", str(node_port), str(jpeg)],
+                                   capture_output=True, text=True, timeout=120)
+            assert again.returncode == 0
+            time.sleep(3)
+            assert len(pacs.instances()) == 9 and not list(queue.glob("*.dcm"))  # sent once
+    finally:
+        pacs.stop()
+    lines = [ln for ln in node.log.splitlines() if "edgemed listen:" in ln]  # the node's log, not the exit line
+    received = [ln for ln in lines if "queued" in ln]
+    delivered = [ln for ln in lines if "delivered to ORTHANC" in ln]
+    assert len(received) == 3 and len(delivered) == 9 and sum("received again" in ln for ln in lines) == 1
+    assert all(": seg, sr, sc queued" in ln for ln in received), received
+    assert len(lines) == 1 + 3 + 9 + 1, "\n".join(lines)  # start, images, results, the repeat: nothing else

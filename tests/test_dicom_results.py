@@ -141,3 +141,58 @@ def test_detection_sr_holds_each_box_as_a_region_on_the_source(tmp_path_factory,
         np.testing.assert_allclose(corners, [[x1, y1], [x2, y1], [x2, y2], [x1, y2], [x1, y1]], atol=1e-3)
         assert item.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == \
             pydicom.dcmread(path).SOPInstanceUID
+
+
+def _without_patient_id(tmp_path):
+    ds = pydicom.dcmread(DICOM / "CT_small.dcm")
+    del ds.PatientID, ds.StudyID  # anonymisers drop them; both are type 2 in every result object
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    return ds
+
+
+def test_a_batch_goes_on_past_a_source_without_patient_id_and_a_seg(unet_bundle, tmp_path):
+    """Issue 20.5 and 20.6: a source without PatientID gets its results (type-2 attributes present and empty); a SEG
+    among the inputs is refused before inference, and every other file still gets its SEG/SR/SC."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _without_patient_id(tmp_path).save_as(folder / "a_anonymous.dcm")
+    shutil.copy(DICOM / "liver_1frame.dcm", folder / "b_liver_seg.dcm")  # a Segmentation Storage object
+    shutil.copy(DICOM / "MR_small.dcm", folder / "c_mr.dcm")
+    out = tmp_path / "o"
+    proc = subprocess.run([sys.executable, "-m", "edgemed.cli", "predict", str(unet_bundle), str(folder), "--out",
+                           str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr  # before: exit 3 at a_anonymous, nothing for c_mr
+    refused = [ln for ln in proc.stderr.splitlines() if "b_liver_seg.dcm" in ln]
+    assert len(refused) == 1 and "Segmentation object is a result, not an image" in refused[0]
+    assert "1 of 3 input file(s) not analysed" in proc.stderr and "internal error" not in proc.stderr
+    assert "b_liver_seg" not in proc.stdout and not list(out.glob("b_liver_seg*"))  # never inferred on
+    for stem in ("a_anonymous", "c_mr"):
+        assert {p.name for p in out.glob(f"{stem}.*.dcm")} == {f"{stem}.{k}.dcm" for k in ("seg", "sr", "sc")}
+    for p in out.glob("a_anonymous.*.dcm"):
+        obj = pydicom.dcmread(p)
+        assert "PatientID" in obj and obj.PatientID == "" and obj.StudyID == ""  # present, empty, never invented
+        validator = shutil.which("dciodvfy")
+        if validator:
+            report = subprocess.run([validator, str(p)], capture_output=True, text=True, timeout=60)
+            assert not [ln for ln in (report.stdout + report.stderr).splitlines() if ln.startswith("Error")], p.name
+
+
+def test_result_objects_are_refused_wherever_frames_are_read(unet_bundle, tmp_path):
+    """Issue 20.6: SEG, SR, KOS and presentation states, and edgemed's own overlay captures, are results."""
+    from pydicom.dataset import FileMetaDataset
+
+    with pytest.raises(InputError, match="Segmentation object is a result"):
+        read_frames(DICOM / "liver_1frame.dcm")
+    frames = read_frames(DICOM / "CT_small.dcm")
+    with edgemed.load(unet_bundle) as pipe:
+        written = write_objects(pipe, DICOM / "CT_small.dcm", frames, [pipe.predict(frames[0])], tmp_path / "r",
+                                ("sc",))
+    with pytest.raises(InputError, match="edgemed overlay capture object is a result"):
+        read_frames(written[0])  # an SC with pixels, but a picture of an answer
+    for sop in ("1.2.840.10008.5.1.4.1.1.88.59", "1.2.840.10008.5.1.4.1.1.11.1", "1.2.840.10008.5.1.4.1.1.88.22"):
+        ds = pydicom.dcmread(DICOM / "CT_small.dcm")  # pixels kept: the SOP class alone decides
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = sop
+        ds.file_meta = FileMetaDataset(ds.file_meta)
+        ds.save_as(tmp_path / "r.dcm")
+        with pytest.raises(InputError, match="is a result, not an image"):
+            read_frames(tmp_path / "r.dcm")

@@ -216,9 +216,9 @@ def test_dropouts_and_short_records_are_reported_not_guessed(lstm_bundle):
     assert [(g.start_s, g.end_s) for g in reader.gaps] == [(20.0, 25.0)]
 
 
-def _csv(path, x, leads=("MLII", "V1"), fs=360):
+def _csv(path, x, leads=("MLII", "V1"), fs=360, digits=3):
     rows = ["time," + ",".join(f"{n} [mV]" for n in leads)]
-    rows += [f"{i / fs:.6f}," + ",".join(f"{v:.3f}" for v in row) for i, row in enumerate(x)]
+    rows += [f"{i / fs:.6f}," + ",".join(f"{v:.{digits}f}" for v in row) for i, row in enumerate(x)]
     path.write_text("\n".join(rows) + "\n")
     return path
 
@@ -290,7 +290,8 @@ def test_a_12_lead_ecg_at_1khz_gives_its_beats_and_no_beats_is_never_silent(lstm
         t = np.arange(20 * 360) / 360
         sine = pipe.beats(0.3 * np.sin(2 * np.pi * t), fs=360, units="mV", leads=("MLII",))
     assert not sine.beats and "no beat" in sine.warnings[0] and "QRS" in sine.warnings[0]
-    csv = _csv(tmp_path / "sine.csv", 0.3 * np.sin(2 * np.pi * t)[:, None], leads=("MLII",))
+    # written in full: rounded to 1 µV, the sine's staircase gave XQRS 38 "QRS complexes" in 20 s
+    csv = _csv(tmp_path / "sine.csv", 0.3 * np.sin(2 * np.pi * t)[:, None], leads=("MLII",), digits=9)
     proc = subprocess.run([sys.executable, "-m", "edgemed.cli", "predict", str(lstm_bundle), str(csv), "--out",
                            str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and ": 0 beats" in proc.stdout
@@ -318,3 +319,47 @@ def test_cli_predicts_every_beat_of_a_record_and_bench_reports_real_time(lstm_bu
     rec = report["artifacts"][0]["record"]
     assert rec["against_annotations"]["detected"]["value"] > 0.95 and rec["realtime_factor"] > 10
     assert report["artifacts"][0]["accuracy"]["per_class"]["V"]["ppv_interval"]["cases"] > 0
+
+
+def test_signal_bundles_speak_of_signals_and_take_what_the_cli_can_describe(lstm_bundle, tmp_path):
+    """Issue 20.12, the signal side: a folder of recordings, a bare .npy with --fs/--units/--leads, a ragged CSV
+    named by line, messages about windows not images, and view refusing what it cannot show."""
+    import subprocess
+    import sys
+
+    from edgemed.signals import read_signal
+
+    run = [sys.executable, "-m", "edgemed.cli"]
+    x = read_signal(ecg_record()).samples[: 30 * 360]
+    folder = tmp_path / "records"
+    folder.mkdir()
+    _csv(folder / "a.csv", x)
+    np.save(folder / "b.npy", x * 1000)  # in µV, with no rate and no lead names: the CLI states them
+    proc = subprocess.run(run + ["predict", str(lstm_bundle), str(folder / "a.csv")], capture_output=True, text=True,
+                          timeout=300)
+    beats = proc.stdout.split(": ")[1].split(" beats")[0]
+    proc = subprocess.run(run + ["predict", str(lstm_bundle), str(folder), "--fs", "360", "--units", "uV", "--leads",
+                                 "MLII,V1"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr  # before: "folder: no such file", and no way to give fs/units
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2 and all(f": {beats} beats in 30 s" in ln for ln in lines), proc.stdout
+    proc = subprocess.run(run + ["predict", str(lstm_bundle), str(folder / "b.npy")], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2 and "no sampling rate or units" in proc.stderr
+    ragged = folder / "ragged.csv"
+    ragged.write_text("time,MLII [mV],V1 [mV]\n0.0,0.1,0.2\n0.002778,0.1\n0.005556,0.1,0.2\n")
+    proc = subprocess.run(run + ["predict", str(lstm_bundle), str(ragged)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "line 3 has 2 value(s), the header 3 column(s)" in proc.stderr, proc.stderr
+    assert "inhomogeneous" not in proc.stderr
+    proc = subprocess.run(run + ["view", str(lstm_bundle), "--port", "1"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "view shows images" in proc.stderr and "http://" not in proc.stdout
+    proc = subprocess.run(run + ["bench", str(lstm_bundle), "--runs", "10", "--no-history"], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0 and "beat windows" in proc.stdout.splitlines()[0] and "images" not in proc.stdout
+    card = _card("ecg_lstm")
+    spec = [dict(p, leads=["II"]) if p["op"] == "select_leads" else p for p in card["preprocess"]]
+    with pytest.raises(InputError, match="window signals.* no lead 'II'.*select_leads, resample and window") as exc:
+        convert(assets_dir() / "ecg_lstm.pt", tmp_path / "ii", task="classification", input_kind="signal",
+                input_shape=tuple(card["input_shape"]), arch=card["arch"], arch_args=card["arch_args"],
+                labels=tuple(card["labels"]), preprocess=tuple(spec), calib=calibration_set("classification", "signal"))
+    assert "image" not in str(exc.value) and "resize" not in str(exc.value)

@@ -42,10 +42,16 @@ def test_multiframe_ybr_ultrasound_gives_every_frame_as_rgb():
 
 @pytest.mark.parametrize("name,shape", [
     ("examples_palette.dcm", (350, 800, 3)), ("examples_rgb_color.dcm", (240, 320, 3)),
-    ("ExplVR_BigEnd.dcm", (60, 80, 3)), ("liver_1frame.dcm", (512, 512)), ("examples_overlay.dcm", (300, 484)),
+    ("ExplVR_BigEnd.dcm", (60, 80, 3)), ("examples_overlay.dcm", (300, 484)),
 ])
 def test_other_real_dicom_files_decode(name, shape):
     assert read_image(DICOM / name).shape == shape
+
+
+def test_a_segmentation_object_is_not_an_image():
+    """liver_1frame.dcm is a DICOM SEG: its pixels are a segmentation's labels (issue 20.6: never analysed)."""
+    with pytest.raises(InputError, match="Segmentation object is a result"):
+        read_image(DICOM / "liver_1frame.dcm")
 
 
 def test_jpeg2000_dicom_decodes_or_says_which_decoder_is_missing():
