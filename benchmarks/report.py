@@ -3,15 +3,21 @@
 A regression is judged against the stored baseline (the first run of the same model, artifact,
 backend, precision, device and scenario): latency p50 up by more than the threshold, or drift
 that no longer meets the bundle's budget. The HTML is self-contained (inline SVG and PNG) so it
-can be attached to a release ticket or opened on an offline machine.
+can be attached to a release ticket or opened on an offline machine. It shows what a person would
+rather look at than read: the accuracy (or Dice, or mAP) each artifact buys against its latency,
+latency over the stored history, per-class sensitivity with its intervals, FROC for detectors,
+beat figures against a record's annotations for ECG, per-case drift, and the worst cases as images.
 """
 
 from __future__ import annotations
 
 import html
+import math
 from collections import defaultdict
 
 from edgemed.errors import EdgemedError
+
+from . import charts
 
 GROUP = ("model", "artifact", "backend", "precision", "device", "scenario")
 
@@ -122,31 +128,211 @@ def _svg_cases(name: str, values: list[float]) -> str:
     return "".join(parts) + "</svg>"
 
 
+def _name(key: tuple) -> str:
+    """model backend/precision (scenario, device): how a series is named in the charts."""
+    return f"{key[2]}/{key[3]} ({key[5]}, {key[4]})"
+
+
+def _by_model(latest: dict[tuple, dict]) -> dict[str, list[tuple[tuple, dict]]]:
+    groups: dict[str, list[tuple[tuple, dict]]] = defaultdict(list)
+    for key, run in latest.items():
+        groups[key[0]].append((key, run))
+    return groups
+
+
+def _history(runs: list[dict]) -> str:
+    """p50 end to end over every stored run, one line per series, one chart per model."""
+    out = []
+    by_model: dict[str, dict[tuple, list]] = defaultdict(dict)
+    for key, items in series(runs).items():
+        pts = [(float(r["id"]), _p50(r), f"{r['created']}: p50 {_p50(r):.3f} ms ({workload(r)})") for r in items
+               if _p50(r)]
+        if pts:
+            by_model[key[0]][key] = pts
+    for model, lines in by_model.items():
+        named = [(_name(k) + (f" [{k[6][:24]}]" if len({x[6] for x in lines}) > 1 else ""), pts)
+                 for k, pts in lines.items()]
+        out.append(f"<h3>{html.escape(model)}</h3>" + charts.line_chart(
+            named, "stored run (oldest to newest)", "end-to-end p50 (ms)", f"latency history of {model}", xint=True))
+    return "".join(out) or "<p>no latency stored</p>"
+
+
+def _quality(record: dict) -> tuple[str, dict] | None:
+    """The figure a user trades against latency: vs ground truth where the bench had labels, else agreement with
+    FP32 on the bench data. (label, {value, low, high, cases})."""
+    acc = record.get("accuracy")
+    if acc:
+        if "accuracy_interval" in acc:
+            return "accuracy vs ground truth", acc["accuracy_interval"]
+        if "sensitivity" in acc and isinstance(acc["sensitivity"], dict):
+            if acc.get("map50_interval"):
+                return "mAP@0.5 vs ground truth", acc["map50_interval"]
+            return "lesion sensitivity vs ground truth", acc["sensitivity"]
+        per = acc.get("per_class", {})
+        first = next(iter(per.values()), None)
+        if first and first.get("dice_interval"):
+            return f"Dice vs ground truth ({next(iter(per))})", first["dice_interval"]
+    metrics = (record.get("drift_on_data") or {}).get("metrics", {})
+    for name in ("agreement", "case_dice", "lesion_agreement"):
+        if name in metrics and metrics[name].get("value") is not None:
+            return f"{name} with FP32 (no ground truth)", metrics[name]
+    return None
+
+
+def _tradeoff(latest: dict[tuple, dict]) -> str:
+    out = []
+    for model, items in _by_model(latest).items():
+        by_metric: dict[str, list[dict]] = defaultdict(list)
+        for key, run in items:
+            rec = run["record"]
+            q = _quality(rec)
+            p50 = _p50(run)
+            if q is None or not p50:
+                continue
+            label, fig = q
+            hollow = rec.get("selectable") is False
+            short = f"{key[2]}/{key[3]}" + ("" if key[5] == "latency" else f" {key[5]}")
+            by_metric[label].append({
+                "name": short + (" (not selectable)" if hollow else ""), "x": p50, "y": fig["value"],
+                "low": fig.get("low"), "high": fig.get("high"), "hollow": hollow,
+                "text": f"{_name(key)}: p50 {p50:.3f} ms, {label} {fig['value']:.4f}"
+                        + (f" [{fig['low']:.4f}, {fig['high']:.4f}]" if fig.get("low") is not None else "")
+                        + (f", n={fig['cases']}" if fig.get("cases") else "")
+                        + (f"; {rec.get('verdict')}, not selectable" if hollow else "")})
+        for label, points in by_metric.items():
+            out.append(f"<h3>{html.escape(model)}</h3>" + charts.scatter(
+                points, "end-to-end p50 (ms)", label, f"{label} vs latency for {model}"))
+    return "".join(out) or "<p>no run with a figure to trade against latency</p>"
+
+
+def _per_class(latest: dict[tuple, dict]) -> str:
+    out = []
+    for model, items in _by_model(latest).items():
+        rows = []
+        for i, (key, run) in enumerate(items):
+            per = (run["record"].get("accuracy") or {}).get("per_class", {})
+            for cls, fig in per.items():
+                interval = fig.get("sensitivity_interval")
+                if interval is None:
+                    continue
+                rows.append({"name": f"{cls} · {key[2]}/{key[3]}", "value": interval.get("value"),
+                             "low": interval.get("low"), "high": interval.get("high"),
+                             "cases": interval.get("cases"), "group": i})
+        if rows:
+            out.append(f"<h3>{html.escape(model)}</h3>" + charts.interval_bars(
+                rows, "sensitivity (95% interval)", f"per-class sensitivity of {model}"))
+    return "".join(out) or "<p>no classifier bench with labels stored</p>"
+
+
+def _froc(latest: dict[tuple, dict]) -> str:
+    out = []
+    for model, items in _by_model(latest).items():
+        lines, spans = [], {}
+        for key, run in items:
+            curve = (run["record"].get("accuracy") or {}).get("froc") or {}
+            pts = [(float(rate), fig["value"], f"{_name(key)}: {fig['value']:.3f} of {fig['cases']} lesions at "
+                    f"{float(rate):g} FP/image") for rate, fig in sorted(curve.items(), key=lambda kv: float(kv[0]))
+                   if fig and fig.get("value") is not None and float(rate) > 0]
+            if pts:
+                lines.append((_name(key), pts))
+                spans[_name(key)] = [(fig["low"], fig["high"]) if fig.get("low") is not None else None
+                                     for rate, fig in sorted(curve.items(), key=lambda kv: float(kv[0]))
+                                     if fig and fig.get("value") is not None and float(rate) > 0]
+        if lines:
+            out.append(f"<h3>{html.escape(model)}</h3>" + charts.line_chart(
+                lines, "false positives per image", "lesion sensitivity", f"FROC of {model}", xlog=True,
+                intervals=spans))
+    return "".join(out) or "<p>no detector bench with labels stored</p>"
+
+
+def _beats(latest: dict[tuple, dict]) -> str:
+    out = []
+    for model, items in _by_model(latest).items():
+        rows = []
+        for i, (key, run) in enumerate(items):
+            vs = (run["record"].get("record") or {}).get("against_annotations") or {}
+            if vs.get("detected"):
+                d = vs["detected"]
+                rows.append({"name": f"detected · {key[2]}/{key[3]}", "value": d["value"], "low": d.get("low"),
+                             "high": d.get("high"), "cases": d.get("cases"), "group": i})
+            for cls, fig in (vs.get("per_class") or {}).items():
+                for what in ("sensitivity", "ppv"):
+                    f = fig.get(what) or {}
+                    if f.get("cases"):
+                        rows.append({"name": f"{cls} {'Se' if what == 'sensitivity' else 'PPV'} · {key[2]}/{key[3]}",
+                                     "value": f.get("value"), "low": f.get("low"), "high": f.get("high"),
+                                     "cases": f.get("cases"), "group": i})
+        if rows:
+            out.append(f"<h3>{html.escape(model)}</h3>" + charts.interval_bars(
+                rows, "against the record's beat annotations (95% interval)", f"beat figures of {model}"))
+    return "".join(out) or "<p>no ECG record bench (bench --record) stored</p>"
+
+
+def _agreement_strip(name: str, agree: list[bool]) -> str:
+    """One square per case: green where the artifact kept FP32's answer, red where it did not."""
+    per_row, size = 60, 9
+    rows = max(1, math.ceil(len(agree) / per_row))
+    kept = sum(agree)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{per_row * size + 8}" '
+             f'height="{rows * size + 22}"><text x="4" y="13" font-size="12">{html.escape(name)}: {kept} of '
+             f"{len(agree)} cases keep FP32's answer</text>"]
+    for i, ok in enumerate(agree):
+        x, y = 4 + (i % per_row) * size, 18 + (i // per_row) * size
+        parts.append(f'<rect x="{x}" y="{y}" width="{size - 1}" height="{size - 1}" '
+                     f'fill="{"#4a8" if ok else "#c33"}"/>')
+    return "".join(parts) + "</svg>"
+
+
+def _figure(item: dict) -> str:
+    caption = html.escape(item["caption"])
+    if "trace" in item:
+        return f"<figure>{charts.trace(item['trace'])}<figcaption>{caption}</figcaption></figure>"
+    pictures = "".join(f'<img src="data:image/png;base64,{item[k]}" width="192" alt="">'
+                       for k in ("fp32_png", "png") if k in item)
+    return f"<figure>{pictures}<figcaption>{caption}</figcaption></figure>"
+
+
+def _worst(latest: dict[tuple, dict]) -> str:
+    out = []
+    for key, r in latest.items():
+        rec = r["record"]
+        items = list(rec.get("worst_vs_fp32") or []) + list(rec.get("worst_vs_truth") or [])
+        w = rec.get("worst_case")
+        if not items and w and (r["backend"], r["precision"]) != ("onnxruntime", "fp32"):  # runs stored before
+            items = [{"caption": f"{w['name']}, Dice vs FP32 {w['dice_vs_fp32']:.4f} (left FP32, right this artifact)",
+                      "fp32_png": w["fp32_overlay_png"], "png": w["overlay_png"]}]
+        if items:
+            out.append(f"<h3>{html.escape(key[0])} {html.escape(_name(key))}</h3>"
+                       + "".join(_figure(i) for i in items))
+    return "".join(out) or "<p>none recorded (every artifact agreed with FP32 and with the labels, or no data)</p>"
+
+
 def html_report(runs: list[dict], found: list[dict]) -> str:
     latest = {key: items[-1] for key, items in series(runs).items()}
     lat_items = [(f"{k[0]} {k[2]}/{k[3]} ({k[5]})", r["record"]["latency"]["end_to_end"])
                  for k, r in latest.items() if "latency" in r["record"]]
     case_svgs = [_svg_cases(f"{k[0]} {k[2]}/{k[3]}", r["record"]["dice_per_case"])
-                 for k, r in latest.items() if r["record"].get("dice_per_case")]
+                 for k, r in latest.items() if r["record"].get("dice_per_case")
+                 and (r["backend"], r["precision"]) != ("onnxruntime", "fp32")]  # the reference against itself
+    case_svgs += [_agreement_strip(f"{k[0]} {k[2]}/{k[3]}", r["record"]["agreement_per_case"])
+                  for k, r in latest.items() if r["record"].get("agreement_per_case")
+                  and (r["backend"], r["precision"]) != ("onnxruntime", "fp32")]
     reg = "".join(f'<li class="bad">{html.escape(describe(f))}</li>' for f in found) or \
         "<li>none against the stored baselines</li>"
-    figures = []
-    for k, r in latest.items():
-        w = r["record"].get("worst_case")
-        if not w or (r["backend"], r["precision"]) == ("onnxruntime", "fp32"):
-            continue  # the FP32 reference against itself shows nothing
-        caption = html.escape(f"{k[0]} {k[2]}/{k[3]}: {w['name']}, Dice vs FP32 {w['dice_vs_fp32']:.4f}")
-        figures.append(
-            f'<figure><img src="data:image/png;base64,{w["fp32_overlay_png"]}" width="192">'
-            f'<img src="data:image/png;base64,{w["overlay_png"]}" width="192"><figcaption>{caption}'
-            "</figcaption></figure>")
-    imgs = "".join(figures)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>edgemed benchmark report</title>
-<style>body{{font-family:sans-serif;margin:24px;color:#222}}h2{{border-bottom:1px solid #ccc}}
-figure{{display:inline-block;margin:8px}}.bad{{color:#a00}}</style></head><body>
-<h1>edgemed benchmark report</h1><p>{len(runs)} stored runs, {len(latest)} artifact/device/scenario series.</p>
+<style>body{{font-family:sans-serif;margin:24px;color:#222;max-width:1100px}}h2{{border-bottom:1px solid #ccc}}
+h3{{font-size:14px;margin:12px 0 4px}}figure{{display:inline-block;margin:8px;vertical-align:top;max-width:400px}}
+figcaption{{font-size:12px}}.bad{{color:#a00}}svg.chart{{display:block;margin:4px 0 12px}}</style></head><body>
+<h1>edgemed benchmark report</h1><p>{len(runs)} stored runs, {len(latest)} artifact/device/scenario series.
+Hollow points: artifacts that did not pass their gate (measured, never selected). Hover a mark for its figures.</p>
 <h2>Regressions</h2><ul class="reg">{reg}</ul>
-<h2>Latency per artifact (latest run, end to end)</h2>{_svg_latency(lat_items)}
-<h2>Drift per case</h2>{''.join(case_svgs) or '<p>no per-case drift recorded (classification or no data)</p>'}
-<h2>Worst cases: FP32 mask (left) vs quantized mask (right)</h2>{imgs or '<p>none recorded</p>'}
+<h2 id="tradeoff">Accuracy vs latency (latest run per artifact)</h2>{_tradeoff(latest)}
+<h2 id="history">Latency over the stored history</h2>{_history(runs)}
+<h2 id="per-class">Per-class sensitivity (vs ground truth)</h2>{_per_class(latest)}
+<h2 id="froc">FROC (detectors)</h2>{_froc(latest)}
+<h2 id="beats">ECG beats against the annotations (bench --record)</h2>{_beats(latest)}
+<h2 id="latency">Latency per artifact (latest run, end to end)</h2>{_svg_latency(lat_items)}
+<h2 id="drift">Drift per case (vs FP32)</h2>{''.join(case_svgs) or
+    '<p>none to show: only the FP32 reference itself was benched on data</p>'}
+<h2 id="worst">Worst cases (vs FP32, and vs ground truth where labelled)</h2>{_worst(latest)}
 </body></html>"""

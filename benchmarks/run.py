@@ -6,6 +6,8 @@ The JSON it returns (and writes with ``--json``) is the documented, stable inter
 "drift_on_data", "dice_per_case", "accuracy", "point_of_care" | "remote"}], "created", "versions"}``.
 ``gate`` is the artifact's drift record from conversion; ``drift_reference`` and ``drift_on_data``
 are drift records (verdict, budget, cases, metrics) judged on this device by the same rule.
+``selectable``: whether the artifact passed its gate (only those are ever selected); ``--all``
+measures every artifact, failed and uncertified ones too, marked so (``note``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from edgemed import load
 from edgemed.bundle import Bundle
 from edgemed.datasets import ImageSet
 from edgemed.drift import compare, population_margins
+from edgemed.errors import BackendUnavailable
 from edgemed.gate import recheck
 from edgemed.metrics import classification_report, segmentation_report
 from edgemed.selection import select
@@ -30,6 +33,7 @@ from edgemed.selection import select
 from .bench_data import bench_data
 from .harness import bench_drift, bench_latency
 from .scenarios import point_of_care, remote
+from .worst_cases import versus_fp32, versus_truth
 
 SCHEMA = "edgemed-bench/2"
 
@@ -66,13 +70,23 @@ def run_bench(bundle: Path, device: str = "cpu", backend: str | None = None, pre
         row = {"file": art.file, "backend": art.backend, "precision": art.precision, "bytes": art.size_bytes,
                "verdict": art.verdict, "gate": msgspec.to_builtins(art.drift),
                "clinical": msgspec.to_builtins(art.clinical) if art.clinical else None}
-        if art.verdict != "passed" and art is not chosen.artifact:
-            row["skipped"] = f"{art.verdict} at conversion; never selected (bench it by name with --accept)"
+        # Every artifact is measured: whether to collect the cases that would certify an INT8 artifact depends on
+        # its speed. One that did not pass is marked, and never selected (load, auto, serve never hand it over).
+        row["selectable"] = art.verdict == "passed"
+        if not row["selectable"]:
+            row["note"] = (f"{art.verdict} at conversion: measured, never selected (load/predict use it only when "
+                           "named with --accept)")
+        log(f"benchmarking {art.key}" + ("" if row["selectable"] else f" ({art.verdict}: not selectable)"))
+        try:
+            opened = load(bundle, device=device, backend=art.backend, precision=art.precision, threads=threads,
+                          accept=None if art.verdict == "passed" else art.verdict)
+        except BackendUnavailable as exc:  # e.g. a TensorRT engine on a machine without TensorRT: said, not fatal
+            if art is chosen.artifact:
+                raise
+            row["skipped"] = f"not measurable on this device: {exc}"
             per_artifact.append(row)
             continue
-        log(f"benchmarking {art.key}")
-        with load(bundle, device=device, backend=art.backend, precision=art.precision, threads=threads,
-                  accept=None if art.verdict == "passed" else art.verdict) as pipe:
+        with opened as pipe:
             row["engine"] = pipe.engine.describe()
             row["latency"] = bench_latency(pipe, frames, runs=runs, warmup=warmup)
             row["drift_reference"] = msgspec.to_builtins(
@@ -92,6 +106,12 @@ def run_bench(bundle: Path, device: str = "cpu", backend: str | None = None, pre
                     "name": images.names[worst], "dice_vs_fp32": case[worst],
                     "fp32_overlay_png": _thumb(frames[worst], reference_outputs[1][worst]),
                     "overlay_png": _thumb(frames[worst], results[worst].mask)}
+            else:  # per case: did this artifact keep FP32's call (classification) or its boxes (detection)
+                row["agreement_per_case"] = comparison.per_case[
+                    "agree" if b.task == "classification" else "lesion_agree"].astype(bool).tolist()
+            if (art.backend, art.precision) != ("onnxruntime", "fp32"):  # the reference against itself shows nothing
+                row["worst_vs_fp32"] = versus_fp32(b.task, images.names, frames, results, comparison, b.labels,
+                                                   reference_outputs[1])
             if truth is not None:
                 if b.task == "classification":
                     row["accuracy"] = classification_report(np.array(truth), np.stack([r.probabilities for r in
@@ -103,6 +123,7 @@ def run_bench(bundle: Path, device: str = "cpu", backend: str | None = None, pre
                     row["accuracy"]["operating_score_threshold"] = b.manifest.postprocess.detection.score_threshold
                 else:
                     row["accuracy"] = segmentation_report(truth, [r.mask for r in results], b.labels)
+                row["worst_vs_truth"] = versus_truth(b.task, images.names, frames, results, truth, b.labels)
             if record is not None:
                 from .signal_stream import stream_record
 
@@ -116,7 +137,8 @@ def run_bench(bundle: Path, device: str = "cpu", backend: str | None = None, pre
         per_artifact.append(row)
     return {
         "schema": SCHEMA, "bundle": str(bundle), "bundle_sha256": b.manifest_sha256(),
-        "model": b.name, "task": b.task, "device": device, "scenario": scenario or "latency",
+        "model": b.name, "task": b.task, "input_kind": b.manifest.model.input_kind, "device": device,
+        "scenario": scenario or "latency",
         "data": {"from": source.source, "images": len(images), "available": source.available,
                  "labels": truth is not None},
         "workload": _workload(images, scenario, fps, duration, threads),
