@@ -183,6 +183,10 @@ class DriftRecord(Record, kw_only=True):
     needed_cases: Count | None = None
     reference: Text | None = None  # what produced the FP32 reference (parity only)
     tolerance: Annotated[float, Meta(ge=0)] | None = None  # parity: the max |diff| allowed
+    # Where the verdict was measured, and the arithmetic the engine really computed in there (an FP32 artifact
+    # runs at f16 on an NPU): a verdict is about that execution, not about the file alone.
+    device: Name | None = None
+    computed_in: Name | None = None
 
     @property
     def passed(self) -> bool:
