@@ -6,7 +6,7 @@ This module must not import torch or onnx: it is the runtime path on the device.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -202,8 +202,8 @@ def _check_dims(artifact: str, field: str, real: tuple, promised: list, fix: str
 
 
 def load(bundle: str | Path, device: str = "cpu", backend: str | None = None, precision: str | None = None,
-         threads: int | None = None, require_signature: str | Path | None = None, accept: str | None = None
-         ) -> Pipeline:
+         threads: int | None = None, require_signature: str | Path | None = None, accept: str | None = None,
+         certifiers: Sequence[str | Path] = ()) -> Pipeline:
     """Open and verify a bundle, choose an artifact for the device, and start its engine.
 
     Only artifacts that passed the gate and whose backend is installed are eligible; the device
@@ -211,12 +211,14 @@ def load(bundle: str | Path, device: str = "cpu", backend: str | None = None, pr
     uncertified or failed artifact runs only when named exactly (``backend`` and ``precision``) and
     accepted (``accept="uncertified"`` or ``"failed"``); ``describe()`` then says what was accepted.
     With ``require_signature`` (an Ed25519 public key file) the bundle must carry a valid
-    signature by that key and hold exactly the files that were signed.
+    signature by that key and hold exactly the files that were signed. Verdicts a site took later with
+    ``edgemed certify`` count (:mod:`edgemed.certification`); with a required signature only those signed by
+    that key or by one of ``certifiers`` (public key files).
     """
     if require_signature is not None:
         from .signing import verify_signature
 
         verify_signature(Path(bundle), Path(require_signature))
-    b = Bundle.open(bundle)
+    b = Bundle.open(bundle, require_signature=require_signature, certifiers=certifiers)
     selection = select(b, device, backend, precision, threads, accept)
     return Pipeline(b, open_engine(b, selection), selection)
