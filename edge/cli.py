@@ -383,15 +383,15 @@ def verify(bundle: Path, device: str, pubkey: Path | None, certifiers: tuple[Pat
         click.echo(f"certification {note}")
     failures = 0
     for art in b.artifacts:
-        click.echo(f"{art.file} {art.key}: verdict {art.verdict}, {_trusted_verdict(art)}")
         if art.verdict != "passed":
-            click.echo("  not checked on this device (never selected)")
+            click.echo(f"{art.file} {art.key}: {art.verdict} ({_trusted_verdict(art)}); not checked (never selected)")
             continue
         with load(bundle, device=device, backend=art.backend, precision=art.precision, require_signature=pubkey,
                   certifiers=certifiers) as pipe:
             checked = verify_artifact(pipe)
         failures += not checked.passed
-        click.echo(f"  hashes ok; on this device: {summary(checked)}")
+        click.echo(f"{art.file} {art.key}: hashes ok; on this device: {summary(checked)}")
+        click.echo(f"  verdict passed, {_trusted_verdict(art)}")
     if failures:
         raise EdgemedError(f"{failures} artifact(s) do not reproduce their conversion-time answers on this device",
                            "rebuild the bundle on this device or investigate the backend version")

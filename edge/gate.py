@@ -441,6 +441,14 @@ def judge_artifact(comparison: Comparison, budget: Budget, precision: str, toler
                                    device=device, computed_in=computed_in)
 
 
+def holds_for(record: DriftRecord, computed_in: str) -> bool:
+    """Whether a verdict covers an engine that computes in ``computed_in``: a parity verdict is about FP32
+    arithmetic, so it does not cover the same FP32 artifact run at f16 (an NPU) or TF32 (a GPU); such a run needs
+    its own verdict (``edgemed certify --device``). Budgeted verdicts say where they were measured
+    (``record.computed_in``) and are taken as they stand."""
+    return record.budget != PARITY or computed_in == "fp32"
+
+
 def margin_facts(comparison: Comparison, population: Population | None) -> dict[str, float]:
     """What a reader of an FP16/INT8 verdict needs beside the figures: the largest change of a decision margin the
     candidate made, and how many of the population's cases (images, beats; segmentation: cases by their lesion

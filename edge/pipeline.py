@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from .bundle import Bundle
-from .errors import BundleError, InputError, PipelineClosed
-from .gate import budget_metrics, describe_estimate
+from .errors import BundleError, InputError, NoEligibleArtifact, PipelineClosed
+from .gate import budget_metrics, describe_estimate, holds_for
 from .images import read_image
 from .manifest import Manifest
 from .output_reader import OutputReader
@@ -221,4 +221,14 @@ def load(bundle: str | Path, device: str = "cpu", backend: str | None = None, pr
         verify_signature(Path(bundle), Path(require_signature))
     b = Bundle.open(bundle, require_signature=require_signature, certifiers=certifiers)
     selection = select(b, device, backend, precision, threads, accept)
-    return Pipeline(b, open_engine(b, selection), selection)
+    engine = open_engine(b, selection)
+    art = selection.artifact
+    if not holds_for(art.drift, engine.computed_in) and accept is None:
+        computed = engine.computed_in
+        engine.close()
+        raise NoEligibleArtifact(
+            f"{art.key} computes in {computed} on {selection.device}; its parity verdict is about FP32 arithmetic "
+            f"(measured in {art.drift.computed_in or 'fp32'} on {art.drift.device or 'cpu'})",
+            f"certify it where it runs (edgemed certify BUNDLE --eval SITE_IMAGES --device {selection.device}), or "
+            "load an fp16 artifact")
+    return Pipeline(b, engine, selection)

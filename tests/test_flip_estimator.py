@@ -8,7 +8,6 @@ import shutil
 import msgspec
 import numpy as np
 import pytest
-from PIL import Image
 
 from edgemed import load
 from edgemed.bundle import Bundle, file_record
@@ -18,20 +17,14 @@ from edgemed.gate import default_budget, judge
 from edgemed.stats import flip_rate_bound
 
 from .conftest import SHARED
+from .site_images import breast_images
 
 
 @pytest.fixture(scope="module")
 def population(cnn_bundle, breastmnist, busi):
     """4,780 real 28x28 images (all of BreastMNIST and 4,000 BUSI crops) through the shipped classifier's
     preprocessing, and its FP32 logits on them."""
-    rng = np.random.default_rng(0)
-    images = [*breastmnist["train_images"], *breastmnist["val_images"], *breastmnist["test_images"]]
-    for _ in range(4000):
-        im = busi["images"][rng.integers(0, len(busi["images"]))]
-        side = int(rng.integers(96, 256))
-        y, x = rng.integers(0, 256 - side + 1, 2)
-        images.append(np.asarray(Image.fromarray(im[y:y + side, x:x + side]).resize((28, 28),
-                                                                                     Image.Resampling.BILINEAR)))
+    images = breast_images(breastmnist, busi)
     with load(cnn_bundle) as pipe:
         inputs = np.concatenate([pipe.prepare(im).tensor for im in images])
         import onnxruntime as ort
