@@ -508,6 +508,9 @@ def demo(out: Path, runs: int) -> None:
 from .cli_serving import register  # noqa: E402 - serve and export live in their own module
 
 register(main)
+from .fleet.cli import register as register_fleet  # noqa: E402 - publish, update, rollback, sbom, repo
+
+register_fleet(main)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

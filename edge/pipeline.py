@@ -211,8 +211,13 @@ def load(bundle: str | Path, device: str = "cpu", backend: str | None = None, pr
     uncertified or failed artifact runs only when named exactly (``backend`` and ``precision``) and
     accepted (``accept="uncertified"`` or ``"failed"``); ``describe()`` then says what was accepted.
     With ``require_signature`` (an Ed25519 public key file) the bundle must carry a valid
-    signature by that key and hold exactly the files that were signed.
+    signature by that key and hold exactly the files that were signed. A device folder (``edgemed update
+    --into DIR``) loads the version its pointer names.
     """
+    from .fleet.pointer import is_device, serving_bundle
+
+    if is_device(bundle):
+        bundle = serving_bundle(bundle)
     if require_signature is not None:
         from .signing import verify_signature
 
