@@ -504,3 +504,72 @@ def test_load_follows_the_device_pointer_without_fleet_libraries(served, keys, c
     rollback_error = pytest.raises(EdgemedError, match="no previous version to roll back to")
     with rollback_error:
         rollback(dev)
+
+
+# -- what is in it ------------------------------------------------------------------------------
+def test_sbom_is_a_valid_cyclonedx_1_6_ml_bom(v2_bundle, tmp_path):
+    from importlib.metadata import version as installed
+
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    out = tmp_path / "bom.json"
+    subprocess.run([*EDGEMED, "sbom", str(v2_bundle), "-o", str(out), "--version", "2.0.0"], check=True,
+                   capture_output=True, timeout=120)
+    text = out.read_text()
+    validator = JsonStrictValidator(SchemaVersion.V1_6)
+    assert validator.validate_str(text) is None
+    doc = json.loads(text)
+    assert doc["bomFormat"] == "CycloneDX" and doc["specVersion"] == "1.6"
+    model = doc["metadata"]["component"]
+    assert (model["type"], model["name"], model["version"]) == ("machine-learning-model", "cnn_breastmnist", "2.0.0")
+    card = model["modelCard"]
+    assert card["modelParameters"]["task"] == "classification"
+    assert "malignant" in card["modelParameters"]["outputs"][0]["format"]
+    assert any("BreastMNIST" in d["name"] for d in card["modelParameters"]["datasets"])
+    metrics = card["quantitativeAnalysis"]["performanceMetrics"]
+    assert {"type": "gate verdict", "value": "passed"}.items() <= metrics[0].items()
+    assert any(m["type"] == "test accuracy" for m in metrics)
+    assert card["considerations"]["technicalLimitations"]
+    m = Bundle.open(v2_bundle).manifest
+    listed = {f.file: f.sha256 for a in m.artifacts for f in a.files()} | {f.file: f.sha256 for f in m.files}
+    files = {c["name"]: c["hashes"][0]["content"] for c in doc["components"] if c["type"] == "file"}
+    assert files == listed
+    libraries = {c["name"]: c["version"] for c in doc["components"] if c["type"] == "library"}
+    assert libraries["onnxruntime"] == installed("onnxruntime") and libraries["numpy"] == installed("numpy")
+    depends = {d["ref"]: set(d.get("dependsOn", [])) for d in doc["dependencies"]}
+    assert {f"file:{name}" for name in listed} | {"pypi:edgemed"} <= depends["model"]
+    assert all("pypi:onnxruntime" in depends[f"file:{a.file}"] for a in m.artifacts)
+    # the validation is real: a model card the schema does not allow is caught by the same validator
+    card["modelParameters"]["approach"] = {"type": "guesswork"}
+    assert validator.validate_str(json.dumps(doc)) is not None
+
+
+def test_hostile_archives_are_refused(tmp_path):
+    import tarfile
+
+    from edgemed.errors import BundleError
+    from edgemed.fleet.archive import unpack
+
+    def archive(name: str, add) -> Path:
+        path = tmp_path / f"{name}.tar"
+        with tarfile.open(path, "w") as tar:
+            add(tar)
+        return path
+
+    def escape(tar):
+        info = tarfile.TarInfo("../outside.txt")
+        info.size = 0
+        tar.addfile(info)
+
+    def link(tar):
+        info = tarfile.TarInfo("edgemed.json")
+        info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(info)
+
+    for name, add, why in (("escape", escape, "outside the bundle"), ("link", link, "not a regular file")):
+        dest = tmp_path / name
+        dest.mkdir()
+        with pytest.raises(BundleError, match=why):
+            unpack(archive(name, add), dest)
+    assert not (tmp_path / "outside.txt").exists()

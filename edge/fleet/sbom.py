@@ -177,8 +177,9 @@ def _metrics(b: Bundle, training: dict[str, Any]) -> list[dict[str, Any]]:
                                                    "upperBound": f"{t.fp32 - t.drop_low:.6g}"}})
     for key in ("val_accuracy", "test_accuracy"):
         if key in training:
+            split = training.get("split", "split not recorded")
             out.append({"type": key.replace("_", " "), "value": str(training[key]),
-                        "slice": f"FP32 source model at training ({training.get('split', 'split not recorded')})"})
+                        "slice": f"the PyTorch source model at training ({split})"})
     return out
 
 
