@@ -152,6 +152,16 @@ class FileRepository(Repository):
             write_atomic(self.meta / f"{md.signed.version}.{role}.json", data)
         self._cache[role] = md
 
+    def check_signers(self, roles: tuple[str, ...]) -> None:
+        """Refuse early when the given keys cannot meet a role's threshold (rather than after writing)."""
+        root = self.root()
+        for role in roles:
+            have = sum(s.public_key.keyid in root.roles[role].keyids for s in self.signers)
+            if have < root.roles[role].threshold:
+                raise RepositoryError(f"the {role} role needs {root.roles[role].threshold} signature(s) by its keys in "
+                                      f"root.json; the keys given make {have}",
+                                      f"pass the {role} private key(s) with --key")
+
     @property
     def targets_infos(self) -> dict[str, MetaFile]:
         return {"targets.json": MetaFile(self.open("targets").signed.version)}
@@ -227,6 +237,7 @@ def publish(bundle: str | Path, repo_path: str | Path, keys: list[Path], version
     path = Path(repo_path)
     with _locked(path):
         repo = open_repository(path, keys, expiry)
+        repo.check_signers(("targets", "snapshot", "timestamp"))  # before a byte is written
         name = target_name(b.name, version)
         mine = {k: v for k, v in published(repo).items() if (v.custom or {}).get("edgemed", {}).get("model") == b.name}
         if name in mine:
