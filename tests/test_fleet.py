@@ -493,6 +493,15 @@ def test_unprovisioned_device_and_wrong_root(served, keys, cnn_bundle, tmp_path)
     with pytest.raises(UpdateRefused, match="not signed by the keys this device trusts"):
         update(url, tmp_path / "dev2", root=other / "metadata" / "root.json")
     assert not (tmp_path / "dev2" / "current.json").exists()
+    # a root that did not verify the repository was not kept: the right one provisions the device
+    assert update(url, tmp_path / "dev2", root=repo / "metadata" / "root.json").serving == "1.0.0"
+    with pytest.raises(EdgemedError, match="provisioned with another root.json"):
+        update(url, tmp_path / "dev2", root=other / "metadata" / "root.json")
+    with pytest.raises(EdgemedError, match="not an http:// or https:// URL"):
+        update(str(repo), tmp_path / "dev2")
+    with pytest.raises(EdgemedError, match="not a device folder"):
+        rollback(tmp_path / "no-device")
+    assert not (tmp_path / "no-device").exists()
 
 
 def test_load_follows_the_device_pointer_without_fleet_libraries(served, keys, cnn_bundle, tmp_path):

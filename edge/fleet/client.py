@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import urllib3
 from tuf.api import exceptions as tuf_errors
 from tuf.api.metadata import Metadata, TargetFile, Targets
 from tuf.ngclient import Updater
 
-from ..errors import EdgemedError
+from ..errors import EdgemedError, OptionError
 from .versions import parse_version
 
 
@@ -41,11 +42,13 @@ def refusal(exc: BaseException, url: str) -> UpdateRefused:
                                                "(tampered or truncated)"),
         (tuf_errors.DownloadLengthMismatchError, "a download has another length than signed (truncated or "
                                                  "padded)"),
-        (tuf_errors.SlowRetrievalError, "the repository sends too slowly"),
+        (tuf_errors.SlowRetrievalError, f"the repository at {url} does not answer, or sends too slowly (timeout)"),
         (tuf_errors.DownloadHTTPError, f"the repository at {url} answered with an HTTP error"),
         (tuf_errors.DownloadError, f"cannot download from {url}"),
         (tuf_errors.RepositoryError, "the repository's metadata does not verify"),
     ]
+    if isinstance(exc, urllib3.exceptions.HTTPError):
+        return UpdateRefused(f"update refused: cannot reach the repository at {url}: {text}", _FIX)
     for kind, what in kinds:
         if isinstance(exc, kind):
             return UpdateRefused(f"update refused: {what}: {text}", _FIX)
@@ -72,6 +75,9 @@ class Client:
     """One update session against a repository URL (``URL/metadata/``, ``URL/targets/``)."""
 
     def __init__(self, url: str, metadata_dir: Path, trust_anchor: bytes, download_dir: Path) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise OptionError(f"--repo {url!r} is not an http:// or https:// URL",
+                              "serve the repository folder with a web server and give its URL")
         self.url = url.rstrip("/") + "/"
         self.metadata_dir = Path(metadata_dir)
         self.metadata_dir.mkdir(parents=True, exist_ok=True)
@@ -86,7 +92,7 @@ class Client:
     def refresh(self) -> None:
         try:
             self.updater.refresh()
-        except (tuf_errors.RepositoryError, tuf_errors.DownloadError) as exc:
+        except (tuf_errors.RepositoryError, tuf_errors.DownloadError, urllib3.exceptions.HTTPError) as exc:
             raise refusal(exc, self.url) from exc
 
     def offers(self, model: str | None = None) -> list[Offer]:
@@ -110,5 +116,5 @@ class Client:
         """Download one target to ``dest``; the updater checks length and hashes before writing it."""
         try:
             return Path(self.updater.download_target(offer.target, str(dest)))
-        except (tuf_errors.RepositoryError, tuf_errors.DownloadError) as exc:
+        except (tuf_errors.RepositoryError, tuf_errors.DownloadError, urllib3.exceptions.HTTPError) as exc:
             raise refusal(exc, self.url) from exc

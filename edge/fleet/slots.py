@@ -223,20 +223,24 @@ class Device:
             return self._write_pointer(replace(pointer, trial=None))
         return self._write_pointer(replace(pointer, trial=trial))
 
-    def provision(self, root: Path | None) -> bytes:
-        """The trust anchor: the root.json given at first provisioning, then always that same file."""
+    def trust_anchor(self, root: Path | None) -> bytes:
+        """The trust anchor: the root.json given at first provisioning, then always that same file. It is kept
+        (:meth:`keep_trust_anchor`) only once an update has verified the repository with it."""
         if root is not None:
             data = Path(root).read_bytes()
             if self.trust_root.is_file() and self.trust_root.read_bytes() != data:
                 raise DeviceError(f"{self.path} was provisioned with another root.json",
                                   "a device changes trust only by root rotation in the repository; to start over, "
                                   f"remove {self.trust_root.parent} and {self.metadata}")
-            write_atomic(self.trust_root, data)
             return data
         if not self.trust_root.is_file():
             raise DeviceError(f"{self.path}: no trusted root.json (the device was never provisioned)",
                               "pass --root with the repository's root.json, obtained out of band")
         return self.trust_root.read_bytes()
+
+    def keep_trust_anchor(self, data: bytes) -> None:
+        if not self.trust_root.is_file():
+            write_atomic(self.trust_root, data)
 
     def abandoned_partials(self) -> list[str]:
         return [p.name for p in self.slots.glob(".*.partial-*") if abandoned(p)]

@@ -20,7 +20,7 @@ from ..atomic import write_atomic
 from ..errors import OptionError
 from .canary import CanaryReport, read_frames, run_canary
 from .client import Client, Offer, UpdateRefused
-from .slots import Device, pause_point
+from .slots import Device, DeviceError, pause_point
 from .versions import parse_version
 
 DEFAULT_TRIAL = 20  # predictions a new version must serve without failing before it is committed
@@ -90,7 +90,7 @@ def update(url: str, into: str | Path, root: Path | None = None, model: str | No
         recovered = dev.recover()
         for line in recovered:
             echo(f"recovered: {line}")
-        anchor = dev.provision(root)
+        anchor = dev.trust_anchor(root)
         if canary is not None:
             echo(f"stored {store_reference(dev, canary)} reference frames in {dev.reference}")
         pointer = dev.pointer()
@@ -105,6 +105,7 @@ def update(url: str, into: str | Path, root: Path | None = None, model: str | No
         except UpdateRefused as exc:
             dev.log("refused", stage="metadata", reason=str(exc))
             raise
+        dev.keep_trust_anchor(anchor)  # the repository verified against it: from now on it is the anchor
         if not offers:
             raise UpdateRefused(f"the repository offers no {model or 'edgemed'} bundle", "publish one first")
         if model is None and len({o.model for o in offers}) > 1:
@@ -167,6 +168,9 @@ def _fetch_and_install(client: Client, dev: Device, offer: Offer) -> Path:
 def rollback(into: str | Path, reason: str = "asked by the operator") -> str:
     """Serve the previous version again; returns the version now serving."""
     dev = Device(into)
+    if dev.pointer() is None:
+        raise DeviceError(f"{dev.path}: not a device folder with an installed version (current.json is missing)",
+                          "pass the folder edgemed update --into installed into")
     with dev.lock():
         dev.recover()
         return dev.rollback(reason).current
