@@ -58,10 +58,10 @@ def keys(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def v2_bundle(tmp_path_factory) -> Path:
-    """A second conversion of the shipped classifier (other probes: another bundle, the same model)."""
-    return convert_shipped("cnn_breastmnist", tmp_path_factory.mktemp("v2") / "b",
-                           calib=SHARED / "breastmnist.npz",
-                           calib_key="test_images", calib_count=12)
+    """A second conversion of the shipped classifier, now with an INT8 artifact beside FP32 (calibrated on
+    BreastMNIST train images)."""
+    return convert_shipped("cnn_breastmnist", tmp_path_factory.mktemp("v2") / "b", precisions=("fp32", "int8"),
+                           calib=SHARED / "breastmnist.npz", calib_key="train_images", calib_count=64)
 
 
 @pytest.fixture(scope="module")
@@ -145,10 +145,13 @@ def test_publish_update_rollback_on_the_command_line(served, keys, cnn_bundle, v
     out = cli("update", "--repo", url, "--into", dev, "--root", repo / "metadata" / "root.json", "--canary", FRAMES)
     assert "1.0.0 serves now" in out.stdout
     cli("publish", v2_bundle, "--repo", repo, "--key", keys["targets"], "--key", keys["online"], "--version", "2.0.0")
-    out = cli("update", "--repo", url, "--into", dev)
+    out = cli("update", "--repo", url, "--into", dev, "--precision", "int8")  # the runtime serves INT8
     assert "2.0.0 serves now (previous: 1.0.0" in out.stdout
-    assert "answers changed from the previous version on the same 8 frames: agreement" in out.stderr
+    assert "canary: serves model.int8.onnx (onnxruntime/int8, passed at conversion)" in out.stderr
     assert "self-verification on the bundle's reference probes" in out.stderr
+    # the gate's rule for this artifact, on the device's own 8 frames against the new FP32 artifact
+    assert "against the new FP32 reference on this device's 8 reference frames: agreement" in out.stderr
+    assert "answers changed from the previous version on the same 8 frames: agreement" in out.stderr
     assert_serves(dev, "2.0.0")
     assert cli("update", "--repo", url, "--into", dev).stdout.strip().endswith("up to date")
     assert cli("rollback", "--into", dev).stdout.strip() == "serving 1.0.0 again"

@@ -67,11 +67,12 @@ def _finite(outputs) -> bool:
 
 
 def run_canary(slot: Path, version: str, frames: list[np.ndarray], previous: Path | None = None,
-               device: str = "cpu") -> CanaryReport:
-    """Judge the bundle in ``slot`` on this device; never raises for a failing check (the report says why)."""
+               device: str = "cpu", backend: str | None = None, precision: str | None = None) -> CanaryReport:
+    """Judge the bundle in ``slot`` on this device, on the artifact ``load`` selects with the same device,
+    backend and precision as the runtime will use; never raises for a failing check (the report says why)."""
     report = CanaryReport(version)
     try:
-        pipe = load(slot, device=device)
+        pipe = load(slot, device=device, backend=backend, precision=precision)
     except EdgemedError as exc:
         return report.refuse(f"it does not load on this device ({exc})")
     with pipe:
@@ -104,7 +105,7 @@ def run_canary(slot: Path, version: str, frames: list[np.ndarray], previous: Pat
             report.lines.append(f"on this device's {len(frames)} reference frames: the serving artifact is the FP32 "
                                 "reference itself (outputs finite; nothing to compare it with)")
             if previous is not None:
-                report.lines.append(_change(previous, pipe, frames, outputs, device, report))
+                report.lines.append(_change(previous, pipe, frames, outputs, device, report, backend, precision))
             report.passed = True
             return report
         comparison = compare(reference, outputs, pipe.task, pipe.output_kind, pipe.labels)
@@ -119,7 +120,7 @@ def run_canary(slot: Path, version: str, frames: list[np.ndarray], previous: Pat
             report.lines.append(f"  ({len(frames)} frames cannot certify the budget {judged.budget}; none of it is "
                                 "surely missed, which is what refuses)")
         if previous is not None:
-            report.lines.append(_change(previous, pipe, frames, outputs, device, report))
+            report.lines.append(_change(previous, pipe, frames, outputs, device, report, backend, precision))
     report.passed = True
     return report
 
@@ -128,10 +129,19 @@ def _accept(artifact) -> str | None:
     return None if artifact.verdict == "passed" else artifact.verdict
 
 
-def _change(previous: Path, pipe, frames: list[np.ndarray], outputs, device: str, report: CanaryReport) -> str:
+def _open_previous(previous: Path, device: str, backend: str | None, precision: str | None):
+    """The previous version as the runtime served it: with the same choice if it has such an artifact."""
+    try:
+        return load(previous, device=device, backend=backend, precision=precision)
+    except EdgemedError:
+        return load(previous, device=device)
+
+
+def _change(previous: Path, pipe, frames: list[np.ndarray], outputs, device: str, report: CanaryReport,
+            backend: str | None = None, precision: str | None = None) -> str:
     """How the previous version's answers on the same frames compare with the new one's (reported only)."""
     try:
-        with load(previous, device=device) as old:
+        with _open_previous(previous, device, backend, precision) as old:
             if (old.task, old.output_kind, old.labels, old.bundle.manifest.input) != (
                     pipe.task, pipe.output_kind, pipe.labels, pipe.bundle.manifest.input):
                 return "answers changed: not comparable (the task, input, output kind or labels changed)"

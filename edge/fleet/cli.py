@@ -129,15 +129,18 @@ def publish(bundle: Path, repo_path: Path, keys, version: str, expires) -> None:
               help="Predictions the new version must serve without failing before it is committed "
                    "(edgemed.fleet.watch rolls back otherwise).")
 @click.option("--device", default="cpu", show_default=True)
+@click.option("--backend", help="The backend the runtime loads with (the canary checks that artifact).")
+@click.option("--precision", help="The precision the runtime loads with (the canary checks that artifact).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def update(url: str, into: Path, root, model, version, canary, allow_downgrade: bool, trial: int, device: str,
-           as_json: bool) -> None:
+           backend: str | None, precision: str | None, as_json: bool) -> None:
     """Fetch the newest bundle with TUF, install it beside the current one, canary, then switch (or refuse)."""
     _need("tuf", "tuf")
     from .update import update as run
 
     result = run(url, into, root, model, version, canary, allow_downgrade, trial, device,
-                 echo=(lambda s: None) if as_json else (lambda s: click.echo(s, err=True)))
+                 echo=(lambda s: None) if as_json else (lambda s: click.echo(s, err=True)), backend=backend,
+                 precision=precision)
     if as_json:
         click.echo(json.dumps({"model": result.model, "installed": result.installed, "serving": result.serving,
                                "changed": result.changed, "recovered": result.recovered,

@@ -78,8 +78,8 @@ def choose(offers: list[Offer], installed: str | None, version: str | None, allo
 
 def update(url: str, into: str | Path, root: Path | None = None, model: str | None = None,
            version: str | None = None, canary: Path | None = None, allow_downgrade: bool = False,
-           trial: int = DEFAULT_TRIAL, device: str = "cpu", echo: Callable[[str], None] = lambda s: None
-           ) -> UpdateResult:
+           trial: int = DEFAULT_TRIAL, device: str = "cpu", echo: Callable[[str], None] = lambda s: None,
+           backend: str | None = None, precision: str | None = None) -> UpdateResult:
     """Bring the device folder ``into`` to the repository's newest version of its model, or refuse."""
     if version is not None:
         parse_version(version)
@@ -128,7 +128,7 @@ def update(url: str, into: str | Path, root: Path | None = None, model: str | No
             slot = _fetch_and_install(client, dev, offer)
         pause_point("installed")
         report = run_canary(slot, offer.version, read_frames(dev.reference),
-                            dev.slot(installed) if installed else None, device)
+                            dev.slot(installed) if installed else None, device, backend, precision)
         for line in report.lines:
             echo(f"canary: {line}")
         if not report.passed:
