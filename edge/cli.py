@@ -395,9 +395,12 @@ def verify(bundle: Path, device: str, pubkey: Path | None) -> None:
     answers it gave at conversion on the bundle's reference probes."""
     from . import load
     from .bundle import Bundle
+    from .fleet.pointer import is_device, serving_bundle
     from .gate import summary
     from .verify import verify_artifact
 
+    if is_device(bundle):  # a device folder (edgemed update --into): the version it serves
+        bundle = serving_bundle(bundle)
     if pubkey is not None:
         from .signing import verify_signature
 
