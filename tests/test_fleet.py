@@ -511,6 +511,25 @@ def test_unprovisioned_device_and_wrong_root(served, keys, cnn_bundle, tmp_path)
     assert not (tmp_path / "no-device").exists()
 
 
+def test_a_damaged_installed_version_is_replaced(served, keys, cnn_bundle, v2_bundle, tmp_path):
+    """The serving slot is damaged on disk (a bad sector, a careless hand): the next update goes back to the
+    previous version first (or, with none, drops the damaged one), then installs the newest again."""
+    repo, url = served
+    dev = _installed_v1(served, keys, cnn_bundle, tmp_path)
+    with open(dev / "slots" / "1.0.0" / "model.onnx", "r+b") as f:
+        f.write(b"\0" * 16)
+    result = _update(url, dev)
+    assert result.serving == "1.0.0" and any("no longer verifies" in line for line in result.recovered)
+    assert_serves(dev, "1.0.0")
+    _publish(repo, keys, v2_bundle, "2.0.0")
+    assert _update(url, dev).serving == "2.0.0"
+    (dev / "slots" / "2.0.0" / "model.onnx").write_bytes(b"broken")
+    result = _update(url, dev)  # recovery goes back to 1.0.0 first; the damaged copy, not the version, was bad
+    assert any("rolled back to 1.0.0" in line for line in result.recovered)
+    assert result.installed == "1.0.0" and result.serving == "2.0.0"
+    assert_serves(dev, "2.0.0")
+
+
 def test_load_follows_the_device_pointer_without_fleet_libraries(served, keys, cnn_bundle, tmp_path):
     dev = _installed_v1(served, keys, cnn_bundle, tmp_path)
     code = ("import sys, edgemed; p = edgemed.load(sys.argv[1]); "

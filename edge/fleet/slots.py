@@ -76,6 +76,7 @@ class Device:
         self.downloads = self.path / "downloads"
         self.reference = self.path / "reference" / "frames.npz"
         self.log_path = self.path / "update.log"
+        self.damaged_model: str | None = None  # set by recover() when the only version no longer verifies
 
     # -- reading -----------------------------------------------------------------------------
     def pointer(self) -> Pointer | None:
@@ -140,10 +141,16 @@ class Device:
             try:
                 Bundle.open(self.slot(pointer.current))
             except BundleError as exc:
-                if pointer.previous is None:
-                    raise
-                self.rollback(f"the installed bundle no longer verifies ({exc.problem})", by="recovery")
-                done.append(f"{pointer.current} no longer verifies: rolled back to {pointer.previous}")
+                if pointer.previous is not None:
+                    self.rollback(f"the installed copy no longer verifies ({exc.problem})", by="recovery",
+                                  refuse_again=False)
+                    done.append(f"{pointer.current} no longer verifies: rolled back to {pointer.previous}")
+                else:  # nothing to go back to, and nothing that works: let the update install afresh
+                    self.damaged_model = pointer.model
+                    (self.path / POINTER).unlink()
+                    shutil.rmtree(self.slot(pointer.current), ignore_errors=True)
+                    done.append(f"{pointer.current} no longer verifies ({exc.problem}) and there is no previous "
+                                "version: it will be installed again")
         for line in done:
             self.log("recovered", detail=line)
         return done
@@ -193,16 +200,18 @@ class Device:
         self.log("switched", version=version, previous=pointer.previous, trial=trial if pointer.trial else 0)
         return pointer
 
-    def rollback(self, reason: str, by: str = "operator") -> Pointer:
-        """Serve the previous version again (one rename) and remember why the current one was left."""
+    def rollback(self, reason: str, by: str = "operator", refuse_again: bool = True) -> Pointer:
+        """Serve the previous version again (one rename) and remember why the current one was left (so that
+        updates do not install it again, unless ``refuse_again`` is False: a damaged copy, not a bad version)."""
         pointer = self.pointer()
         if pointer is None or pointer.previous is None:
             raise DeviceError(f"{self.path}: no previous version to roll back to",
                               "install a version with edgemed update first")
         Bundle.open(self.slot(pointer.previous))  # never switch to a slot that does not verify
         left = pointer.current
+        refused = {**pointer.rolled_back, left: f"{by}: {reason}"} if refuse_again else dict(pointer.rolled_back)
         new = self._write_pointer(Pointer(model=pointer.model, current=pointer.previous, previous=None, trial=None,
-                                          rolled_back={**pointer.rolled_back, left: f"{by}: {reason}"}))
+                                          rolled_back=refused))
         shutil.rmtree(self.slot(left), ignore_errors=True)
         self.log("rolled_back", version=left, to=new.current, by=by, reason=reason)
         return new

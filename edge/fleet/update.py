@@ -97,7 +97,7 @@ def update(url: str, into: str | Path, root: Path | None = None, model: str | No
         if pointer is not None and model is not None and model != pointer.model:
             raise OptionError(f"--model {model}: this device serves {pointer.model}",
                               "use a separate device folder per model")
-        model = pointer.model if pointer else model
+        model = pointer.model if pointer else model or dev.damaged_model
         installed = pointer.current if pointer else None
         client = Client(url, dev.metadata, anchor, dev.downloads)
         try:
