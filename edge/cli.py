@@ -371,9 +371,12 @@ def verify(bundle: Path, device: str, pubkey: Path | None, certifiers: tuple[Pat
     artifact reproduces on this device the answers it gave at conversion on the bundle's reference probes."""
     from . import load
     from .bundle import Bundle
+    from .fleet.pointer import is_device, serving_bundle
     from .gate import summary
     from .verify import verify_artifact
 
+    if is_device(bundle):  # a device folder (edgemed update --into): the version it serves
+        bundle = serving_bundle(bundle)
     if pubkey is not None:
         from .signing import verify_signature
 
@@ -533,6 +536,9 @@ def demo(out: Path, runs: int) -> None:
 from .cli_serving import register  # noqa: E402 - serve and export live in their own module
 
 register(main)
+from .fleet.cli import register as register_fleet  # noqa: E402 - publish, update, rollback, sbom, repo
+
+register_fleet(main)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -213,8 +213,13 @@ def load(bundle: str | Path, device: str = "cpu", backend: str | None = None, pr
     With ``require_signature`` (an Ed25519 public key file) the bundle must carry a valid
     signature by that key and hold exactly the files that were signed. Verdicts a site took later with
     ``edgemed certify`` count (:mod:`edgemed.certification`); with a required signature only those signed by
-    that key or by one of ``certifiers`` (public key files).
+    that key or by one of ``certifiers`` (public key files). A device folder (``edgemed update --into DIR``)
+    loads the version its pointer names.
     """
+    from .fleet.pointer import is_device, serving_bundle
+
+    if is_device(bundle):
+        bundle = serving_bundle(bundle)
     if require_signature is not None:
         from .signing import verify_signature
 
