@@ -13,6 +13,7 @@ would be FP32 under a false name.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from collections.abc import Callable
@@ -70,14 +71,15 @@ class Dropped(Exception):
 def attempt(ctx: Context, backend: str, path: Path, precision: str, **options: Any) -> tuple[Prediction, dict]:
     """One fallback attempt on the tuning cases: the verdict predicted at the size the fallback aims at."""
     with open_candidate(backend, path, precision, **options) as engine:
-        if ctx.aim_cases is None:
-            prediction, _ = ctx.gauge.tuning_prediction(engine, len(ctx.gauge.verdict))
-            ctx.aim_cases = len(ctx.gauge.verdict)
-            if not prediction.reachable:
-                ctx.aim_cases = SITE_CASES
-                ctx.log(f"  {prediction.note}: the fallback aims at what {SITE_CASES} site cases could certify "
-                        "(edgemed certify); give --eval with more images to certify at conversion")
-        return ctx.gauge.tuning_prediction(engine, ctx.aim_cases)
+        comparison = ctx.gauge.tuning_comparison(engine)
+    if ctx.aim_cases is None:
+        prediction, _ = ctx.gauge.prediction(comparison, len(ctx.gauge.verdict))
+        ctx.aim_cases = len(ctx.gauge.verdict)
+        if not prediction.reachable:
+            ctx.aim_cases = SITE_CASES
+            ctx.log(f"  {prediction.note}: the fallback aims at what {SITE_CASES} site cases could certify "
+                    "(edgemed certify); give --eval with more images to certify at conversion")
+    return ctx.gauge.prediction(comparison, ctx.aim_cases)
 
 
 def measure(ctx: Context, backend: str, path: Path, precision: str, **options: Any) -> Measured:
@@ -116,18 +118,24 @@ def _no_int8_left(ctx: Context, layers: QuantizedLayers, files: list[Path], key:
 
 
 class Best:
-    """The attempt predicted best so far, its files kept aside in the scratch directory."""
+    """The attempt predicted best so far among those that still hold an INT8 layer, its files kept aside in the
+    scratch directory."""
 
-    def __init__(self, ctx: Context, files: list[Path]) -> None:
-        self.files, self.score, self.record = files, None, None
+    def __init__(self, ctx: Context, files: list[Path], count: Callable[[Path], QuantizedLayers]) -> None:
+        self.files, self.score, self.record, self.count = files, None, None, count
         self.saved = [ctx.scratch / f"best-{f.name}" for f in files]
 
-    def offer(self, prediction: Prediction, record: dict) -> None:
+    def offer(self, prediction: Prediction, record: dict) -> bool:
+        """Keep the attempt if it is the best so far; False if it has no INT8 layer left (it is never kept, and
+        keeping more layers in float cannot bring one back)."""
+        if self.count(self.files[0]).int8 == 0:
+            return False
         score = _score(prediction)
         if self.score is None or score > self.score:
             self.score, self.record = score, record
             for f, s in zip(self.files, self.saved):
                 shutil.copyfile(f, s)
+        return True
 
     def restore(self) -> dict:
         for f, s in zip(self.files, self.saved):
@@ -166,7 +174,7 @@ def build_onnxruntime(ctx: Context, precision: str) -> Built:
     settings = quantize([])
     prediction, figures = attempt(ctx, "onnxruntime", target, precision)
     attempts: list[dict] = [{"excluded": [], "predicted": figures}]
-    best = Best(ctx, [target])
+    best = Best(ctx, [target], quantized_layers_onnx)
     best.offer(prediction, {"excluded": [], "settings": settings})
     sqnr: list[tuple[str, float]] = []
     if not prediction.meets:
@@ -181,11 +189,16 @@ def build_onnxruntime(ctx: Context, precision: str) -> Built:
             settings = quantize(excluded)
             prediction, figures = attempt(ctx, "onnxruntime", target, precision)
             attempts.append({"excluded": excluded, "predicted": figures})
-            best.offer(prediction, {"excluded": excluded, "settings": settings})
             ctx.log(f"  kept {len(excluded)} node(s) in float: {_brief(figures)}")
+            if not best.offer(prediction, {"excluded": excluded, "settings": settings}):
+                ctx.log("  no layer left in INT8: the fallback stops here")
+                prediction = None
+                break
             if prediction.meets:
                 break
-    chosen = best.restore() if not prediction.meets else {"excluded": attempts[-1]["excluded"], "settings": settings}
+    meets = prediction is not None and prediction.meets
+    chosen = {"excluded": attempts[-1]["excluded"], "settings": settings} if meets or best.record is None else \
+        best.restore()
     layers = quantized_layers_onnx(target)
     _no_int8_left(ctx, layers, [target], "onnxruntime/int8", attempts)
     build = BuildRecord(seconds=_since(t0), tool=f"onnxruntime.quantization {ctx.versions.get('onnxruntime', '')}",
@@ -216,30 +229,38 @@ def build_openvino(ctx: Context, precision: str) -> Built:
                             static_batch=ctx.static_batch)
         return _built(ctx, xml, "openvino", precision, measure(ctx, "openvino", target, precision, **opts), build,
                       bin_)
-    # NNCF's defaults first, then other presets and bias corrections (openvino_ir.VARIANTS), each with the
-    # last and then also the first layer kept in float; the first predicted to be certified is kept, else NNCF's
-    # accuracy control runs with the variant that scored best, and the best of all is kept.
+    # NNCF's defaults first, then the other bias corrections (openvino_ir.VARIANTS); the variant predicted best
+    # then with the last, and then also the first, layer kept in float; the first predicted to be certified is
+    # kept, else NNCF's accuracy control runs with the best variant, and the best attempt of all is kept.
     attempts: list[dict] = []
     scores: dict[tuple, float] = {}
     first, last = openvino_ir.end_layers(ctx.fp32_onnx)
-    best = Best(ctx, [target, ctx.bundle_dir / bin_])
-    prediction = None
-    for keep in ([], last, last + first):
-        for preset, bias in openvino_ir.VARIANTS:
-            settings = openvino_ir.quantize_ir(ctx.fp32_onnx, target, ctx.calibration, ctx.pre, ctx.static_batch,
-                                               preset, keep, bias)
-            prediction, figures = attempt(ctx, "openvino", target, precision, **opts)
-            attempts.append({"preset": preset, "bias_correction": bias, "kept_in_float": keep, "predicted": figures})
-            best.offer(prediction, settings)
-            if not keep:
-                scores[(preset, bias)] = _score(prediction)
-            ctx.log(f"  preset {preset}, {bias} bias correction, {len(keep)} layer(s) in float: {_brief(figures)}")
-            if prediction.meets:
-                break  # the file on disk is this attempt's
+    best = Best(ctx, [target, ctx.bundle_dir / bin_], quantized_layers_openvino)
+    prediction, settings = None, {}
+
+    def run(preset: str, bias: str, keep: list[str]) -> Prediction:
+        nonlocal settings
+        settings = openvino_ir.quantize_ir(ctx.fp32_onnx, target, ctx.calibration, ctx.pre, ctx.static_batch,
+                                           preset, keep, bias)
+        prediction, figures = attempt(ctx, "openvino", target, precision, **opts)
+        attempts.append({"preset": preset, "bias_correction": bias, "kept_in_float": keep, "predicted": figures})
+        ctx.log(f"  preset {preset}, {bias} bias correction, {len(keep)} layer(s) in float: {_brief(figures)}")
+        if not best.offer(prediction, settings):
+            return dataclasses.replace(prediction, meets=False)  # no INT8 layer left: never kept
+        return prediction
+
+    for preset, bias in openvino_ir.VARIANTS:
+        prediction = run(preset, bias, [])
+        scores[(preset, bias)] = _score(prediction)
         if prediction.meets:
-            break
+            break  # the file on disk is this attempt's
     if not prediction.meets:
         preset, bias = max(scores, key=scores.__getitem__)
+        for keep in (last, last + first):
+            prediction = run(preset, bias, keep)
+            if prediction.meets:
+                break
+    if not prediction.meets:
         ctx.log(f"  openvino int8 is predicted to miss the budget in every variant; NNCF accuracy control "
                 f"(preset {preset}, {bias} bias correction) keeps harmful layers in float")
         primary = ctx.budget.primary
@@ -249,8 +270,8 @@ def build_openvino(ctx: Context, precision: str) -> Built:
             preset=preset, bias_correction=bias, per_case=ctx.gauge.task == "detection")
         prediction, figures = attempt(ctx, "openvino", target, precision, **opts)
         attempts.append({"accuracy_control": True, "predicted": figures})
-        best.offer(prediction, settings)
-        if not prediction.meets:
+        kept = best.offer(prediction, settings)
+        if (not prediction.meets or not kept) and best.record is not None:
             settings = best.restore()
     layers = quantized_layers_openvino(target)
     _no_int8_left(ctx, layers, [target, ctx.bundle_dir / bin_], "openvino/int8", attempts)

@@ -79,9 +79,11 @@ class Gauge:
             comparison.add(reference, out)
         return comparison.finish()
 
-    def tuning_prediction(self, engine: Any, cases: int) -> tuple[Prediction, dict]:
-        """The verdict this candidate would get on ``cases`` verdict cases, predicted from the tuning cases."""
-        comparison = self.compare(self.tuning, self.run(engine))
+    def tuning_comparison(self, engine: Any) -> Comparison:
+        return self.compare(self.tuning, self.run(engine))
+
+    def prediction(self, comparison: Comparison, cases: int) -> tuple[Prediction, dict]:
+        """The verdict a candidate would get on ``cases`` verdict cases, predicted from its tuning comparison."""
         prediction = predict(comparison, self.budget, self.population, cases)
         figures = {k: round(v, 6) for k, v in prediction.bounds.items()}
         figures |= {f"tuning {k}": round(v, 6) for k, v in comparison.values.items()
