@@ -9,6 +9,10 @@ import pytest
 
 from edgemed.samples import samples_dir, shipped_model
 
+from .fuzz.harness import register_profiles
+
+register_profiles()  # here, not in tests/fuzz: --hypothesis-profile is read before that conftest is imported
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 DICOM = SHARED / "dicom"
@@ -28,7 +32,12 @@ def free_ports(n: int) -> list[int]:
 
 
 def pytest_report_header(config):
-    return f"shared data: {SHARED} ({'present' if SHARED.is_dir() else 'MISSING'})"
+    from .fuzz.harness import active_profile
+
+    seeds = ("seeds fixed by each test's code (derandomize)" if active_profile() == "ci" else
+             "random seeds, printed with any failure")
+    return [f"shared data: {SHARED} ({'present' if SHARED.is_dir() else 'MISSING'})",
+            f"fuzz (-m fuzz): hypothesis profile {active_profile()!r}, {seeds}"]
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,133 @@
+"""The minimal failing cases the fuzz suite (tests/fuzz, issue 30) found, kept as ordinary tests: each gave a
+silently wrong answer, another exception type than an EdgemedError, or a message of several lines. Files that
+broke a decoder are also in tests/fixtures/fuzz (read by test_trust.py's corpus test)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import edgemed
+from edgemed.errors import EdgemedError, InputError, OptionError, SignalQualityError
+from edgemed.images import read_frames
+from edgemed.preprocess import Prepared
+from edgemed.signals import read_signal
+
+CORPUS = Path(__file__).parent / "fixtures" / "fuzz"
+BEAT = np.sin(np.arange(540) / 9.0)  # 1.5 s at 360 Hz: one window of the shipped beat models
+
+
+@pytest.fixture(scope="module")
+def ecg(tmp_path_factory):
+    from edgemed.converters.convert import convert
+    from edgemed.samples import assets_dir, calibration_set
+
+    card = json.loads((assets_dir() / "ecg_cnn.json").read_text())
+    out = convert(assets_dir() / "ecg_cnn.pt", tmp_path_factory.mktemp("ecg") / "ecg_cnn", task="classification",
+                  input_kind="signal", input_shape=tuple(card["input_shape"]), arch=card["arch"],
+                  arch_args=card["arch_args"], labels=tuple(card["labels"]), preprocess=tuple(card["preprocess"]),
+                  calib=calibration_set("classification", "signal"), targets=("onnx",), precisions=("fp32",))
+    with edgemed.load(out) as pipe:
+        yield pipe
+
+
+# --- silently wrong answers: NaN probabilities with a label ------------------------------------------------
+
+def test_a_finite_beat_that_overflows_the_model_is_refused_not_answered_with_nan(ecg):
+    """1e37 mV passes every input check (finite, not flat, float32 holds it) and overflows in the model's first
+    layers: predict answered 'N' with probabilities [nan, nan, nan, nan]."""
+    with pytest.raises(InputError, match="holds NaN or Inf.*overflows the model"):
+        ecg.predict(BEAT * 1e37, fs=360, units="mV", leads=("MLII",))
+    assert np.isfinite(ecg.predict(BEAT, fs=360, units="mV", leads=("MLII",)).probabilities).all()
+
+
+def test_a_beat_beyond_float32_is_refused_before_the_model(ecg):
+    """1e300 mV is a finite float64; cast to the model's float32 input it became Inf, and NaN came out."""
+    with pytest.raises(SignalQualityError, match="too large for the model's float32 input"):
+        ecg.predict(BEAT * 1e300, fs=360, units="mV", leads=("MLII",))
+
+
+def test_outputs_holding_nan_never_become_a_result(cnn_bundle):
+    """Where every task's result is made (predict, stream, Triton, bench): NaN logits gave label 'benign_or_normal'
+    with probabilities [nan, nan] for a float frame of values near 1e38 (issue 30's 20 cases)."""
+    with edgemed.load(cnn_bundle) as pipe:
+        prepared = Prepared(np.full((1, 1, 28, 28), 3e38, np.float32), (28, 28))
+        with pytest.raises(InputError, match="'output' holds NaN or Inf"):
+            pipe.finish({"output": np.array([[np.nan, np.nan]], np.float32)}, prepared)
+
+
+# --- other exception types than EdgemedError ---------------------------------------------------------------
+
+def test_an_empty_npy_given_to_a_signal_bundle_is_an_input_error(ecg, tmp_path):
+    """numpy's EOFError 'No data left in file' escaped (issue 30's 13 cases); the image path was clean."""
+    with pytest.raises(InputError, match="not a readable .npy signal"):
+        ecg.predict(CORPUS / "npy_empty_file.npy", fs=360, units="mV")
+
+
+@pytest.mark.parametrize("name, why", [
+    ("npy_header_empty_descr.npy", "IndexError inside numpy's header parser"),
+    ("npy_header_claims_68_gb.npy", "MemoryError: the signal reader allocated what the header claimed"),
+])
+def test_damaged_npy_headers_are_input_errors_for_images_and_signals(name, why):
+    with pytest.raises(InputError, match="not a readable .npy array"):
+        read_frames(CORPUS / name)
+    with pytest.raises(InputError, match="not a readable .npy signal"):
+        read_signal(CORPUS / name, 360, "mV")
+
+
+def test_a_tiff_with_a_shifted_tag_is_an_input_error():
+    """Pillow raised TypeError('Missing dimensions') while copying the frame (one byte inserted at offset 79)."""
+    with pytest.raises(InputError, match="corrupt or truncated .*Missing dimensions"):
+        read_frames(CORPUS / "tiff_tag_shifted_missing_dimensions.tif")
+
+
+@pytest.mark.parametrize("describe, error, match", [
+    ({"fs": 360, "units": "mV", "adc_gain": 200}, OptionError, "adc_gain: not a description of a signal"),
+    ({"fs": [360], "units": "mV"}, InputError, r"fs=\[360\] is not a number"),
+    ({"fs": "360", "units": "mV"}, InputError, "fs='360' is not a number"),
+    ({"fs": 360, "units": 5}, InputError, "units=5 is not a unit name"),
+    ({"fs": 360, "units": "mV", "leads": (1,)}, InputError, "lead names must be strings"),
+    ({"fs": 360, "units": "mV", "leads": "MLII"}, InputError, "not a sequence of lead names"),
+])
+def test_a_beat_described_wrongly_is_an_edgemed_error(ecg, describe, error, match):
+    """TypeError (an unknown keyword, a list for fs, a number for units, an int lead name) or a lead name
+    split into characters."""
+    with pytest.raises(error, match=match):
+        ecg.predict(BEAT, **describe)
+
+
+@pytest.mark.parametrize("path", ["", "."])
+def test_a_signal_path_without_a_file_name_is_an_input_error(ecg, path):
+    """ValueError: PosixPath('.') has an empty name (from swapping the suffix to look for a WFDB header)."""
+    with pytest.raises(InputError, match="not a signal file"):
+        ecg.predict(path)
+
+
+@pytest.mark.parametrize("text, match", [
+    (b"\n0.000000\n0.002778", "a header and at least two rows"),  # IndexError: the header line was empty
+    (b"time,MLII [mV]\n0,1\n0.1", "rows do not have 2 columns"),  # ValueError from a ragged array, misnamed
+    (b"time,MLII [mV]\n0,1\n0.1,\xff\n", "not a readable CSV"),  # UnicodeDecodeError
+])
+def test_damaged_csv_signals_are_input_errors(tmp_path, text, match):
+    (tmp_path / "beat.csv").write_bytes(text)
+    with pytest.raises(InputError, match=match):
+        read_signal(tmp_path / "beat.csv")
+
+
+def test_beats_at_a_rate_the_qrs_detector_cannot_filter_is_an_input_error(ecg):
+    """scipy's ValueError 'Digital filter critical frequencies must be 0 < Wn < 1' from XQRS's 5-20 Hz band at
+    fs=7 Hz."""
+    with pytest.raises(InputError, match="QRS detector needs a rate above 40 Hz"):
+        ecg.beats(np.tile(BEAT, 10), fs=7, units="mV", leads=("MLII",))
+
+
+# --- messages of several lines -----------------------------------------------------------------------------
+
+def test_a_message_naming_a_file_with_a_line_break_stays_one_line(ecg):
+    with pytest.raises(EdgemedError) as info:
+        ecg.predict("\r")
+    assert len(str(info.value).splitlines()) == 1 and "\\r" in str(info.value)
+    assert len(str(InputError("a\nb\u2028c", "fix\x85it")).splitlines()) == 1
