@@ -131,3 +131,77 @@ def test_a_message_naming_a_file_with_a_line_break_stays_one_line(ecg):
         ecg.predict("\r")
     assert len(str(info.value).splitlines()) == 1 and "\\r" in str(info.value)
     assert len(str(InputError("a\nb\u2028c", "fix\x85it")).splitlines()) == 1
+
+
+# --- sets given to bench and convert -----------------------------------------------------------------------
+
+def _npz(path: Path, **arrays) -> Path:
+    np.savez(path, **arrays)
+    return path
+
+
+def _signal_set(path: Path, **changes) -> Path:
+    arrays = {"signals": np.tile(np.sin(np.arange(180) / 5.0), (4, 1)), "fs": 120.0, "units": "mV",
+              "leads": np.array(["MLII"])}
+    arrays.update(changes)
+    return _npz(path, **{k: v for k, v in arrays.items() if v is not None})
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"fs": "mV"}, "fs is <U2 of shape \\(\\), not one number"),  # ValueError: could not convert string to float
+    ({"fs": np.array([360.0, 360.0])}, "fs is float64 of shape \\(2,\\)"),  # TypeError: only 0-dimensional arrays
+    ({"adc_gain": np.array([200, 200])}, "adc_gain is int64 of shape \\(2,\\)"),  # the same TypeError
+    ({"adc_gain": np.inf}, "adc_gain inf is not positive"),  # every sample became 0 mV: a flat lead, not a gain
+    ({"leads": np.array("MLII")}, "leads is <U4 of shape \\(\\)"),  # TypeError: iteration over a 0-d array
+    ({"units": np.array(["mV", "mV"])}, "units is <U2 of shape \\(2,\\)"),
+])
+def test_signal_sets_with_wrong_fields_are_input_errors(tmp_path, changes, match):
+    from edgemed.signal_sets import SignalSet
+
+    with pytest.raises(InputError, match=match):
+        SignalSet.open(_signal_set(tmp_path / "beats.npz", **changes))
+
+
+def test_damaged_npz_sets_are_input_errors(tmp_path):
+    """zipfile's BadZipFile, numpy's header parser (ValueError, SyntaxError, tokenize.TokenError) and object
+    arrays (ValueError) escaped from ImageSet.open and SignalSet.open."""
+    from edgemed.datasets import ImageSet
+
+    good = _npz(tmp_path / "good.npz", images=np.zeros((3, 28, 28), np.uint8)).read_bytes()
+    (tmp_path / "cut.npz").write_bytes(good[:len(good) // 2])
+    with pytest.raises(InputError, match="cut.npz: not a readable .npz"):
+        ImageSet.open(tmp_path / "cut.npz")
+    header = good.index(b"{'descr'")
+    (tmp_path / "header.npz").write_bytes(good[:header + 2] + b"e" + good[header + 3:])  # 'descr' -> 'eescr'
+    with pytest.raises(InputError, match="header.npz: not a readable .npz"):
+        ImageSet.open(tmp_path / "header.npz")
+    np.savez(tmp_path / "objects.npz", frame_000=np.array([None, 1], dtype=object))
+    with pytest.raises(InputError, match="Object arrays cannot be loaded"):
+        ImageSet.open(tmp_path / "objects.npz")
+    np.save(tmp_path / "plain.npy", np.zeros((3, 28, 28)))
+    (tmp_path / "plain.npy").rename(tmp_path / "plain.npz")
+    with pytest.raises(InputError, match="not an .npz archive"):
+        ImageSet.open(tmp_path / "plain.npz")
+
+
+@pytest.mark.parametrize("labels, match", [
+    ("file,lable\nbreastmnist_test_000.png,1\n", "the CSV header is \\['file', 'lable'\\]"),  # KeyError 'label'
+    ("file,label\nbreastmnist_test_000.png\n", "no label for breastmnist_test_000.png"),  # None.isdigit()
+    (np.full(8, 95), "class index 0..1 per image"),  # IndexError in the confusion matrix
+    (np.array(1), "not one label per image"),  # TypeError: len() of unsized object
+    (np.array([""] * 8), "not one label per image"),  # ValueError: invalid literal for int()
+    (None, "no such labels file"),  # FileNotFoundError
+])
+def test_labels_that_do_not_fit_are_input_errors(cnn_bundle, tmp_path, labels, match):
+    from edgemed.benchmarks.run import run_bench
+    from edgemed.samples import samples_dir
+
+    if isinstance(labels, str):
+        path = tmp_path / "labels.csv"
+        path.write_text(labels)
+    elif labels is None:
+        path = tmp_path / "missing.csv"
+    else:
+        path = _npz(tmp_path / "labels.npz", labels=labels)
+    with pytest.raises(InputError, match=match):
+        run_bench(cnn_bundle, data=samples_dir("breastmnist"), labels=path, runs=2, warmup=0)
