@@ -205,3 +205,37 @@ def test_labels_that_do_not_fit_are_input_errors(cnn_bundle, tmp_path, labels, m
         path = _npz(tmp_path / "labels.npz", labels=labels)
     with pytest.raises(InputError, match=match):
         run_bench(cnn_bundle, data=samples_dir("breastmnist"), labels=path, runs=2, warmup=0)
+
+
+# --- the upload page ---------------------------------------------------------------------------------------
+
+@pytest.fixture
+def page(cnn_bundle, tmp_path):
+    pytest.importorskip("flask", reason="flask not installed (pip install 'edgemed[view]')")
+    from edgemed.view import make_app
+
+    with edgemed.load(cnn_bundle) as pipe:
+        yield make_app(pipe, tmp_path).test_client(), tmp_path
+
+
+@pytest.mark.parametrize("name", ["..", ".", "x\x00.png", "../../escape.png"])
+def test_an_upload_named_to_escape_its_folder_is_read_inside_it(page, name):
+    """'..' and '.' saved the upload onto a folder (IsADirectoryError: a 500); a name stays inside its job."""
+    import io
+
+    from PIL import Image
+
+    client, workdir = page
+    buf = io.BytesIO()
+    Image.fromarray(np.full((28, 28), 90, np.uint8)).save(buf, format="PNG")
+    answer = client.post("/predict", data={"file": (io.BytesIO(buf.getvalue()), name)})
+    assert answer.status_code in (200, 400), answer.status_code
+    assert not [p for p in workdir.parent.iterdir() if p.name == "escape.png"]
+    assert not [p for p in workdir.rglob("*") if p.is_file()]  # the upload is gone with its request
+
+
+def test_a_download_with_an_overlong_job_name_is_not_found(page):
+    """A 5,000-character job name raised OSError ENAMETOOLONG from the file system (a 500)."""
+    client, _ = page
+    assert client.get("/download/" + "a" * 5000 + "/x.dcm").status_code == 404
+    assert client.get("/download/0123456789abcdef/x.dcm").status_code == 404

@@ -94,7 +94,7 @@ def _load_and_predict(root):
         return pipe.predict(GOOD)
 
 
-@fuzz_settings(500, deadline_s=20)
+@fuzz_settings(400, deadline_s=20)
 @given(data=st.data())
 def test_manifest_field_mutations(work, data):
     _restore(work)
@@ -104,7 +104,7 @@ def test_manifest_field_mutations(work, data):
     outcome("load (manifest fields)", lambda: _load_and_predict(root))
 
 
-@fuzz_settings(300, deadline_s=20)
+@fuzz_settings(200, deadline_s=20)
 @given(data=st.data())
 def test_manifest_bytes(work, data):
     _restore(work)
@@ -119,7 +119,7 @@ def test_manifest_bytes(work, data):
     outcome("load (manifest bytes)", lambda: Bundle.open(root))
 
 
-@fuzz_settings(120, deadline_s=20)
+@fuzz_settings(60, deadline_s=20)
 @given(data=st.data())
 def test_listed_files_damaged(work, data):
     """A listed file damaged; half the time its size and hash rewritten in the manifest to match, so load gets

@@ -120,7 +120,7 @@ def _finite_report(report):
     json.dumps(report, allow_nan=False)  # a report (and the history row made from it) holds no NaN or Inf
 
 
-@fuzz_settings(200, deadline_s=30)
+@fuzz_settings(60, deadline_s=30)
 @given(data=st.data())
 def test_bench_on_image_sets(cnn_bundle, tmp_path_factory, data):
     from edgemed.benchmarks.run import run_bench
@@ -135,7 +135,7 @@ def test_bench_on_image_sets(cnn_bundle, tmp_path_factory, data):
     shutil.rmtree(folder, ignore_errors=True)
 
 
-@fuzz_settings(150, deadline_s=30)
+@fuzz_settings(60, deadline_s=30)
 @given(data=st.data())
 def test_bench_on_signal_sets(ecg_bundle, tmp_path_factory, data):
     from edgemed.benchmarks.run import run_bench
@@ -146,7 +146,7 @@ def test_bench_on_signal_sets(ecg_bundle, tmp_path_factory, data):
     shutil.rmtree(folder, ignore_errors=True)
 
 
-@fuzz_settings(24, deadline_s=60)
+@fuzz_settings(12, deadline_s=60)
 @given(data=st.data())
 def test_convert_with_hostile_calibration_sets(cnn_bundle, ecg_bundle, tmp_path_factory, data):
     """convert from the bundle's own ONNX file (no torch export: the set is what is under test), and nothing is

@@ -55,24 +55,25 @@ def beats(draw):
     return x, describe
 
 
-@fuzz_settings(1500)
+@fuzz_settings(450)
 @given(data=st.data())
 def test_beat_arrays_with_rate_units_and_leads(ecg_pipe, data):
-    x, describe = data.draw(beats())
-    extra = data.draw(st.sampled_from([{}, {}, {}, {"adc_gain": 200}, {"foo": 1}]))
-    for key in data.draw(st.sets(st.sampled_from(["fs", "units"]), max_size=1)):
-        describe.pop(key)
-    outcome("predict signal (arrays)", lambda: ecg_pipe.predict(x, **describe, **extra),
-            lambda r: r.label in ecg_pipe.labels)
+    for _ in range(data.draw(st.integers(1, 6))):
+        x, describe = data.draw(beats())
+        extra = data.draw(st.sampled_from([{}, {}, {}, {"adc_gain": 200}, {"foo": 1}]))
+        for key in data.draw(st.sets(st.sampled_from(["fs", "units"]), max_size=1)):
+            describe.pop(key)
+        outcome("predict signal (arrays)", lambda x=x, d=describe, e=extra: ecg_pipe.predict(x, **d, **e),
+                lambda r: r.label in ecg_pipe.labels)
 
 
-@fuzz_settings(150)
+@fuzz_settings(50)
 @given(data=st.data())
 def test_not_signals(ecg_pipe, tmp_path_factory, data):
-    thing = data.draw(fs.not_arrays(tmp_path_factory.getbasetemp()))
-    describe = data.draw(st.sampled_from([{}, {"fs": 360, "units": "mV"}, {"fs": 360, "units": "mV",
-                                                                            "leads": ("MLII",)}]))
-    outcome("predict signal (not a signal)", lambda: ecg_pipe.predict(thing, **describe))
+    for thing in data.draw(st.lists(fs.not_arrays(tmp_path_factory.getbasetemp()), min_size=1, max_size=6)):
+        describe = data.draw(st.sampled_from([{}, {"fs": 360, "units": "mV"}, {"fs": 360, "units": "mV",
+                                                                                "leads": ("MLII",)}]))
+        outcome("predict signal (not a signal)", lambda t=thing, d=describe: ecg_pipe.predict(t, **d))
 
 
 # --- files ------------------------------------------------------------------------------------------------
@@ -107,7 +108,7 @@ def signal_seeds() -> dict[str, bytes]:
                      "dcm": Path(get_testdata_file("waveform_ecg.dcm")).read_bytes()})
 
 
-@fuzz_settings(900)
+@fuzz_settings(350)
 @given(data=st.data())
 def test_signal_files(ecg_pipe, signal_seeds, tmp_path_factory, data):
     folder = tmp_path_factory.getbasetemp() / "fuzz-signal"
@@ -149,7 +150,7 @@ def _waveform_fields(seed: bytes) -> list:
     return _FIELDS[id(seed)]
 
 
-@fuzz_settings(120, deadline_s=20)
+@fuzz_settings(60, deadline_s=20)
 @given(data=st.data())
 def test_whole_signals_through_beats(ecg_pipe, data):
     """``pipe.beats``: a few seconds of signal, sometimes real ECG, with dropouts, flat stretches and huge values."""

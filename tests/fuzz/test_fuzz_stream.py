@@ -24,7 +24,7 @@ _rates = st.sampled_from([None, None, 1000, 30.0, 0, -5, float("nan"), float("in
 _sizes = st.sampled_from([2, 1, 0, -1, 64, 2.5, "2", None])
 
 
-@fuzz_settings(250, deadline_s=20)
+@fuzz_settings(120, deadline_s=20)
 @given(source=_sources, fps=_rates, maxsize=_sizes, results=_sizes)
 def test_stream(cnn_pipe, source, fps, maxsize, results):
     before = threading.active_count()
