@@ -239,3 +239,33 @@ def test_a_download_with_an_overlong_job_name_is_not_found(page):
     client, _ = page
     assert client.get("/download/" + "a" * 5000 + "/x.dcm").status_code == 404
     assert client.get("/download/0123456789abcdef/x.dcm").status_code == 404
+
+
+# --- the DICOM node ----------------------------------------------------------------------------------------
+
+class _Event:
+    """What pynetdicom hands a C-STORE handler: the dataset and its file meta."""
+
+    def __init__(self, ds) -> None:
+        self.dataset, self.file_meta = ds, ds.file_meta
+
+
+@pytest.mark.parametrize("change, log", [
+    ({"SOPInstanceUID": ""}, "is not a UID"),  # the results were written beside the outbox (outbox.sr.dcm)
+    ({"SOPInstanceUID": "1.2/../../x"}, "is not a UID"),  # a path out of the outbox
+    ({"Modality": "SEG"}, "modality SEG is not an image"),  # highdicom's ValueError reached the node as unexpected
+])
+def test_the_node_refuses_what_it_cannot_name_or_analyse(cnn_bundle, tmp_path, caplog, change, log):
+    pydicom = pytest.importorskip("pydicom")
+    from edgemed.dicom_node import FAILURE_CANNOT_UNDERSTAND, Node
+
+    from .conftest import DICOM
+
+    ds = pydicom.dcmread(DICOM / "CT_small.dcm")
+    for key, value in change.items():
+        setattr(ds, key, value)
+    with edgemed.load(cnn_bundle) as pipe, caplog.at_level("WARNING", logger="edgemed.listen"):
+        node = Node({"*": pipe}, None, tmp_path / "outbox")
+        assert node.handle_store(_Event(ds)) == FAILURE_CANNOT_UNDERSTAND
+    assert log in caplog.text and "unexpected" not in caplog.text
+    assert [p.name for p in tmp_path.iterdir()] == []  # nothing written, inside the outbox or beside it

@@ -35,14 +35,14 @@ def _segmented(frame):
 
 # Several frames per example: Hypothesis' own bookkeeping is most of a cheap case's cost, and a list still
 # shrinks to the one frame that fails.
-@fuzz_settings(700)
+@fuzz_settings(600)
 @given(frames=st.lists(fs.arrays(), min_size=1, max_size=6))
 def test_classifier_arrays(cnn_pipe, frames):
     for frame in frames:
         outcome("predict classifier (arrays)", lambda f=frame: cnn_pipe.predict(f), _classified(cnn_pipe))
 
 
-@fuzz_settings(150)
+@fuzz_settings(90)
 @given(frames=st.lists(fs.arrays(), min_size=1, max_size=6))
 def test_segmenter_arrays(unet_pipe, frames):
     for frame in frames:
@@ -73,7 +73,7 @@ def image_seeds(busi, tmp_path_factory) -> list[bytes]:
     return [p.read_bytes() for p in sorted(d.iterdir())]
 
 
-@fuzz_settings(500)
+@fuzz_settings(400)
 @given(data=st.data())
 def test_image_files(cnn_pipe, image_seeds, tmp_path_factory, data):
     how = data.draw(st.sampled_from(["seed", "seed", "random", "npy", "npy"]))
@@ -106,7 +106,7 @@ def dicom_seeds(shared_data) -> list[fs.Seed]:
     return [fs.Seed(p.name, p.read_bytes(), fs.dicom_length_fields(p.read_bytes())) for p in paths]
 
 
-@fuzz_settings(400)
+@fuzz_settings(300)
 @given(data=st.data())
 def test_dicom_files(cnn_pipe, unet_pipe, dicom_seeds, tmp_path_factory, data):
     seed = data.draw(st.sampled_from(dicom_seeds))

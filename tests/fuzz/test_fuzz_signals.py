@@ -55,7 +55,7 @@ def beats(draw):
     return x, describe
 
 
-@fuzz_settings(450)
+@fuzz_settings(350)
 @given(data=st.data())
 def test_beat_arrays_with_rate_units_and_leads(ecg_pipe, data):
     for _ in range(data.draw(st.integers(1, 6))):
