@@ -72,6 +72,26 @@ def convert_shipped(name: str, out: Path, **overrides) -> Path:
     return convert(weights, out, **kwargs)
 
 
+def convert_ecg_fp32(out: Path, windows: int = 48) -> Path:
+    """The shipped 1-D CNN beat classifier as one FP32 ONNX Runtime artifact, calibrated and judged on ``windows``
+    evenly spaced beats of the shipped DS1 set (FP32 is judged by parity, which needs no more): what a test of a
+    signal entry point needs, in a third of the time the whole 1,000-beat set takes."""
+    import json
+
+    from edgemed.converters.convert import convert
+    from edgemed.samples import assets_dir, calibration_set
+    from edgemed.signal_sets import SignalSet
+
+    card = json.loads((assets_dir() / "ecg_cnn.json").read_text())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    beats = out.parent / f"{out.name}_beats.npz"
+    SignalSet.open(calibration_set("classification", "signal")).save(beats, windows)
+    return convert(assets_dir() / "ecg_cnn.pt", out, task="classification", input_kind="signal",
+                   input_shape=tuple(card["input_shape"]), arch=card["arch"], arch_args=card["arch_args"],
+                   labels=tuple(card["labels"]), preprocess=tuple(card["preprocess"]), calib=beats,
+                   targets=("onnx",), precisions=("fp32",))
+
+
 @pytest.fixture(scope="session")
 def unet_bundle(tmp_path_factory) -> Path:
     return convert_shipped("unet_busi", tmp_path_factory.mktemp("bundles") / "unet_busi")

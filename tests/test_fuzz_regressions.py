@@ -4,7 +4,6 @@ broke a decoder are also in tests/fixtures/fuzz (read by test_trust.py's corpus 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -22,15 +21,9 @@ BEAT = np.sin(np.arange(540) / 9.0)  # 1.5 s at 360 Hz: one window of the shippe
 
 @pytest.fixture(scope="module")
 def ecg(tmp_path_factory):
-    from edgemed.converters.convert import convert
-    from edgemed.samples import assets_dir, calibration_set
+    from .conftest import convert_ecg_fp32
 
-    card = json.loads((assets_dir() / "ecg_cnn.json").read_text())
-    out = convert(assets_dir() / "ecg_cnn.pt", tmp_path_factory.mktemp("ecg") / "ecg_cnn", task="classification",
-                  input_kind="signal", input_shape=tuple(card["input_shape"]), arch=card["arch"],
-                  arch_args=card["arch_args"], labels=tuple(card["labels"]), preprocess=tuple(card["preprocess"]),
-                  calib=calibration_set("classification", "signal"), targets=("onnx",), precisions=("fp32",))
-    with edgemed.load(out) as pipe:
+    with edgemed.load(convert_ecg_fp32(tmp_path_factory.mktemp("ecg") / "ecg_cnn")) as pipe:
         yield pipe
 
 

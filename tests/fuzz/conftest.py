@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -23,15 +22,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 @pytest.fixture(scope="session")
 def ecg_bundle(tmp_path_factory) -> Path:
     """The shipped 1-D CNN beat classifier, FP32 ONNX Runtime only (what a signal entry point needs)."""
-    from edgemed.converters.convert import convert
-    from edgemed.samples import assets_dir, calibration_set
+    from ..conftest import convert_ecg_fp32
 
-    card = json.loads((assets_dir() / "ecg_cnn.json").read_text())
-    return convert(assets_dir() / "ecg_cnn.pt", tmp_path_factory.mktemp("fuzz-bundles") / "ecg_cnn",
-                   task="classification", input_kind="signal", input_shape=tuple(card["input_shape"]),
-                   arch=card["arch"], arch_args=card["arch_args"], labels=tuple(card["labels"]),
-                   preprocess=tuple(card["preprocess"]), calib=calibration_set("classification", "signal"),
-                   targets=("onnx",), precisions=("fp32",))
+    return convert_ecg_fp32(tmp_path_factory.mktemp("fuzz-bundles") / "ecg_cnn")
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ cut short or a length field blown up)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -118,3 +119,46 @@ def test_dicom_files(cnn_pipe, unet_pipe, dicom_seeds, tmp_path_factory, data):
     for frame in (frames or [])[:2]:
         check = _classified(pipe) if pipe.task == "classification" else _segmented(frame)
         outcome("predict (DICOM frames)", lambda f=frame: pipe.predict(f), check)
+
+
+@fuzz_settings(40, deadline_s=60)
+@given(data=st.data())
+def test_cli_predict_out(cnn_bundle, image_seeds, dicom_seeds, tmp_path_factory, data):
+    """``edgemed predict BUNDLE FILES --out DIR`` (in process, through click): exit 0 or the one-line user error
+    (exit 2), never the internal-error exit; and every file in DIR whole (nothing half-written)."""
+    import pydicom
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from edgemed.cli import main
+
+    folder = tmp_path_factory.mktemp("cli")
+    files = []
+    for i in range(data.draw(st.integers(1, 3))):
+        if data.draw(st.booleans()):
+            seed = data.draw(st.sampled_from(dicom_seeds))
+            raw = fs.mutate(seed.data, data.draw, length_fields=seed.length_fields) if data.draw(st.booleans()) \
+                else seed.data
+            path = folder / f"in{i}.dcm"
+        else:
+            raw = fs.mutate(data.draw(st.sampled_from(image_seeds)), data.draw, max_ops=2)
+            path = folder / f"in{i}{data.draw(st.sampled_from(['.png', '.tif', '.jpg']))}"
+        path.write_bytes(raw)
+        files.append(str(path))
+    out = folder / "out"
+    result = CliRunner().invoke(main, ["predict", str(cnn_bundle), *files, "--out", str(out), "--json"])
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("edgemed: ")
+              and not ln.startswith(("edgemed: note", "edgemed: warning"))]
+    assert result.exit_code in (0, 2), (result.exit_code, result.stderr[-2000:])
+    assert result.exit_code == 0 or (len(errors) == 1 and errors[0].startswith("edgemed: error: ")), result.stderr
+    for f in out.rglob("*") if out.exists() else []:
+        assert not f.name.startswith("."), f"half-written: {f.name}"
+        if f.suffix == ".dcm":
+            pydicom.dcmread(f)
+        elif f.suffix == ".png":
+            Image.open(f).load()
+        elif f.suffix == ".json":
+            json.loads(f.read_text())
+    from .harness import count
+
+    count("edgemed predict --out (CLI)", "result" if result.exit_code == 0 else "refused")
