@@ -153,7 +153,7 @@ def _encodable(ds) -> bool:
         return False
 
 
-@fuzz_settings(60, deadline_s=60)
+@fuzz_settings(40, deadline_s=60)
 @given(ds=hostile_datasets())
 def test_hostile_datasets(node, ds):
     if not _encodable(ds):

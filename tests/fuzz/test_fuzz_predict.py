@@ -50,7 +50,7 @@ def test_segmenter_arrays(unet_pipe, frames):
         outcome("predict segmenter (arrays)", lambda f=frame: unet_pipe.predict(f), _segmented(frame))
 
 
-@fuzz_settings(100)
+@fuzz_settings(150)
 @given(data=st.data())
 def test_objects_that_are_not_frames(cnn_pipe, unet_pipe, tmp_path_factory, data):
     tmp = tmp_path_factory.getbasetemp()

@@ -55,7 +55,7 @@ def beats(draw):
     return x, describe
 
 
-@fuzz_settings(350)
+@fuzz_settings(320)
 @given(data=st.data())
 def test_beat_arrays_with_rate_units_and_leads(ecg_pipe, data):
     for _ in range(data.draw(st.integers(1, 6))):
@@ -67,7 +67,7 @@ def test_beat_arrays_with_rate_units_and_leads(ecg_pipe, data):
                 lambda r: r.label in ecg_pipe.labels)
 
 
-@fuzz_settings(50)
+@fuzz_settings(80)
 @given(data=st.data())
 def test_not_signals(ecg_pipe, tmp_path_factory, data):
     for thing in data.draw(st.lists(fs.not_arrays(tmp_path_factory.getbasetemp()), min_size=1, max_size=6)):
