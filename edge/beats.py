@@ -26,12 +26,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import InputError, SignalQualityError
-from .postprocess import class_probabilities
+from .postprocess import check_finite, class_probabilities
 from .signal_preprocess import FLAT_MV
 from .signals import Signal, as_signal
 
 BLOCK_S = 10.0
 MARGIN_S = 2.0
+QRS_BAND_HZ = 20.0  # the top of the band XQRS filters to (wfdb.processing.XQRS._bandpass)
 
 
 @dataclass
@@ -69,6 +70,10 @@ class BeatReader:
         if margin_s < window_s / 2 + 0.25:
             raise InputError(f"margin_s {margin_s} is too short for the model's {window_s:g} s beat window",
                              f"use margin_s of at least {window_s / 2 + 0.25:g}")
+        if positions is None and not (isinstance(fs, (int, float, np.integer, np.floating)) and fs > 2 * QRS_BAND_HZ):
+            # XQRS band-passes 5-20 Hz before it looks for beats: below 40 Hz that band does not exist
+            raise InputError(f"the QRS detector needs a rate above {2 * QRS_BAND_HZ:g} Hz, got fs={fs!r}",
+                             "pass the recording at its own rate (e.g. 360 Hz), or the R-peak positions")
         self.pipe, self.pre = pipe, pre
         self.fs, self.units = float(fs), units
         self.leads = leads
@@ -172,6 +177,7 @@ class BeatReader:
         else:
             out = np.concatenate([engine.infer({name: w[None]}, validate=False)[self.pipe.output_name]
                                   for w in windows])
+        check_finite({self.pipe.output_name: out}, windows, SignalQualityError)  # a gap in a stream, not an answer
         return np.stack([class_probabilities(o, self.pipe.output_kind) for o in out])
 
 

@@ -147,9 +147,10 @@ class Bundle:
         try:
             with np.load(path, allow_pickle=False) as data:
                 return {k: data[k] for k in data.files}
-        except (ValueError, OSError, EOFError) as exc:  # object arrays (pickles) are refused, never loaded
-            raise BundleError(f"bundle {self.path}: {REFERENCE} is not a plain array archive ({exc})",
-                              "rebuild the bundle") from exc
+        except Exception as exc:  # noqa: BLE001 - object arrays (pickles) are refused, never loaded; a damaged
+            # archive raises zipfile's BadZipFile, zlib's error, numpy's ValueError/EOFError... (found by fuzzing)
+            raise BundleError(f"bundle {self.path}: {REFERENCE} is not a plain array archive "
+                              f"({type(exc).__name__}: {str(exc)[:160]})", "rebuild the bundle") from exc
 
     def report(self) -> dict:
         path = self.file(REPORT)

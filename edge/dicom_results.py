@@ -238,6 +238,10 @@ def write_sr(source, results: list, task: str, labels: list[str], algo: Algorith
 UNSUPPORTED_SOURCES = {"1.2.840.10008.5.1.4.1.1.66.4": "Segmentation Storage",
                        "1.2.840.10008.5.1.4.1.1.88.33": "Comprehensive SR", "1.2.840.10008.5.1.4.1.1.88.34":
                        "Comprehensive 3D SR", "1.2.840.10008.5.1.4.1.1.88.22": "Enhanced SR"}
+# Modalities of objects that are not images to measure on (highdicom refuses them as sources with a ValueError,
+# which reached the DICOM node as an unexpected exception: found by the fuzz suite)
+RESULT_MODALITIES = ("SEG", "SR", "DOC", "KO", "PR", "PLAN", "RWV", "REG", "FID", "RTDOSE", "RTPLAN", "RTRECORD",
+                     "RTSTRUCT")
 KINDS = ("seg", "sr", "sc")
 
 
@@ -245,6 +249,10 @@ def check_source(source, path: Path) -> None:
     sop = str(getattr(source, "SOPClassUID", ""))
     if sop in UNSUPPORTED_SOURCES:
         raise InputError(f"{path}: a {UNSUPPORTED_SOURCES[sop]} object is a result, not an image to analyse",
+                         "send the source images")
+    modality = str(getattr(source, "Modality", "")).strip()
+    if modality in RESULT_MODALITIES:
+        raise InputError(f"{path}: an object of modality {modality} is not an image to analyse",
                          "send the source images")
 
 

@@ -390,6 +390,8 @@ class Manifest(Record, kw_only=True):
             raw = json.loads(data, parse_constant=_refuse_constant)
         except (ValueError, UnicodeDecodeError) as exc:
             raise BundleError(f"{where} is not valid JSON ({exc})", fix) from exc
+        except RecursionError as exc:  # "[[[[..." 1,000 deep: json's recursive decoder gives up, in its own type
+            raise BundleError(f"{where} nests arrays or objects too deeply to be a manifest", fix) from exc
         if not isinstance(raw, dict):
             raise BundleError(f"{where} is not a JSON object", fix)
         version = raw.get("schema_version")

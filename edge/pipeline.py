@@ -13,17 +13,18 @@ from typing import Any
 import numpy as np
 
 from .bundle import Bundle
-from .errors import BundleError, InputError, NoEligibleArtifact, PipelineClosed
+from .errors import BundleError, InputError, NoEligibleArtifact, OptionError, PipelineClosed
 from .gate import budget_metrics, describe_estimate, holds_for
 from .images import read_image
 from .manifest import Manifest
 from .output_reader import OutputReader
-from .postprocess import class_probabilities, segmentation_mask
+from .postprocess import check_finite, class_probabilities, segmentation_mask
 from .preprocess import Prepared
 from .results import ClassificationResult, DetectionResult, SegmentationResult
 from .selection import Selection, open_engine, select
 
 Result = ClassificationResult | SegmentationResult | DetectionResult
+SIGNAL_DESCRIPTION = {"fs", "units", "leads"}  # what predict takes besides a beat (as_signal's arguments)
 
 
 class Pipeline:
@@ -54,6 +55,11 @@ class Pipeline:
         """Preprocess one input. Signal models take a pre-cut beat: a Signal, a file, or an array with its
         rate and units stated (``fs=360, units="mV"``)."""
         if self.input_kind == "signal":
+            unknown = sorted(set(describe) - SIGNAL_DESCRIPTION)
+            if unknown:
+                raise OptionError(f"{', '.join(unknown)}: not a description of a signal",
+                                  f"describe a beat with {', '.join(sorted(SIGNAL_DESCRIPTION))} only (a gain is "
+                                  "applied by the caller, or stated in a signal set's adc_gain)")
             if isinstance(image, (str, Path)):
                 from .signals import read_signal
 
@@ -72,6 +78,9 @@ class Pipeline:
         return self.engine.infer({self.input_name: prepared.tensor}, validate=False)
 
     def finish(self, outputs: dict[str, np.ndarray], prepared: Prepared) -> Result:
+        """The result of one input from the engine's outputs; outputs holding NaN or Inf are refused here, where
+        every task's result is made (``predict``, ``stream``, Triton and bench all pass through)."""
+        check_finite(outputs, prepared.tensor)
         if self.task == "classification":
             probs = class_probabilities(outputs[self.output_name][0], self.output_kind)
             index = int(np.argmax(probs))
