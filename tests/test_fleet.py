@@ -59,9 +59,14 @@ def keys(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def v2_bundle(tmp_path_factory) -> Path:
     """A second conversion of the shipped classifier, now with an INT8 artifact beside FP32 (calibrated on
-    BreastMNIST train images)."""
+    BreastMNIST train images, judged on its 156 test images against a budget those can decide: the default
+    agreement>=0.999 needs thousands of cases, and an uncertified INT8 is rightly refused by the canary)."""
+    from edgemed.gate import Budget
+
     return convert_shipped("cnn_breastmnist", tmp_path_factory.mktemp("v2") / "b", precisions=("fp32", "int8"),
-                           calib=SHARED / "breastmnist.npz", calib_key="train_images", calib_count=64)
+                           calib=SHARED / "breastmnist.npz", calib_key="train_images", calib_count=64,
+                           eval=SHARED / "breastmnist.npz", eval_key="test_images",
+                           budget=Budget.parse("agreement>=0.95", "classification"))
 
 
 @pytest.fixture(scope="module")

@@ -99,8 +99,16 @@ def _check(server, status, answer: bytes, entry: str, lying_length: bool = False
         return
     assert status < 500, (status, answer[:500])
     if status == 200:
-        for o in json.loads(answer).get("outputs", []):
-            if o.get("datatype") in ("FP32", "FP64") and "data" in o:
+        # binary_data_output: a JSON header, then each output's bytes in order (KServe v2 binary extension)
+        header, at = json.JSONDecoder().raw_decode(answer.decode("latin-1"))
+        for o in header.get("outputs", []):
+            size = o.get("parameters", {}).get("binary_data_size")
+            if size is not None:
+                raw, at = answer[at:at + size], at + size
+                if o.get("datatype") in ("FP32", "FP64"):
+                    values = np.frombuffer(raw, np.float32 if o["datatype"] == "FP32" else np.float64)
+                    assert np.isfinite(values).all(), o
+            elif o.get("datatype") in ("FP32", "FP64") and "data" in o:
                 assert np.isfinite(np.asarray(o["data"], np.float64)).all(), o
     elif answer.startswith(b"{"):
         message = json.loads(answer).get("error", "")
