@@ -1,115 +1,90 @@
 """Building each (backend, precision) artifact and passing it through the drift gate.
 
-One function per artifact kind keeps the loaders (build) apart from the runners (measure),
-as Polygraphy does; the gate (:mod:`edgemed.gate`) and the fallback ladder are shared. The
-fallback tunes on its own images (point estimates, :func:`edgemed.gate.meets`); the verdict
-is taken once, on the verdict images, with bounds. An "INT8" artifact with no INT8 layer left
-is not kept: it would be FP32 under a false name.
+One function per artifact kind keeps the loaders (build) apart from the runners (measure,
+:mod:`edgemed.converters.measure`), as Polygraphy does; the gate (:mod:`edgemed.gate`) and the fallback
+ladder are shared. The fallback aims at the bound the verdict will be held to: each attempt is measured on
+the tuning cases, and the verdict's bounds are predicted at the verdict set's size
+(:func:`edgemed.gate.predict`); it stops at the first attempt predicted to be certified, else keeps the one
+predicted best. Where even a candidate with no flip could not be certified on the verdict cases given, it aims
+at what a site's certification on ``SITE_CASES`` cases could prove (``edgemed certify``). The verdict is
+taken once, on the verdict cases, with bounds. An "INT8" artifact with no INT8 layer left is not kept: it
+would be FP32 under a false name.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edgemed.bundle import file_record
-from edgemed.clinical import judge_clinical
 from edgemed.datasets import ImageSet
-from edgemed.drift import compare
-from edgemed.gate import Budget, Population, judge, meets, point_values
-from edgemed.manifest import Artifact, BuildRecord, ClinicalRecord, DriftRecord, QuantizedLayers
-from edgemed.output_reader import OutputReader
+from edgemed.gate import Prediction
+from edgemed.manifest import Artifact, BuildRecord, QuantizedLayers
 from edgemed.preprocess import Preprocessor
-from edgemed.runtimes import create_engine
 
-from .reference import engine_outputs
+from .measure import Gauge, Measured, open_candidate
 
-
-@dataclass
-class Cases:
-    """Preprocessed inputs and the FP32 reference's outputs on them."""
-
-    inputs: np.ndarray
-    reference: Any  # stacked outputs, or a list of Detections
-
-
-@dataclass
-class Labelled:
-    """Labelled validation cases (--val/--val-labels): inputs, ground truth, the FP32 artifact's outputs."""
-
-    inputs: np.ndarray
-    truth: list
-    fp32: Any
-    margin: float
-    source: str
+SITE_CASES = 10_000  # what the fallback aims at when the verdict set is too small to certify anything
 
 
 @dataclass
 class Context:
-    """What every builder needs: the FP32 model, the data, the reference, the budget."""
+    """What every builder needs: the FP32 model, the calibration images, the gauge that measures candidates."""
 
     bundle_dir: Path
     scratch: Path
     fp32_onnx: Path
     pre: Preprocessor
     input_name: str
-    reader: OutputReader  # how engine outputs are read for the gate (primary output, or detections)
     calibration: ImageSet
-    tuning: Cases
-    verdict: Cases
-    population: Population  # FP32 decision margins over every image
-    task: str
-    output_kind: str
-    budget: Budget
-    labels: list[str]
-    labelled: Labelled | None = None
+    gauge: Gauge
     calib_method: str = "minmax"
     static_batch: int | None = None
     dla_core: int | None = None
     log: Callable[[str], None] = print
     versions: dict = field(default_factory=dict)
     dropped: list[dict] = field(default_factory=list)  # artifacts not kept, with the reason
+    aim_cases: int | None = None  # the verdict size the fallback predicts at (set on the first attempt)
+
+    @property
+    def budget(self):
+        return self.gauge.budget
+
+
+@dataclass
+class Built:
+    """An artifact and its own outputs on the bundle's reference probes (from the session that measured it)."""
+
+    artifact: Artifact
+    probes: Any
 
 
 class Dropped(Exception):
     """An artifact that must not be kept (e.g. INT8 with no INT8 layer left)."""
 
 
-def _outputs(ctx: Context, engine: Any, inputs: np.ndarray) -> Any:
-    return engine_outputs(engine, inputs, engine.inputs[0].name, ctx.reader)
+def attempt(ctx: Context, backend: str, path: Path, precision: str, **options: Any) -> tuple[Prediction, dict]:
+    """One fallback attempt on the tuning cases: the verdict predicted at the size the fallback aims at."""
+    with open_candidate(backend, path, precision, **options) as engine:
+        comparison = ctx.gauge.tuning_comparison(engine)
+    if ctx.aim_cases is None:
+        prediction, _ = ctx.gauge.prediction(comparison, len(ctx.gauge.verdict))
+        ctx.aim_cases = len(ctx.gauge.verdict)
+        if not prediction.reachable:
+            ctx.aim_cases = SITE_CASES
+            ctx.log(f"  {prediction.note}: the fallback aims at what {SITE_CASES} site cases could certify "
+                    "(edgemed certify); give --eval with more images to certify at conversion")
+    return ctx.gauge.prediction(comparison, ctx.aim_cases)
 
 
-def tuning_meets(ctx: Context, backend: str, path: Path, precision: str, **options: Any) -> tuple[bool, dict]:
-    """Does the candidate meet the budget's point values on the tuning images (the fallback's stopping rule)?"""
-    with create_engine(backend, path, device="cpu", precision=precision, **options) as engine:
-        comparison = compare(ctx.tuning.reference, _outputs(ctx, engine, ctx.tuning.inputs), ctx.task,
-                             ctx.output_kind, ctx.labels)
-    ok = meets(comparison, ctx.budget, ctx.population)
-    return ok, {k: round(v, 6) for k, v in point_values(comparison, ctx.population).items()} | {"meets_budget": ok}
-
-
-def verdict(ctx: Context, engine: Any) -> tuple[DriftRecord, ClinicalRecord | None]:
-    """The gate on the verdict images (bounds included) and, with labelled data, against ground truth."""
-    comparison = compare(ctx.verdict.reference, _outputs(ctx, engine, ctx.verdict.inputs), ctx.task,
-                         ctx.output_kind, ctx.labels)
-    drift = judge(comparison, ctx.budget, f"{comparison.cases} verdict images", ctx.population)
-    clinical = None
-    if ctx.labelled is not None:
-        cand = _outputs(ctx, engine, ctx.labelled.inputs)
-        clinical = judge_clinical(ctx.labelled.truth, ctx.labelled.fp32, cand, ctx.task, ctx.output_kind, ctx.labels,
-                                  ctx.labelled.margin, ctx.labelled.source)
-    return drift, clinical
-
-
-def measure(ctx: Context, backend: str, path: Path, precision: str, **options: Any
-            ) -> tuple[DriftRecord, ClinicalRecord | None]:
-    with create_engine(backend, path, device="cpu", precision=precision, **options) as engine:
-        return verdict(ctx, engine)
+def measure(ctx: Context, backend: str, path: Path, precision: str, **options: Any) -> Measured:
+    with open_candidate(backend, path, precision, **options) as engine:
+        return ctx.gauge.measure(engine, precision)
 
 
 def prepared_for_quantization(ctx: Context) -> Path:
@@ -120,13 +95,13 @@ def prepared_for_quantization(ctx: Context) -> Path:
     return path if path.is_file() else preprocess_for_quantization(ctx.fp32_onnx, path)
 
 
-def _artifact(ctx: Context, name: str, backend: str, precision: str, gate: tuple[DriftRecord, ClinicalRecord | None],
-              build: BuildRecord, weights: str | None = None) -> Artifact:
+def _built(ctx: Context, name: str, backend: str, precision: str, measured: Measured, build: BuildRecord,
+           weights: str | None = None) -> Built:
     rec = file_record(ctx.bundle_dir, name)
-    drift, clinical = gate
-    return Artifact(file=rec.file, sha256=rec.sha256, bytes=rec.bytes, backend=backend, precision=precision,
-                    drift=drift, clinical=clinical, build=build, built_with=ctx.versions,
-                    weights=file_record(ctx.bundle_dir, weights) if weights else None)
+    artifact = Artifact(file=rec.file, sha256=rec.sha256, bytes=rec.bytes, backend=backend, precision=precision,
+                        drift=measured.drift, clinical=measured.clinical, build=build, built_with=ctx.versions,
+                        weights=file_record(ctx.bundle_dir, weights) if weights else None)
+    return Built(artifact, measured.probes)
 
 
 def _since(t0: float) -> float:
@@ -142,7 +117,42 @@ def _no_int8_left(ctx: Context, layers: QuantizedLayers, files: list[Path], key:
         raise Dropped(reason)
 
 
-def build_onnxruntime(ctx: Context, precision: str) -> Artifact:
+class Best:
+    """The attempt predicted best so far among those that still hold an INT8 layer, its files kept aside in the
+    scratch directory."""
+
+    def __init__(self, ctx: Context, files: list[Path], count: Callable[[Path], QuantizedLayers]) -> None:
+        self.files, self.score, self.record, self.count = files, None, None, count
+        self.saved = [ctx.scratch / f"best-{f.name}" for f in files]
+
+    def offer(self, prediction: Prediction, record: dict) -> bool:
+        """Keep the attempt if it is the best so far; False if it has no INT8 layer left (it is never kept, and
+        keeping more layers in float cannot bring one back)."""
+        if self.count(self.files[0]).int8 == 0:
+            return False
+        score = _score(prediction)
+        if self.score is None or score > self.score:
+            self.score, self.record = score, record
+            for f, s in zip(self.files, self.saved):
+                shutil.copyfile(f, s)
+        return True
+
+    def restore(self) -> dict:
+        for f, s in zip(self.files, self.saved):
+            shutil.copyfile(s, f)
+        return self.record
+
+
+def _score(prediction: Prediction) -> float:
+    """How close an attempt comes to the budget: its worst predicted term, as a margin over that term's bound."""
+    worst = float("inf")
+    for term, got in prediction.bounds.items():
+        value = float(term.split("=")[-1])
+        worst = min(worst, (got - value) if ">=" in term else (value - got))
+    return worst
+
+
+def build_onnxruntime(ctx: Context, precision: str) -> Built:
     from . import ort_quantize
 
     t0 = time.perf_counter()
@@ -151,37 +161,62 @@ def build_onnxruntime(ctx: Context, precision: str) -> Artifact:
     if precision == "fp16":
         settings = ort_quantize.convert_fp16(ctx.fp32_onnx, target)
         build = BuildRecord(seconds=_since(t0), tool="onnxruntime.transformers.float16", settings=settings)
-        return _artifact(ctx, name, "onnxruntime", precision, measure(ctx, "onnxruntime", target, precision), build)
+        return _built(ctx, name, "onnxruntime", precision, measure(ctx, "onnxruntime", target, precision), build)
 
-    from .fallback import exclusion_ladder, input_layers, output_layers, rank_nodes
+    from .fallback import exclusion_ladder, input_layers, output_layers, rank_nodes, recurrent_layers
 
     prepared = prepared_for_quantization(ctx)
-    settings = ort_quantize.quantize_int8(prepared, target, ctx.calibration, ctx.pre, ctx.input_name, ctx.calib_method)
-    ok, figures = tuning_meets(ctx, "onnxruntime", target, precision)
-    attempts: list[dict] = [{"excluded": [], "tuning": figures}]
-    excluded: list[str] = []
+
+    def quantize(exclude: list[str]) -> dict:
+        return ort_quantize.quantize_int8(prepared, target, ctx.calibration, ctx.pre, ctx.input_name,
+                                          ctx.calib_method, exclude=exclude)
+
+    settings = quantize([])
+    prediction, figures = attempt(ctx, "onnxruntime", target, precision)
+    attempts: list[dict] = [{"excluded": [], "predicted": figures}]
+    best = Best(ctx, [target], quantized_layers_onnx)
+    best.offer(prediction, {"excluded": [], "settings": settings})
     sqnr: list[tuple[str, float]] = []
-    if not ok:
-        ctx.log("  onnxruntime int8 misses the budget on the tuning images; ranking layers by quantization noise")
-        ranked = rank_nodes(prepared, target, ctx.calibration.subset(8), ctx.pre, ctx.input_name, ctx.scratch)
+    if not prediction.meets:
+        ctx.log(f"  onnxruntime int8 is predicted to miss the budget on {ctx.aim_cases} verdict cases "
+                f"({_brief(figures)}); ranking layers by quantization noise")
+        ranking = ctx.calibration.subset(_ranking_count(ctx))
+        ranked = rank_nodes(prepared, target, (ctx.pre(image).tensor for _, image in ranking), ctx.input_name,
+                            ctx.scratch)
         sqnr = [(n, round(s, 2)) for n, s, _ in ranked[:12]]
-        for excluded in exclusion_ladder(ranked, output_layers(prepared), input_layers(prepared)):
-            ort_quantize.quantize_int8(prepared, target, ctx.calibration, ctx.pre, ctx.input_name, ctx.calib_method,
-                                       exclude=excluded)
-            ok, figures = tuning_meets(ctx, "onnxruntime", target, precision)
-            attempts.append({"excluded": excluded, "tuning": figures})
-            ctx.log(f"  kept {len(excluded)} node(s) in float: tuning {_brief(figures)}")
-            if ok:
+        for excluded in exclusion_ladder(ranked, output_layers(prepared), input_layers(prepared),
+                                         recurrent_layers(prepared)):
+            settings = quantize(excluded)
+            prediction, figures = attempt(ctx, "onnxruntime", target, precision)
+            attempts.append({"excluded": excluded, "predicted": figures})
+            ctx.log(f"  kept {len(excluded)} node(s) in float: {_brief(figures)}")
+            if not best.offer(prediction, {"excluded": excluded, "settings": settings}):
+                ctx.log("  no layer left in INT8: the fallback stops here")
+                prediction = None
                 break
+            if prediction.meets:
+                break
+    meets = prediction is not None and prediction.meets
+    chosen = {"excluded": attempts[-1]["excluded"], "settings": settings} if meets or best.record is None else \
+        best.restore()
     layers = quantized_layers_onnx(target)
     _no_int8_left(ctx, layers, [target], "onnxruntime/int8", attempts)
     build = BuildRecord(seconds=_since(t0), tool=f"onnxruntime.quantization {ctx.versions.get('onnxruntime', '')}",
-                        settings=settings, excluded_nodes=list(excluded), layer_sqnr_db=sqnr, attempts=attempts,
-                        quantized_layers=layers)
-    return _artifact(ctx, name, "onnxruntime", precision, measure(ctx, "onnxruntime", target, precision), build)
+                        settings=chosen["settings"], excluded_nodes=list(chosen["excluded"]), layer_sqnr_db=sqnr,
+                        attempts=attempts, quantized_layers=layers)
+    return _built(ctx, name, "onnxruntime", precision, measure(ctx, "onnxruntime", target, precision), build)
 
 
-def build_openvino(ctx: Context, precision: str) -> Artifact:
+def _ranking_count(ctx: Context) -> int:
+    """Images the layer ranking runs on: 8, fewer for large inputs (each image is a few full inferences)."""
+    shape = ctx.gauge.verdict.input_shape or (1, 1, 1, 1)
+    pixels = 1
+    for d in shape[2:]:
+        pixels *= int(d)
+    return 8 if pixels <= 256 * 256 else 4
+
+
+def build_openvino(ctx: Context, precision: str) -> Built:
     from . import openvino_ir
 
     t0 = time.perf_counter()
@@ -192,56 +227,61 @@ def build_openvino(ctx: Context, precision: str) -> Artifact:
         settings = openvino_ir.export_ir(ctx.fp32_onnx, target, precision, ctx.static_batch)
         build = BuildRecord(seconds=_since(t0), tool="openvino.convert_model", settings=settings,
                             static_batch=ctx.static_batch)
-        return _artifact(ctx, xml, "openvino", precision, measure(ctx, "openvino", target, precision, **opts), build,
-                         bin_)
-    # NNCF's defaults first, then other presets and bias corrections (openvino_ir.VARIANTS), each with the
-    # last and then also the first layer kept in float; the first that meets the budget on the tuning
-    # images is kept, else NNCF's accuracy control runs with the variant that scored best.
+        return _built(ctx, xml, "openvino", precision, measure(ctx, "openvino", target, precision, **opts), build,
+                      bin_)
+    # NNCF's defaults first, then the other bias corrections (openvino_ir.VARIANTS); the variant predicted best
+    # then with the last, and then also the first, layer kept in float; the first predicted to be certified is
+    # kept, else NNCF's accuracy control runs with the best variant, and the best attempt of all is kept.
     attempts: list[dict] = []
     scores: dict[tuple, float] = {}
-    primary = ctx.budget.primary
     first, last = openvino_ir.end_layers(ctx.fp32_onnx)
-    ok = False
-    for keep in ([], last, last + first):
-        for preset, bias in openvino_ir.VARIANTS:
-            settings = openvino_ir.quantize_ir(ctx.fp32_onnx, target, ctx.calibration, ctx.pre, ctx.static_batch,
-                                               preset, keep, bias)
-            ok, figures = tuning_meets(ctx, "openvino", target, precision, **opts)
-            attempts.append({"preset": preset, "bias_correction": bias, "kept_in_float": keep, "tuning": figures})
-            if not keep:
-                scores[(preset, bias)] = figures[primary.metric] if primary.op == ">=" else -figures[primary.metric]
-            ctx.log(f"  preset {preset}, {bias} bias correction, {len(keep)} layer(s) in float: tuning "
-                    f"{_brief(figures)}")
-            if ok:
-                break  # the file on disk is this attempt's
-        if ok:
-            break
-    if not ok:
+    best = Best(ctx, [target, ctx.bundle_dir / bin_], quantized_layers_openvino)
+    prediction, settings = None, {}
+
+    def run(preset: str, bias: str, keep: list[str]) -> Prediction:
+        nonlocal settings
+        settings = openvino_ir.quantize_ir(ctx.fp32_onnx, target, ctx.calibration, ctx.pre, ctx.static_batch,
+                                           preset, keep, bias)
+        prediction, figures = attempt(ctx, "openvino", target, precision, **opts)
+        attempts.append({"preset": preset, "bias_correction": bias, "kept_in_float": keep, "predicted": figures})
+        ctx.log(f"  preset {preset}, {bias} bias correction, {len(keep)} layer(s) in float: {_brief(figures)}")
+        if not best.offer(prediction, settings):
+            return dataclasses.replace(prediction, meets=False)  # no INT8 layer left: never kept
+        return prediction
+
+    for preset, bias in openvino_ir.VARIANTS:
+        prediction = run(preset, bias, [])
+        scores[(preset, bias)] = _score(prediction)
+        if prediction.meets:
+            break  # the file on disk is this attempt's
+    if not prediction.meets:
         preset, bias = max(scores, key=scores.__getitem__)
-        ctx.log(f"  openvino int8 misses the budget on the tuning images in every variant; NNCF accuracy control "
+        for keep in (last, last + first):
+            prediction = run(preset, bias, keep)
+            if prediction.meets:
+                break
+    if not prediction.meets:
+        ctx.log(f"  openvino int8 is predicted to miss the budget in every variant; NNCF accuracy control "
                 f"(preset {preset}, {bias} bias correction) keeps harmful layers in float")
-
-        def score(cases: list[tuple[int, dict]]) -> float:
-            index = [i for i, _ in cases]
-            reference = [ctx.tuning.reference[i] for i in index] if ctx.task == "detection" else \
-                ctx.tuning.reference[index]
-            outputs = ctx.reader.collect([ctx.reader.one(c) for _, c in cases])
-            return compare(reference, outputs, ctx.task, ctx.output_kind).values[primary.metric]
-
+        primary = ctx.budget.primary
         settings = openvino_ir.quantize_ir_with_accuracy_control(
-            ctx.fp32_onnx, target, ctx.calibration, ctx.pre, ctx.tuning.inputs, score,
+            ctx.fp32_onnx, target, ctx.calibration, ctx.pre, ctx.gauge.tuning, ctx.gauge.scorer(primary.metric),
             max_drop=max(0.0, 1.0 - primary.value) if primary.op == ">=" else 0.0, static_batch=ctx.static_batch,
-            preset=preset, bias_correction=bias, per_case=ctx.task == "detection")
-        attempts.append({"accuracy_control": True, "tuning": tuning_meets(ctx, "openvino", target, precision,
-                                                                          **opts)[1]})
+            preset=preset, bias_correction=bias, per_case=ctx.gauge.task == "detection")
+        prediction, figures = attempt(ctx, "openvino", target, precision, **opts)
+        attempts.append({"accuracy_control": True, "predicted": figures})
+        kept = best.offer(prediction, settings)
+        if (not prediction.meets or not kept) and best.record is not None:
+            settings = best.restore()
     layers = quantized_layers_openvino(target)
     _no_int8_left(ctx, layers, [target, ctx.bundle_dir / bin_], "openvino/int8", attempts)
+    settings = dict(settings)
     build = BuildRecord(seconds=_since(t0), tool=str(settings.pop("tool", "nncf")), settings=settings,
                         quantized_layers=layers, attempts=attempts, static_batch=ctx.static_batch)
-    return _artifact(ctx, xml, "openvino", precision, measure(ctx, "openvino", target, precision, **opts), build, bin_)
+    return _built(ctx, xml, "openvino", precision, measure(ctx, "openvino", target, precision, **opts), build, bin_)
 
 
-def build_tensorrt(ctx: Context, precision: str) -> Artifact:
+def build_tensorrt(ctx: Context, precision: str) -> Built:
     """TensorRT (UNVERIFIED: needs the tensorrt package and a GPU). The bundle keeps the ONNX the
     engine is built from and the exact build options; the engine itself lives in the target's
     engine cache, built here for the gate and rebuilt with the same options wherever it is loaded.
@@ -255,7 +295,7 @@ def build_tensorrt(ctx: Context, precision: str) -> Artifact:
     t0 = time.perf_counter()
     profiles = load_profiles()
     profile = profiles[match_profile(detect(probe_openvino=False), profiles)]
-    options = build_options(profile.tensorrt, precision, ctx.verdict.inputs.shape[1:], ctx.dla_core)
+    options = build_options(profile.tensorrt, precision, ctx.gauge.verdict.input_shape[1:], ctx.dla_core)
     settings: dict = {}
     if precision == "int8":
         name = "model.int8-qdq-symmetric.onnx"
@@ -264,11 +304,11 @@ def build_tensorrt(ctx: Context, precision: str) -> Artifact:
     else:
         name = f"model.tensorrt-{precision}.onnx"
         (ctx.bundle_dir / name).write_bytes(ctx.fp32_onnx.read_bytes())
-    gate = measure(ctx, "tensorrt", ctx.bundle_dir / name, precision, options=options)
+    measured = measure(ctx, "tensorrt", ctx.bundle_dir / name, precision, options=options)
     settings["device_profile"] = profile.name
     build = BuildRecord(seconds=_since(t0), tool="tensorrt (engine built and cached on the target)",
                         settings=settings, tensorrt=options)
-    return _artifact(ctx, name, "tensorrt", precision, gate, build)
+    return _built(ctx, name, "tensorrt", precision, measured, build)
 
 
 LAYER_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm", "LSTM", "GRU", "RNN"}
@@ -302,5 +342,5 @@ BUILDERS = {"onnxruntime": build_onnxruntime, "openvino": build_openvino, "tenso
 
 
 def _brief(figures: dict) -> str:
-    main = ", ".join(f"{k} {figures[k]:.4f}" for k in ("agreement", "lesion_agreement", "case_dice") if k in figures)
-    return f"{main} -> {'meets' if figures['meets_budget'] else 'misses'} the budget"
+    bounds = ", ".join(f"{k} predicted {v:.4f}" for k, v in figures.items() if ">=" in k or "<=" in k)
+    return f"{bounds} -> {'meets' if figures['meets_budget'] else 'misses'} the budget"

@@ -5,10 +5,11 @@ calibrating on differently preprocessed pixels is the commonest cause of INT8 co
 
 A verdict is only as good as the cases under it, so the gate gets every image the user gave
 that did not calibrate or tune: up to ``--calib-count`` images (default 128, evenly spaced)
-calibrate, a tuning set (up to 64) is held out for the layer fallback and NNCF's accuracy
-control, and *all* the rest are verdict cases. With ``--eval`` the verdict is taken on that
+calibrate, a tuning set (a quarter of the rest, up to 256) is held out for the layer fallback and
+NNCF's accuracy control, and *all* the rest are verdict cases. With ``--eval`` the verdict is taken on that
 separate set instead. The fallback never grades itself: tuning and verdict images are disjoint.
-Only memory caps the verdict set (1 GiB of preprocessed input); the report says when it did.
+Nothing caps the verdict set: its cases stream through the gate from disk one at a time
+(:mod:`edgemed.converters.cases`), so memory does not grow with it.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from edgemed.preprocess import Preprocessor
 
 MIN_INT8_CALIBRATION = 16
 DEFAULT_CALIB_COUNT = 128
-MAX_TUNING = 64
+# The fallback predicts the verdict's bound from the tuning cases, so more is better (64 images cannot see a
+# 0.1% flip rate); a quarter of what is held out, up to 256, keeps each fallback attempt's pass bounded.
+MAX_TUNING = 256
 SMALL_SET = 24  # below this, images cannot be split: calibration, tuning and verdict share them
-VERDICT_BYTES = 1 << 30
-PROBE_COUNT = 8
 
 
 @dataclass
@@ -36,16 +37,13 @@ class DataPlan:
     tuning: ImageSet
     verdict: ImageSet
     overlap: bool  # a set too small to split: the verdict was taken on calibration images (never certifies)
-    left_out: int = 0  # verdict images beyond the memory cap
 
     def describe(self) -> str:
-        unit = self.calibration.unit  # "images", or "windows" for a signal set
+        unit = self.verdict.unit
         text = (f"{len(self.calibration)} {unit} calibrate, {len(self.tuning)} tune the fallback, "
                 f"{len(self.verdict)} are verdict cases")
         if self.overlap:
             text += f" (too few {unit} to hold any out: the verdict shares the calibration {unit})"
-        if self.left_out:
-            text += f" ({self.left_out} more left out: 1 GiB of preprocessed input is the cap)"
         return text
 
 
@@ -58,8 +56,7 @@ def _rest(n: int, taken: list[int]) -> list[int]:
     return [i for i in range(n) if i not in used]
 
 
-def plan(images: ImageSet, calib_count: int | None, evaluation: ImageSet | None = None,
-         tensor_bytes: int = 0) -> DataPlan:
+def plan(images: ImageSet, calib_count: int | None, evaluation: ImageSet | None = None) -> DataPlan:
     n = len(images)
     count = calib_count or DEFAULT_CALIB_COUNT
     if evaluation is None and n < SMALL_SET:
@@ -77,18 +74,20 @@ def plan(images: ImageSet, calib_count: int | None, evaluation: ImageSet | None 
         pool = images.select(left)
         t = _spaced(len(pool), min(MAX_TUNING, max(4, len(pool) // 4)))
         tuning, verdict = pool.select(t), pool.select(_rest(len(pool), t))
-    cap = max(1, VERDICT_BYTES // tensor_bytes) if tensor_bytes else len(verdict)
-    left_out = max(0, len(verdict) - cap)
-    if left_out:
-        verdict = verdict.subset(cap)
-    return DataPlan(calibration, tuning, verdict, overlap=False, left_out=left_out)
+    return DataPlan(calibration, tuning, verdict, overlap=False)
 
 
 def preprocess_stream(images: ImageSet, pre: Preprocessor) -> Iterator[np.ndarray]:
     """(1,C,H,W) float32 tensors one at a time, so memory stays bounded for large sets."""
+    for _, tensor in named_tensors(images, pre):
+        yield tensor
+
+
+def named_tensors(images: ImageSet, pre: Preprocessor) -> Iterator[tuple[str, np.ndarray]]:
+    """(name, (1, ...) float32 tensor) per case, one at a time; a case that does not fit is one line naming it."""
     for name, image in images:
         try:
-            yield pre(image).tensor
+            yield name, pre(image).tensor
         except EdgemedError as exc:
             if images.unit == "images":
                 raise InputError(f"image {name} of {images.path.name}: {exc}",

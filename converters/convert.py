@@ -6,13 +6,15 @@
     write   → reference, report and manifest, then the temporary directory is renamed into place
 
 Options are checked before anything is loaded; the bundle is assembled in a temporary
-directory, so a failure at any point leaves no bundle behind.
+directory, so a failure at any point leaves no bundle behind. Memory does not grow with the data: every
+set of cases is preprocessed once into scratch files (:mod:`edgemed.converters.cases`) and streamed case by
+case through the source, the FP32 reference (opened once, :class:`~edgemed.converters.reference.Reference`)
+and each candidate (one session each). ``report.json`` records the peak resident memory.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import math
 import platform
 import time
 from collections.abc import Callable
@@ -20,14 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from edgemed import __version__
 from edgemed.bundle import MANIFEST, REFERENCE, REPORT, atomic_directory, file_record, write_json
 from edgemed.datasets import ImageSet
-from edgemed.drift import compare, population_margins
+from edgemed.drift import Margins, case_margins, start_comparison
 from edgemed.errors import ConversionError, OptionError, first_line
-from edgemed.gate import judge_parity, parity_tolerance, summary
+from edgemed.gate import PARITY_ATOL, PARITY_RTOL, judge_parity, summary
 from edgemed.input_range import observe as observe_range
 from edgemed.manifest import (
     SCHEMA_VERSION,
@@ -47,18 +50,19 @@ from edgemed.probes import pack
 from edgemed.samples import samples_dir
 from edgemed.table import format_table
 
-from .artifacts import BUILDERS, Cases, Context, Dropped, Labelled
-from .calibration import MIN_INT8_CALIBRATION, PROBE_COUNT, DataPlan, plan, preprocess_stream, stack
+from .artifacts import BUILDERS, Built, Context, Dropped
+from .calibration import MIN_INT8_CALIBRATION, DataPlan, named_tensors, plan
+from .cases import CaseStore, fill
 from .export_onnx import INPUT_NAME, export_torch, finalize, graph_io, output_names
-from .graph_checks import GraphFacts, check_graph, output_kind
+from .graph_checks import GraphFacts, OutputEvidence, check_graph, output_kind
+from .measure import PROBE_COUNT, Gauge, Labelled
 from .options import ConvertOptions, check_backends
 from .ort_quantize import scratch_dir
-from .reference import engine_outputs, reference_outputs
+from .reference import Reference, SourceRunner
 from .sources import SourceModel, load_source
 
 MODEL_FILE = "model.onnx"
 SAMPLES = "samples.npz"
-MAX_POPULATION = 2000  # FP32 margins the flip-rate estimate draws on
 SAMPLE_FRAMES = 32  # held-out frames stored in the bundle, so bench has real frames of this model's kind
 
 
@@ -126,8 +130,9 @@ def run(opts: ConvertOptions, log: Callable[[str], None] = lambda s: None) -> Pa
         raise OptionError(f"{opts.out} already exists", "pass --force to replace it, or choose another -o")
     data = open_data(opts)
     if "int8" in opts.precisions and len(data.plan.calibration) < MIN_INT8_CALIBRATION:
-        raise OptionError(f"INT8 needs at least {MIN_INT8_CALIBRATION} calibration images, got "
-                          f"{len(data.plan.calibration)}", "pass --calib with a folder or .npz of real images")
+        unit = data.images.unit
+        raise OptionError(f"INT8 needs at least {MIN_INT8_CALIBRATION} calibration {unit}, got "
+                          f"{len(data.plan.calibration)}", f"pass --calib with a folder or .npz of real {unit}")
     source = load_source(opts.model, arch=opts.arch, arch_args=opts.arch_args, allow_pickle=opts.allow_pickle)
     if opts.input_shape is None and not source.is_onnx:
         raise OptionError("--input-shape is required for PyTorch models", "write e.g. --input-shape 1x1x256x256")
@@ -138,57 +143,66 @@ def run(opts: ConvertOptions, log: Callable[[str], None] = lambda s: None) -> Pa
     log(f"source: {source.kind} {opts.model.name} (sha256 {source.sha256[:12]})")
 
     with atomic_directory(opts.out, force=opts.force) as tmp, scratch_dir() as scratch:
+        scratch = Path(scratch)
         exported = export(source, opts, tmp / MODEL_FILE, log)
         detector = None
         if opts.task == "detection":
             from .detection_setup import setup
 
-            detector = setup(exported.path, opts, Path(scratch), log)
+            detector = setup(exported.path, opts, scratch, log)
         spec, spec_reason = preprocessing(opts, exported.shape)
         pre = make_preprocessor(spec, exported.shape, layout(opts))
-        data.plan = plan(data.images, opts.calib_count, data.evaluation, 4 * math.prod(exported.shape[1:]))
         log(f"data: {data.plan.describe()}")
-        verdict_in, tuning_in = stack(data.plan.verdict, pre), stack(data.plan.tuning, pre)
+        cases = scratch / "cases"
+        verdict = fill(CaseStore(cases, "verdict"), named_tensors(data.plan.verdict, pre))
+        tuning = fill(CaseStore(cases, "tuning"), named_tensors(data.plan.tuning, pre))
         reader = OutputReader(exported.output_name, detector.post if detector else None)
         source_reader = OutputReader(exported.output_name, detector.raw if detector else None)
-
-        def source_outputs(inputs: np.ndarray) -> tuple[Any, str]:
-            return reference_outputs(source, inputs, source_reader, exported.source_outputs,
-                                     detector.raw_onnx if detector else exported.path, exported.input_name)
-
-        reference, reference_by = source_outputs(verdict_in)
-        reading = read_outputs(opts, exported, reference, detector, spec, spec_reason)
-        log(f"preprocessing: {spec_reason}")
-        log(f"outputs read as {reading.kind}: {reading.kind_reason}")
-        fp32 = parity(exported, verdict_in, reference, reference_by, opts, reading, reader, log)
-        tuning = Cases(tuning_in, source_outputs(tuning_in)[0])
-        ctx = Context(bundle_dir=tmp, scratch=Path(scratch), fp32_onnx=exported.path, pre=pre,
-                      input_name=exported.input_name, reader=reader, calibration=data.plan.calibration, tuning=tuning,
-                      verdict=Cases(verdict_in, reference),
-                      population=population(exported, pre, data.plan, tuning, reference, opts.task, reading.kind),
-                      task=opts.task, output_kind=reading.kind, budget=opts.drift_budget, labels=reading.labels,
-                      labelled=labelled(opts, exported, pre, reading, reader), calib_method=opts.calib_method,
-                      static_batch=1 if opts.static_shapes else None, dla_core=opts.dla_core, log=log,
-                      versions=tool_versions())
-        artifacts = [fp32] + build_artifacts(ctx, opts)
-        write(tmp, opts, source, exported, reading, artifacts, ctx, data, time.perf_counter() - started, log)
+        runner = SourceRunner(source, source_reader, exported.source_outputs,
+                              detector.raw_onnx if detector else exported.path, exported.input_name)
+        with Reference(exported.path, exported.input_name, reader) as reference:
+            fp32, reading, tolerance = parity(exported, verdict, runner, reference, opts, detector, spec, spec_reason,
+                                              scratch, log)
+            log(f"preprocessing: {spec_reason}")
+            log(f"outputs read as {reading.kind}: {reading.kind_reason}")
+            for x in tuning.inputs():
+                tuning.add_output(reference(x))
+            gauge = Gauge(tuning=tuning, verdict=verdict, reader=reader, task=opts.task, output_kind=reading.kind,
+                          labels=reading.labels, budget=opts.drift_budget,
+                          population=population(reference, pre, data.plan, tuning, verdict, opts.task, reading.kind),
+                          tolerance=tolerance, labelled=labelled(opts, reference, pre, reading, cases),
+                          reference_by=reference.by, unit=data.images.unit)
+        ctx = Context(bundle_dir=tmp, scratch=scratch, fp32_onnx=exported.path, pre=pre,
+                      input_name=exported.input_name, calibration=data.plan.calibration, gauge=gauge,
+                      calib_method=opts.calib_method, static_batch=1 if opts.static_shapes else None,
+                      dla_core=opts.dla_core, log=log, versions=tool_versions())
+        built = [Built(fp32, verdict.first_outputs(PROBE_COUNT))] + build_artifacts(ctx, opts)
+        write(tmp, opts, source, exported, reading, built, ctx, data, time.perf_counter() - started, log)
     log(f"bundle written: {opts.out}")
     return opts.out
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (what convert's report records)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def layout(opts: ConvertOptions) -> str:
     return "NCL" if opts.input_kind == "signal" else "NCHW"
 
 
-def read_outputs(opts: ConvertOptions, exported: Exported, reference: Any, detector: Any, spec: list[dict],
-                 spec_reason: str) -> Reading:
-    """How the outputs are read: the class names, and whether they are logits, probabilities or detections."""
+def read_outputs(opts: ConvertOptions, exported: Exported, first: Any, evidence: OutputEvidence, detector: Any,
+                 spec: list[dict], spec_reason: str) -> Reading:
+    """How the outputs are read: the class names, and whether they are logits, probabilities or detections
+    (``first``: the source's output on the first case; ``evidence``: what every case's output showed)."""
     if detector is not None:
         post = detector.post
         where = "NMS in the graph" if post.nms == "graph" else "NMS on the host"
         return Reading(spec, spec_reason, detector.labels, "detections", f"{post.layout} layout, {where}", post)
-    kind, kind_reason = output_kind(exported.terminal, reference, opts.task, opts.output_kind)
-    return Reading(spec, spec_reason, check_outputs(opts.task, reference, opts.labels), kind, kind_reason)
+    kind, kind_reason = output_kind(exported.terminal, evidence, opts.task, opts.output_kind)
+    return Reading(spec, spec_reason, check_outputs(opts.task, first, opts.labels), kind, kind_reason)
 
 
 @dataclass
@@ -220,31 +234,31 @@ def _check_kind(data: Any, opts: ConvertOptions, option: str) -> None:
                           "or set --input-kind")
 
 
-def population(exported: Exported, pre: Preprocessor, data: DataPlan, tuning: Cases, verdict_reference: np.ndarray,
-               task: str, kind: str) -> dict[str, np.ndarray]:
-    """FP32 decision margins over every image convert has (calibration, tuning and verdict images), up to
-    MAX_POPULATION: the population the gate's flip-rate estimate is taken over."""
-    from edgemed.runtimes.onnxruntime import OnnxRuntimeEngine
+MAX_POPULATION = 2000  # FP32 margins the flip-rate estimate draws on
 
+
+def population(reference: Reference, pre: Preprocessor, data: DataPlan, tuning: CaseStore, verdict: CaseStore,
+               task: str, kind: str) -> dict[str, Margins]:
+    """FP32 decision margins over every case convert has (calibration, tuning and verdict cases), up to
+    MAX_POPULATION, computed case by case: the population the gate's flip-rate estimate is taken over."""
     if task == "detection":
-        return population_margins(verdict_reference, task, kind)  # none: no need to run the calibration images
-    with OnnxRuntimeEngine(exported.path, device="cpu") as engine:
-        calibration = [engine.infer({exported.input_name: x})[exported.output_name]
-                       for x in preprocess_stream(data.calibration.subset(MAX_POPULATION), pre)]
-    outputs = np.concatenate([*calibration, tuning.reference, verdict_reference]) if data.overlap is False else \
-        verdict_reference
-    if len(outputs) > MAX_POPULATION:
-        outputs = outputs[np.linspace(0, len(outputs) - 1, MAX_POPULATION).round().astype(int)]
-    return population_margins(outputs, task, kind)
+        return {}  # none: after NMS a box's appearing has no single margin
+    parts: list[dict[str, Margins]] = []
+    if data.overlap is False:
+        for x in (t for _, t in named_tensors(data.calibration.subset(MAX_POPULATION), pre)):
+            parts.append(case_margins(reference(x), task, kind))
+        parts += [case_margins(o, task, kind) for o in tuning.outputs()]
+    parts += [case_margins(o, task, kind) for o in verdict.outputs()]
+    joined = {name: Margins.join([p[name] for p in parts]) for name in (parts[0] if parts else {})}
+    return {name: m.spaced(MAX_POPULATION) for name, m in joined.items()}
 
 
-def labelled(opts: ConvertOptions, exported: Exported, pre: Preprocessor, reading: Reading,
-             reader: OutputReader) -> Labelled | None:
-    """Labelled validation cases for the clinical gate, with the FP32 artifact's outputs on them."""
+def labelled(opts: ConvertOptions, reference: Reference, pre: Preprocessor, reading: Reading,
+             cases: Path) -> Labelled | None:
+    """Labelled validation cases for the clinical gate, with the FP32 reference's outputs on them (on disk)."""
     if opts.val is None:
         return None
     from edgemed.datasets import load_labels
-    from edgemed.runtimes.onnxruntime import OnnxRuntimeEngine
 
     images = ImageSet.open(opts.val, key=opts.val_key)
     _check_kind(images, opts, "--val")
@@ -252,15 +266,19 @@ def labelled(opts: ConvertOptions, exported: Exported, pre: Preprocessor, readin
     if truth is None:
         raise OptionError(f"--val {opts.val}: no labels found", "pass --val-labels (CSV file,label, a mask folder, "
                           "or an .npz with labels/masks)")
-    inputs = stack(images, pre)
+    store = CaseStore(cases, "labelled")
+    geometry = []
+    for name, image in images:
+        prepared = pre(image)
+        store.add(name, prepared.tensor)
+        store.add_output(reference(prepared.tensor))
+        geometry.append(getattr(prepared, "geometry", None))
     if opts.task == "detection":
         from edgemed.detection_post import to_input
 
         # Ground truth onto the model's input, where the detections are compared (IoU is the same in both).
-        truth = [(to_input(boxes, pre(image).geometry), classes) for (boxes, classes), (_, image) in zip(truth, images)]
-    with OnnxRuntimeEngine(exported.path, device="cpu") as engine:
-        fp32 = engine_outputs(engine, inputs, exported.input_name, reader)
-    return Labelled(inputs, truth, fp32, opts.margin, f"{len(images)} labelled images from {opts.val}")
+        truth = [(to_input(boxes, geo), classes) for (boxes, classes), geo in zip(truth, geometry)]
+    return Labelled(store, truth, opts.margin, f"{len(images)} labelled {images.unit} from {opts.val}")
 
 
 def export(source: SourceModel, opts: ConvertOptions, target: Path, log: Callable[[str], None]) -> Exported:
@@ -335,17 +353,32 @@ def _onnx_source(source: SourceModel, target: Path, input_shape: tuple[int, ...]
                           "dynamic_batch": not isinstance(dims[0], int), "notes": []}, name
 
 
-def parity(exported: Exported, evaluation: np.ndarray, reference: Any, reference_by: str,
-           opts: ConvertOptions, reading: Reading, reader: OutputReader, log: Callable[[str], None]) -> Artifact:
-    """Stage 2: ONNX Runtime on the FP32 ONNX must reproduce the source model on every held-out image."""
-    from edgemed.runtimes.onnxruntime import OnnxRuntimeEngine
-
-    with OnnxRuntimeEngine(exported.path, device="cpu") as engine:
-        candidate = engine_outputs(engine, evaluation, exported.input_name, reader)
-    comparison = compare(reference, candidate, opts.task, reading.kind, reading.labels)
-    scale = np.concatenate([d.scores for d in reference] or [np.zeros(0)]) if opts.task == "detection" else reference
-    drift = judge_parity(comparison, parity_tolerance(scale), reference_by, "every held-out image")
-    log(f"parity vs {reference_by}: {summary(drift)}")
+def parity(exported: Exported, verdict: CaseStore, source: SourceRunner, reference: Reference,
+           opts: ConvertOptions, detector: Any, spec: list[dict], spec_reason: str, scratch: Path,
+           log: Callable[[str], None]) -> tuple[Artifact, Reading, float]:
+    """Stage 2: ONNX Runtime on the FP32 ONNX must reproduce the source model on every held-out case. The FP32
+    reference's outputs are stored with the verdict cases (every candidate is compared with them); returns the
+    FP32 ONNX artifact, how the outputs are read, and the FP32 round-off tolerance parity allows."""
+    own = CaseStore(scratch / "cases", "source")
+    evidence, first, scale = OutputEvidence(), None, 0.0
+    for x in verdict.inputs():
+        s_out, r_out = source(x), reference(x)
+        own.add_output(s_out)
+        verdict.add_output(r_out)
+        if isinstance(s_out, np.ndarray):
+            evidence.add(s_out)
+            first = s_out if first is None else first
+            scale = max(scale, float(np.abs(s_out).max()) if s_out.size else 0.0)
+        else:
+            scale = max(scale, float(np.abs(s_out.scores).max()) if len(s_out.scores) else 0.0)
+    reading = read_outputs(opts, exported, first, evidence, detector, spec, spec_reason)
+    comparison = start_comparison(opts.task, reading.kind, reading.labels)
+    for s_out, r_out in zip(own.outputs(), verdict.outputs()):
+        comparison.add(s_out, r_out)
+    tolerance = PARITY_ATOL + PARITY_RTOL * scale
+    drift = judge_parity(comparison.finish(), tolerance, source.by, "every held-out case")
+    drift = msgspec.structs.replace(drift, device="cpu", computed_in="fp32")
+    log(f"parity vs {source.by}: {summary(drift)}")
     if not drift.passed:
         raise ConversionError(
             f"ONNX Runtime output differs from the source model on real probes ({'; '.join(drift.missed)})",
@@ -355,37 +388,42 @@ def parity(exported: Exported, evaluation: np.ndarray, reference: Any, reference
     build = BuildRecord(seconds=exported.record["seconds"], tool=exported.record["exporter"])
     return Artifact(file=rec.file, sha256=rec.sha256, bytes=rec.bytes, backend="onnxruntime", precision="fp32",
                     drift=drift, build=build,
-                    built_with={k: versions[k] for k in ("torch", "onnx", "onnxruntime") if k in versions})
+                    built_with={k: versions[k] for k in ("torch", "onnx", "onnxruntime") if k in versions}), \
+        reading, tolerance
 
 
-def build_artifacts(ctx: Context, opts: ConvertOptions) -> list[Artifact]:
+def build_artifacts(ctx: Context, opts: ConvertOptions) -> list[Built]:
     """Stage 3: every requested (backend, precision) other than the FP32 ONNX, each through the gate."""
-    artifacts = []
+    built = []
     for backend in opts.backends:
         for precision in opts.precisions:
             if (backend, precision) == ("onnxruntime", "fp32"):
                 continue
             ctx.log(f"building {backend} {precision}")
             try:
-                artifact = BUILDERS[backend](ctx, precision)
+                one = BUILDERS[backend](ctx, precision)
             except Dropped as exc:
                 ctx.log(f"  {backend} {precision}: not kept: {exc}")
                 continue
+            artifact = one.artifact
             ctx.log(f"  {backend} {precision}: {summary(artifact.drift)}")
             if artifact.clinical is not None:
                 ctx.log(f"    against ground truth: {artifact.clinical.verdict}"
                         + (f" ({'; '.join(artifact.clinical.missed)})" if artifact.clinical.missed else ""))
-            artifacts.append(artifact)
-    return artifacts
+            built.append(one)
+    return built
 
 
 def write(tmp: Path, opts: ConvertOptions, source: SourceModel, exported: Exported, reading: Reading,
-          artifacts: list[Artifact], ctx: Context, data: Data, seconds: float, log: Callable[[str], None]) -> None:
+          built: list[Built], ctx: Context, data: Data, seconds: float, log: Callable[[str], None]) -> None:
     """Stage 4: the reference probes, sample frames, the conversion report and, last, the manifest."""
-    probes = ctx.verdict.inputs[:PROBE_COUNT]
-    stored = pack("outputs", ctx.verdict.reference[:PROBE_COUNT])
-    for a in artifacts:
-        stored.update(pack(f"artifact:{a.file}", _probe_outputs(tmp, a, probes, ctx)))
+    artifacts = [b.artifact for b in built]
+    verdict = ctx.gauge.verdict
+    probes = verdict.first_inputs(PROBE_COUNT)
+    first = verdict.first_outputs(1)
+    stored = pack("outputs", verdict.first_outputs(PROBE_COUNT))
+    for b in built:
+        stored.update(pack(f"artifact:{b.artifact.file}", b.probes))
     np.savez_compressed(tmp / REFERENCE, inputs=probes, **stored)
     if opts.input_kind == "signal":
         data.plan.verdict.save(tmp / SAMPLES, SAMPLE_FRAMES)
@@ -397,21 +435,22 @@ def write(tmp: Path, opts: ConvertOptions, source: SourceModel, exported: Export
         "created": created,
         "source": {"kind": source.kind, "file": opts.model.name, "sha256": source.sha256},
         "export": exported.record,
-        "data": {"from": str(data.images.path), "images": len(data.images),
+        "data": {"from": str(data.images.path), "images": len(data.images), "unit": data.images.unit,
                  "eval": str(data.evaluation.path) if data.evaluation is not None else None,
                  "calibration": len(data.plan.calibration), "tuning": len(data.plan.tuning),
                  "verdict": len(data.plan.verdict), "verdict_overlaps_calibration": data.plan.overlap,
-                 "verdict_left_out": data.plan.left_out, "plan": data.plan.describe(),
-                 "verdict_names": data.plan.verdict.names,
+                 "plan": data.plan.describe(), "verdict_names": data.plan.verdict.names,
                  "calib_method": opts.calib_method},
         "budget": str(opts.drift_budget),
         "reading": {"preprocess": reading.spec_reason, "outputs": f"{reading.kind}: {reading.kind_reason}"},
         "artifacts": [_report_row(a) for a in artifacts],
         "dropped": ctx.dropped,
         "seconds": round(seconds, 3),
+        "peak_rss_mb": peak_rss_mb(),
     }
     write_json(tmp / REPORT, report)
     log(format_table(REPORT_HEADERS, [_table_row(a) for a in artifacts]))
+    log(f"convert: {seconds:.0f} s, peak resident memory {report['peak_rss_mb']:.0f} MB")
     batch = "batch" if exported.dynamic_batch and not opts.static_shapes else 1
     manifest = Manifest(
         schema_version=SCHEMA_VERSION,
@@ -419,9 +458,9 @@ def write(tmp: Path, opts: ConvertOptions, source: SourceModel, exported: Export
                         input_kind=opts.input_kind, shipped=shipped_name(source.sha256)),
         input=InputSpec(name=exported.input_name, shape=[batch, *exported.shape[1:]], dtype="float32",
                         layout=layout(opts), value_range=observe_range(data.images)),
-        output=output_spec(tmp / MODEL_FILE, exported, reading, ctx.verdict.reference, batch),
+        output=output_spec(tmp / MODEL_FILE, exported, reading, first, batch),
         preprocess=reading.spec,
-        postprocess=_postprocess(opts.task, ctx.verdict.reference, reading.detection),
+        postprocess=_postprocess(opts.task, first, reading.detection),
         artifacts=artifacts,
         files=[file_record(tmp, REFERENCE), file_record(tmp, REPORT), file_record(tmp, SAMPLES)],
         provenance=Provenance(
@@ -444,16 +483,6 @@ def output_spec(model: Path, exported: Exported, reading: Reading, reference: An
         outs = engine.outputs
     shape = [d if isinstance(d, int) and d > 0 else "detections" for d in outs[0].shape]
     return OutputSpec(names=[o.name for o in outs], kind="detections", shape=shape)
-
-
-def _probe_outputs(tmp: Path, artifact: Artifact, probes: np.ndarray, ctx: Context) -> Any:
-    """The artifact's own outputs on the probes: what ``verify`` holds a device to."""
-    from edgemed.runtimes import create_engine
-
-    options = {"options": artifact.build.tensorrt} if artifact.backend == "tensorrt" else {}
-    with create_engine(artifact.backend, tmp / artifact.file, device="cpu", precision=artifact.precision,
-                       **options) as engine:
-        return engine_outputs(engine, probes, engine.inputs[0].name, ctx.reader)
 
 
 def shipped_name(source_sha256: str) -> str | None:

@@ -85,16 +85,29 @@ def _terminal_activation(graph, output: str) -> str | None:
     return None
 
 
-def output_kind(facts: GraphFacts, reference: np.ndarray, task: str, asked: str | None) -> tuple[str, str]:
+class OutputEvidence:
+    """What the outputs on real probes say about their kind, gathered case by case: are they non-negative and
+    summing to 1 over the class axis on every probe, and within [0, 1]?"""
+
+    def __init__(self) -> None:
+        self.cases, self.sums_to_one, self.in_unit = 0, True, True
+
+    def add(self, output: np.ndarray) -> None:
+        x = np.asarray(output)
+        self.cases += 1
+        self.sums_to_one = self.sums_to_one and x.ndim > 1 and x.shape[1] > 1 and bool(
+            np.all(x >= -1e-6) and np.allclose(x.sum(axis=1), 1.0, atol=1e-4))
+        self.in_unit = self.in_unit and bool(np.all((x >= -1e-6) & (x <= 1 + 1e-6)))
+
+
+def output_kind(facts: GraphFacts, evidence: OutputEvidence, task: str, asked: str | None) -> tuple[str, str]:
     """(kind, why): what the model's outputs are, from the graph and the outputs on real probes.
 
     An explicit ``--output-kind`` that contradicts the model is refused rather than obeyed: applying
     softmax to probabilities, or taking raw logits as probabilities, gives wrong numbers silently.
     """
-    axis = 1
-    sums_to_one = bool(reference.size) and reference.shape[axis] > 1 and bool(
-        np.all(reference >= -1e-6) and np.allclose(reference.sum(axis=axis), 1.0, atol=1e-4))
-    in_unit = bool(reference.size) and bool(np.all((reference >= -1e-6) & (reference <= 1 + 1e-6)))
+    sums_to_one = evidence.cases > 0 and evidence.sums_to_one
+    in_unit = evidence.cases > 0 and evidence.in_unit
     if facts.terminal == "Softmax" or (facts.terminal is None and sums_to_one):
         found, why = "probabilities", (f"the model ends in {facts.terminal}" if facts.terminal else
                                        "its outputs are non-negative and sum to 1 on every probe image")

@@ -1,21 +1,26 @@
-"""What ``edgemed convert`` is asked to do, as one typed record checked before any work is done.
+"""What ``edgemed convert`` is asked to do: one table of options, read by the Python API and the command line.
 
-The CLI parses its strings into :class:`ConvertOptions` (:meth:`ConvertOptions.from_cli`); the
-Python API builds it from typed values. Either way every option is checked here, fail fast, one
-line each, before a model is loaded or a file written.
+Each field of :class:`ConvertOptions` carries its option as data (:class:`Option`: the flag, the help text,
+the group it belongs to, how the command line's string is parsed, and the check that guards it), so the
+``convert`` command is generated from the fields (:func:`click_options`) and the two cannot drift apart
+again; a test holds the README's usage block to the same table. Every option is checked here, fail fast,
+one line each, before a model is loaded or a file written: field by field beside the field, then the few
+rules that relate two fields (:meth:`ConvertOptions._relations`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgemed.errors import OptionError
-from edgemed.gate import Budget, default_budget
+from edgemed.gate import Budget, default_budget, default_budgets
 from edgemed.preprocess import validate_spec
 
 TASKS = ("classification", "segmentation", "detection")
@@ -27,133 +32,282 @@ PRECISIONS = ("fp32", "fp16", "int8")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 OUTPUT_KINDS = ("logits", "probabilities")
 BACKEND_OF = {"onnx": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}
+GROUPS = ("model", "outputs", "targets", "data", "gate", "detection", "tensorrt", "bundle")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One convert option as data: its flag, help, group, the parser for the command line's text, the check that
+    guards its value (returning the value to keep), and what kind of value click should expect."""
+
+    help: str
+    group: str
+    flag: str | None = None  # the command-line flag, when it is not --field-name
+    parse: Callable[[str], Any] | None = None  # command-line text -> typed value (None: click's type does it)
+    check: Callable[[Any], Any] | None = None  # typed value -> value to keep; raises OptionError
+    kind: str = "text"  # text | path | int | float | flag | choice
+    choices: tuple[str, ...] = ()
+    cli: bool = True  # model and out are the command's argument and -o
+
+
+def opt(default: Any = None, **option: Any) -> Any:
+    """A ConvertOptions field with its option."""
+    meta = {"option": Option(**option)}
+    if callable(default) and not isinstance(default, (str, Path)):
+        return field(default_factory=default, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# -- checks (value -> value to keep) ----------------------------------------------------------------------
+
+def _choice(allowed: tuple[str, ...], flag: str) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        return None if value is None else check_choices((value,), allowed, flag)[0]
+    return check
+
+
+def _choices(allowed: tuple[str, ...], flag: str) -> Callable[[Any], Any]:
+    return lambda value: check_choices(value, allowed, flag)
+
+
+def _path(value: Any) -> Path | None:
+    return None if value is None else Path(value)
+
+
+def _required(what: str) -> Callable[[Any], Path]:
+    def check(value: Any) -> Path:
+        if value is None:
+            raise OptionError(f"{what} is required", "pass the model file and the bundle directory (-o)")
+        return Path(value)
+    return check
+
+
+def _whole(flag: str, low: int, high: int, fix: str) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high):
+            raise OptionError(f"{flag} {value!r} must be a whole number "
+                              + (f">= {low}" if high >= 1 << 30 else f"in {low}..{high}"), fix)
+        return value
+    return check
+
+
+def _fraction(flag: str, low: float, high: float, fix: str, open_low: bool = False) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        ok = not isinstance(value, bool) and isinstance(value, (int, float)) and (
+            low < value < high if open_low else low <= value < high)
+        if not ok:
+            raise OptionError(f"{flag} {value!r} must be a number in {'(' if open_low else '['}{low:g}, {high:g})", fix)
+        return value
+    return check
+
+
+def _arch_args(value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise OptionError("--arch-args must be a JSON object", "write e.g. '{\"base\": 16}'")
+    return value
+
+
+def _budget(value: Any) -> Budget | None:
+    if value is not None and not isinstance(value, Budget):
+        raise OptionError("budget must be an edgemed.gate.Budget", "use Budget.parse('agreement>=0.999', task)")
+    return value
+
+
+def _budget_help() -> str:
+    defaults = "; ".join(f"{task}: {budget}" for task, budget in default_budgets().items())
+    return (f"What every artifact must meet against FP32, e.g. \"lesion_agreement>=0.99,case_dice>=0.99\". Default "
+            f"per task: {defaults}.")
 
 
 @dataclass(frozen=True)
 class ConvertOptions:
-    model: Path
-    out: Path
-    task: str
-    input_shape: tuple[int, ...] | None = None  # NCHW (images) or NCL (signals); optional for ONNX sources
-    input_kind: str = "image"  # "signal": 1-D windows (ECG beats), NCL, with a signal preprocessing spec
-    arch: str | None = None
-    arch_args: dict[str, Any] = field(default_factory=dict)
-    allow_pickle: bool = False
-    labels: tuple[str, ...] | None = None
-    preprocess: tuple[dict, ...] | None = None  # None: the documented default for the input shape
-    targets: tuple[str, ...] = ("onnx",)
-    precisions: tuple[str, ...] = ("fp32",)
-    calib: Path | None = None  # None: the shipped sample images
-    calib_count: int | None = None
-    calib_key: str | None = None
-    calib_method: str = "minmax"
-    eval: Path | None = None  # a separate set of (unlabelled) images the verdict is taken on
-    eval_key: str | None = None
-    val: Path | None = None  # labelled images: the clinical gate against ground truth
-    val_labels: Path | None = None
-    val_key: str | None = None
-    margin: float = 0.005  # non-inferiority margin of the clinical gate (0.5 point)
-    budget: Budget | None = None  # None: the task's default budget
-    static_shapes: bool = False
-    dla_core: int | None = None
-    output_kind: str | None = None  # None: detected from the graph and the outputs (graph_checks.output_kind)
-    output: str | None = None  # which output to use, for models with several
-    # Detectors: the outputs' layout (None: recognised from the outputs), where NMS runs, its thresholds.
-    detection_layout: str | None = None
+    model: Path = opt(help="The trained model.", group="model", cli=False, check=_required("the model"))
+    out: Path = opt(help="Bundle directory to write.", group="bundle", cli=False, check=_required("-o/--out"))
+    task: str = opt(help="What the model does.", group="model", kind="choice", choices=TASKS,
+                    check=_choice(TASKS, "--task"))
+    # NCHW (images) or NCL (signals); optional for ONNX sources
+    input_shape: tuple[int, ...] | None = opt(
+        help="NxCxHxW, e.g. 1x1x256x256, or NxCxL for signals, e.g. 1x1x180 (optional for ONNX).", group="model")
+    input_kind: str = opt("image", help="signal: 1-D windows (ECG beats), NCL input, a signal preprocessing spec.",
+                          group="model", kind="choice", choices=INPUT_KINDS, check=_choice(INPUT_KINDS, "--input-kind"))
+    arch: str | None = opt(help="Zoo architecture for a state_dict checkpoint (cnn, unet, centernet, ecg_cnn, "
+                                "ecg_rnn).", group="model")
+    arch_args: dict[str, Any] = opt(dict, help="JSON constructor arguments for --arch.", group="model",
+                                    parse=lambda text: parse_arch_args(text), check=_arch_args)
+    allow_pickle: bool = opt(False, help="Allow unpickling a whole nn.Module (runs its code).", group="model",
+                             kind="flag")
+    labels: tuple[str, ...] | None = opt(help="Comma-separated class names.", group="outputs",
+                                         parse=lambda text: parse_labels(text),
+                                         check=lambda v: None if v is None else check_labels(v))
+    preprocess: tuple[dict, ...] | None = opt(
+        help="Preprocessing spec: a JSON file or JSON text (a list of ops); default for 8-bit images: to_gray or "
+             "to_rgb, bilinear resize, scale 1/255.", group="model")
+    output: str | None = opt(help="Which output to use, for models with several (default: the only one).",
+                             group="outputs")
+    output_kind: str | None = opt(
+        help="What the model outputs (default: detected from a terminal Softmax/Sigmoid and the outputs).",
+        group="outputs", kind="choice", choices=OUTPUT_KINDS, check=_choice(OUTPUT_KINDS, "--output-kind"))
+    targets: tuple[str, ...] = opt(("onnx",), help="Targets, comma-separated: onnx, openvino, tensorrt.",
+                                   group="targets", flag="--to", parse=lambda text: tuple(text.split(",")),
+                                   check=_choices(TARGETS, "--to"))
+    precisions: tuple[str, ...] = opt(("fp32",), help="Precisions, comma-separated: fp32, fp16, int8.",
+                                      group="targets", flag="--precision", parse=lambda text: tuple(text.split(",")),
+                                      check=_choices(PRECISIONS, "--precision"))
+    static_shapes: bool = opt(False, help="Fix the batch axis to 1 (OpenVINO NPU needs it).", group="targets",
+                              kind="flag")
+    calib: Path | None = opt(help="Images (folder or .npz) or signal windows (.npz) that calibrate INT8; the rest "
+                                  "tune the fallback and are verdict cases (default: edgemed's shipped samples).",
+                             group="data", kind="path", check=_path)
+    calib_count: int | None = opt(help="How many --calib images calibrate (default 128, at most half the set).",
+                                  group="data", kind="int",
+                                  check=_whole("--calib-count", 1, 1 << 40, "leave it out to use the default 128"))
+    calib_key: str | None = opt(help="Array name inside a --calib .npz (default: images).", group="data")
+    calib_method: str = opt("minmax", help="INT8 calibration: minmax, entropy or percentile.", group="data",
+                            kind="choice", choices=CALIB_METHODS, check=_choice(CALIB_METHODS, "--calib-method"))
+    eval: Path | None = opt(help="A separate set of (unlabelled) images the verdict is taken on: agreement with FP32 "
+                                 "needs no labels, so give it every image you have.", group="gate", kind="path",
+                            check=_path)
+    eval_key: str | None = opt(help="Array name inside an --eval .npz.", group="gate")
+    val: Path | None = opt(help="Labelled images for the clinical gate (accuracy, per-class sensitivity, Dice vs "
+                                "ground truth, paired with FP32).", group="gate", kind="path", check=_path)
+    val_labels: Path | None = opt(help="Labels for --val: a CSV file,label, a mask folder, or an .npz with "
+                                       "labels/masks.", group="gate", kind="path", check=_path)
+    val_key: str | None = opt(help="Array name inside a --val .npz.", group="gate")
+    margin: float = opt(0.005, help="Non-inferiority margin of the clinical gate (0.005: half a point).",
+                        group="gate", kind="float",
+                        check=_fraction("--margin", 0, 0.5, "use e.g. 0.005 (0.5 point)", open_low=True))
+    budget: Budget | None = opt(help="", group="gate", flag="--drift-budget", check=_budget)
+    detection_layout: str | None = opt(
+        help="Detectors: what the outputs hold (default: recognised from their number and shapes).",
+        group="detection", kind="choice", choices=DETECTION_LAYOUTS,
+        check=_choice(DETECTION_LAYOUTS, "--detection-layout"))
     # Host NMS is the default: on the shipped detector it measured 0.5-0.8% (ONNX Runtime) and 3.3-3.5%
     # (OpenVINO) faster per predict than NMS in the graph, in three alternating runs
     # (benchmarks/nms_placement.py), and it needs no NMS op on the backend (TensorRT's differs).
-    nms: str | None = None  # None: "host" for detectors
-    score_threshold: float = 0.25
-    iou_threshold: float = 0.5
-    max_detections: int = 100
-    name: str | None = None
-    force: bool = False
+    nms: str | None = opt(help="Detectors: NMS on the host after the engine (default, measured faster) or appended "
+                               "to the ONNX graph.", group="detection", kind="choice", choices=NMS_PLACES,
+                          check=_choice(NMS_PLACES, "--nms"))
+    score_threshold: float = opt(0.25, help="Detectors: keep boxes scoring above this.", group="detection",
+                                 kind="float", check=_fraction("--score-threshold", 0, 1, "use e.g. 0.25"))
+    iou_threshold: float = opt(0.5, help="Detectors: NMS suppresses same-class boxes overlapping more.",
+                               group="detection", kind="float",
+                               check=_fraction("--iou-threshold", 0, 1, "use e.g. 0.5"))
+    max_detections: int = opt(100, help="Detectors: at most this many boxes per image.", group="detection",
+                              kind="int", check=_whole("--max-detections", 1, 10000, "use e.g. 100"))
+    dla_core: int | None = opt(help="TensorRT: build for this Jetson DLA core (GPU fallback).", group="tensorrt",
+                               kind="int", check=_whole("--dla-core", 0, 7, "use 0 or 1"))
+    name: str | None = opt(help="Model name recorded in the bundle (default: the model file's stem).",
+                           group="bundle")
+    force: bool = opt(False, help="Replace an existing bundle.", group="bundle", kind="flag")
 
     def __post_init__(self) -> None:
+        if self.task is None:
+            raise OptionError("--task is required", f"pass one of {', '.join(TASKS)}")
+        for f in dataclasses.fields(self):
+            check = f.metadata["option"].check
+            if check is not None:
+                object.__setattr__(self, f.name, check(getattr(self, f.name)))
+        self._relations()
+
+    def _relations(self) -> None:
+        """The rules that tie one option to another."""
         _set = object.__setattr__
-        _set(self, "model", Path(self.model))
-        _set(self, "out", Path(self.out))
-        if self.task not in TASKS:
-            raise OptionError(f"--task {self.task!r} is not supported", f"use one of {', '.join(TASKS)}")
-        _set(self, "input_kind", check_choices((self.input_kind,), INPUT_KINDS, "--input-kind")[0])
         signal = self.input_kind == "signal"
         if signal and self.task != "classification":
             raise OptionError(f"--input-kind signal supports classification (beat classifiers), not {self.task}",
                               "pass --task classification")
         if self.input_shape is not None:
             _set(self, "input_shape", check_shape(self.input_shape, signal))
-        if self.labels is not None:
-            _set(self, "labels", check_labels(self.labels))
         if self.preprocess is not None:
             _set(self, "preprocess", tuple(check_spec(list(self.preprocess), signal)))
         elif signal:
             raise OptionError("a signal model needs its preprocessing spec (the rate and window it was trained on)",
                               "pass --preprocess SPEC.json, e.g. [{\"op\": \"resample\", \"fs\": 120}, "
                               "{\"op\": \"window\", \"before_s\": 0.75, \"after_s\": 0.75}]")
-        _set(self, "targets", check_choices(self.targets, TARGETS, "--to"))
-        _set(self, "precisions", check_choices(self.precisions, PRECISIONS, "--precision"))
-        _set(self, "calib_method", check_choices((self.calib_method,), CALIB_METHODS, "--calib-method")[0])
-        if self.output_kind is not None and self.output_kind not in OUTPUT_KINDS:
-            raise OptionError(f"--output-kind {self.output_kind!r} is not supported", "use logits or probabilities")
-        if self.calib_count is not None and (isinstance(self.calib_count, bool) or not isinstance(self.calib_count, int)
-                                             or self.calib_count < 1):
-            raise OptionError(f"--calib-count {self.calib_count!r} must be a whole number >= 1",
-                              "leave it out to use every calibration image (up to what the quantizers need)")
-        if self.dla_core is not None and self.dla_core not in range(8):
-            raise OptionError(f"--dla-core {self.dla_core!r} is not a DLA core index", "use 0 or 1")
-        if not isinstance(self.arch_args, dict):
-            raise OptionError("--arch-args must be a JSON object", "write e.g. '{\"base\": 16}'")
-        for name in ("calib", "eval", "val", "val_labels"):
-            if getattr(self, name) is not None:
-                _set(self, name, Path(getattr(self, name)))
         if (self.val is None) != (self.val_labels is None) and not (self.val and self.val.suffix == ".npz"):
             raise OptionError("--val and --val-labels go together", "pass the labelled images and their labels "
                               "(a CSV file,label, a mask folder, or the labels inside a --val .npz)")
-        if isinstance(self.margin, bool) or not isinstance(self.margin, (int, float)) or not 0 < self.margin < 0.5:
-            raise OptionError(f"--margin {self.margin!r} is not a non-inferiority margin", "use e.g. 0.005 (0.5 point)")
-        if self.detection_layout is not None:
-            _set(self, "detection_layout", check_choices((self.detection_layout,), DETECTION_LAYOUTS,
-                                                         "--detection-layout")[0])
-        if self.nms is not None:
-            _set(self, "nms", check_choices((self.nms,), NMS_PLACES, "--nms")[0])
-        for option, value in (("--score-threshold", self.score_threshold), ("--iou-threshold", self.iou_threshold)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-                raise OptionError(f"{option} {value!r} must be a number in [0, 1)", "use e.g. 0.25 for scores, 0.5 for "
-                                  "IoU")
-        if isinstance(self.max_detections, bool) or not isinstance(self.max_detections, int) \
-                or not 1 <= self.max_detections <= 10000:
-            raise OptionError(f"--max-detections {self.max_detections!r} must be a whole number in 1..10000",
-                              "use e.g. 100")
         if self.task != "detection" and (self.detection_layout is not None or self.nms is not None):
             raise OptionError(f"--detection-layout/--nms apply to detectors, not to {self.task}",
                               "drop them, or pass --task detection")
         if self.task == "detection" and self.nms is None:
             _set(self, "nms", "host")
-        if self.budget is not None and not isinstance(self.budget, Budget):
-            raise OptionError("budget must be an edgemed.gate.Budget", "use Budget.parse('agreement>=0.999', task)")
 
     @property
     def drift_budget(self) -> Budget:
-        return self.budget if self.budget is not None else default_budget(self.task, self.input_kind)
+        return self.budget if self.budget is not None else default_budget(self.task)
 
     @property
     def backends(self) -> list[str]:
         return [BACKEND_OF[t] for t in self.targets]
 
     @classmethod
-    def from_cli(cls, model: Path, out: Path, task: str, input_shape: str | None = None, arch_args: str | None = None,
-                 labels: str | None = None, preprocess: str | None = None, to: str = "onnx",
-                 precision: str = "fp32", drift_budget: str | None = None, **rest: Any) -> ConvertOptions:
-        """The command line's strings, parsed into typed options."""
-        signal = rest.get("input_kind") == "signal"
-        return cls(model=model, out=out, task=task,
-                   input_shape=parse_shape(input_shape, signal) if input_shape is not None else None,
-                   arch_args=parse_arch_args(arch_args), labels=parse_labels(labels),
-                   preprocess=read_preprocess(preprocess, signal), targets=tuple(to.split(",")),
-                   precisions=tuple(precision.split(",")),
-                   budget=Budget.parse(drift_budget, task) if drift_budget is not None else None,
-                   **{k: v for k, v in rest.items() if v is not None})
+    def from_cli(cls, model: Path, out: Path, task: str, **given: Any) -> ConvertOptions:
+        """The command line's strings (by flag name: ``to``, ``precision``, ``drift_budget``, or by field name),
+        parsed into typed options."""
+        signal = given.get("input_kind") == "signal"
+        by_flag = {option_flag(f).lstrip("-").replace("-", "_"): f for f in dataclasses.fields(cls)}
+        typed: dict[str, Any] = {}
+        for key, value in given.items():
+            f = by_flag.get(key) or next((x for x in dataclasses.fields(cls) if x.name == key), None)
+            if f is None:
+                raise OptionError(f"unknown convert option {key!r}", "see edgemed convert --help")
+            if value is None or value is False:
+                continue
+            typed[f.name] = _parse(f, value, task, signal)
+        return cls(model=model, out=out, task=task, **typed)
+
+
+def _parse(f: dataclasses.Field, value: Any, task: str, signal: bool) -> Any:
+    if not isinstance(value, str):
+        return value
+    if f.name == "input_shape":
+        return parse_shape(value, signal)
+    if f.name == "preprocess":
+        return read_preprocess(value, signal)
+    if f.name == "budget":
+        return Budget.parse(value, task)
+    option = f.metadata["option"]
+    return option.parse(value) if option.parse is not None else value
+
+
+def option_flag(f: dataclasses.Field) -> str:
+    return f.metadata["option"].flag or "--" + f.name.replace("_", "-")
+
+
+def option_help(f: dataclasses.Field) -> str:
+    option = f.metadata["option"]
+    if f.name == "budget":
+        return _budget_help()
+    default = f.default if f.default is not dataclasses.MISSING else None
+    shown = default not in (None, False, ()) and option.kind != "flag"
+    if isinstance(default, tuple):
+        default = ",".join(default)
+    return option.help + (f" [default: {default}]" if shown else "")
+
+
+def cli_fields() -> list[dataclasses.Field]:
+    """The fields the command line offers, in the table's order."""
+    return [f for f in dataclasses.fields(ConvertOptions) if f.metadata["option"].cli]
+
+
+def click_options(command: Callable) -> Callable:
+    """Decorate a click command with every convert option from the table."""
+    import click
+
+    types = {"path": click.Path(path_type=Path), "int": int, "float": float, "text": str}
+    for f in reversed(cli_fields()):
+        option = f.metadata["option"]
+        flag = option_flag(f)
+        name = flag.lstrip("-").replace("-", "_")
+        if option.kind == "flag":
+            command = click.option(flag, name, is_flag=True, help=option_help(f))(command)
+        elif option.kind == "choice":
+            command = click.option(flag, name, type=click.Choice(option.choices), help=option_help(f),
+                                   required=f.name == "task")(command)
+        else:
+            command = click.option(flag, name, type=types[option.kind], help=option_help(f))(command)
+    return command
 
 
 def parse_shape(text: str, signal: bool = False) -> tuple[int, ...]:

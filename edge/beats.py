@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import InputError, SignalQualityError
-from .postprocess import class_probabilities
+from .postprocess import check_finite, class_probabilities
 from .signal_quality import FLAT_MV, bad_runs, usable
 from .signals import Signal, as_signal
 
@@ -44,6 +44,7 @@ MARGIN_S = 2.0
 GUARD_S = 0.25  # usable signal a kept beat's window needs beside a gap (the resampler's FIR reaches 0.08 s at 360 Hz)
 DETECT_FS = 360.0  # the rate XQRS is tuned for (MIT-BIH's)
 MIN_STRETCH_S = 1.0  # XQRS's own filters need at least 0.3 s; shorter usable stretches hold no whole beat anyway
+QRS_BAND_HZ = 20.0  # the top of the band XQRS filters to (wfdb.processing.XQRS._bandpass)
 
 
 @dataclass
@@ -83,6 +84,10 @@ class BeatReader:
         if margin_s < window_s / 2 + GUARD_S:
             raise InputError(f"margin_s {margin_s} is too short for the model's {window_s:g} s beat window",
                              f"use margin_s of at least {window_s / 2 + GUARD_S:g}")
+        if positions is None and not (isinstance(fs, (int, float, np.integer, np.floating)) and fs > 2 * QRS_BAND_HZ):
+            # XQRS band-passes 5-20 Hz before it looks for beats: below 40 Hz that band does not exist
+            raise InputError(f"the QRS detector needs a rate above {2 * QRS_BAND_HZ:g} Hz, got fs={fs!r}",
+                             "pass the recording at its own rate (e.g. 360 Hz), or the R-peak positions")
         self.pipe, self.pre = pipe, pre
         self.fs, self.units = float(fs), units
         self.leads = leads
@@ -250,6 +255,7 @@ class BeatReader:
         else:
             out = np.concatenate([engine.infer({name: w[None]}, validate=False)[self.pipe.output_name]
                                   for w in windows])
+        check_finite({self.pipe.output_name: out}, windows, SignalQualityError)  # a gap in a stream, not an answer
         return np.stack([class_probabilities(o, self.pipe.output_kind) for o in out])
 
 

@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -50,14 +50,18 @@ def _safe_member(root: Path, name: Any, what: str) -> Path:
 
 
 class Bundle:
-    """A verified, read-only view of a bundle directory and its typed manifest."""
+    """A verified, read-only view of a bundle directory and its typed manifest, with the certifications of its
+    artifacts that this opening trusts (:mod:`edgemed.certification`)."""
 
     def __init__(self, path: Path, manifest: Manifest) -> None:
         self.path = path
         self.manifest = manifest
+        self.certifications: list = []  # edgemed.certification.Trusted
+        self.certification_notes: list[str] = []
 
     @classmethod
-    def open(cls, path: str | Path, verify: bool = True) -> Bundle:
+    def open(cls, path: str | Path, verify: bool = True, require_signature: str | Path | None = None,
+             certifiers: Sequence[str | Path] = ()) -> Bundle:
         root = Path(path)
         if not root.is_dir():
             raise BundleError(f"bundle {root}: not a directory", "pass the folder edgemed convert wrote (-o)")
@@ -73,6 +77,11 @@ class Bundle:
             _safe_member(root, record.file, f"{where}.file")
         if verify:
             bundle.verify_files()
+        from .certification import trusted
+
+        bundle.certifications, bundle.certification_notes = trusted(
+            root, bundle.manifest_sha256(), Path(require_signature) if require_signature else None,
+            [Path(c) for c in certifiers])
         return bundle
 
     def verify_files(self) -> None:
@@ -114,7 +123,15 @@ class Bundle:
 
     @property
     def artifacts(self) -> list[Artifact]:
-        return list(self.manifest.artifacts)
+        """The artifacts with the verdicts that hold on the CPU once trusted certifications count."""
+        return self.artifacts_on(lambda backend: "cpu")
+
+    def artifacts_on(self, device_of: Callable[[str], str]) -> list[Artifact]:
+        """The artifacts with the verdicts that hold where each backend runs (``device_of(backend)``): the
+        certifications measured on that device count."""
+        from .certification import effective
+
+        return effective(self.manifest.artifacts, self.certifications, device_of)
 
     def file(self, name: str) -> Path:
         return _safe_member(self.path, name, "a file")
@@ -130,9 +147,10 @@ class Bundle:
         try:
             with np.load(path, allow_pickle=False) as data:
                 return {k: data[k] for k in data.files}
-        except (ValueError, OSError, EOFError) as exc:  # object arrays (pickles) are refused, never loaded
-            raise BundleError(f"bundle {self.path}: {REFERENCE} is not a plain array archive ({exc})",
-                              "rebuild the bundle") from exc
+        except Exception as exc:  # noqa: BLE001 - object arrays (pickles) are refused, never loaded; a damaged
+            # archive raises zipfile's BadZipFile, zlib's error, numpy's ValueError/EOFError... (found by fuzzing)
+            raise BundleError(f"bundle {self.path}: {REFERENCE} is not a plain array archive "
+                              f"({type(exc).__name__}: {str(exc)[:160]})", "rebuild the bundle") from exc
 
     def report(self) -> dict:
         path = self.file(REPORT)

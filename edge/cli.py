@@ -71,48 +71,22 @@ def main() -> None:
     """edgemed: convert, verify, run and benchmark medical-imaging models on edge devices."""
 
 
+def _convert_options(command):
+    from edgemed.converters.options import click_options
+
+    return click_options(command)
+
+
 @main.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Bundle directory to write.")
-@click.option("--task", required=True, type=click.Choice(["classification", "segmentation", "detection"]))
-@click.option("--input-shape", help="NxCxHxW, e.g. 1x1x256x256, or NxCxL for signals, e.g. 1x1x180 "
-              "(optional for ONNX).")
-@click.option("--input-kind", type=click.Choice(["image", "signal"]),
-              help="signal: 1-D windows (ECG beats), NCL input, a signal preprocessing spec (default: image).")
-@click.option("--arch", help="Zoo architecture for a state_dict checkpoint (cnn, unet, centernet, ecg_cnn, ecg_rnn).")
-@click.option("--arch-args", help="JSON constructor arguments for --arch.")
-@click.option("--allow-pickle", is_flag=True, help="Allow unpickling a whole nn.Module (runs its code).")
-@click.option("--labels", help="Comma-separated class names.")
-@click.option("--preprocess", help="Preprocessing spec: a JSON file (list of ops).")
-@click.option("--to", default="onnx", show_default=True, help="Targets, comma-separated.")
-@click.option("--precision", default="fp32", show_default=True, help="Precisions, comma-separated.")
-@click.option("--calib", type=click.Path(path_type=Path), help="Folder of images or .npz for probes/calibration.")
-@click.option("--calib-count", type=int, help="How many calibration images to use.")
-@click.option("--calib-key", help="Array name inside a --calib .npz.")
-@click.option("--calib-method", default="minmax", show_default=True, help="minmax, entropy or percentile.")
-@click.option("--drift-budget", help='e.g. "dice>=0.995" (default: 99.9% agreement/Dice with FP32).')
-@click.option("--static-shapes", is_flag=True, help="Fix the batch axis to 1 (OpenVINO NPU needs it).")
-@click.option("--dla-core", type=click.IntRange(0, 3), help="TensorRT: build for this Jetson DLA core (GPU fallback).")
-@click.option("--output-kind", type=click.Choice(["logits", "probabilities"]),
-              help="What the model outputs (default: detected from a terminal Softmax/Sigmoid and the outputs).")
-@click.option("--output", help="Which output to use, for models with several (default: the only one).")
-@click.option("--detection-layout", type=click.Choice(["edgemed", "yolo", "torchvision"]),
-              help="Detectors: what the outputs hold (default: recognised from their number and shapes).")
-@click.option("--nms", type=click.Choice(["graph", "host"]),
-              help="Detectors: NMS run on the host after the engine (default, measured faster) or appended to the "
-                   "ONNX graph.")
-@click.option("--score-threshold", type=float, help="Detectors: keep boxes scoring above this (default 0.25).")
-@click.option("--iou-threshold", type=float, help="Detectors: NMS suppresses same-class boxes overlapping more "
-              "(default 0.5).")
-@click.option("--max-detections", type=int, help="Detectors: at most this many boxes per image (default 100).")
-@click.option("--name", help="Model name recorded in the bundle.")
-@click.option("--force", is_flag=True, help="Replace an existing bundle.")
-def convert(model: Path, out: Path, **kw) -> None:
+@_convert_options
+def convert(model: Path, out: Path, task: str, **kw) -> None:
     """Turn a trained model into a verified bundle."""
     from edgemed.converters.convert import run
     from edgemed.converters.options import ConvertOptions
 
-    run(ConvertOptions.from_cli(model, out, **kw), log=lambda s: click.echo(s, err=True))
+    run(ConvertOptions.from_cli(model, out, task, **kw), log=lambda s: click.echo(s, err=True))
     click.echo(str(out))
 
 
@@ -446,31 +420,85 @@ def _write_json(path: Path, data: dict) -> None:
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--pubkey", type=click.Path(path_type=Path), help="Also require a valid Ed25519 signature by this key.")
-def verify(bundle: Path, device: str, pubkey: Path | None) -> None:
-    """Check signature (with --pubkey), hashes, and that every passed artifact reproduces on this device the
-    answers it gave at conversion on the bundle's reference probes."""
+@click.option("--certifier", "certifiers", multiple=True, type=click.Path(path_type=Path),
+              help="Also trust certifications signed by this public key (repeatable).")
+def verify(bundle: Path, device: str, pubkey: Path | None, certifiers: tuple[Path, ...]) -> None:
+    """Check signature (with --pubkey), hashes, which verdict is trusted and who signed it, and that every passed
+    artifact reproduces on this device the answers it gave at conversion on the bundle's reference probes."""
     from . import load
     from .bundle import Bundle
+    from .fleet.pointer import is_device, serving_bundle
     from .gate import summary
     from .verify import verify_artifact
 
+    if is_device(bundle):  # a device folder (edgemed update --into): the version it serves
+        bundle = serving_bundle(bundle)
     if pubkey is not None:
         from .signing import verify_signature
 
         click.echo(f"signature ok: signed by key {verify_signature(bundle, pubkey)}; no file added, removed or changed")
-    b = Bundle.open(bundle)
+    b = Bundle.open(bundle, require_signature=pubkey, certifiers=certifiers)
+    for note in b.certification_notes:
+        click.echo(f"certification {note}")
     failures = 0
     for art in b.artifacts:
         if art.verdict != "passed":
-            click.echo(f"{art.file} {art.key}: {art.verdict} at conversion; not checked (never selected)")
+            click.echo(f"{art.file} {art.key}: {art.verdict} ({_trusted_verdict(art)}); not checked (never selected)")
             continue
-        with load(bundle, device=device, backend=art.backend, precision=art.precision) as pipe:
+        with load(bundle, device=device, backend=art.backend, precision=art.precision, require_signature=pubkey,
+                  certifiers=certifiers) as pipe:
             checked = verify_artifact(pipe)
         failures += not checked.passed
         click.echo(f"{art.file} {art.key}: hashes ok; on this device: {summary(checked)}")
+        click.echo(f"  verdict passed, {_trusted_verdict(art)}")
     if failures:
         raise EdgemedError(f"{failures} artifact(s) do not reproduce their conversion-time answers on this device",
                            "rebuild the bundle on this device or investigate the backend version")
+
+
+def _trusted_verdict(art) -> str:
+    """Which verdict holds for an artifact, and on what: conversion's, or a certification (who signed it)."""
+    where = art.drift.evaluated_on or "conversion"
+    if "certification" in where:
+        return f"from {where}"
+    return f"from conversion ({art.drift.cases} cases, budget {art.drift.budget})"
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--eval", "data", required=True, type=click.Path(path_type=Path),
+              help="The site's images (folder or .npz) or signal windows (.npz), unlabelled: every case counts.")
+@click.option("--eval-key", "data_key", help="Array name inside an --eval .npz.")
+@click.option("--val", type=click.Path(path_type=Path), help="Labelled images: the clinical gate against FP32.")
+@click.option("--val-labels", type=click.Path(path_type=Path), help="Labels for --val (CSV, mask folder, .npz).")
+@click.option("--val-key", help="Array name inside a --val .npz.")
+@click.option("--drift-budget", "budget", help="The budget to judge by (default: each artifact's conversion budget; "
+              "FP32 artifacts: parity, else the task's default).")
+@click.option("--margin", default=0.005, show_default=True, type=click.FloatRange(0, 0.5, min_open=True, max_open=True),
+              help="Non-inferiority margin of the clinical gate.")
+@click.option("--device", default="cpu", show_default=True, help="Where the artifacts run (and are judged).")
+@click.option("--threads", type=click.IntRange(1, 256))
+@click.option("--key", type=click.Path(path_type=Path), help="Sign the certification with this Ed25519 private key.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the record as JSON here.")
+def certify(bundle: Path, json_out: Path | None, **kw) -> None:
+    """Judge every artifact again on a site's own data, where it runs, without rebuilding: an uncertified artifact
+    becomes passed or failed. The verdict is a new record in BUNDLE/certifications/ (signed with --key); no
+    artifact is touched."""
+    from .certify import certify as run_certify
+
+    path, record = run_certify(bundle, log=lambda s: click.echo(s, err=True), **kw)
+    from .gate import summary
+
+    for a in record.artifacts:
+        click.echo(f"{a.file} {a.backend}/{a.precision}: {a.verdict}: {summary(a.drift)}")
+        for name, est in a.drift.metrics.items():
+            if name.startswith("class_agreement["):
+                low = f" (95% lower bound {est.low:.4f})" if est.low is not None else ""
+                click.echo(f"  {name} {est.value:.4f}{low} on {est.cases} {record.data.unit}")
+    signed = f", signed by key {record.signature.key_fingerprint}" if record.signature else ", unsigned"
+    click.echo(f"certification written: {path}{signed}")
+    if json_out is not None:
+        _write_json(json_out, json.loads(record.to_json()))
 
 
 @main.command()
@@ -565,6 +593,9 @@ def demo(out: Path, runs: int) -> None:
 from .cli_serving import register  # noqa: E402 - serve and export live in their own module
 
 register(main)
+from .fleet.cli import register as register_fleet  # noqa: E402 - publish, update, rollback, sbom, repo
+
+register_fleet(main)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -55,24 +55,33 @@ def _classification(truth: np.ndarray, fp32: np.ndarray, cand: np.ndarray, kind:
     return tests
 
 
-def _segmentation(truth: list[np.ndarray], fp32: np.ndarray, cand: np.ndarray, kind: str, labels: list[str],
+def _segmentation(truth: list[np.ndarray], fp32, cand, kind: str, labels: list[str],
                   margin: float) -> dict[str, PairedTest]:
+    """Per-case Dice of FP32 and the candidate against the masks, in one pass over the cases (outputs may
+    stream from disk: a large segmenter's outputs are never all held at once)."""
     from PIL import Image
 
     def mask(output: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-        m = np.argmax(segmentation_probabilities(output[None], kind), axis=0).astype(np.uint8)
+        m = np.argmax(segmentation_probabilities(output, kind), axis=0).astype(np.uint8)
         return m if m.shape == shape else np.asarray(Image.fromarray(m).resize(shape[::-1], Image.Resampling.NEAREST))
 
+    classes = range(1, max(2, len(labels)))
+    df: dict[int, list[float]] = {k: [] for k in classes}
+    dc: dict[int, list[float]] = {k: [] for k in classes}
+    for f, c, t in zip(fp32, cand, truth):
+        mf, mc = mask(np.asarray(f), t.shape), mask(np.asarray(c), t.shape)
+        for k in classes:
+            df[k].append(dice(mf, t, k))
+            dc[k].append(dice(mc, t, k))
     tests = {}
-    for k in range(1, max(2, len(labels))):
-        df = np.array([dice(mask(f, t.shape), t, k) for f, t in zip(fp32, truth)])
-        dc = np.array([dice(mask(c, t.shape), t, k) for c, t in zip(cand, truth)])
-        lo, hi = stats.bootstrap_mean(df - dc)
+    for k in classes:
+        a, b = np.array(df[k]), np.array(dc[k])
+        lo, hi = stats.bootstrap_mean(a - b)
         name = labels[k] if k < len(labels) else str(k)
         tests[f"dice[{name}]"] = PairedTest(
-            cases=len(df), fp32=float(df.mean()), candidate=float(dc.mean()), drop=float((df - dc).mean()),
+            cases=len(a), fp32=float(a.mean()), candidate=float(b.mean()), drop=float((a - b).mean()),
             drop_low=lo, drop_high=hi, verdict=_state(lo, hi, margin),
-            method=f"mean per-case Dice vs ground truth of {name}, paired bootstrap over {len(df)} cases")
+            method=f"mean per-case Dice vs ground truth of {name}, paired bootstrap over {len(a)} cases")
     return tests
 
 
@@ -97,19 +106,27 @@ def _detection(truth: list, fp32: list, cand: list, labels: list[str], margin: f
     return tests
 
 
-def judge_clinical(truth, fp32: np.ndarray, cand: np.ndarray, task: str, kind: str, labels: list[str],
+def _stacked(outputs) -> np.ndarray:
+    """Classifier outputs, stacked (N, C): from an array, or from per-case (1, C) outputs."""
+    if isinstance(outputs, np.ndarray):
+        return outputs
+    rows = [np.asarray(o, np.float32).reshape(-1, np.asarray(o).shape[-1]) for o in outputs]
+    return np.concatenate(rows) if rows else np.zeros((0, 2), np.float32)
+
+
+def judge_clinical(truth, fp32, cand, task: str, kind: str, labels: list[str],
                    margin: float = DEFAULT_MARGIN, evaluated_on: str = "") -> ClinicalRecord:
     """Non-inferiority of the candidate to FP32 on labelled cases (truth: class indices, masks, or a
     detector's (boxes, classes) in the model's input frame)."""
     if task == "classification":
-        tests = _classification(np.asarray(truth, int), fp32, cand, kind, labels, margin)
+        tests = _classification(np.asarray(truth, int), _stacked(fp32), _stacked(cand), kind, labels, margin)
     elif task == "detection":
-        tests = _detection(list(truth), fp32, cand, labels, margin)
+        tests = _detection(list(truth), list(fp32), list(cand), labels, margin)
     else:
         tests = _segmentation(list(truth), fp32, cand, kind, labels, margin)
     verdict = max((t.verdict for t in tests.values()), key=VERDICT_ORDER.__getitem__, default="uncertified")
     missed = [f"{name}: drop {t.drop * 100:+.2f} points (95% bounds {t.drop_low * 100:+.2f} .. "
               f"{t.drop_high * 100:+.2f}) against a {margin * 100:g}-point margin -> {t.verdict}"
               for name, t in tests.items() if t.verdict != "passed"]
-    return ClinicalRecord(verdict=verdict, margin=margin, cases=len(fp32), evaluated_on=evaluated_on,
+    return ClinicalRecord(verdict=verdict, margin=margin, cases=len(truth), evaluated_on=evaluated_on,
                           tests=tests, missed=missed)

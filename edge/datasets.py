@@ -18,6 +18,57 @@ from .errors import InputError
 from .images import list_images, read_frames
 
 NPZ_IMAGE_KEYS = ("images", "test_images", "val_images", "train_images")
+MAX_SET_ELEMENTS = 1 << 30  # one array of a set: 1 G elements (4 GiB of float32) is beyond a set, or hostile
+
+
+class Npz:
+    """An ``.npz`` of untrusted arrays, read one array at a time: each array's header is read before its data,
+    so a claim of a huge array is refused unread, and whatever a damaged archive raises (zipfile's BadZipFile,
+    zlib's error, numpy's header parser: ValueError, SyntaxError, TokenError, EOFError; object arrays) is one
+    :class:`InputError` naming the file (found by the fuzz suite, tests/fuzz)."""
+
+    def __init__(self, path: Path, what: str = "set") -> None:
+        self.path, self.what = Path(path), what
+        try:
+            self._data = np.load(self.path, allow_pickle=False)
+        except Exception as exc:  # noqa: BLE001 - see the class docstring
+            raise self._error(exc) from exc
+        if not hasattr(self._data, "files"):  # a plain .npy under an .npz name
+            raise InputError(f"{self.path}: not an .npz archive (a single array)", "save the set with numpy.savez")
+        self.files: list[str] = list(self._data.files)
+
+    def _error(self, exc: BaseException) -> InputError:
+        return InputError(f"{self.path}: not a readable .npz {self.what} ({type(exc).__name__}: {str(exc)[:160]})",
+                          "save it again with numpy.savez")
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.files
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        from numpy.lib import format as npy
+
+        try:
+            with self._data.zip.open(f"{key}.npy") as f:
+                version = npy.read_magic(f)
+                header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+                shape, _, _ = header(f)
+            if int(np.prod(shape, dtype=np.float64)) > MAX_SET_ELEMENTS:
+                raise InputError(f"{self.path}: array {key!r} of shape {shape} is beyond edgemed's size limit",
+                                 "split the set")
+            return self._data[key]
+        except InputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - see the class docstring
+            raise self._error(exc) from exc
+
+    def close(self) -> None:
+        self._data.close()
+
+    def __enter__(self) -> Npz:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class IndexedSet:
@@ -67,11 +118,7 @@ class ImageSet(IndexedSet):
 
             if is_signal_set(path):
                 return SignalSet.open(path)  # windows of a signal, with their rate and units
-            try:
-                data = np.load(path, allow_pickle=False)
-            except (ValueError, OSError) as exc:
-                raise InputError(f"{path}: not a readable .npz ({exc})", "save with numpy.savez") from exc
-            with data:
+            with Npz(path, "image set") as data:
                 if key is None and data.files and all(k.startswith("frame_") for k in data.files):
                     frames = [data[k] for k in sorted(data.files)]
                     return cls(path, sorted(data.files), _frames=frames)
@@ -141,12 +188,14 @@ def load_labels(labels: str | Path | None, images: ImageSet, task: str, label_na
             return None
         labels = images.path
     path = Path(labels)
+    if not path.exists():
+        raise InputError(f"{path}: no such labels file or folder", "check the path given with --labels")
     if task == "detection" and path.suffix.lower() != ".npz":
         from .detection_truth import load_boxes
 
         return load_boxes(path, images.names, label_names, lambda p: read_frames(p)[0])
     if path.suffix.lower() == ".npz":
-        with np.load(path, allow_pickle=False) as data:
+        with Npz(path, "labels file") as data:
             key = "masks" if task in ("segmentation", "detection") else "labels"
             # Images read from "test_images" are labelled by "test_labels" (MedMNIST's layout).
             array = images.names[0].split("[")[0] if images._array is not None and images.path == path else ""
@@ -158,6 +207,9 @@ def load_labels(labels: str | Path | None, images: ImageSet, task: str, label_na
             if key is None:
                 return None if labels == images.path else _missing(path, task)
             values = data[key]
+        if values.ndim == 0 or values.dtype.kind not in "uifb":
+            raise InputError(f"{path}: {key!r} holds {values.dtype} of shape {values.shape}, not one label per image",
+                             "store an integer array, one class index (or mask) per image")
         if images._array is not None and len(values) >= len(images) and images.path == path:
             idx = [int(n.split("[")[1].rstrip("]")) for n in images.names]
             values = values[idx]
@@ -167,7 +219,9 @@ def load_labels(labels: str | Path | None, images: ImageSet, task: str, label_na
             from .detection_truth import from_masks
 
             return from_masks(values, label_names)
-        return [np.asarray(v) if task == "segmentation" else int(v) for v in values]
+        if task == "segmentation":
+            return [np.asarray(v) for v in values]
+        return _class_indices(values, path, label_names)
     if path.is_dir():
         if task != "segmentation":
             raise InputError(f"{path}: a folder of masks is for segmentation", "give a CSV file,label for classes")
@@ -184,16 +238,36 @@ def load_labels(labels: str | Path | None, images: ImageSet, task: str, label_na
         if task == "segmentation":
             raise InputError(f"{path}: a CSV of class labels cannot grade a segmenter, which is compared with masks",
                              "pass a folder of masks named like the images, or an .npz with a 'masks' array")
-        with open(path, newline="") as f:
-            rows = {r["file"]: r["label"] for r in csv.DictReader(f)}
+        try:
+            with open(path, newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                if not {"file", "label"} <= set(reader.fieldnames or ()):
+                    raise InputError(f"{path}: the CSV header is {reader.fieldnames}, not file,label",
+                                     "write a header line: file,label")
+                rows = {r["file"]: r["label"] for r in reader}
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise InputError(f"{path}: not a readable CSV ({str(exc)[:120]})", "write UTF-8 text: file,label") from exc
         out = []
         for name in images.names:
             value = rows.get(name.split("#")[0])
-            if value is None:
+            if not value:
                 raise InputError(f"{path}: no label for {name}", "add a row file,label for every image")
             out.append(label_names.index(value) if value in label_names else _index(value, path, label_names))
         return out
     return _missing(path, task)
+
+
+def _class_indices(values: np.ndarray, path: Path, names: list[str]) -> list[int]:
+    """One whole-number class index per image, each naming one of the model's classes (an index beyond them
+    reached the metrics as an IndexError)."""
+    flat = values.reshape(len(values), -1)
+    classes = max(2, len(names))
+    if flat.shape[1] != 1 or not np.isfinite(flat).all() or (flat != np.round(flat)).any() \
+            or ((flat < 0) | (flat >= classes)).any():
+        raise InputError(f"{path}: labels must be one class index 0..{classes - 1} per image, got values of shape "
+                         f"{values.shape} in {values.min()}..{values.max()}" if values.size else
+                         f"{path}: the labels are empty", "store the index of each image's class")
+    return [int(v) for v in flat[:, 0]]
 
 
 def _index(value: str, path: Path, names: list[str]) -> int:

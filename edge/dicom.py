@@ -21,6 +21,10 @@ RESULT_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.66.7": "Label Map Segmentation", "1.2.840.10008.5.1.4.1.1.30": "Parametric Map",
     "1.2.840.10008.5.1.4.1.1.481.3": "RT Structure Set", "1.2.840.10008.5.1.4.1.1.88.": "Structured Report (SR/KOS)",
     "1.2.840.10008.5.1.4.1.1.11.": "Presentation State"}
+# Modalities of objects that are not images to measure on (found by the fuzz suite: an SR-modality object under an
+# image SOP class reached highdicom, which refused it as a source with a ValueError)
+RESULT_MODALITIES = ("SEG", "SR", "DOC", "KO", "PR", "PLAN", "RWV", "REG", "FID", "RTDOSE", "RTPLAN", "RTRECORD",
+                     "RTSTRUCT")
 
 
 def result_kind(ds) -> str | None:
@@ -30,6 +34,9 @@ def result_kind(ds) -> str | None:
     for prefix, kind in RESULT_CLASSES.items():
         if sop == prefix or (prefix.endswith(".") and sop.startswith(prefix)):
             return kind
+    modality = str(ds.get("Modality", "")).strip()
+    if modality in RESULT_MODALITIES:  # a result under another SOP class (highdicom refuses it as a source)
+        return f"modality {modality}"
     if str(ds.get("Manufacturer", "")).strip() == "edgemed":  # our own overlay capture: a picture of a result
         return "edgemed overlay capture"
     return None

@@ -13,9 +13,18 @@ class EdgemedError(Exception):
     """A user-facing failure: bad input, a refused bundle, a backend that cannot serve."""
 
     def __init__(self, problem: str, fix: str | None = None) -> None:
-        self.problem = problem
-        self.fix = fix
-        super().__init__(f"{problem}; {fix}" if fix else problem)
+        self.problem = one_line(problem)
+        self.fix = one_line(fix) if fix else fix
+        super().__init__(f"{self.problem}; {self.fix}" if self.fix else self.problem)
+
+
+# Every character str.splitlines() breaks a line at, written as an escape: a message names the user's own
+# values (a file name may hold a newline), and it must stay one line wherever it is shown.
+_LINE_BREAKS = {c: repr(chr(c))[1:-1] for c in (0x0A, 0x0B, 0x0C, 0x0D, 0x1C, 0x1D, 0x1E, 0x85, 0x2028, 0x2029)}
+
+
+def one_line(text: str) -> str:
+    return str(text).translate(_LINE_BREAKS)
 
 
 class BundleError(EdgemedError):

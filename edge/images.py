@@ -63,24 +63,33 @@ def _read_pil(path: Path) -> list[np.ndarray]:
                          "downsample the image before analysis") from exc
     except UnidentifiedImageError as exc:
         raise InputError(f"{path}: not a readable image", "pass a PNG, JPEG, TIFF, NPY or DICOM file") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"{path}: image data is corrupt or truncated ({exc})",
+    except Exception as exc:  # noqa: BLE001 - Pillow's decoders meet damaged files with many types (OSError,
+        # SyntaxError, ValueError; fuzzing found TypeError "Missing dimensions" from a TIFF with a changed tag)
+        raise InputError(f"{path}: image data is corrupt or truncated ({type(exc).__name__}: {str(exc)[:160]})",
                          "re-export or re-copy the file") from exc
     return frames
 
 
-def _read_npy(path: Path) -> list[np.ndarray]:
+def read_npy(path: Path, max_elements: int, what: str = "array") -> np.ndarray:
+    """A plain ``.npy`` array, its header read first so that a huge claim is refused unread. numpy's reader
+    meets a damaged header with whatever its parser raises (fuzzing found IndexError and MemoryError besides
+    ValueError, OSError and EOFError): each is the same one-line answer."""
     try:
-        array = np.load(path, allow_pickle=False, mmap_mode="r")  # header first: refuse huge arrays unread
-        if array.size > 4 * MAX_PIXELS:
-            raise InputError(f"{path}: array of shape {array.shape} is beyond edgemed's size limit",
-                             "downsample or split it before analysis")
-        array = np.array(array)
-    except InputError:
-        raise
-    except (ValueError, OSError, EOFError) as exc:
-        raise InputError(f"{path}: not a readable .npy array ({exc})",
+        array = np.load(path, allow_pickle=False, mmap_mode="r")
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        raise InputError(f"{path}: not a readable .npy {what} ({type(exc).__name__}: {str(exc)[:160]})",
                          "save with numpy.save; object arrays are refused") from exc
+    if array.size > max_elements:
+        raise InputError(f"{path}: {what} of shape {array.shape} is beyond edgemed's size limit",
+                         "downsample or split it before analysis")
+    try:
+        return np.array(array)
+    except (ValueError, OSError) as exc:
+        raise InputError(f"{path}: the .npy {what} data cannot be read ({exc})", "save it again") from exc
+
+
+def _read_npy(path: Path) -> list[np.ndarray]:
+    array = read_npy(path, 4 * MAX_PIXELS)
     if array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (1, 3)):
         return [array]
     if array.ndim == 3:

@@ -10,7 +10,9 @@ code cannot drift apart (a test regenerates and compares it).
 
 Schema history: version 1 (edgemed 0.1.0) kept drift as a free dict with ``passed: bool``;
 version 2 types every record and adds verdicts with case counts and bounds, and the
-TensorRT build options the gate measured. Version-1 manifests are migrated on read.
+TensorRT build options the gate measured; version 3 (edgemed 0.3) records where a verdict was measured
+and the precision the engine computed in there. Version-1 manifests are migrated on read; version 2 is
+version 3 without the new optional fields.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from msgspec import Meta, Struct
 
 from .errors import BundleError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA_FILE = Path(__file__).with_name("manifest.schema.json")
 MAX_INPUT_ELEMENTS = 1 << 28  # 268M floats (1 GiB): a declared shape beyond this is hostile or a mistake
 
@@ -200,6 +202,10 @@ class DriftRecord(Record, kw_only=True):
     needed_cases: Count | None = None
     reference: Text | None = None  # what produced the FP32 reference (parity only)
     tolerance: Annotated[float, Meta(ge=0)] | None = None  # parity: the max |diff| allowed
+    # Where the verdict was measured, and the arithmetic the engine really computed in there (an FP32 artifact
+    # runs at f16 on an NPU): a verdict is about that execution, not about the file alone.
+    device: Name | None = None
+    computed_in: Name | None = None
 
     @property
     def passed(self) -> bool:
@@ -401,6 +407,8 @@ class Manifest(Record, kw_only=True):
             raw = json.loads(data, parse_constant=_refuse_constant)
         except (ValueError, UnicodeDecodeError) as exc:
             raise BundleError(f"{where} is not valid JSON ({exc})", fix) from exc
+        except RecursionError as exc:  # "[[[[..." 1,000 deep: json's recursive decoder gives up, in its own type
+            raise BundleError(f"{where} nests arrays or objects too deeply to be a manifest", fix) from exc
         if not isinstance(raw, dict):
             raise BundleError(f"{where} is not a JSON object", fix)
         version = raw.get("schema_version")
@@ -416,6 +424,8 @@ class Manifest(Record, kw_only=True):
             from .manifest_v1 import migrate
 
             raw, migrated = migrate(raw), " (read as schema_version 1, migrated)"
+        if raw.get("schema_version") == 2:  # version 3 only adds optional fields
+            raw, migrated = {**raw, "schema_version": SCHEMA_VERSION}, migrated or " (read as schema_version 2)"
         try:
             return msgspec.convert(raw, cls)
         except msgspec.ValidationError as exc:

@@ -6,26 +6,27 @@ This module must not import torch or onnx: it is the runtime path on the device.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .bundle import Bundle
-from .errors import BundleError, InputError, PipelineClosed
-from .gate import budget_metrics, describe_estimate
+from .errors import BundleError, InputError, NoEligibleArtifact, OptionError, PipelineClosed
+from .gate import budget_metrics, describe_estimate, holds_for
 from .images import read_image
 from .input_range import check as check_range
 from .input_range import range_matters
 from .manifest import Manifest
 from .output_reader import OutputReader
-from .postprocess import class_probabilities, segmentation_mask
+from .postprocess import check_finite, class_probabilities, segmentation_mask
 from .preprocess import Prepared
 from .results import ClassificationResult, DetectionResult, SegmentationResult
 from .selection import Selection, open_engine, select
 
 Result = ClassificationResult | SegmentationResult | DetectionResult
+SIGNAL_DESCRIPTION = {"fs", "units", "leads"}  # what predict takes besides a beat (as_signal's arguments)
 
 
 class Pipeline:
@@ -58,6 +59,11 @@ class Pipeline:
         """Preprocess one input. Signal models take a pre-cut beat: a Signal, a file, or an array with its
         rate and units stated (``fs=360, units="mV"``)."""
         if self.input_kind == "signal":
+            unknown = sorted(set(describe) - SIGNAL_DESCRIPTION)
+            if unknown:
+                raise OptionError(f"{', '.join(unknown)}: not a description of a signal",
+                                  f"describe a beat with {', '.join(sorted(SIGNAL_DESCRIPTION))} only (a gain is "
+                                  "applied by the caller, or stated in a signal set's adc_gain)")
             if isinstance(image, (str, Path)):
                 from .signals import read_signal
 
@@ -78,6 +84,9 @@ class Pipeline:
         return self.engine.infer({self.input_name: prepared.tensor}, validate=False)
 
     def finish(self, outputs: dict[str, np.ndarray], prepared: Prepared) -> Result:
+        """The result of one input from the engine's outputs; outputs holding NaN or Inf are refused here, where
+        every task's result is made (``predict``, ``stream``, Triton and bench all pass through)."""
+        check_finite(outputs, prepared.tensor)
         if self.task == "classification":
             probs = class_probabilities(outputs[self.output_name][0], self.output_kind)
             index = int(np.argmax(probs))
@@ -208,8 +217,8 @@ def _check_dims(artifact: str, field: str, real: tuple, promised: list, fix: str
 
 
 def load(bundle: str | Path, device: str = "cpu", backend: str | None = None, precision: str | None = None,
-         threads: int | None = None, require_signature: str | Path | None = None, accept: str | None = None
-         ) -> Pipeline:
+         threads: int | None = None, require_signature: str | Path | None = None, accept: str | None = None,
+         certifiers: Sequence[str | Path] = ()) -> Pipeline:
     """Open and verify a bundle, choose an artifact for the device, and start its engine.
 
     Only artifacts that passed the gate and whose backend is installed are eligible; the device
@@ -217,12 +226,29 @@ def load(bundle: str | Path, device: str = "cpu", backend: str | None = None, pr
     uncertified or failed artifact runs only when named exactly (``backend`` and ``precision``) and
     accepted (``accept="uncertified"`` or ``"failed"``); ``describe()`` then says what was accepted.
     With ``require_signature`` (an Ed25519 public key file) the bundle must carry a valid
-    signature by that key and hold exactly the files that were signed.
+    signature by that key and hold exactly the files that were signed. Verdicts a site took later with
+    ``edgemed certify`` count (:mod:`edgemed.certification`); with a required signature only those signed by
+    that key or by one of ``certifiers`` (public key files). A device folder (``edgemed update --into DIR``)
+    loads the version its pointer names.
     """
+    from .fleet.pointer import is_device, serving_bundle
+
+    if is_device(bundle):
+        bundle = serving_bundle(bundle)
     if require_signature is not None:
         from .signing import verify_signature
 
         verify_signature(Path(bundle), Path(require_signature))
-    b = Bundle.open(bundle)
+    b = Bundle.open(bundle, require_signature=require_signature, certifiers=certifiers)
     selection = select(b, device, backend, precision, threads, accept)
-    return Pipeline(b, open_engine(b, selection), selection)
+    engine = open_engine(b, selection)
+    art = selection.artifact
+    if not holds_for(art.drift, engine.computed_in) and accept is None:
+        computed = engine.computed_in
+        engine.close()
+        raise NoEligibleArtifact(
+            f"{art.key} computes in {computed} on {selection.device}; its parity verdict is about FP32 arithmetic "
+            f"(measured in {art.drift.computed_in or 'fp32'} on {art.drift.device or 'cpu'})",
+            f"certify it where it runs (edgemed certify BUNDLE --eval SITE_IMAGES --device {selection.device}), or "
+            "load an fp16 artifact")
+    return Pipeline(b, engine, selection)

@@ -10,7 +10,26 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from .errors import InputError
 from .preprocess import CropStep, ResizeStep
+
+
+def check_finite(outputs: dict[str, np.ndarray], tensor: np.ndarray, error: type[InputError] = InputError) -> None:
+    """Refuse raw model outputs that hold NaN or Inf: read on, they become a silently wrong answer (NaN
+    probabilities with a label, a mask with no lesion). A finite input can still overflow inside the model:
+    a float frame of values near 1e38 passes every input check, and float32 arithmetic in the first layers
+    turns it into Inf and then NaN. Checked once per call, on what the engine returned (microseconds: the
+    outputs are small next to the frame), so every task and every caller (predict, stream, Triton, beats)
+    is covered by the same rule."""
+    for name, value in outputs.items():
+        value = np.asarray(value)
+        if value.dtype.kind in "fc" and not np.isfinite(value).all():
+            with np.errstate(all="ignore"):
+                peak = float(np.nanmax(np.abs(tensor))) if tensor.size and not np.isnan(tensor).all() else float("nan")
+            raise error(f"the model's output {name!r} holds NaN or Inf for this input (its largest value after "
+                        f"preprocessing is {peak:.3g}, which overflows the model)",
+                        "pass data in the range the model was trained on (e.g. 8-bit or calibrated pixel values, "
+                        "signals in mV)")
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -119,7 +119,7 @@ def select(bundle: Bundle, device: str = "cpu", backend: str | None = None, prec
     device = check_request(device, backend, precision, threads, accept)
     machine = detect(probe_openvino=device in ("auto", "npu"))
     profile = resolve_device(device, machine, load_profiles())
-    candidates = eligible(bundle.artifacts, backend, precision, accept)
+    candidates = eligible(bundle.artifacts_on(profile.engine_device), backend, precision, accept)
     installed = available_backends()
     runnable = [a for a in candidates if installed.get(a.backend, False)]
     if not runnable:

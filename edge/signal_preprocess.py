@@ -248,7 +248,12 @@ class SignalPreprocessor:
         ok = (positions - self.before >= 0) & (positions + self.after <= sig.samples.shape[0])
         idx = positions[ok][:, None] + np.arange(-self.before, self.after)[None, :]
         windows = sig.samples[idx].transpose(0, 2, 1) if len(idx) else np.zeros((0, self.channels, self.length))
-        return apply_beat_ops(windows, self.spec), ok
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = apply_beat_ops(windows, self.spec)
+        if not np.isfinite(out).all():  # samples near float32's limit (1e38 mV) overflow the model's input type
+            raise SignalQualityError(f"{sig.source or 'signal'}: samples too large for the model's float32 input "
+                                     f"(up to {np.max(np.abs(sig.samples)):.3g} mV)", "check the units and the gain")
+        return out, ok
 
     def __call__(self, beat: Signal | np.ndarray, **describe: Any) -> Prepared:
         sig = self.record(beat, **describe)

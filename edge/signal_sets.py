@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import IndexedSet
+from .datasets import IndexedSet, Npz
 from .errors import InputError
 from .signals import Signal, to_mv
 
@@ -31,9 +31,9 @@ def is_signal_set(path: Path) -> bool:
     if path.suffix.lower() != ".npz" or not path.is_file():
         return False
     try:
-        with np.load(path, allow_pickle=False) as data:
-            return "signals" in data.files
-    except (ValueError, OSError):
+        with Npz(path) as data:
+            return "signals" in data
+    except InputError:  # not readable as a signal set: the image-set reader says why
         return False
 
 
@@ -49,23 +49,29 @@ class SignalSet(IndexedSet):
     @classmethod
     def open(cls, path: str | Path) -> SignalSet:
         path = Path(path)
-        try:
-            data = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise InputError(f"{path}: not a readable .npz ({exc})", "save with numpy.savez") from exc
-        with data:
-            missing = [k for k in ("signals", "fs", "units") if k not in data.files]
+        with Npz(path, "signal set") as data:
+            missing = [k for k in ("signals", "fs", "units") if k not in data]
             if missing:
                 raise InputError(f"{path}: a signal set needs {', '.join(missing)}",
                                  "store signals (N,T), fs (Hz) and units ('mV') in the .npz")
             array = data["signals"]
-            fs, units = float(data["fs"]), str(data["units"])
-            gain = float(data["adc_gain"]) if "adc_gain" in data.files else 1.0
-            leads = tuple(str(x) for x in data["leads"]) if "leads" in data.files else None
+            fs = _scalar(data["fs"], path, "fs", "a rate in Hz, e.g. fs=360.0")
+            units = data["units"]
+            if units.shape != () or units.dtype.kind != "U":
+                raise InputError(f"{path}: units is {units.dtype} of shape {units.shape}, not a unit name",
+                                 "store units as text, e.g. units='mV'")
+            units = str(units)
+            gain = _scalar(data["adc_gain"], path, "adc_gain", "counts per unit, e.g. 200") \
+                if "adc_gain" in data else 1.0
+            leads = data["leads"] if "leads" in data else None
+            if leads is not None and (leads.ndim != 1 or leads.dtype.kind != "U"):
+                raise InputError(f"{path}: leads is {leads.dtype} of shape {leads.shape}, not a list of names",
+                                 "store lead names as text, e.g. leads=['MLII']")
+            leads = tuple(str(x) for x in leads) if leads is not None else None
         if array.dtype.kind not in "uif" or array.ndim not in (2, 3) or len(array) == 0:
             raise InputError(f"{path}: signals has shape {array.shape} ({array.dtype}), not numeric (N,T) or (N,L,T)",
                              "store a stack of windows")
-        if not gain > 0:
+        if not 0 < gain < float("inf"):
             raise InputError(f"{path}: adc_gain {gain} is not positive", "store counts per unit, e.g. 200")
         array = array[:, None, :] if array.ndim == 2 else array
         leads = leads or tuple(f"lead{i}" for i in range(array.shape[1]))
@@ -94,3 +100,10 @@ class SignalSet(IndexedSet):
         part = self.subset(count)
         np.savez_compressed(path, signals=part._array, fs=part.fs, units="mV", adc_gain=1.0 / part.factor,
                             leads=np.array(part.leads))
+
+
+def _scalar(value: np.ndarray, path: Path, key: str, what: str) -> float:
+    """One real number stored in a set (a string, an array of several or a bool is refused, never coerced)."""
+    if value.shape != () or value.dtype.kind not in "uif":
+        raise InputError(f"{path}: {key} is {value.dtype} of shape {value.shape}, not one number", f"store {what}")
+    return float(value)

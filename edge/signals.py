@@ -40,9 +40,15 @@ class Signal:
 
     def __post_init__(self) -> None:
         x = self.samples
-        if not isinstance(x, np.ndarray) or x.ndim != 2:
-            raise InputError(f"{self.source or 'signal'}: samples must be a (T, leads) array",
+        if not isinstance(x, np.ndarray) or x.ndim != 2 or x.dtype.kind not in "uif":
+            raise InputError(f"{self.source or 'signal'}: samples must be a numeric (T, leads) array",
                              "pass a (T,) or (T, L) array")
+        if not isinstance(self.leads, tuple) or not all(isinstance(n, str) for n in self.leads):
+            raise InputError(f"{self.source or 'signal'}: lead names must be strings, got {self.leads!r}",
+                             "name the leads, e.g. leads=('MLII',)")
+        if isinstance(self.fs, (bool, np.bool_)) or not isinstance(self.fs, (int, float, np.integer, np.floating)):
+            raise InputError(f"{self.source or 'signal'}: sampling rate {self.fs!r} is not a number",
+                             "state the rate in Hz (e.g. fs=360 for MIT-BIH)")
         if x.shape[1] != len(self.leads):
             raise InputError(f"{self.source or 'signal'}: {x.shape[1]} lead(s) but {len(self.leads)} lead name(s)",
                              "give one name per lead")
@@ -93,10 +99,17 @@ def as_signal(x: np.ndarray | Signal, fs: float | None = None, units: str | None
     if fs is None or units is None:
         raise InputError(f"{source}: an array carries no sampling rate or units",
                          "pass fs= (Hz) and units= ('mV', 'uV'), or an edgemed Signal, or a WFDB/DICOM/CSV file")
+    if isinstance(fs, (bool, np.bool_)) or not isinstance(fs, (int, float, np.integer, np.floating)):
+        raise InputError(f"{source}: fs={fs!r} is not a number", "state the sampling rate in Hz, e.g. fs=360")
+    if not isinstance(units, str):
+        raise InputError(f"{source}: units={units!r} is not a unit name", "state the unit as text, e.g. units='mV'")
+    if leads is not None and (isinstance(leads, str) or not isinstance(leads, (tuple, list))):
+        raise InputError(f"{source}: leads={leads!r} is not a sequence of lead names", "write e.g. leads=('MLII',)")
     x = x[:, None] if x.ndim == 1 else x
     if x.ndim != 2:
         raise InputError(f"{source}: array shape {x.shape} is not (T,) or (T, L)", "pass one recording")
-    samples = x.astype(np.float64) * to_mv(units, source)
+    with np.errstate(over="ignore"):  # a value beyond float64 in V or uV becomes Inf here, refused as such later
+        samples = x.astype(np.float64) * to_mv(units, source)
     return Signal(samples, float(fs), tuple(leads or (f"lead{i}" for i in range(x.shape[1]))), source)
 
 
@@ -104,6 +117,8 @@ def read_signal(path: str | Path, fs: float | None = None, units: str | None = N
     """Read a WFDB record, a DICOM waveform, a CSV or an NPY file."""
     path = Path(path)
     suffix = path.suffix.lower()
+    if not path.name:  # "", ".", "/": no file name to read (and none to swap a suffix on)
+        raise InputError(f"{path}: not a signal file", "pass a WFDB record (.hea), a DICOM waveform, a CSV or an NPY")
     if suffix in (".hea", ".dat") or (not suffix and path.with_suffix(".hea").is_file()):
         return _wfdb(path.with_suffix(""))
     if not path.is_file():
@@ -111,11 +126,10 @@ def read_signal(path: str | Path, fs: float | None = None, units: str | None = N
     if suffix == ".csv":
         return _csv(path)
     if suffix == ".npy":
-        try:
-            array = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise InputError(f"{path}: not a readable .npy ({exc})", "save with numpy.save") from exc
-        return as_signal(array, fs, units, source=str(path))
+        from .images import read_npy
+
+        # the image reader's: the header first, a huge claim refused, an empty or cut file an InputError
+        return as_signal(read_npy(path, MAX_SAMPLES, "signal"), fs, units, source=str(path))
     return _dicom(path)
 
 
@@ -178,11 +192,16 @@ _CSV_LEAD = re.compile(r"^\s*(.+?)\s*\[\s*([^\]]+)\s*\]\s*$")
 
 
 def _csv(path: Path) -> Signal:
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    if len(rows) < 3:
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{path}: not a readable CSV signal ({str(exc)[:120]})",
+                         "write UTF-8 text: time,LEAD [mV] rows") from exc
+    header = [h.strip() for h in rows[0]] if rows else []
+    body = [r for r in rows[1:] if r]
+    if len(header) < 2 or len(body) < 2:
         raise InputError(f"{path}: a CSV signal needs a header and at least two rows", "write time,LEAD [mV] rows")
-    header = [h.strip() for h in rows[0]]
     if header[0].lower() not in ("time", "time_s", "time [s]"):
         raise InputError(f"{path}: the first column must be 'time' (seconds)",
                          "write a header like: time,MLII [mV]; the rate is read from the time column")
@@ -198,7 +217,7 @@ def _csv(path: Path) -> Signal:
             raise InputError(f"{path}: line {line} has {len(r)} value(s), the header {len(header)} column(s)",
                              "write one value per column on every line")
     try:
-        data = np.array([[float(v) for v in r] for r in rows[1:] if r], dtype=np.float64)
+        data = np.array([[float(v) for v in r] for r in body], dtype=np.float64)
     except ValueError as exc:
         raise InputError(f"{path}: a value is not a number ({exc})", "write plain decimal numbers") from exc
     steps = np.diff(data[:, 0])

@@ -33,11 +33,15 @@ def _crypto():
 
 
 def bundle_files(root: Path) -> dict[str, str]:
-    """Relative path -> SHA-256 of every regular file in the bundle except the signature itself."""
+    """Relative path -> SHA-256 of every regular file in the bundle except the signature itself and the
+    certification records (each carries its own signature: a site certifies a vendor-signed bundle with its own
+    key, see :mod:`edgemed.certification`)."""
+    from .certification import FOLDER
+
     out = {}
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root).as_posix()
-        if rel == SIGNATURE or path.is_dir():
+        if rel == SIGNATURE or path.is_dir() or rel.split("/")[0] == FOLDER:
             continue
         if path.is_symlink() or not path.is_file():
             raise BundleError(f"bundle {root}: {rel} is not a regular file", "bundles hold plain files only")

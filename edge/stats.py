@@ -34,6 +34,16 @@ def clopper_pearson(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[flo
     return lower, upper
 
 
+def count_floor(k: int, n: int) -> float:
+    """The smallest flip rate a model-based bound may claim from ``k`` flips counted in ``n`` cases: the rate
+    below which seeing as few as ``k`` flips is as likely as not (the Clopper-Pearson upper limit at 50%).
+
+    A margin model can say more per case than counting, but it cannot resolve rates the verdict set is too
+    small to show: with zero flips in 808 cases it may bound the rate near 0.09% (counting alone: 0.37%), never
+    at 0, and never at the counted rate itself (a bound equal to the observed agreement claims certainty)."""
+    return clopper_pearson(k, n, 0.5)[1] if n > 0 else 1.0
+
+
 def cases_to_certify(rate: float, limit: float, confidence: float = CONFIDENCE, most: int = 10_000_000) -> int | None:
     """How many cases, at the observed event ``rate``, would bound the rate below ``limit``
     (None: at this rate no number of cases would)."""
@@ -42,6 +52,27 @@ def cases_to_certify(rate: float, limit: float, confidence: float = CONFIDENCE, 
 
     def enough(n: int) -> bool:
         return clopper_pearson(int(round(rate * n)), n, confidence)[1] <= limit
+
+    n = 1
+    while not enough(n):
+        n *= 2
+        if n > most:
+            return None
+    lo, hi = n // 2, n
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if enough(mid) else (mid, hi)
+    return hi
+
+
+def cases_to_refute(rate: float, limit: float, confidence: float = CONFIDENCE, most: int = 10_000_000) -> int | None:
+    """How many cases, at the observed event ``rate`` above ``limit``, would show the rate surely above it (the
+    lower bound above ``limit``): how an open verdict whose flips already exceed the budget gets decided."""
+    if rate <= limit:
+        return None
+
+    def enough(n: int) -> bool:
+        return clopper_pearson(int(round(rate * n)), n, confidence)[0] > limit
 
     n = 1
     while not enough(n):

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import PipelineClosed
+from .errors import InputError, OptionError, PipelineClosed
 
 _STOP = object()
 FEEDER_JOIN_S = 0.5  # how long leaving a loop waits for a source blocked in next() before going on
@@ -60,11 +60,19 @@ class StreamResult:
         return getattr(self.result, name)
 
 
+def _count(value: Any, name: str) -> int:
+    """A queue size: a whole number (below 1 means 1, as before); anything else is one line, not a TypeError
+    from a worker thread."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise OptionError(f"{name}={value!r} is not a whole number", f"pass {name} as an integer, e.g. 2")
+    return int(value)
+
+
 class Streamer:
     """submit(frame) -> Future[StreamResult]; bounded queue; drop-oldest or block when full."""
 
     def __init__(self, pipe, maxsize: int = 2, drop_oldest: bool = True) -> None:
-        self.pipe, self.maxsize, self.drop_oldest = pipe, max(1, int(maxsize)), drop_oldest
+        self.pipe, self.maxsize, self.drop_oldest = pipe, max(1, _count(maxsize, "maxsize")), drop_oldest
         self._pending: deque = deque()
         self._cond = threading.Condition()
         self._handoff: deque = deque()  # prepared frames waiting for the inference thread (at most 1)
@@ -240,15 +248,24 @@ def stream(pipe, frames: Iterable[np.ndarray], fps: float | None = None, maxsize
     ``results`` the results waiting for the consumer.
     """
     live = fps is not None
+    # a rate whose frame interval no wait can hold (threading.TIMEOUT_MAX, ~292 years) is no rate: refused here,
+    # not an OverflowError in the feeder; any other positive rate is taken as asked
+    if live and (isinstance(fps, bool) or not isinstance(fps, (int, float, np.integer, np.floating))
+                 or not 1.0 / threading.TIMEOUT_MAX <= fps < float("inf")):
+        raise OptionError(f"fps={fps!r} is not a frame rate", "pass frames per second > 0, or None to take every frame")
+    try:
+        source = iter(frames)
+    except TypeError as exc:
+        raise InputError(f"stream takes an iterable of frames, got {type(frames).__name__}",
+                         "pass a list, a generator or any iterable of frames") from exc
+    outbox = _Outbox(_count(results, "results"), live)  # every option checked before a thread starts
     streamer = Streamer(pipe, maxsize=maxsize, drop_oldest=live)
-    outbox = _Outbox(results, live)
     stop = threading.Event()
     errors: list[BaseException] = []
 
     def feed() -> None:
         start = time.perf_counter()
         try:
-            source = iter(frames)
             i = 0
             while not stop.is_set():
                 if live:

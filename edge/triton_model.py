@@ -64,9 +64,9 @@ class TritonPythonModel:
             if error is not None:
                 responses.append(pb.InferenceResponse(output_tensors=[], error=_bad_request(pb, error)))
                 continue
-            results = [self.pipe.finish(outputs[at + i], p) for i, p in enumerate(group)]
-            at += len(group)
-            try:
+            mine, at = outputs[at:at + len(group)], at + len(group)
+            try:  # finish refuses outputs holding NaN/Inf: that request's error, not its group's
+                results = [self.pipe.finish(out, p) for out, p in zip(mine, group)]
                 responses.append(pb.InferenceResponse(output_tensors=self._tensors(results, pb)))
             except EdgemedError as exc:
                 responses.append(pb.InferenceResponse(output_tensors=[], error=_bad_request(pb, str(exc))))

@@ -102,9 +102,10 @@ def check_viewable(pipe: Any) -> None:
 
 def make_app(pipe: Any, workdir: Path):
     from flask import Flask, abort, jsonify, request, send_from_directory
+    from werkzeug.utils import secure_filename
 
     from .dicom_results import KINDS, render, write_objects
-    from .errors import EdgemedError, first_line
+    from .errors import EdgemedError, InputError, first_line
     from .images import is_dicom, read_frames
 
     check_viewable(pipe)
@@ -128,7 +129,9 @@ def make_app(pipe: Any, workdir: Path):
         job = secrets.token_hex(8)
         folder = workdir / job
         folder.mkdir()
-        name = Path(upload.filename).name.replace("/", "_")
+        # werkzeug's secure_filename: no path parts ("..", "a/b", "C:\\x"), no NUL or line breaks; the suffix, which
+        # picks the decoder, stays ("..", ".", NUL in a name gave a 500 from saving onto the folder itself)
+        name = secure_filename(upload.filename) or "upload"
         src = folder / name
         upload.save(src)
         stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(name).stem)[:80] or "result"
@@ -138,6 +141,8 @@ def make_app(pipe: Any, workdir: Path):
 
         try:
             frames = read_frames(src)
+            if not frames:
+                raise InputError(f"{upload.filename}: the file holds no frames", "upload an image with pixels")
             with lock:
                 result = pipe.predict(frames[0])
                 downloads = []
@@ -159,7 +164,9 @@ def make_app(pipe: Any, workdir: Path):
 
     @app.get("/download/<job>/<name>")
     def download(job: str, name: str):
-        if not job.isalnum() or "/" in name or not (workdir / job / name).is_file():
+        # a job is the 16 hex digits predict made; anything else (a 5,000-character name raised OSError
+        # ENAMETOOLONG from the file system: a 500) is no job. send_from_directory keeps name inside the folder.
+        if len(job) != 16 or any(c not in "0123456789abcdef" for c in job) or not (workdir / job).is_dir():
             abort(404)
         return send_from_directory(workdir / job, name, as_attachment=True)
 

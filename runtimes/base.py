@@ -50,8 +50,15 @@ class Engine:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    @property
+    def computed_in(self) -> str:
+        """The precision the engine really computes in on its device (an FP32 artifact can run at f16 on an NPU,
+        or TF32 on a GPU): what a verdict measured here is a verdict about."""
+        return self.precision
+
     def describe(self) -> dict:
-        return {"backend": self.backend, "precision": self.precision, "device": self.device}
+        return {"backend": self.backend, "precision": self.precision, "device": self.device,
+                "computed_in": self.computed_in}
 
     def _check_feed(self, feed: Mapping[str, np.ndarray]) -> None:
         expected = {t.name: t for t in self.inputs}

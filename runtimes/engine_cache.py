@@ -56,6 +56,12 @@ def builder_flags(options: TensorRtOptions) -> list[str]:
     return flags + [f for f in options.extra_flags if f not in flags]
 
 
+def cleared_flags(options: TensorRtOptions) -> list[str]:
+    """BuilderFlags to clear: TensorRT enables TF32 by default, so an FP32 engine would compute convolutions in TF32;
+    an FP32 artifact is built to compute in FP32, as its parity verdict assumes."""
+    return ["TF32"] if options.precision == "fp32" else []
+
+
 def build_options(section: TensorRtSection | None, precision: str, chw: list[int] | tuple[int, ...],
                   dla_core: int | None = None) -> TensorRtOptions:
     """The options an engine is built with on this device: batch range, workspace and DLA from the device

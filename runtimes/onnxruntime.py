@@ -59,9 +59,13 @@ class OnnxRuntimeEngine(Engine):
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         self.device, self.precision, self.threads = device, precision, threads
         self.model_path = Path(model_path)
+        providers = providers_for(device)
+        if "CUDAExecutionProvider" in providers and precision == "fp32":
+            # The CUDA provider may use TF32 tensor cores for FP32 convolutions and matmuls; an FP32 artifact's
+            # verdict is about FP32 arithmetic, so TF32 is off (UNVERIFIED: no GPU where edgemed is tested).
+            providers = [(p, {"use_tf32": 0}) if p == "CUDAExecutionProvider" else p for p in providers]
         try:
-            self.session = ort.InferenceSession(str(model_path), sess_options=options,
-                                                providers=providers_for(device))
+            self.session = ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
         except BackendUnavailable:
             raise
         except Exception as exc:  # noqa: BLE001 - ORT raises its own Fail/InvalidGraph types

@@ -50,10 +50,12 @@ class OpenVinoEngine(Engine):
             # The NPU compiles static shapes only: fix the batch axis.
             model.reshape({model.inputs[0]: [static_batch or 1] + list(_dims(model.inputs[0].partial_shape))[1:]})
         config = {"PERFORMANCE_HINT": "LATENCY"}
-        if ov_device == "CPU":
+        if ov_device in ("CPU", "GPU"):
+            # The GPU plugin, like the CPU plugin on bf16 hardware, computes FP32 IRs at lower precision unless
+            # told otherwise; the NPU computes in f16 whatever it is told (computed_in reads back what it does).
             config["INFERENCE_PRECISION_HINT"] = _PRECISION_HINT.get(precision, "f32")
-            if threads:
-                config["INFERENCE_NUM_THREADS"] = int(threads)
+        if ov_device == "CPU" and threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
         try:
             self.compiled = self.core.compile_model(model, ov_device, config)
         except Exception as exc:  # noqa: BLE001
@@ -65,6 +67,17 @@ class OpenVinoEngine(Engine):
                         for p in self.compiled.outputs]
         self._local = threading.local()  # an InferRequest is not thread-safe; one per thread
         self._index = {info.name: i for i, info in enumerate(self.inputs)}
+
+    @property
+    def computed_in(self) -> str:
+        """What the compiled model computes in, read back from the plugin (f32, f16, bf16; INT8 layers stay INT8)."""
+        try:
+            hint = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        except Exception:  # noqa: BLE001 - a plugin without the property (NPU) computes in f16
+            hint = "f16" if self.device == "npu" else "f32"
+        name = {"f32": "fp32", "float32": "fp32", "f16": "fp16", "float16": "fp16", "bf16": "bf16",
+                "bfloat16": "bf16"}.get(hint.split("'")[1] if "'" in hint else hint, hint)
+        return f"int8+{name}" if self.precision == "int8" else name
 
     def _request(self):
         request = getattr(self._local, "request", None)

@@ -21,7 +21,7 @@ from edgemed.atomic import write_atomic
 from edgemed.errors import BackendUnavailable, ConversionError
 from edgemed.manifest import TensorRtOptions
 
-from .engine_cache import builder_flags
+from .engine_cache import builder_flags, cleared_flags
 
 
 def build_engine(onnx_path: Path, options: TensorRtOptions, timing_cache: Path | None = None) -> bytes:
@@ -44,6 +44,8 @@ def build_engine(onnx_path: Path, options: TensorRtOptions, timing_cache: Path |
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_bytes)
     for flag in builder_flags(options):
         config.set_flag(getattr(trt.BuilderFlag, flag))
+    for flag in cleared_flags(options):
+        config.clear_flag(getattr(trt.BuilderFlag, flag))
     if options.dla_core is not None:
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = int(options.dla_core)

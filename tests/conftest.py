@@ -9,6 +9,10 @@ import pytest
 
 from edgemed.samples import samples_dir, shipped_model
 
+from .fuzz.harness import register_profiles
+
+register_profiles()  # here, not in tests/fuzz: --hypothesis-profile is read before that conftest is imported
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 DICOM = SHARED / "dicom"
@@ -28,7 +32,12 @@ def free_ports(n: int) -> list[int]:
 
 
 def pytest_report_header(config):
-    return f"shared data: {SHARED} ({'present' if SHARED.is_dir() else 'MISSING'})"
+    from .fuzz.harness import active_profile
+
+    seeds = ("seeds fixed by each test's code (derandomize)" if active_profile() == "ci" else
+             "random seeds, printed with any failure")
+    return [f"shared data: {SHARED} ({'present' if SHARED.is_dir() else 'MISSING'})",
+            f"fuzz (-m fuzz): hypothesis profile {active_profile()!r}, {seeds}"]
 
 
 @pytest.fixture(scope="session")
@@ -61,6 +70,26 @@ def convert_shipped(name: str, out: Path, **overrides) -> Path:
                   calib=calib, name=name)
     kwargs.update(overrides)
     return convert(weights, out, **kwargs)
+
+
+def convert_ecg_fp32(out: Path, windows: int = 48) -> Path:
+    """The shipped 1-D CNN beat classifier as one FP32 ONNX Runtime artifact, calibrated and judged on ``windows``
+    evenly spaced beats of the shipped DS1 set (FP32 is judged by parity, which needs no more): what a test of a
+    signal entry point needs, in a third of the time the whole 1,000-beat set takes."""
+    import json
+
+    from edgemed.converters.convert import convert
+    from edgemed.samples import assets_dir, calibration_set
+    from edgemed.signal_sets import SignalSet
+
+    card = json.loads((assets_dir() / "ecg_cnn.json").read_text())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    beats = out.parent / f"{out.name}_beats.npz"
+    SignalSet.open(calibration_set("classification", "signal")).save(beats, windows)
+    return convert(assets_dir() / "ecg_cnn.pt", out, task="classification", input_kind="signal",
+                   input_shape=tuple(card["input_shape"]), arch=card["arch"], arch_args=card["arch_args"],
+                   labels=tuple(card["labels"]), preprocess=tuple(card["preprocess"]), calib=beats,
+                   targets=("onnx",), precisions=("fp32",))
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,7 @@ class Logger:
         self.level = level
 
 
-BuilderFlag = _Enum("FP16", "INT8", "GPU_FALLBACK", "STRICT_TYPES")
+BuilderFlag = _Enum("FP16", "INT8", "GPU_FALLBACK", "STRICT_TYPES", "TF32")
 MemoryPoolType = _Enum("WORKSPACE")
 DeviceType = _Enum("GPU", "DLA")
 TensorIOMode = _Enum("INPUT", "OUTPUT")
@@ -84,6 +84,7 @@ class _TimingCache:
 class _Config:
     def __init__(self) -> None:
         self.flags: list[str] = []
+        self.cleared: list[str] = []
         self.workspace = None
         self.default_device_type = DeviceType.GPU
         self.DLA_core = -1
@@ -94,6 +95,9 @@ class _Config:
 
     def set_flag(self, flag: str) -> None:
         self.flags.append(flag)
+
+    def clear_flag(self, flag: str) -> None:
+        self.cleared.append(flag)
 
     def add_optimization_profile(self, profile: _Profile) -> None:
         self.profiles.append(profile)
@@ -122,7 +126,7 @@ class Builder:
         return _Profile()
 
     def build_serialized_network(self, network: _Network, config: _Config) -> bytes:
-        record = {"flags": sorted(config.flags), "workspace": config.workspace,
+        record = {"flags": sorted(config.flags), "cleared": sorted(config.cleared), "workspace": config.workspace,
                   "device": config.default_device_type, "dla_core": config.DLA_core,
                   "profile": config.profiles[0].shapes[network.input_name]}
         BUILDS.append(record)

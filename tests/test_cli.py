@@ -56,7 +56,9 @@ def test_bench_table_and_json(cnn_bundle, tmp_path):
 
 def test_verify(cnn_bundle):
     proc = edgemed("verify", cnn_bundle, check=True)
-    assert "hashes ok" in proc.stdout and proc.stdout.strip().endswith("-> passed")
+    lines = proc.stdout.strip().splitlines()
+    assert "hashes ok" in lines[0] and lines[0].endswith("-> passed"), proc.stdout
+    assert lines[1].strip().startswith("verdict passed, from conversion"), proc.stdout
 
 
 def test_errors_are_one_line(cnn_bundle, tmp_path):

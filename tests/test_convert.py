@@ -178,12 +178,12 @@ def test_parity_failure_leaves_no_bundle_and_keeps_the_old_one(tmp_path, monkeyp
 
     import edgemed.converters.convert as conv
 
-    real = conv.engine_outputs
+    real = conv.Reference.__call__
 
-    def drifting(*a, **k):  # fault injection: an exporter that produced a subtly different model
-        return real(*a, **k) + 0.01
+    def drifting(self, x):  # fault injection: an exporter that produced a subtly different model
+        return real(self, x) + 0.01
 
-    monkeypatch.setattr(conv, "engine_outputs", drifting)
+    monkeypatch.setattr(conv.Reference, "__call__", drifting)
     with pytest.raises(ConversionError, match="differs from the source model"):
         _convert(weights, good, arch="cnn", arch_args=card["arch_args"], force=True)
     assert (good / "edgemed.json").read_bytes() == before

@@ -59,7 +59,7 @@ def test_int8_of_the_lstm_is_judged_per_class_on_every_backend(lstm_bundle):
     dropped = [d["artifact"] for d in report.get("dropped", [])]
     assert len(int8) + len([d for d in dropped if "int8" in d]) == 2  # one per backend, kept or said why not
     for art in int8:
-        assert art.drift.budget == str(default_budget("classification", "signal"))
+        assert art.drift.budget == str(default_budget("classification"))
         est = art.drift.metrics["class_agreement"]
         assert est.cases >= 1 and "worst class" in est.method
         assert {f"class_agreement[{c}]" for c in "NV"} <= set(art.drift.figures)

@@ -8,7 +8,6 @@ import shutil
 import msgspec
 import numpy as np
 import pytest
-from PIL import Image
 
 from edgemed import load
 from edgemed.bundle import Bundle, file_record
@@ -18,20 +17,14 @@ from edgemed.gate import default_budget, judge
 from edgemed.stats import flip_rate_bound
 
 from .conftest import SHARED
+from .site_images import breast_images
 
 
 @pytest.fixture(scope="module")
 def population(cnn_bundle, breastmnist, busi):
     """4,780 real 28x28 images (all of BreastMNIST and 4,000 BUSI crops) through the shipped classifier's
     preprocessing, and its FP32 logits on them."""
-    rng = np.random.default_rng(0)
-    images = [*breastmnist["train_images"], *breastmnist["val_images"], *breastmnist["test_images"]]
-    for _ in range(4000):
-        im = busi["images"][rng.integers(0, len(busi["images"]))]
-        side = int(rng.integers(96, 256))
-        y, x = rng.integers(0, 256 - side + 1, 2)
-        images.append(np.asarray(Image.fromarray(im[y:y + side, x:x + side]).resize((28, 28),
-                                                                                     Image.Resampling.BILINEAR)))
+    images = breast_images(breastmnist, busi)
     with load(cnn_bundle) as pipe:
         inputs = np.concatenate([pipe.prepare(im).tensor for im in images])
         import onnxruntime as ort
@@ -150,3 +143,57 @@ def test_a_planted_bad_artifact_is_uncertified_on_16_images_failed_on_all_and_ne
             load(bundle, backend="onnxruntime", precision="int8")
         with load(bundle, backend="onnxruntime", precision="int8", accept=name) as pipe:
             assert pipe.artifact.precision == "int8" and "ACCEPTED" in pipe.describe()["reason"]
+
+
+def _class_mix(labels, flippy, share, n, rng):
+    """``n`` case indices where the class ``flippy`` makes up ``share`` of the cases (another mix than the data's)."""
+    mine, other = np.flatnonzero(labels == flippy), np.flatnonzero(labels != flippy)
+    k = int(round(share * n))
+    return np.concatenate([rng.choice(mine, k, replace=False), rng.choice(other, n - k, replace=False)])
+
+
+def test_flips_hidden_in_one_class_never_pass_on_another_class_mix(population, cnn_bundle, tmp_path):
+    """The wrong pass of issue 18 in kind: a real INT8 classifier whose flips concentrate in one class, verdict data
+    holding that class less often than the test data: the default budget (with the worst class) never passes it,
+    and the worst class's bound covers the agreement of any class mix."""
+    from edgemed.drift import Margins
+
+    inputs, logits = population
+    cand = _int8_logits(cnn_bundle, inputs, tmp_path)
+    fp32_class = logits.argmax(1)
+    flips = cand.argmax(1) != fp32_class
+    rates = {c: float(flips[fp32_class == c].mean()) for c in np.unique(fp32_class)}
+    flippy = max(rates, key=rates.get)
+    assert rates[flippy] > 2 * min(rates.values()) and rates[flippy] > 0.005, rates  # concentrated in one class
+    pop = population_margins(logits, "classification", "logits")
+    assert isinstance(pop["agreement"], Margins)
+    budget = default_budget("classification")
+    rng = np.random.default_rng(7)
+    share = float((fp32_class == flippy).mean())
+    passed = covered = trials = 0
+    for _ in range(30):
+        verdict = _class_mix(fp32_class, flippy, share / 3, 1500, rng)  # the flippy class a third as common
+        record = judge(compare(logits[verdict], cand[verdict], "classification"), budget, "verdict", pop)
+        passed += record.verdict == "passed"
+        worst_low = record.metrics["class_agreement"].low
+        for deployment_share in (share, 2 * share, 0.5):  # the data's own mix, the flippy class twice as common, even
+            weights = np.where(fp32_class == flippy, deployment_share / share, (1 - deployment_share) / (1 - share))
+            deployed = 1.0 - float(np.average(flips, weights=weights))
+            covered += worst_low <= deployed
+            trials += 1
+    assert passed == 0
+    assert covered / trials >= 0.95, covered / trials
+
+
+def test_margin_bounds_never_claim_more_than_the_cases_resolve(population, cnn_bundle, tmp_path):
+    """A bound of 1.0, or equal to the counted agreement, claims certainty the cases cannot give (issue 18)."""
+    from edgemed.stats import count_floor
+
+    inputs, logits = population
+    pop = population_margins(logits, "classification", "logits")
+    rng = np.random.default_rng(3)
+    for n in (200, 808):  # a candidate identical to FP32: every margin shift 0, the margin model's rate 0
+        idx = rng.choice(len(logits), n, replace=False)
+        est = judge(compare(logits[idx], logits[idx], "classification"), default_budget("classification"), "",
+                    pop).metrics["agreement"]
+        assert est.value == 1.0 and est.low < 1.0 and est.low <= 1.0 - count_floor(0, n) + 1e-12

@@ -175,7 +175,7 @@ def test_a_schema_1_tensorrt_artifact_gets_the_options_it_was_gated_with():
 
 
 @pytest.mark.parametrize("text,needle", [
-    ('{"schema_version": 3}', "newer than this edgemed reads"),
+    (f'{{"schema_version": {SCHEMA_VERSION + 1}}}', "newer than this edgemed reads"),
     ('{"schema_version": 0}', "schema_version 0"),
     ('{"schema_version": "2"}', "schema_version is missing or not an integer"),
     ("[]", "not a JSON object"),

@@ -175,6 +175,7 @@ def test_load_rebuilds_the_engine_with_exactly_the_options_the_gate_measured(tmp
     from edgemed.bundle import Bundle
     from edgemed.devices import detect as detect_module
     from edgemed.errors import DeviceNotFound
+    from edgemed.gate import Budget
     from tests import fake_tensorrt
 
     from .conftest import SHARED, convert_shipped
@@ -185,7 +186,7 @@ def test_load_rebuilds_the_engine_with_exactly_the_options_the_gate_measured(tmp
     monkeypatch.setenv("EDGEMED_CACHE", str(tmp_path / "cache-at-conversion"))
     out = convert_shipped("cnn_breastmnist", tmp_path / "b", targets=("onnx", "tensorrt"),
                           precisions=("fp32", "fp16", "int8"), dla_core=1, calib=SHARED / "breastmnist.npz",
-                          calib_key="train_images")
+                          calib_key="train_images", budget=Budget.parse("agreement>=0.98", "classification"))
     assert len(fake_tensorrt.BUILDS) == 3  # one engine built per precision, in order, for the gate
     gated = dict(zip(("fp32", "fp16", "int8"), fake_tensorrt.BUILDS))
     arts = {a.precision: a for a in Bundle.open(out).artifacts if a.backend == "tensorrt"}
@@ -207,6 +208,7 @@ def test_load_rebuilds_the_engine_with_exactly_the_options_the_gate_measured(tmp
 
     assert gated["fp16"]["flags"] == ["FP16", "GPU_FALLBACK"] and gated["int8"]["flags"] == ["FP16", "GPU_FALLBACK",
                                                                                               "INT8"]
+    assert gated["fp32"]["cleared"] == ["TF32"] and gated["fp16"]["cleared"] == []  # FP32 computes in FP32
     assert gated["fp16"]["device"] == "DLA" and gated["fp16"]["dla_core"] == 1
     assert gated["fp32"]["device"] == "GPU" and gated["fp16"]["profile"][2][0] == 16
 

@@ -1,0 +1,170 @@
+"""``edgemed certify``: judge a bundle's artifacts again on a site's own data, on the device, without rebuilding.
+
+Conversion can only certify on the cases it was given; a hospital holds thousands more of its own patients'
+images. Certify runs every artifact of the bundle on them where it will run (the device's engines and
+settings), compares each with the bundle's FP32 reference (the FP32 ONNX model, at parity with the source
+model since conversion) case by case from disk, and judges it by the same rule conversion used
+(:func:`edgemed.gate.judge_artifact`: FP32 at parity is certified as the reference is; FP16 and INT8 by their
+budget, with bounds). The result is a new record beside the bundle (:mod:`edgemed.certification`), optionally
+signed; no artifact file is touched, so ``verify`` still passes and the bundle's own signature still holds.
+No torch or onnx is needed: this runs on the device.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .bundle import Bundle
+from .certification import ArtifactCertification, Certification, DataRecord, sign, write
+from .datasets import ImageSet, load_labels
+from .drift import Margins, case_margins
+from .errors import BundleError, OptionError
+from .gate import PARITY, PARITY_ATOL, PARITY_RTOL, Budget, default_budget, summary
+from .output_reader import OutputReader
+
+MAX_POPULATION = 2000
+
+
+def certify(bundle: str | Path, data: str | Path, data_key: str | None = None, val: str | Path | None = None,
+            val_labels: str | Path | None = None, val_key: str | None = None, budget: str | None = None,
+            margin: float = 0.005, device: str = "cpu", threads: int | None = None, key: str | Path | None = None,
+            log: Callable[[str], None] = lambda s: None) -> tuple[Path, Certification]:
+    """Certify every artifact of ``bundle`` on ``data`` (a folder or .npz of images, or signal windows); returns
+    the record's path and the record."""
+    from edgemed.converters.calibration import named_tensors
+    from edgemed.converters.cases import CaseStore, fill
+    from edgemed.converters.measure import Gauge
+    from edgemed.converters.reference import Reference
+    from edgemed.devices.detect import detect, resolve_device
+    from edgemed.devices.profiles import load_profiles
+    from edgemed.selection import check_request, engine_options
+
+    b = Bundle.open(bundle)
+    m = b.manifest
+    device = check_request(device, None, None, threads)
+    profile = resolve_device(device, detect(probe_openvino=device in ("auto", "npu")), load_profiles())
+    reference_art = m.artifact("onnxruntime", "fp32")
+    if reference_art is None or reference_art.drift.budget != PARITY or not reference_art.drift.passed:
+        raise BundleError(f"bundle {b.path} has no FP32 ONNX artifact at parity with its source model",
+                          "rebuild the bundle with edgemed convert (it always makes one)")
+    task = m.model.task
+    rule = Budget.parse(budget, task) if budget is not None else None
+    images = ImageSet.open(data, key=data_key)
+    _check_kind(images, m.model.input_kind, "--eval")
+    pre = b.preprocessor()
+    reader = OutputReader(m.output.names[0], m.postprocess.detection)
+    unit = images.unit
+    with tempfile.TemporaryDirectory(prefix="edgemed-certify-") as scratch:
+        scratch = Path(scratch)
+        log(f"certify: {len(images)} {unit} from {data} through the bundle's preprocessing")
+        cases = fill(CaseStore(scratch, "site"), named_tensors(images, pre))
+        with Reference(b.file(reference_art.file), m.input.name, reader) as ref:
+            scale = 0.0
+            for x in cases.inputs():
+                out = ref(x)
+                cases.add_output(out)
+                scale = max(scale, _magnitude(out))
+            labelled, labelled_data = _labelled(val, val_labels, val_key, b, pre, ref, scratch, margin) if val else \
+                (None, None)
+        kind = m.output.kind
+        population = _population(cases, task, kind)
+        gauge = Gauge(tuning=cases, verdict=cases, reader=reader, task=task, output_kind=kind,
+                      labels=list(m.model.labels), budget=rule or default_budget(task), population=population,
+                      tolerance=PARITY_ATOL + PARITY_RTOL * scale, labelled=labelled,
+                      reference_by=f"{reference_art.file} (onnxruntime/fp32, at parity with the source model)",
+                      unit=unit)
+        verdicts = []
+        from edgemed.runtimes import create_engine
+
+        for art in m.artifacts:
+            if art.file == reference_art.file:
+                continue
+            gauge.budget = rule or (default_budget(task) if art.drift.budget == PARITY else
+                                    Budget.parse(art.drift.budget, task))
+            log(f"  {art.key} on {profile.engine_device(art.backend)}: measuring {len(cases)} {unit}")
+            with create_engine(art.backend, b.file(art.file), device=profile.engine_device(art.backend),
+                               threads=threads, precision=art.precision, **engine_options(art, profile)) as engine:
+                measured = gauge.measure(engine, art.precision)
+            log(f"  {art.key}: {summary(measured.drift)}")
+            verdicts.append(ArtifactCertification(file=art.file, sha256=art.sha256, backend=art.backend,
+                                                  precision=art.precision, drift=measured.drift,
+                                                  clinical=measured.clinical))
+    record = Certification(
+        bundle_manifest_sha256=b.manifest_sha256(), created=_now(), host=platform.node(),
+        device=profile.engine_device("onnxruntime"), edgemed=__version__, tools=_versions(),
+        reference=gauge.reference_by, data=DataRecord(source=str(Path(data).resolve()), sha256=images.sha256(),
+                                                       cases=len(images), unit=unit),
+        labelled=labelled_data, budget=str(rule) if rule else None, artifacts=verdicts)
+    if key is not None:
+        record = sign(record, Path(key))
+    return write(b.path, record), record
+
+
+def _check_kind(images, input_kind: str, option: str) -> None:
+    from .signal_sets import SignalSet
+
+    if isinstance(images, SignalSet) != (input_kind == "signal"):
+        have = "signal windows" if isinstance(images, SignalSet) else "images"
+        raise OptionError(f"{option} {images.path} holds {have}, but the bundle's model reads {input_kind}s",
+                          "pass data of the model's own kind")
+
+
+def _magnitude(output) -> float:
+    if isinstance(output, np.ndarray):
+        return float(np.abs(output).max()) if output.size else 0.0
+    return float(np.abs(output.scores).max()) if len(output.scores) else 0.0
+
+
+def _population(cases, task: str, kind: str) -> dict[str, Margins]:
+    if task == "detection":
+        return {}
+    parts = [case_margins(o, task, kind) for o in cases.outputs()]
+    if not parts:
+        return {}
+    return {name: Margins.join([p[name] for p in parts]).spaced(MAX_POPULATION) for name in parts[0]}
+
+
+def _labelled(val, val_labels, val_key, b: Bundle, pre, ref, scratch: Path, margin: float):
+    from edgemed.converters.cases import CaseStore
+    from edgemed.converters.measure import Labelled
+
+    images = ImageSet.open(val, key=val_key)
+    truth = load_labels(val_labels, images, b.task, b.labels)
+    if truth is None:
+        raise OptionError(f"--val {val}: no labels found", "pass --val-labels (CSV file,label, a mask folder, or an "
+                          ".npz with labels/masks)")
+    store = CaseStore(scratch, "labelled")
+    geometry = []
+    for name, image in images:
+        prepared = pre(image)
+        store.add(name, prepared.tensor)
+        store.add_output(ref(prepared.tensor))
+        geometry.append(getattr(prepared, "geometry", None))
+    if b.task == "detection":
+        from .detection_post import to_input
+
+        truth = [(to_input(boxes, geo), classes) for (boxes, classes), geo in zip(truth, geometry)]
+    return (Labelled(store, truth, margin, f"{len(images)} labelled {images.unit} from {val}"),
+            DataRecord(source=str(Path(val).resolve()), sha256=images.sha256(), cases=len(images), unit=images.unit))
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version(), "numpy": np.__version__}
+    for name in ("onnxruntime", "openvino"):
+        try:
+            module = __import__(name)
+            out[name] = module.get_version() if name == "openvino" else module.__version__
+        except ImportError:
+            pass
+    return out
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
