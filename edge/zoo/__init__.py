@@ -15,6 +15,7 @@ ARCHITECTURES = {
     "centernet": "edgemed.zoo.detector:CenterNetLite",
     "ecg_cnn": "edgemed.zoo.ecg:ECGCNN",
     "ecg_rnn": "edgemed.zoo.ecg:ECGRNN",
+    "ecg_rr": "edgemed.zoo.ecg:ECGRR",
 }
 
 

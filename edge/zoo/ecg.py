@@ -1,12 +1,14 @@
-"""Beat classifiers for one-lead ECG windows (N, C, L): a 1-D CNN and a CNN with a recurrent head.
+"""Beat classifiers for one-lead ECG windows (N, C, L): a 1-D CNN, a CNN with a recurrent head, and a
+CNN that also reads the beat's RR intervals (a second input).
 
-Both read a beat window (1.5 s at 120 Hz = 180 samples by default) and give AAMI class logits.
+All read a beat window (1.5 s at 120 Hz = 180 samples by default) and give AAMI class logits.
 The recurrent one downsamples with two convolutions first, so its LSTM/GRU runs over 45 steps,
 not 180: the sequence is what edge toolchains struggle with, so it is kept short.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -49,3 +51,97 @@ class ECGRNN(nn.Module):
         seq = self.front(x).transpose(1, 2)  # (N, steps, features)
         out, _ = self.rnn(seq)
         return self.head(out.mean(dim=1))
+
+
+RR_FEATURES = ("rr_pre", "rr_post", "rr_local", "rr_average")
+RR_LOCAL_BEATS = 10  # rr_local: the mean of the (up to) 10 RR intervals ending at the beat
+RR_AVERAGE_S = 300.0  # rr_average: the mean RR interval over the (up to) 300 s of signal before the beat
+
+
+def rr_features(record: np.ndarray, r_peak: np.ndarray, fs: float = 360.0) -> np.ndarray:
+    """The ``rr`` input of :class:`ECGRR`, (N, 4) float32 seconds, for beats sorted by record and R peak.
+
+    For beat i of a record with R peaks p (samples at ``fs``), RR interval k = p[k] - p[k-1]:
+
+    - ``rr_pre`` = p[i] - p[i-1]; ``rr_post`` = p[i+1] - p[i];
+    - ``rr_local`` = mean of RR intervals max(1, i-9) .. i (up to 10, ``rr_pre`` included);
+    - ``rr_average`` = mean of the RR intervals k <= i that lie wholly in the 300 s before the beat
+      (p[k-1] >= p[i] - 300 s), and at least of ``rr_pre``.
+
+    The first and the last beat of each record lack a neighbour on one side: their rows are NaN (the
+    training script leaves them out, and so must a caller: they have no defined input). numpy only, so
+    a runtime can compute the same numbers from the R peaks it detects.
+    """
+    record = np.asarray(record)
+    peaks = np.asarray(r_peak, dtype=np.int64)
+    if record.shape != peaks.shape or peaks.ndim != 1:
+        raise ValueError(f"record {record.shape} and r_peak {peaks.shape} must be the same 1-D length")
+    out = np.full((len(peaks), 4), np.nan, np.float64)
+    starts = np.flatnonzero(np.r_[True, record[1:] != record[:-1]])
+    for lo, hi in zip(starts, np.r_[starts[1:], len(peaks)]):
+        p = peaks[lo:hi]
+        if len(p) < 3:
+            continue
+        if np.any(np.diff(p) <= 0):
+            raise ValueError(f"record {record[lo]}: R peaks must be strictly increasing")
+        rr = np.diff(p) / fs  # rr[k-1] is interval k, ending at beat k
+        cum = np.r_[0.0, np.cumsum(rr)]  # cum[k] = sum of intervals 1..k
+        i = np.arange(1, len(p) - 1)
+        local_from = np.maximum(1, i - RR_LOCAL_BEATS + 1)
+        # first interval k whose start p[k-1] is within 300 s of p[i]; never later than i itself
+        first_start = np.searchsorted(p, p[i] - RR_AVERAGE_S * fs, side="left")
+        avg_from = np.minimum(first_start + 1, i)
+        out[lo + i] = np.stack([rr[i - 1], rr[i], (cum[i] - cum[local_from - 1]) / (i - local_from + 1),
+                                (cum[i] - cum[avg_from - 1]) / (i - avg_from + 1)], axis=1)
+    return out.astype(np.float32)
+
+
+class ECGRR(nn.Module):
+    """A beat classifier with two inputs: the beat window (N, 1, L) and its RR intervals (N, 4) in seconds.
+
+    The rhythm is half of what tells a premature supraventricular beat from a normal one (its shape is
+    often normal): de Chazal et al. 2004's inter-patient classifier owes its S sensitivity to RR features.
+    The intervals enter as raw seconds ``[rr_pre, rr_post, rr_local, rr_average]`` (:func:`rr_features`)
+    and are normalised in the graph, so every patient's own rhythm is the reference: log ratios of
+    rr_pre, rr_post and rr_local to rr_average, rr_pre to rr_local, rr_post to rr_pre, and the log of
+    rr_average (the heart rate, relative to 0.8 s), each clipped to [-1, 1]. The beat goes through a
+    small 1-D CNN (as :class:`ECGCNN`); ``beat_scale`` divides it by its standard deviation first.
+
+    Built for INT8 (ONNX Runtime's static QDQ gives every quantized tensor one scale): the clipped log
+    ratios share one range, so the rhythm's quantization step is 2/255 in log units (0.8% of an interval)
+    whatever pauses the calibration beats hold, and the head adds a linear map of each branch instead of
+    concatenating them, so beat and rhythm features keep their own scales.
+    """
+
+    RR_CLIP = 1.0
+    RR_REFERENCE_S = 0.8
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 4, width: int = 16, rr_hidden: int = 16,
+                 hidden: int = 32, beat_scale: bool = False) -> None:
+        super().__init__()
+        self.beat_scale = beat_scale
+        self.features = nn.Sequential(
+            _conv(in_channels, width, 7), nn.MaxPool1d(2),
+            _conv(width, width * 2, 5), nn.MaxPool1d(2),
+            _conv(width * 2, width * 4, 5), nn.MaxPool1d(2),
+            _conv(width * 4, width * 4, 3), nn.AdaptiveAvgPool1d(1), nn.Flatten(),
+        )
+        self.rr = nn.Sequential(nn.Linear(6, rr_hidden), nn.ReLU())
+        self.beat_to_hidden = nn.Linear(width * 4, hidden)
+        self.rr_to_hidden = nn.Linear(rr_hidden, hidden, bias=False)
+        self.head = nn.Sequential(nn.ReLU(), nn.Dropout(0.2), nn.Linear(hidden, num_classes))
+
+    @classmethod
+    def rhythm(cls, rr: torch.Tensor) -> torch.Tensor:
+        """(N, 4) seconds -> (N, 6) patient-relative log ratios, each clipped to [-1, 1]."""
+        log = torch.log(rr.clamp(0.1, 10.0))
+        pre, post, local, average = log[:, 0:1], log[:, 1:2], log[:, 2:3], log[:, 3:4]
+        ratios = torch.cat([pre - average, post - average, local - average, pre - local, post - pre,
+                            average - float(np.log(cls.RR_REFERENCE_S))], 1)
+        return ratios.clamp(-cls.RR_CLIP, cls.RR_CLIP)
+
+    def forward(self, beat: torch.Tensor, rr: torch.Tensor) -> torch.Tensor:
+        if self.beat_scale:
+            beat = beat / beat.std(dim=2, keepdim=True).clamp(min=0.01)
+        hidden = self.beat_to_hidden(self.features(beat)) + self.rr_to_hidden(self.rr(self.rhythm(rr)))
+        return self.head(hidden)
