@@ -357,7 +357,9 @@ def test_frames_outside_the_calibrated_range_are_refused(det_bundle, busi, tmp_p
         with pytest.raises(InputError, match=r"uint16 frame values reach .* calibrated on uint8 .*frame // 257"):
             pipe.predict(frame.astype(np.uint16) * 257)
         same = pipe.predict((frame.astype(np.uint16) * 257) // 257)  # the fix the message gives, applied
-        np.testing.assert_array_equal(same.boxes, as_8bit.boxes)
+        # the same lesions; uint16 is resized in float, uint8 in integers (README: a few boundary pixels differ)
+        assert len(same.boxes) == len(as_8bit.boxes) and same.names == as_8bit.names
+        np.testing.assert_allclose(same.boxes, as_8bit.boxes, atol=0.5)
     unet = convert_shipped("unet_busi", tmp_path / "unet_default", calib=samples_dir("busi"), preprocess=None)
     with edgemed.load(unet) as pipe:
         assert [p["op"] for p in pipe.bundle.manifest.preprocess] == ["to_gray", "resize", "scale"]
