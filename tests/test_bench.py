@@ -65,17 +65,15 @@ def test_all_artifacts_both_scenarios_with_ground_truth(unet_all, busi_test_npz,
         assert "reason" in r["energy"]
 
 
-def test_shipped_unet_streams_30_fps_without_deadline_misses(unet_bundle, tmp_path):
-    """The shipped U-Net is sized for point-of-care on these 2-core machines (end to end, batch 1).
-
-    Measured the way scanner software runs it: a process of its own (not pytest's, which by now
-    holds the thread pools of every engine earlier tests created).
-    """
+def test_point_of_care_scenario_accounts_for_every_frame(unet_bundle, tmp_path):
+    """The scenario's bookkeeping: every frame of 5 s at 30 fps is processed or dropped, and misses are counted.
+    Whether the shipped U-Net keeps 30 fps without a miss is a speed target: benchmarks/test_targets.py."""
     edgemed("bench", unet_bundle, "--scenario", "point-of-care", "--fps", 30, "--duration", 5, "--runs", 20,
             "--warmup", 5, "--no-history", "--json", tmp_path / "poc.json", check=True)
     (art,) = json.loads((tmp_path / "poc.json").read_text())["artifacts"]
     result = art["point_of_care"]
-    assert result["frames"] == 150 and result["dropped"] == 0 and result["deadline_misses"] == 0, result
+    assert result["frames"] == 150 and result["processed"] + result["dropped"] == 150, result
+    assert 0 <= result["deadline_misses"] <= result["processed"], result
 
 
 def test_classifier_accuracy_against_labels(cnn_bundle, tmp_path, breastmnist):
