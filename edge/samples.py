@@ -35,6 +35,17 @@ def calibration_set(task: str, input_kind: str = "image") -> Path:
                                          "classification": "breastmnist_train.npz"}[task]
 
 
+def verdict_set(task: str, input_kind: str = "image") -> Path | None:
+    """Held-out real cases the shipped models' verdicts are taken on, beside their calibration set: the other 540
+    BUSI frames for the segmenter and detector, the DS2 beats for the ECG models. None for the classifier, whose
+    verdict takes the BreastMNIST images calibration leaves over."""
+    if input_kind == "signal":
+        return ecg_beats()
+    if task in ("segmentation", "detection"):
+        return samples_dir("calibration") / "busi_verdict540.npz"
+    return None
+
+
 def ecg_beats() -> Path:
     """8,446 labelled MIT-BIH DS2 beats (patients the shipped ECG models never saw; all S, V, F and 3,000 N):
     their verdict set."""
