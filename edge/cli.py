@@ -427,7 +427,7 @@ def verify(bundle: Path, device: str, pubkey: Path | None, certifiers: tuple[Pat
     artifact reproduces on this device the answers it gave at conversion on the bundle's reference probes."""
     from . import load
     from .bundle import Bundle
-    from .fleet.pointer import is_device, serving_bundle
+    from .device_pointer import is_device, serving_bundle
     from .gate import summary
     from .verify import verify_artifact
 

@@ -77,7 +77,24 @@ def read_source(path: Path):
     for keyword in TYPE2_CONTEXT:  # what every result copies from its source: absent there, present and empty here
         if keyword not in ds:
             setattr(ds, keyword, None)
+    _empty_unreadable_dates(ds)
     return ds
+
+
+def _empty_unreadable_dates(ds) -> None:
+    """A study date or time the standard's format does not allow ("14:04:38" for TM, found by the fuzz suite) is
+    copied into the results empty, as a type-2 attribute may be: highdicom stopped with pydicom's ValueError, and
+    the study is still named by its Study Instance UID."""
+    from pydicom.valuerep import DA, TM
+
+    for keyword, vr in (("StudyDate", DA), ("StudyTime", TM), ("PatientBirthDate", DA)):
+        value = ds.get(keyword)
+        if value in (None, ""):
+            continue
+        try:
+            vr(value if isinstance(value, str) else str(value))
+        except (ValueError, TypeError):
+            setattr(ds, keyword, None)
 
 
 # Type-2 attributes of the Patient and General Study modules, which every result object copies from its source.

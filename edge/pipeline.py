@@ -231,7 +231,7 @@ def load(bundle: str | Path, device: str = "cpu", backend: str | None = None, pr
     that key or by one of ``certifiers`` (public key files). A device folder (``edgemed update --into DIR``)
     loads the version its pointer names.
     """
-    from .fleet.pointer import is_device, serving_bundle
+    from .device_pointer import is_device, serving_bundle
 
     if is_device(bundle):
         bundle = serving_bundle(bundle)

@@ -27,9 +27,9 @@ pytest.importorskip("tuf")
 
 from edgemed import load  # noqa: E402
 from edgemed.bundle import Bundle  # noqa: E402
+from edgemed.device_pointer import Pointer, serving_bundle  # noqa: E402
 from edgemed.errors import EdgemedError  # noqa: E402
 from edgemed.fleet.client import UpdateRefused  # noqa: E402
-from edgemed.fleet.pointer import Pointer, serving_bundle  # noqa: E402
 from edgemed.fleet.repository import FileRepository, RepositoryError, init_repository, publish, rotate  # noqa: E402
 from edgemed.fleet.slots import PAUSE_ENV  # noqa: E402
 from edgemed.fleet.update import rollback, update  # noqa: E402

@@ -262,3 +262,25 @@ def test_the_node_refuses_what_it_cannot_name_or_analyse(cnn_bundle, tmp_path, c
         assert node.handle_store(_Event(ds)) == FAILURE_CANNOT_UNDERSTAND
     assert log in caplog.text and "unexpected" not in caplog.text
     assert [p.name for p in tmp_path.iterdir()] == []  # nothing written, inside the outbox or beside it
+
+
+def test_a_source_with_old_style_study_date_and_time_gets_its_results(cnn_bundle, tmp_path):
+    """pydicom's ExplVR_BigEnd.dcm (a real US object) carries ACR-NEMA style StudyDate '1997.04.24' and StudyTime
+    '14:04:38', which TM does not allow: predict --out ended in an internal error from highdicom. The results are
+    written, that attribute empty (type 2)."""
+    pydicom = pytest.importorskip("pydicom")
+    from click.testing import CliRunner
+
+    from edgemed.cli import main
+
+    from .conftest import DICOM
+
+    result = CliRunner().invoke(main, ["predict", str(cnn_bundle), str(DICOM / "ExplVR_BigEnd.dcm"), "--out",
+                                       str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output  # was the internal error (3)
+    written = sorted(p.name for p in (tmp_path / "out").glob("*.dcm"))
+    assert written == ["ExplVR_BigEnd.sc.dcm", "ExplVR_BigEnd.sr.dcm"], result.output
+    for name in written:
+        ds = pydicom.dcmread(tmp_path / "out" / name)
+        # the time emptied; the dotted date is one pydicom's DA reads (ACR-NEMA's form), so it is kept
+        assert ds.get("StudyTime") in (None, "") and ds.StudyDate == "1997.04.24" and ds.StudyInstanceUID

@@ -4,7 +4,7 @@ Like the A/B updaters of embedded Linux (RAUC, Mender, SWUpdate), a new version 
 serving one, checked, and only then made current; the previous version stays until the next update, so
 a rollback is one more pointer switch. Layout of ``DIR``::
 
-    current.json            the pointer (edgemed.fleet.pointer), replaced atomically
+    current.json            the pointer (edgemed.device_pointer), replaced atomically
     slots/<version>/        complete, verified bundles: the current one and the previous one
     slots/.<version>.partial-*   a bundle being unpacked (its writer's PID inside: removed once it is gone)
     trust/root.json         the TUF root the device was provisioned with (its trust anchor)
@@ -34,10 +34,10 @@ from pathlib import Path
 
 from ..atomic import write_atomic
 from ..bundle import Bundle
+from ..device_pointer import POINTER, SLOTS, Pointer
 from ..errors import BundleError, EdgemedError
 from ..owned_dirs import OWNER, abandoned, make_owned, remove_abandoned
 from .archive import unpack
-from .pointer import POINTER, SLOTS, Pointer
 
 PAUSE_ENV = "EDGEMED_FLEET_PAUSE_AT"  # test hook: stop at a named stage so a test can kill the process there
 

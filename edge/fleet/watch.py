@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import load
+from ..device_pointer import POINTER
 from ..errors import EdgemedError
-from .pointer import POINTER
 from .slots import Device
 
 MAX_STARTS = 3

@@ -80,7 +80,7 @@ def _good_store(node) -> None:
     from edgemed.dicom_node import ACSE_TIMEOUT_S
 
     before = len(list(node["outbox"].glob("*.dcm")))
-    ds = pydicom.dcmread(DICOM / "CT_small.dcm")
+    ds = pydicom.dcmread(DICOM / "examples_rgb_color.dcm")
     ds.SOPInstanceUID = pydicom.uid.generate_uid()
     deadline = time.monotonic() + 2 * ACSE_TIMEOUT_S + 10
     while (status := _store(node["port"], ds)) is None and time.monotonic() < deadline:

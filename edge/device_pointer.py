@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import BundleError
+from .errors import BundleError
 
 POINTER = "current.json"
 SLOTS = "slots"
