@@ -41,7 +41,8 @@ def _save_busi(d, pick: np.ndarray, path: Path) -> None:
                        for im in d["images"][pick]])
     masks = np.stack([np.asarray(Image.fromarray(m).resize((128, 128), Image.Resampling.NEAREST))
                       for m in d["masks"][pick]])
-    np.savez_compressed(path, images=images, masks=masks, labels=d["labels"][pick], names=d["names"][pick].astype("U64"))
+    np.savez_compressed(path, images=images, masks=masks, labels=d["labels"][pick],
+                        names=d["names"][pick].astype("U64"))
 
 
 if __name__ == "__main__":
