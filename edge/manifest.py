@@ -103,6 +103,11 @@ class InputSpec(Record, kw_only=True):
     layout: Literal["NCHW", "NHWC", "NCL"]
     value_range: ValueRange | None = None  # image models converted since issue 20; absent: not checked
 
+    def same_tensor(self, other: InputSpec) -> bool:
+        """Whether two models take the same tensor (shape, dtype, layout): their answers on the same frames can
+        be compared. The value range is what each one's calibration frames held, not part of the tensor."""
+        return (self.shape, self.dtype, self.layout) == (other.shape, other.dtype, other.layout)
+
     def __post_init__(self) -> None:
         if len(self.shape) != LAYOUT_RANK[self.layout]:
             raise ValueError(f"shape: {self.shape} does not have the {LAYOUT_RANK[self.layout]} dimensions of "
