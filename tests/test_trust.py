@@ -151,10 +151,17 @@ def test_bit_depths_and_edge_sizes(cnn_bundle, tmp_path, breastmnist):
         Image.fromarray(img > 100).save(tmp_path / "1bit.png")  # 1-bit: read as 0/255 grey, documented
         assert read_frames(tmp_path / "1bit.png")[0].dtype == np.uint8
         pipe.predict(tmp_path / "1bit.png")
+        # The spec scales by 1/255, so its answer depends on absolute values: a float TIFF already in [0, 1] and a
+        # 16-bit PNG are refused with the fix (issue 20.7; before, each got an answer from values the model never
+        # saw), and the fix applied gives the uint8 frame's answer
         Image.fromarray(img.astype(np.float32) / 255, "F").save(tmp_path / "f32.tif")
-        assert pipe.predict(tmp_path / "f32.tif").index == want  # float TIFF: same answer as uint8
+        with pytest.raises(InputError, match=r"already scaled to \[0, 1\].*x 255"):
+            pipe.predict(tmp_path / "f32.tif")
+        assert pipe.predict(read_frames(tmp_path / "f32.tif")[0] * 255).index == want
         Image.fromarray(img.astype(np.uint16) * 257).save(tmp_path / "u16.png")
-        assert pipe.predict(tmp_path / "u16.png").index == want
+        with pytest.raises(InputError, match=r"frame // 257"):
+            pipe.predict(tmp_path / "u16.png")
+        assert pipe.predict(read_frames(tmp_path / "u16.png")[0] // 257).index == want
         assert pipe.predict(np.array([[7]], np.uint8)).probabilities.shape == (2,)  # 1x1: resized, valid
         np.save(tmp_path / "nan.npy", np.full((28, 28), np.nan, np.float32))
         with pytest.raises(InputError, match="NaN"):
