@@ -17,6 +17,7 @@ CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 2000
 SEED = 20261126
 KERNEL_WIDTH = 1.5  # x Silverman's bandwidth: the bound's coverage held at >= 97.5% in every trial set here
+KERNEL_REACH = 8.3  # kernel widths beyond which a Gaussian term is below 1e-16
 
 
 def clopper_pearson(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
@@ -184,7 +185,15 @@ def flip_rate(margins: np.ndarray, shifts: np.ndarray) -> float:
     m, s = np.asarray(margins, np.float64), np.asarray(shifts, np.float64)
     if m.size == 0 or s.size == 0:
         return 0.0
-    return float(np.mean(ndtr((-m[:, None] - s[None, :]) / (KERNEL_WIDTH * bandwidth(s)))))
+    width = KERNEL_WIDTH * bandwidth(s)
+    # Only margins a shift can come near matter: beyond KERNEL_REACH widths above the largest fall, every term
+    # is under ndtr(-KERNEL_REACH) (1e-16). Most margins lie there, so this is the same sum at a fraction of the
+    # cost (the full matrix took 15 s per verdict on 1,500 cases, 300 bootstrap resamples; issue 18's fallback
+    # judges each attempt).
+    near = m[m < KERNEL_REACH * width - s.min()]
+    if near.size == 0:
+        return 0.0
+    return float(ndtr((-near[:, None] - s[None, :]) / width).sum() / (m.size * s.size))
 
 
 def bandwidth(x: np.ndarray) -> float:

@@ -122,7 +122,7 @@ def test_dicom_files(cnn_pipe, unet_pipe, dicom_seeds, tmp_path_factory, data):
         outcome("predict (DICOM frames)", lambda f=frame: pipe.predict(f), check)
 
 
-@fuzz_settings(40, deadline_s=60)
+@fuzz_settings(20, deadline_s=60)
 @given(data=st.data())
 def test_cli_predict_out(cnn_bundle, image_seeds, dicom_seeds, tmp_path_factory, data):
     """``edgemed predict BUNDLE FILES --out DIR`` (in process, through click): exit 0 or the one-line user error
