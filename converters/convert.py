@@ -55,7 +55,7 @@ from .calibration import MIN_INT8_CALIBRATION, DataPlan, named_tensors, plan
 from .cases import CaseStore, fill
 from .export_onnx import INPUT_NAME, export_torch, finalize, graph_io, output_names
 from .graph_checks import GraphFacts, OutputEvidence, check_graph, output_kind
-from .measure import PROBE_COUNT, Gauge, Labelled
+from .measure import PROBE_COUNT, Gauge, Labelled, labelled_cases
 from .options import ConvertOptions, check_backends
 from .ort_quantize import scratch_dir
 from .reference import Reference, SourceRunner
@@ -258,27 +258,10 @@ def labelled(opts: ConvertOptions, reference: Reference, pre: Preprocessor, read
     """Labelled validation cases for the clinical gate, with the FP32 reference's outputs on them (on disk)."""
     if opts.val is None:
         return None
-    from edgemed.datasets import load_labels
-
     images = ImageSet.open(opts.val, key=opts.val_key)
     _check_kind(images, opts, "--val")
-    truth = load_labels(opts.val_labels, images, opts.task, reading.labels)
-    if truth is None:
-        raise OptionError(f"--val {opts.val}: no labels found", "pass --val-labels (CSV file,label, a mask folder, "
-                          "or an .npz with labels/masks)")
-    store = CaseStore(cases, "labelled")
-    geometry = []
-    for name, image in images:
-        prepared = pre(image)
-        store.add(name, prepared.tensor)
-        store.add_output(reference(prepared.tensor))
-        geometry.append(getattr(prepared, "geometry", None))
-    if opts.task == "detection":
-        from edgemed.detection_post import to_input
-
-        # Ground truth onto the model's input, where the detections are compared (IoU is the same in both).
-        truth = [(to_input(boxes, geo), classes) for (boxes, classes), geo in zip(truth, geometry)]
-    return Labelled(store, truth, opts.margin, f"{len(images)} labelled {images.unit} from {opts.val}")
+    return labelled_cases(images, opts.val_labels, opts.task, reading.labels, pre, reference, cases, opts.margin,
+                          opts.val)
 
 
 def export(source: SourceModel, opts: ConvertOptions, target: Path, log: Callable[[str], None]) -> Exported:

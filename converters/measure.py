@@ -37,6 +37,32 @@ class Labelled:
     source: str
 
 
+def labelled_cases(images, labels, task: str, class_names, pre, reference: Callable, folder, margin: float,
+                   source) -> Labelled:
+    """Labelled validation cases for the clinical gate, for convert and certify alike: each image preprocessed
+    once, its tensor and the FP32 reference's output kept on disk, detector ground truth mapped onto the model's
+    input (where the detections are compared; IoU is the same in both)."""
+    from edgemed.datasets import load_labels
+    from edgemed.errors import OptionError
+
+    truth = load_labels(labels, images, task, class_names)
+    if truth is None:
+        raise OptionError(f"--val {source}: no labels found", "pass --val-labels (CSV file,label, a mask folder, or "
+                          "an .npz with labels/masks)")
+    store = CaseStore(folder, "labelled")
+    geometry = []
+    for name, image in images:
+        prepared = pre(image)
+        store.add(name, prepared.tensor)
+        store.add_output(reference(prepared.tensor))
+        geometry.append(getattr(prepared, "geometry", None))
+    if task == "detection":
+        from edgemed.detection_post import to_input
+
+        truth = [(to_input(boxes, geo), classes) for (boxes, classes), geo in zip(truth, geometry)]
+    return Labelled(store, truth, margin, f"{len(images)} labelled {images.unit} from {source}")
+
+
 @dataclass
 class Measured:
     """What one session of a candidate said: its verdict, its clinical record, its outputs on the probes."""

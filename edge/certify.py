@@ -23,7 +23,7 @@ import numpy as np
 from . import __version__
 from .bundle import Bundle
 from .certification import ArtifactCertification, Certification, DataRecord, sign, write
-from .datasets import ImageSet, load_labels
+from .datasets import ImageSet
 from .drift import Margins, case_margins
 from .errors import BundleError, OptionError
 from .gate import PARITY, PARITY_ATOL, PARITY_RTOL, Budget, default_budget, summary
@@ -132,27 +132,12 @@ def _population(cases, task: str, kind: str) -> dict[str, Margins]:
 
 
 def _labelled(val, val_labels, val_key, b: Bundle, pre, ref, scratch: Path, margin: float):
-    from edgemed.converters.cases import CaseStore
-    from edgemed.converters.measure import Labelled
+    from edgemed.converters.measure import labelled_cases
 
     images = ImageSet.open(val, key=val_key)
-    truth = load_labels(val_labels, images, b.task, b.labels)
-    if truth is None:
-        raise OptionError(f"--val {val}: no labels found", "pass --val-labels (CSV file,label, a mask folder, or an "
-                          ".npz with labels/masks)")
-    store = CaseStore(scratch, "labelled")
-    geometry = []
-    for name, image in images:
-        prepared = pre(image)
-        store.add(name, prepared.tensor)
-        store.add_output(ref(prepared.tensor))
-        geometry.append(getattr(prepared, "geometry", None))
-    if b.task == "detection":
-        from .detection_post import to_input
-
-        truth = [(to_input(boxes, geo), classes) for (boxes, classes), geo in zip(truth, geometry)]
-    return (Labelled(store, truth, margin, f"{len(images)} labelled {images.unit} from {val}"),
-            DataRecord(source=str(Path(val).resolve()), sha256=images.sha256(), cases=len(images), unit=images.unit))
+    cases = labelled_cases(images, val_labels, b.task, b.labels, pre, ref, scratch, margin, val)
+    return cases, DataRecord(source=str(Path(val).resolve()), sha256=images.sha256(), cases=len(images),
+                             unit=images.unit)
 
 
 def _versions() -> dict:

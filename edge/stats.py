@@ -9,7 +9,7 @@ each function is checked against scipy/statsmodels' own tests of the same quanti
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -54,16 +54,7 @@ def cases_to_certify(rate: float, limit: float, confidence: float = CONFIDENCE, 
     def enough(n: int) -> bool:
         return clopper_pearson(int(round(rate * n)), n, confidence)[1] <= limit
 
-    n = 1
-    while not enough(n):
-        n *= 2
-        if n > most:
-            return None
-    lo, hi = n // 2, n
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if enough(mid) else (mid, hi)
-    return hi
+    return _fewest(enough, most)
 
 
 def cases_to_refute(rate: float, limit: float, confidence: float = CONFIDENCE, most: int = 10_000_000) -> int | None:
@@ -75,6 +66,11 @@ def cases_to_refute(rate: float, limit: float, confidence: float = CONFIDENCE, m
     def enough(n: int) -> bool:
         return clopper_pearson(int(round(rate * n)), n, confidence)[0] > limit
 
+    return _fewest(enough, most)
+
+
+def _fewest(enough: Callable[[int], bool], most: int) -> int | None:
+    """The smallest n with ``enough(n)`` (monotone in n), by doubling then bisection; None beyond ``most``."""
     n = 1
     while not enough(n):
         n *= 2
