@@ -32,8 +32,12 @@ def export() -> None:
 @export.command("triton")
 @click.argument("bundles", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Model repository to write.")
-@click.option("--backend", type=click.Choice(["python"]), default="python", show_default=True,
-              help="python: one Python-backend model running the edgemed pipeline (the form verified here).")
+@click.option("--backend", type=click.Choice(["python", "onnxruntime", "openvino"]), default="python",
+              show_default=True,
+              help="python: one Python-backend model running the edgemed pipeline (needs edgemed in Triton's Python; "
+                   "verified here). onnxruntime/openvino: the certified artifact on Triton's native backend inside an "
+                   "ensemble whose pre/post steps need only numpy, so a stock Triton image runs it (the steps are "
+                   "verified here, the native engine step is not: this Triton lacks those backends).")
 @click.option("--storage-uri", default="pvc://edgemed/models", show_default=True,
               help="Where the KServe InferenceService will find the repository.")
 @click.option("--force", is_flag=True, help="Replace an existing repository.")
@@ -44,8 +48,9 @@ def export_triton(bundles: tuple[Path, ...], out: Path, backend: str, storage_ur
     from .triton_repository import export_repository
 
     names = export_repository(list(bundles), out, max_batch, max_queue_delay_us, instances, accept, pubkey,
-                              storage_uri, force)
-    click.echo(f"{out}: {', '.join(names)} (Python backend); KServe manifest: {out / 'inferenceservice.yaml'}")
+                              storage_uri, force, backend)
+    form = "Python backend" if backend == "python" else f"ensembles: numpy steps around Triton's {backend} backend"
+    click.echo(f"{out}: {', '.join(names)} ({form}); KServe manifest: {out / 'inferenceservice.yaml'}")
 
 
 @click.command()

@@ -70,8 +70,11 @@ def config_pbtxt(bundle: Bundle, name: str, artifact, max_batch: int, queue_dela
     return "\n".join(lines) + "\n"
 
 
-def inference_service(names: list[str], storage_uri: str) -> str:
+def inference_service(names: list[str], storage_uri: str, backend: str = "python") -> str:
     """A KServe v1beta1 InferenceService serving the repository with Triton (one per repository)."""
+    needs = ("      # the Python backend's environment must have edgemed installed: pip install edgemed\n"
+             if backend == "python" else
+             "      # a stock Triton image runs this repository: native engines, numpy-only Python steps\n")
     return (
         "apiVersion: serving.kserve.io/v1beta1\n"
         "kind: InferenceService\n"
@@ -82,15 +85,25 @@ def inference_service(names: list[str], storage_uri: str) -> str:
         "    triton:\n"
         "      protocolVersion: v2\n"
         f"      storageUri: {storage_uri}\n"
-        "      # the Python backend's environment must have edgemed installed: pip install edgemed\n"
+        f"{needs}"
         "      args: [\"--strict-model-config=true\"]\n"
+        "      resources:\n"
+        "        requests: {cpu: \"2\", memory: 2Gi}\n"
+        "        limits: {cpu: \"2\", memory: 4Gi}\n"
     )
+
+
+BACKENDS = ("python", "onnxruntime", "openvino")  # python: the edgemed pipeline; the others: edgemed.triton_native
 
 
 def export_repository(bundles: list[Path], out: Path, max_batch: int = 8, queue_delay_us: int = 2000,
                       instances: int = 1, accept: str | None = None, pubkey: Path | None = None,
-                      storage_uri: str = "pvc://edgemed/models", force: bool = False) -> list[str]:
-    """Write the repository; returns the model names. All or nothing: a half-written repository is never left."""
+                      storage_uri: str = "pvc://edgemed/models", force: bool = False,
+                      backend: str = "python") -> list[str]:
+    """Write the repository; returns the names of the models a client calls. All or nothing: a half-written
+    repository is never left."""
+    if backend not in BACKENDS:
+        raise InputError(f"unknown Triton export backend {backend!r}", f"use one of {', '.join(BACKENDS)}")
     if not bundles:
         raise InputError("no bundle given", "pass one or more bundle directories")
     if not 0 <= max_batch <= 1024 or instances < 1:
@@ -107,18 +120,26 @@ def export_repository(bundles: list[Path], out: Path, max_batch: int = 8, queue_
             if b.manifest.model.input_kind != "image":
                 raise InputError(f"{path}: a {b.manifest.model.input_kind} model; edgemed serve takes image models",
                                  "run signal bundles in process (pipe.beats / pipe.beat_reader)")
-            chosen = select(b, "cpu", None, None, None, accept).artifact
+            chosen = select(b, "cpu", None if backend == "python" else backend, None, None, accept).artifact
             if accept is None and chosen.verdict != "passed":
                 raise InputError(f"{path}: no passed artifact to serve", "pass --accept to serve an unverified one")
             name = model_name(b)
             if name in names:
                 raise InputError(f"two bundles are both named {name}", "rename one with convert --name")
             names.append(name)
+            if backend != "python":
+                from .triton_native import write_native
+
+                params = {"bundle_sha256": b.manifest_sha256(), "artifact": chosen.file, "backend": chosen.backend,
+                          "precision": chosen.precision, "verdict": chosen.verdict, "task": b.task,
+                          "labels": ",".join(b.labels)}
+                write_native(tmp, Path(path), b, name, chosen, backend, max_batch, queue_delay_us, instances, params)
+                continue
             model_dir = tmp / name
             (model_dir / "1").mkdir(parents=True)
             shutil.copytree(Path(path), model_dir / "1" / "bundle")
             (model_dir / "config.pbtxt").write_text(config_pbtxt(b, name, chosen, max_batch, queue_delay_us,
                                                                   instances, accept))
             (model_dir / "1" / "model.py").write_text(MODEL_PY)
-        (tmp / "inferenceservice.yaml").write_text(inference_service(names, storage_uri))
+        (tmp / "inferenceservice.yaml").write_text(inference_service(names, storage_uri, backend))
     return names

@@ -1,0 +1,378 @@
+"""``export triton --backend onnxruntime|openvino``: an ensemble a stock Triton image runs (issue 31).
+
+A stock Triton image has numpy and nothing else in its Python, and the native ONNX Runtime and OpenVINO
+backends, which the Triton in the nvidia-pytriton wheel here lacks. So:
+
+- the numpy steps are held to edgemed itself: Pillow's resize bit for bit, and the pre/post steps run in an
+  interpreter that has only numpy and the standard library, around the exported engine file run by its own
+  runtime, give ``predict``'s answer on real frames;
+- every written config parses with Triton's own model-config protobuf, and the ensemble's tensors are wired
+  to names the step models and the engine file really have;
+- the whole ensemble runs on the real Triton here, its Python steps in a stub where ``import edgemed`` fails,
+  with only the engine step swapped for a Python model running the same ``model.onnx`` (test-only code:
+  the native ONNX Runtime backend itself stays unverified here).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import edgemed
+from edgemed.datasets import ImageSet
+from edgemed.samples import samples_dir
+from edgemed.triton_repository import export_repository
+
+from .conftest import ROOT, SHARED, convert_shipped, free_ports
+from .test_layers import _installed_layout
+
+SERVE_PY = Path(os.environ.get("EDGEMED_SERVE_PYTHON", ROOT / ".venv-serve" / "bin" / "python"))
+TIMEOUT = 60
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory) -> dict[str, Path]:
+    """The shipped classifier, U-Net and detector as FP32 ONNX Runtime and OpenVINO artifacts (about 20 s)."""
+    root = tmp_path_factory.mktemp("native")
+    return {name: convert_shipped(name, root / name, targets=("onnx", "openvino"), precisions=("fp32",))
+            for name in ("cnn_breastmnist", "unet_busi", "det_busi")}
+
+
+@pytest.fixture(scope="module", params=["onnxruntime", "openvino"])
+def repo(request, bundles, tmp_path_factory) -> tuple[str, Path]:
+    out = tmp_path_factory.mktemp(f"repo-{request.param}") / "repo"
+    names = export_repository(list(bundles.values()), out, backend=request.param)
+    assert names == list(bundles)
+    return request.param, out
+
+
+def test_numpy_resize_is_pillows_bit_for_bit(busi):
+    """The steps' resize against the installed Pillow on real BUSI frames: 8-bit grey and RGB exactly (fixed point,
+    and Pillow 13's pass order), float ('F' images) to float32 rounding, every interpolation, up and down."""
+    steps = _steps_module_from_source()
+    major = int(Image.__version__.split(".")[0])
+    rng = np.random.default_rng(7)
+    images = busi["images"]
+    methods = [("nearest", 0), ("bilinear", 2), ("bicubic", 3), ("area", 4), ("lanczos", 1)]
+    for t in range(150):
+        h0, w0 = (int(v) for v in rng.integers(3, 257, 2))
+        h, w = (int(v) for v in rng.integers(1, 300, 2))
+        frame = images[t][:h0, :w0].copy()
+        if t % 3 == 0:
+            frame = np.stack([frame, frame[::-1], 255 - frame], axis=-1)
+        interpolation, pil = methods[t % 5]
+        ref = np.asarray(Image.fromarray(frame).resize((w, h), pil))
+        assert np.array_equal(steps.resize(frame, (h, w), interpolation, major), ref), (frame.shape, h, w, pil)
+        if frame.ndim == 2:
+            grey = frame.astype(np.float32) * np.float32(0.37) - 3
+            ref = np.asarray(Image.fromarray(grey, "F").resize((w, h), pil))
+            np.testing.assert_allclose(steps.resize(grey, (h, w), interpolation, major), ref, rtol=1e-6, atol=1e-5)
+
+
+def _steps_module_from_source():
+    from edgemed import triton_steps
+
+    return triton_steps
+
+
+def _numpy_only(script: str, *args: str, tmp: Path) -> subprocess.CompletedProcess:
+    """Run ``script`` in an isolated interpreter (-I -S: no site-packages, no user paths) that sees numpy alone, as
+    a stock Triton image's Python does."""
+    shadow = tmp / "numpy_only"
+    if not shadow.exists():
+        shadow.mkdir()
+        site = Path(np.__file__).parent.parent
+        for name in ("numpy", "numpy.libs"):
+            if (site / name).exists():
+                (shadow / name).symlink_to(site / name)
+    code = f"import sys; sys.path.insert(0, {str(shadow)!r})\n" + script
+    return subprocess.run([sys.executable, "-I", "-S", "-c", code, *args], capture_output=True, text=True,
+                          timeout=TIMEOUT)
+
+
+PRE = """
+import json, sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import edgemed_steps as steps
+assert "edgemed" not in sys.modules and "PIL" not in sys.modules
+config = steps.load_config(open(sys.argv[1] + "/steps.json").read())
+frames = np.load(sys.argv[2], allow_pickle=True)
+out = {}
+for key in frames.files:
+    try:
+        for k, v in steps.pre_step(frames[key], config).items():
+            out[f"{key}/{k}"] = v
+    except steps.StepError as exc:
+        out[f"{key}/error"] = np.array(str(exc))
+np.savez(sys.argv[3], **out)
+"""
+
+POST = """
+import sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import edgemed_steps as steps
+config = steps.load_config(open(sys.argv[1] + "/steps.json").read())
+given = np.load(sys.argv[2])
+keys = sorted({k.split("/")[0] for k in given.files})
+out = {}
+for key in keys:
+    inputs = {k.split("/")[1]: given[k] for k in given.files if k.startswith(key + "/")}
+    for k, v in steps.post_step(inputs, config).items():
+        out[f"{key}/{k}"] = v
+np.savez(sys.argv[3], **{k: (v.astype(str) if v.dtype == object else v) for k, v in out.items()})
+"""
+
+
+def _frames(kind: str) -> list[np.ndarray]:
+    frames = [f for _, f in ImageSet.open(samples_dir(kind))][:6]
+    rgb = np.stack([frames[0]] * 3, axis=-1) if frames[0].ndim == 2 else frames[0]
+    return frames + [rgb, frames[1][: frames[1].shape[0] * 2 // 3, : frames[1].shape[1] // 2]]
+
+
+def test_numpy_steps_around_the_exported_engine_answer_as_predict(repo, bundles, tmp_path):
+    """Real frames (BreastMNIST, BUSI; grey, RGB, a cropped odd size) through the pre step and the post step in a
+    numpy-only interpreter, and the exported engine file on its own runtime in between: predict's answers."""
+    from edgemed.runtimes import create_engine
+
+    backend, out = repo
+    for name, bundle in bundles.items():
+        frames = _frames("breastmnist" if name.startswith("cnn") else "busi")
+        np.savez(tmp_path / "frames.npz", **{str(i): (f if f.ndim == 3 else f[:, :, None])[None]
+                                              for i, f in enumerate(frames)})
+        pre = _numpy_only(PRE, str(out / f"{name}_pre" / "1"), str(tmp_path / "frames.npz"), str(tmp_path / "pre.npz"),
+                          tmp=tmp_path)
+        assert pre.returncode == 0, pre.stderr
+        prepared = np.load(tmp_path / "pre.npz")
+        config = json.loads((out / f"{name}_post" / "1" / "steps.json").read_text())
+        engine_file = next(p for p in (out / f"{name}_engine" / "1").iterdir() if p.suffix in (".onnx", ".xml"))
+        engine = create_engine(backend, engine_file, threads=1)
+        raw = {}
+        for i in range(len(frames)):
+            outs = engine.infer({engine.inputs[0].name: prepared[f"{i}/TENSOR"]})
+            raw[f"{i}/GEOMETRY"] = prepared[f"{i}/GEOMETRY"]
+            raw.update({f"{i}/RAW_{j}": outs[n] for j, n in enumerate(config["outputs"])})
+        engine.close()
+        np.savez(tmp_path / "raw.npz", **raw)
+        post = _numpy_only(POST, str(out / f"{name}_post" / "1"), str(tmp_path / "raw.npz"),
+                           str(tmp_path / "post.npz"), tmp=tmp_path)
+        assert post.returncode == 0, post.stderr
+        answers = np.load(tmp_path / "post.npz")
+        with edgemed.load(bundle, backend=backend) as pipe:
+            for i, frame in enumerate(frames):
+                r = pipe.predict(frame)
+                np.testing.assert_allclose(prepared[f"{i}/TENSOR"], pipe.prepare(frame).tensor, atol=1e-6)
+                if name.startswith("cnn"):
+                    assert answers[f"{i}/LABEL"][0][0] == r.label
+                    np.testing.assert_allclose(answers[f"{i}/PROBABILITIES"][0], r.probabilities, atol=1e-5)
+                elif name.startswith("unet"):
+                    assert np.array_equal(answers[f"{i}/MASK"][0], r.mask), (name, i)
+                else:
+                    np.testing.assert_allclose(answers[f"{i}/BOXES"][0], r.boxes, atol=1e-3)
+                    np.testing.assert_allclose(answers[f"{i}/SCORES"][0], r.scores, atol=1e-5)
+                    assert np.array_equal(answers[f"{i}/CLASSES"][0], r.classes)
+    assert any(len(answers[f"{i}/BOXES"][0]) for i in range(len(frames)))  # the detector found lesions
+
+
+def test_the_pre_step_refuses_what_predict_refuses(repo, bundles, tmp_path):
+    """NaN, a 16-bit frame, a frame already scaled to [0, 1], a wrong rank: the step refuses, in one line with its fix,
+    exactly the frames predict refuses (a spec that rescales each frame itself takes any range, in both)."""
+    from edgemed.errors import EdgemedError
+
+    _, out = repo
+    bad = {"nan": np.full((1, 64, 64, 1), np.nan, np.float32),
+           "uint16": np.full((1, 64, 64, 1), 40000, np.uint16),
+           "scaled": np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(1, 64, 64, 1),
+           "rank": np.zeros((1, 2, 64, 64, 1), np.uint8)}
+    np.savez(tmp_path / "bad.npz", **bad)
+    refused = 0
+    for name in ("cnn_breastmnist", "unet_busi"):
+        pre = _numpy_only(PRE, str(out / f"{name}_pre" / "1"), str(tmp_path / "bad.npz"), str(tmp_path / "out.npz"),
+                          tmp=tmp_path)
+        assert pre.returncode == 0, pre.stderr
+        result = np.load(tmp_path / "out.npz")
+        with edgemed.load(bundles[name]) as pipe:
+            for key, frames in bad.items():
+                try:
+                    pipe.predict(frames[0, ..., 0] if frames.ndim == 4 else frames[0])
+                    predict_refuses = False
+                except EdgemedError:
+                    predict_refuses = True
+                step_refuses = f"{key}/error" in result.files
+                assert step_refuses == predict_refuses, (name, key)
+                if step_refuses:
+                    refused += 1
+                    message = str(result[f"{key}/error"])
+                    assert "\n" not in message and "fix:" in message, message
+    assert refused >= 5  # NaN and rank for both, 16-bit for the 1/255-scaling classifier at least
+
+
+def test_configs_parse_with_tritons_protobuf_and_the_ensemble_is_wired(repo, bundles):
+    """Every config.pbtxt through tritonclient's ModelConfig; each ensemble step maps names its model declares, every
+    tensor a step reads was made before it, the engine config names the engine file's own inputs and outputs."""
+    from edgemed.runtimes import create_engine
+
+    backend, out = repo
+    script = ("import json, sys; from google.protobuf import text_format, json_format\n"
+              "from tritonclient.grpc import model_config_pb2 as m\n"
+              "print(json.dumps({p: json_format.MessageToDict(text_format.Parse(open(p).read(), m.ModelConfig()))"
+              " for p in sys.argv[1:]}))\n")
+    configs = sorted(str(p) for p in out.glob("*/config.pbtxt"))
+    proc = subprocess.run([str(SERVE_PY), "-c", script, *configs], capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 0, proc.stderr
+    parsed = {Path(p).parent.name: c for p, c in json.loads(proc.stdout).items()}
+    assert len(parsed) == 4 * len(bundles)
+    for name in bundles:
+        ensemble = parsed[name]
+        assert ensemble["platform"] == "ensemble"
+        params = {k: v["stringValue"] for k, v in ensemble["parameters"].items()}
+        assert params["backend"] == backend and params["verdict"] == "passed"
+        available = {i["name"] for i in ensemble["input"]}
+        for step in ensemble["ensembleScheduling"]["step"]:
+            model = parsed[step["modelName"]]
+            assert set(step["inputMap"]) == {i["name"] for i in model["input"]}
+            assert set(step["outputMap"]) <= {o["name"] for o in model["output"]}
+            assert set(step["inputMap"].values()) <= available
+            available |= set(step["outputMap"].values())
+        assert {o["name"] for o in ensemble["output"]} <= available
+        engine_config = parsed[f"{name}_engine"]
+        assert engine_config.get("platform") == "onnxruntime_onnx" or engine_config.get("backend") == "openvino"
+        engine_file = next(p for p in (out / f"{name}_engine" / "1").iterdir() if p.suffix in (".onnx", ".xml"))
+        engine = create_engine(backend, engine_file, threads=1)
+        assert [i["name"] for i in engine_config["input"]] == [t.name for t in engine.inputs]
+        assert [o["name"] for o in engine_config["output"]] == [t.name for t in engine.outputs]
+        engine.close()
+        batched = int(ensemble.get("maxBatchSize", 0)) > 0
+        assert batched == (not name.startswith("det"))  # a detector answers one frame per request
+    manifest = (out / "inferenceservice.yaml").read_text()
+    assert "stock Triton image" in manifest and "pip install edgemed" not in manifest
+
+
+def test_an_unportable_spec_is_refused_in_one_line(tmp_path):
+    """CLAHE needs scikit-image, which a stock Triton image lacks: the export says so and names the Python backend."""
+    bundle = convert_shipped("cnn_breastmnist", tmp_path / "clahe", targets=("onnx",), precisions=("fp32",),
+                             preprocess=({"op": "to_gray"}, {"op": "clahe"}, {"op": "resize", "size": [28, 28]}),
+                             calib=SHARED / "breastmnist.npz", calib_key="train_images")
+    proc = subprocess.run([sys.executable, "-m", "edgemed.cli", "export", "triton", str(bundle), "-o",
+                           str(tmp_path / "repo"), "--backend", "onnxruntime"], capture_output=True, text=True,
+                          timeout=TIMEOUT)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0 and len(lines) == 1 and "clahe" in lines[0] and "--backend python" in lines[0]
+    assert not (tmp_path / "repo").exists()
+
+
+SWAPPED_ENGINE = '''"""TEST ONLY: Triton's native ONNX Runtime backend is not in this Triton, so the engine step runs
+the same model.onnx through onnxruntime in the Python backend. It also proves the stub cannot import edgemed."""
+import json
+from pathlib import Path
+
+import onnxruntime
+import triton_python_backend_utils as pb
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        try:
+            import edgemed  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            raise RuntimeError("edgemed imports in this stub: the test would not prove anything")
+        config = json.loads(args["model_config"])
+        self.inputs = [i["name"] for i in config["input"]]
+        self.outputs = [o["name"] for o in config["output"]]
+        self.session = onnxruntime.InferenceSession(str(Path(__file__).parent / "model.onnx"))
+
+    def execute(self, requests):
+        answers = []
+        for request in requests:
+            feed = {n: pb.get_input_tensor_by_name(request, n).as_numpy() for n in self.inputs}
+            values = self.session.run(self.outputs, feed)
+            answers.append(pb.InferenceResponse([pb.Tensor(n, v) for n, v in zip(self.outputs, values)]))
+        return answers
+'''
+
+LAUNCH = """
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])  # edgemed for this launcher only
+from edgemed.triton_server import start
+server = start(Path(sys.argv[1]), http_port=int(sys.argv[3]), grpc_port=int(sys.argv[4]),
+               metrics_port=int(sys.argv[5]), ready_timeout=120)
+print("READY", flush=True)
+sys.stdin.read()
+server.stop()
+"""
+
+
+def _infer(base: str, model: str, frame: np.ndarray) -> dict:
+    header = json.dumps({"inputs": [{"name": "IMAGE", "shape": list(frame.shape), "datatype": "UINT8",
+                                     "parameters": {"binary_data_size": frame.nbytes}}],
+                         "outputs": [{"name": n, "parameters": {"binary_data": False}}
+                                     for n in ("MASK",) if model.startswith("unet")]}).encode()
+    request = urllib.request.Request(f"{base}/v2/models/{model}/infer", data=header + frame.tobytes(),
+                                     headers={"Content-Type": "application/octet-stream",
+                                              "Inference-Header-Content-Length": str(len(header))})
+    with urllib.request.urlopen(request, timeout=TIMEOUT) as r:
+        return json.loads(r.read())
+
+
+@pytest.mark.skipif(not SERVE_PY.is_file(), reason=f"no serving environment at {SERVE_PY}")
+def test_the_ensemble_runs_on_triton_with_no_edgemed_in_its_python(cnn_bundle, unet_bundle, tmp_path):
+    """The exported ensemble (pre step, engine, post step) on the real Triton here, answering raw frames as predict
+    does, its Python steps in a stub where edgemed does not import; only the engine step is swapped (see above)."""
+    out = tmp_path / "repo"
+    export_repository([cnn_bundle, unet_bundle], out, backend="onnxruntime")
+    for engine in out.glob("*_engine"):
+        config = (engine / "config.pbtxt").read_text().replace('platform: "onnxruntime_onnx"', 'backend: "python"')
+        (engine / "config.pbtxt").write_text(config)
+        (engine / "1" / "model.py").write_text(SWAPPED_ENGINE)
+    # A Python like a stock image's: the serving environment's packages (numpy, onnxruntime for the swapped engine,
+    # Triton) added as a plain path, so its editable edgemed (a .pth finder) is not; the launcher alone sees edgemed,
+    # laid out as installed. Triton's stub ignores PYTHONPATH: it takes the site-packages of the python on PATH.
+    stock = tmp_path / "stock"
+    subprocess.run([str(SERVE_PY), "-m", "venv", "--without-pip", str(stock)], check=True, timeout=TIMEOUT)
+    serve_site = subprocess.run([str(SERVE_PY), "-c", "import numpy, pathlib; print(pathlib.Path(numpy.__file__)"
+                                 ".parent.parent)"], capture_output=True, text=True, timeout=TIMEOUT).stdout.strip()
+    (next((stock / "lib").glob("python3*/site-packages")) / "serve.pth").write_text(serve_site + "\n")
+    launcher_path = tmp_path / "launcher"
+    _installed_layout(launcher_path)
+    probe = subprocess.run([str(stock / "bin" / "python"), "-c", "import edgemed"], capture_output=True, timeout=60)
+    assert probe.returncode != 0  # no edgemed in the stock-like Python
+    http, grpc, metrics = free_ports(3)
+    proc = subprocess.Popen([str(stock / "bin" / "python"), "-c", LAUNCH, str(out), str(launcher_path), str(http),
+                             str(grpc), str(metrics)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.strip() == "READY", proc.stderr.read()[-3000:]
+        base = f"http://127.0.0.1:{http}"
+        with edgemed.load(cnn_bundle, backend="onnxruntime") as cnn, edgemed.load(unet_bundle,
+                                                                                  backend="onnxruntime") as unet:
+            for frame in _frames("breastmnist")[:4]:
+                answer = {o["name"]: o for o in _infer(base, "cnn_breastmnist", frame[None, :, :, None]
+                                                       if frame.ndim == 2 else frame[None])["outputs"]}
+                r = cnn.predict(frame)
+                assert answer["LABEL"]["data"] == [r.label]
+                np.testing.assert_allclose(answer["PROBABILITIES"]["data"], r.probabilities, atol=1e-5)
+            for frame in _frames("busi")[:3]:
+                answer = _infer(base, "unet_busi", (frame if frame.ndim == 3 else frame[:, :, None])[None])
+                mask = np.asarray(answer["outputs"][0]["data"], np.uint8).reshape(answer["outputs"][0]["shape"])
+                assert np.array_equal(mask[0], unet.predict(frame).mask)
+    finally:
+        if proc.poll() is None:
+            proc.stdin.close()
+            try:
+                proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+                proc.wait(timeout=10)
