@@ -26,7 +26,7 @@ from .results import ClassificationResult, DetectionResult, SegmentationResult
 from .selection import Selection, open_engine, select
 
 Result = ClassificationResult | SegmentationResult | DetectionResult
-SIGNAL_DESCRIPTION = {"fs", "units", "leads"}  # what predict takes besides a beat (as_signal's arguments)
+SIGNAL_DESCRIPTION = {"fs", "units", "leads", "adc_gain"}  # what predict takes besides a beat (as_signal's)
 
 
 class Pipeline:
@@ -57,17 +57,17 @@ class Pipeline:
     # -- stages ----------------------------------------------------------------------------
     def prepare(self, image: np.ndarray | str | Path, **describe: Any) -> Prepared:
         """Preprocess one input. Signal models take a pre-cut beat: a Signal, a file, or an array with its
-        rate and units stated (``fs=360, units="mV"``)."""
+        rate and units stated (``fs=360, units="mV"``), raw digitiser counts with their gain too
+        (``units="mV", adc_gain=200``: counts per unit, as signal-set files state it)."""
         if self.input_kind == "signal":
             unknown = sorted(set(describe) - SIGNAL_DESCRIPTION)
             if unknown:
                 raise OptionError(f"{', '.join(unknown)}: not a description of a signal",
-                                  f"describe a beat with {', '.join(sorted(SIGNAL_DESCRIPTION))} only (a gain is "
-                                  "applied by the caller, or stated in a signal set's adc_gain)")
+                                  f"describe a beat with {', '.join(sorted(SIGNAL_DESCRIPTION))} only")
             if isinstance(image, (str, Path)):
                 from .signals import read_signal
 
-                image = read_signal(image, describe.get("fs"), describe.get("units"))
+                image = read_signal(image, describe.get("fs"), describe.get("units"), describe.pop("adc_gain", None))
             return self.preprocessor(image, **describe)
         if describe:
             raise InputError(f"{', '.join(describe)}: only signal models take a rate and units",
@@ -124,14 +124,16 @@ class Pipeline:
 
     def beats(self, signal: Any, positions: np.ndarray | None = None, **options: Any):
         """Every beat of a whole signal (a WFDB/DICOM/CSV file, a Signal, or an array with ``fs=`` and
-        ``units=``), found by the QRS detector or at given R-peak ``positions`` (source samples), classified.
+        ``units=``, and ``adc_gain=`` for raw counts), found by the QRS detector or at given R-peak ``positions``
+        (source samples), classified.
         Returns a :class:`edgemed.beats.BeatRecord` (beats, gaps, compute time, duration)."""
         from .beats import read_beats
 
         return read_beats(self, signal, positions, **options)
 
     def beat_reader(self, fs: float, units: str, leads: tuple[str, ...] | None = None, **options: Any):
-        """A live signal, chunk by chunk: ``r = pipe.beat_reader(360, "mV", ("MLII", "V1"))``, then
+        """A live signal, chunk by chunk: ``r = pipe.beat_reader(360, "mV", ("MLII", "V1"))`` (raw digitiser
+        counts: ``adc_gain=200``, counts per unit), then
         ``r.feed(chunk)`` returns the beats complete so far and ``r.flush()`` the rest at the end. Chunks of
         any size give the beats the whole signal gives at once."""
         from .beats import BeatReader
