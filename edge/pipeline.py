@@ -14,7 +14,6 @@ import numpy as np
 
 from .bundle import Bundle
 from .errors import BundleError, InputError, NoEligibleArtifact, OptionError, PipelineClosed
-from .gate import budget_metrics, describe_estimate, holds_for
 from .images import read_image
 from .input_range import check as check_range
 from .input_range import range_matters
@@ -148,6 +147,8 @@ class Pipeline:
 
     def describe(self) -> dict:
         """Which artifact serves, why, its verdict, the device and the backend's versions."""
+        from .gate import budget_metrics, describe_estimate
+
         art = self.artifact
         return {
             "bundle": str(self.bundle.path),
@@ -191,6 +192,14 @@ class _Closed:
 
     def close(self) -> None:
         pass
+
+
+def _holds_for(record: Any, computed_in: str) -> bool:
+    """:func:`edgemed.gate.holds_for`, imported when needed: the gate module cost 6 ms of a cold start
+    (``python -X importtime``) that only an engine computing in something else than FP32 needs."""
+    from .gate import holds_for
+
+    return holds_for(record, computed_in)
 
 
 def check_engine(engine: Any, manifest: Manifest, artifact: str) -> None:
@@ -245,7 +254,8 @@ def load(bundle: str | Path, device: str = "cpu", backend: str | None = None, pr
     selection = select(b, device, backend, precision, threads, accept)
     engine = open_engine(b, selection)
     art = selection.artifact
-    if not holds_for(art.drift, engine.computed_in) and accept is None:
+    # every verdict covers an engine computing in FP32 (gate.holds_for), so only another one needs the gate read
+    if engine.computed_in != "fp32" and accept is None and not _holds_for(art.drift, engine.computed_in):
         computed = engine.computed_in
         engine.close()
         raise NoEligibleArtifact(
