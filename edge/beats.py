@@ -37,7 +37,7 @@ import numpy as np
 from .errors import InputError, SignalQualityError
 from .postprocess import check_finite, class_probabilities
 from .signal_quality import FLAT_MV, bad_runs, usable
-from .signals import Signal, as_signal
+from .signals import Signal, as_signal, stored_to_mv
 
 BLOCK_S = 10.0
 MARGIN_S = 2.0
@@ -76,7 +76,8 @@ class BeatReader:
     """Incremental beat analysis of one signal: ``feed`` samples, get the beats that are complete."""
 
     def __init__(self, pipe, fs: float, leads: tuple[str, ...] | None = None, units: str = "mV",
-                 block_s: float = BLOCK_S, margin_s: float = MARGIN_S, positions: np.ndarray | None = None) -> None:
+                 block_s: float = BLOCK_S, margin_s: float = MARGIN_S, positions: np.ndarray | None = None,
+                 adc_gain: float | None = None) -> None:
         pre = pipe.preprocessor
         if not hasattr(pre, "cut"):
             raise InputError("this bundle's model reads images, not signals", "use pipe.predict for images")
@@ -89,7 +90,10 @@ class BeatReader:
             raise InputError(f"the QRS detector needs a rate above {2 * QRS_BAND_HZ:g} Hz, got fs={fs!r}",
                              "pass the recording at its own rate (e.g. 360 Hz), or the R-peak positions")
         self.pipe, self.pre = pipe, pre
-        self.fs, self.units = float(fs), units
+        self.fs = float(fs)
+        # chunks are kept in mV, so the flat-line and dropout checks read the thresholds in their unit; wrong units or
+        # a wrong gain fail here, not in every block
+        self.to_mv = stored_to_mv(units, adc_gain, "the stream")
         self.leads = leads
         self._read: list[int] | None = None  # indices of the leads the model reads
         if leads is not None:  # a spec that names leads this signal lacks fails now, not as a gap per block
@@ -112,7 +116,8 @@ class BeatReader:
 
     def feed(self, samples: np.ndarray) -> list[Beat]:
         """Append samples (n,) or (n, leads); returns the beats of every block now complete."""
-        x = np.asarray(samples, dtype=np.float64)
+        with np.errstate(over="ignore"):  # beyond float64 in mV: Inf, a gap like NaN
+            x = np.asarray(samples, dtype=np.float64) * self.to_mv
         x = x[:, None] if x.ndim == 1 else x
         if x.ndim != 2 or (self._buffer.shape[1] and x.shape[1] != self._buffer.shape[1]):
             raise InputError(f"chunk shape {np.shape(samples)} does not continue the stream's "
@@ -197,7 +202,7 @@ class BeatReader:
 
     def _classify(self, span: np.ndarray, lo: int, core_lo: int, core_hi: int, ok_lo: int, ok_hi: int
                   ) -> list[Beat]:
-        sig = as_signal(span, self.fs, self.units, self.leads, source=f"signal at {lo / self.fs:.1f} s")
+        sig = as_signal(span, self.fs, "mV", self.leads, source=f"signal at {lo / self.fs:.1f} s")
         processed = self.pre.record(sig)  # checks NaN and flat leads; select, resample, filter
         if self.positions is not None:
             peaks = self.positions[(self.positions >= core_lo) & (self.positions < core_hi)]
@@ -281,21 +286,24 @@ class BeatRecord:
 
 def read_beats(pipe, signal: Signal | np.ndarray | str, positions: np.ndarray | None = None,
                block_s: float = BLOCK_S, margin_s: float = MARGIN_S, fs: float | None = None,
-               units: str | None = None, leads: tuple[str, ...] | None = None) -> BeatRecord:
-    """Every beat of a whole signal (a file, a Signal, or an array with fs= and units=)."""
+               units: str | None = None, leads: tuple[str, ...] | None = None,
+               adc_gain: float | None = None) -> BeatRecord:
+    """Every beat of a whole signal (a file, a Signal, or an array with fs= and units=, and adc_gain= for raw
+    counts)."""
     from pathlib import Path
 
     from .signals import read_signal
 
     if isinstance(signal, (str, Path)):
-        signal = read_signal(signal, fs, units)
+        signal = read_signal(signal, fs, units, adc_gain)
+        adc_gain = None  # applied by the reader: the Signal is in mV
         if leads is not None and tuple(leads) != signal.leads:  # names for a file that has none (.npy)
             if not all(n == f"lead{i}" for i, n in enumerate(signal.leads)) or len(leads) != len(signal.leads):
                 raise InputError(f"{signal.source}: its leads are {', '.join(signal.leads)}, not "
                                  f"{', '.join(leads)}", "name leads only for a file that has no names (.npy), one "
                                  "name per lead")
             signal = Signal(signal.samples, signal.fs, tuple(leads), signal.source)
-    sig = as_signal(signal, fs, units, leads, source="array")
+    sig = as_signal(signal, fs, units, leads, source="array", adc_gain=adc_gain)
     window_s = (pipe.preprocessor.before + pipe.preprocessor.after) / pipe.preprocessor.fs \
         if hasattr(pipe.preprocessor, "cut") else 0.0
     if sig.duration < window_s:

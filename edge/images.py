@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, ImageSequence, UnidentifiedImageError
 
 from .errors import InputError
 from .preprocess import MAX_IMAGE_PIXELS
@@ -34,6 +34,10 @@ def is_dicom(path: Path) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
+if TYPE_CHECKING:
+    from PIL import Image
+
+
 def _pil_frame(frame: Image.Image) -> np.ndarray:
     mode = frame.mode
     if mode in ("RGBA", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
@@ -47,6 +51,8 @@ def _pil_frame(frame: Image.Image) -> np.ndarray:
 
 
 def _read_pil(path: Path) -> list[np.ndarray]:
+    from PIL import Image, ImageSequence, UnidentifiedImageError  # here: a signal bundle never reads an image file
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

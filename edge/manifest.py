@@ -15,7 +15,7 @@ and the precision the engine computed in there. Version-1 manifests are migrated
 version 3 without the new optional fields.
 """
 
-from __future__ import annotations
+
 
 import copy
 import json
@@ -103,7 +103,7 @@ class InputSpec(Record, kw_only=True):
     layout: Literal["NCHW", "NHWC", "NCL"]
     value_range: ValueRange | None = None  # image models converted since issue 20; absent: not checked
 
-    def same_tensor(self, other: InputSpec) -> bool:
+    def same_tensor(self, other: "InputSpec") -> bool:
         """Whether two models take the same tensor (shape, dtype, layout): their answers on the same frames can
         be compared. The value range is what each one's calibration frames held, not part of the tensor."""
         return (self.shape, self.dtype, self.layout) == (other.shape, other.dtype, other.layout)
@@ -405,7 +405,7 @@ class Manifest(Record, kw_only=True):
 
     # -- reading and writing ----------------------------------------------------------------
     @classmethod
-    def from_json(cls, data: bytes | str, where: str = "edgemed.json") -> Manifest:
+    def from_json(cls, data: bytes | str, where: str = "edgemed.json") -> "Manifest":
         """Parse and validate; every problem is a BundleError naming the field."""
         fix = "rebuild the bundle with edgemed convert"
         try:

@@ -14,7 +14,6 @@ import numpy as np
 
 from .bundle import Bundle
 from .errors import BundleError, InputError, NoEligibleArtifact, OptionError, PipelineClosed
-from .gate import budget_metrics, describe_estimate, holds_for
 from .images import read_image
 from .input_range import check as check_range
 from .input_range import range_matters
@@ -26,7 +25,7 @@ from .results import ClassificationResult, DetectionResult, SegmentationResult
 from .selection import Selection, open_engine, select
 
 Result = ClassificationResult | SegmentationResult | DetectionResult
-SIGNAL_DESCRIPTION = {"fs", "units", "leads"}  # what predict takes besides a beat (as_signal's arguments)
+SIGNAL_DESCRIPTION = {"fs", "units", "leads", "adc_gain"}  # what predict takes besides a beat (as_signal's)
 
 
 class Pipeline:
@@ -57,17 +56,17 @@ class Pipeline:
     # -- stages ----------------------------------------------------------------------------
     def prepare(self, image: np.ndarray | str | Path, **describe: Any) -> Prepared:
         """Preprocess one input. Signal models take a pre-cut beat: a Signal, a file, or an array with its
-        rate and units stated (``fs=360, units="mV"``)."""
+        rate and units stated (``fs=360, units="mV"``), raw digitiser counts with their gain too
+        (``units="mV", adc_gain=200``: counts per unit, as signal-set files state it)."""
         if self.input_kind == "signal":
             unknown = sorted(set(describe) - SIGNAL_DESCRIPTION)
             if unknown:
                 raise OptionError(f"{', '.join(unknown)}: not a description of a signal",
-                                  f"describe a beat with {', '.join(sorted(SIGNAL_DESCRIPTION))} only (a gain is "
-                                  "applied by the caller, or stated in a signal set's adc_gain)")
+                                  f"describe a beat with {', '.join(sorted(SIGNAL_DESCRIPTION))} only")
             if isinstance(image, (str, Path)):
                 from .signals import read_signal
 
-                image = read_signal(image, describe.get("fs"), describe.get("units"))
+                image = read_signal(image, describe.get("fs"), describe.get("units"), describe.pop("adc_gain", None))
             return self.preprocessor(image, **describe)
         if describe:
             raise InputError(f"{', '.join(describe)}: only signal models take a rate and units",
@@ -124,14 +123,16 @@ class Pipeline:
 
     def beats(self, signal: Any, positions: np.ndarray | None = None, **options: Any):
         """Every beat of a whole signal (a WFDB/DICOM/CSV file, a Signal, or an array with ``fs=`` and
-        ``units=``), found by the QRS detector or at given R-peak ``positions`` (source samples), classified.
+        ``units=``, and ``adc_gain=`` for raw counts), found by the QRS detector or at given R-peak ``positions``
+        (source samples), classified.
         Returns a :class:`edgemed.beats.BeatRecord` (beats, gaps, compute time, duration)."""
         from .beats import read_beats
 
         return read_beats(self, signal, positions, **options)
 
     def beat_reader(self, fs: float, units: str, leads: tuple[str, ...] | None = None, **options: Any):
-        """A live signal, chunk by chunk: ``r = pipe.beat_reader(360, "mV", ("MLII", "V1"))``, then
+        """A live signal, chunk by chunk: ``r = pipe.beat_reader(360, "mV", ("MLII", "V1"))`` (raw digitiser
+        counts: ``adc_gain=200``, counts per unit), then
         ``r.feed(chunk)`` returns the beats complete so far and ``r.flush()`` the rest at the end. Chunks of
         any size give the beats the whole signal gives at once."""
         from .beats import BeatReader
@@ -146,6 +147,8 @@ class Pipeline:
 
     def describe(self) -> dict:
         """Which artifact serves, why, its verdict, the device and the backend's versions."""
+        from .gate import budget_metrics, describe_estimate
+
         art = self.artifact
         return {
             "bundle": str(self.bundle.path),
@@ -189,6 +192,14 @@ class _Closed:
 
     def close(self) -> None:
         pass
+
+
+def _holds_for(record: Any, computed_in: str) -> bool:
+    """:func:`edgemed.gate.holds_for`, imported when needed: the gate module cost 6 ms of a cold start
+    (``python -X importtime``) that only an engine computing in something else than FP32 needs."""
+    from .gate import holds_for
+
+    return holds_for(record, computed_in)
 
 
 def check_engine(engine: Any, manifest: Manifest, artifact: str) -> None:
@@ -243,7 +254,8 @@ def load(bundle: str | Path, device: str = "cpu", backend: str | None = None, pr
     selection = select(b, device, backend, precision, threads, accept)
     engine = open_engine(b, selection)
     art = selection.artifact
-    if not holds_for(art.drift, engine.computed_in) and accept is None:
+    # every verdict covers an engine computing in FP32 (gate.holds_for), so only another one needs the gate read
+    if engine.computed_in != "fp32" and accept is None and not _holds_for(art.drift, engine.computed_in):
         computed = engine.computed_in
         engine.close()
         raise NoEligibleArtifact(

@@ -8,7 +8,6 @@ the argmax, so the mask a clinician sees is aligned with the frame they captured
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
 
 from .errors import InputError
 from .preprocess import CropStep, ResizeStep
@@ -65,6 +64,8 @@ def segmentation_probabilities(output: np.ndarray, kind: str) -> np.ndarray:
 
 
 def _resize_plane(plane: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    from PIL import Image  # here, not at import: the signal path never resizes a plane (cold start, README)
+
     h, w = size_hw
     return np.asarray(Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32), "F").resize(
         (w, h), Image.Resampling.BILINEAR))

@@ -11,20 +11,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
 
 from .errors import InputError
 
-_INTERPOLATION = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "area": Image.Resampling.BOX,
-    "lanczos": Image.Resampling.LANCZOS,
-}
+if TYPE_CHECKING:
+    from PIL import Image
+
+# Pillow's resampling filters by name. Pillow itself is imported where a frame is converted or resized, not with this
+# module: a signal bundle's cold start never needs it (importing PIL.Image took 10 ms of it, python -X importtime).
+_INTERPOLATION = {"nearest": "NEAREST", "bilinear": "BILINEAR", "bicubic": "BICUBIC", "area": "BOX",
+                  "lanczos": "LANCZOS"}
 
 # Largest side a spec may ask to resize or crop to: a hostile spec must not allocate gigabytes.
 MAX_SIDE = 8192
@@ -96,6 +95,8 @@ def _to_gray(image: np.ndarray, p: dict, geo: list) -> np.ndarray:
         return image
     if image.dtype == np.uint8:
         # Pillow's own ITU-R 601-2 luma conversion with its rounding, as torchvision's Grayscale does.
+        from PIL import Image
+
         return np.asarray(Image.fromarray(np.ascontiguousarray(image), "RGB").convert("L"))
     rgb = image.astype(np.float32, copy=False)
     return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
@@ -108,6 +109,8 @@ def _to_rgb(image: np.ndarray, p: dict, geo: list) -> np.ndarray:
 
 
 def _resize_plane(plane: np.ndarray, size_hw: tuple[int, int], method: Image.Resampling) -> np.ndarray:
+    from PIL import Image
+
     h, w = size_hw
     if plane.dtype == np.uint8:
         mode = "L" if plane.ndim == 2 else "RGB"
@@ -122,7 +125,9 @@ def resize_array(image: np.ndarray, size_hw: tuple[int, int], interpolation: str
     """Pillow-exact resize of a (H,W) or (H,W,C) array; uint8 stays uint8 (as PIL images do)."""
     if image.shape[:2] == tuple(size_hw):
         return image
-    return _resize_plane(image, size_hw, _INTERPOLATION[interpolation])
+    from PIL import Image
+
+    return _resize_plane(image, size_hw, Image.Resampling[_INTERPOLATION[interpolation]])
 
 
 def _resize(image: np.ndarray, p: dict, geo: list) -> np.ndarray:

@@ -22,7 +22,7 @@ import numpy as np
 
 from .datasets import IndexedSet, Npz
 from .errors import InputError
-from .signals import Signal, to_mv
+from .signals import Signal, stored_to_mv
 
 SIGNAL_KEYS = ("signals",)
 
@@ -62,7 +62,7 @@ class SignalSet(IndexedSet):
                                  "store units as text, e.g. units='mV'")
             units = str(units)
             gain = _scalar(data["adc_gain"], path, "adc_gain", "counts per unit, e.g. 200") \
-                if "adc_gain" in data else 1.0
+                if "adc_gain" in data else None
             leads = data["leads"] if "leads" in data else None
             if leads is not None and (leads.ndim != 1 or leads.dtype.kind != "U"):
                 raise InputError(f"{path}: leads is {leads.dtype} of shape {leads.shape}, not a list of names",
@@ -71,14 +71,12 @@ class SignalSet(IndexedSet):
         if array.dtype.kind not in "uif" or array.ndim not in (2, 3) or len(array) == 0:
             raise InputError(f"{path}: signals has shape {array.shape} ({array.dtype}), not numeric (N,T) or (N,L,T)",
                              "store a stack of windows")
-        if not 0 < gain < float("inf"):
-            raise InputError(f"{path}: adc_gain {gain} is not positive", "store counts per unit, e.g. 200")
         array = array[:, None, :] if array.ndim == 2 else array
         leads = leads or tuple(f"lead{i}" for i in range(array.shape[1]))
         if len(leads) != array.shape[1]:
             raise InputError(f"{path}: {len(leads)} lead names for {array.shape[1]} leads", "name every lead")
-        return cls(path, [f"signals[{i}]" for i in range(len(array))], array, fs, to_mv(units, str(path)) / gain,
-                   leads)
+        return cls(path, [f"signals[{i}]" for i in range(len(array))], array, fs,
+                   stored_to_mv(units, gain, str(path)), leads)
 
     unit = "windows"
 

@@ -88,10 +88,41 @@ def to_mv(unit: str, where: str) -> float:
     return factor
 
 
+def check_gain(adc_gain: object, where: str) -> float:
+    """The digitiser gain of stored samples (counts per unit, WFDB's convention: MIT-BIH stores 200 per mV), checked:
+    a positive finite real number; ``None`` means the values are already in their unit (a gain of 1)."""
+    if adc_gain is None:
+        return 1.0
+    if isinstance(adc_gain, (bool, np.bool_)) or not isinstance(adc_gain, (int, float, np.integer, np.floating)):
+        raise InputError(f"{where}: adc_gain={adc_gain!r} is not a number",
+                         "give the digitiser's counts per unit, e.g. adc_gain=200 (MIT-BIH: 200 counts per mV)")
+    gain = float(adc_gain)
+    if not 0 < gain < float("inf"):  # 0, negative, NaN, Inf: every sample would become 0 mV, NaN or the wrong sign
+        raise InputError(f"{where}: adc_gain {gain:g} is not positive and finite",
+                         "give the digitiser's counts per unit, e.g. adc_gain=200 (MIT-BIH: 200 counts per mV)")
+    return gain
+
+
+def stored_to_mv(units: str, adc_gain: object, where: str) -> float:
+    """The factor that turns stored samples into mV: the unit's factor over the gain. The one rule for every entry
+    point that takes raw digitiser counts (signal sets' ``adc_gain``, arrays given to ``predict``, ``beats`` and
+    ``beat_reader``): physical value = stored value / adc_gain, in ``units``. Integer and float samples alike, as
+    WFDB and the signal-set files store them."""
+    if not isinstance(units, str):
+        raise InputError(f"{where}: units={units!r} is not a unit name", "state the unit as text, e.g. units='mV'")
+    gain = check_gain(adc_gain, where)
+    return to_mv(units, where) / gain
+
+
 def as_signal(x: np.ndarray | Signal, fs: float | None = None, units: str | None = None,
-              leads: tuple[str, ...] | None = None, source: str = "array") -> Signal:
-    """A Signal from an array the caller describes (rate and units stated, never assumed)."""
+              leads: tuple[str, ...] | None = None, source: str = "array", adc_gain: float | None = None) -> Signal:
+    """A Signal from an array the caller describes (rate and units stated, never assumed; raw digitiser counts with
+    their ``adc_gain``, counts per unit)."""
     if isinstance(x, Signal):
+        if adc_gain is not None:  # a Signal is in mV already: a gain on it would scale the beat a second time
+            raise InputError(f"{x.source or 'signal'}: adc_gain={adc_gain!r} given for samples already in mV "
+                             "(an edgemed Signal, or a file that states its units)",
+                             "drop adc_gain, or pass the raw counts as an array with fs=, units= and adc_gain=")
         return x
     if not isinstance(x, np.ndarray) or x.dtype.kind not in "uif":
         raise InputError(f"{source}: expected a numeric numpy array or an edgemed Signal, got "
@@ -101,21 +132,25 @@ def as_signal(x: np.ndarray | Signal, fs: float | None = None, units: str | None
                          "pass fs= (Hz) and units= ('mV', 'uV'), or an edgemed Signal, or a WFDB/DICOM/CSV file")
     if isinstance(fs, (bool, np.bool_)) or not isinstance(fs, (int, float, np.integer, np.floating)):
         raise InputError(f"{source}: fs={fs!r} is not a number", "state the sampling rate in Hz, e.g. fs=360")
-    if not isinstance(units, str):
-        raise InputError(f"{source}: units={units!r} is not a unit name", "state the unit as text, e.g. units='mV'")
+    factor = stored_to_mv(units, adc_gain, source)
     if leads is not None and (isinstance(leads, str) or not isinstance(leads, (tuple, list))):
         raise InputError(f"{source}: leads={leads!r} is not a sequence of lead names", "write e.g. leads=('MLII',)")
     x = x[:, None] if x.ndim == 1 else x
     if x.ndim != 2:
         raise InputError(f"{source}: array shape {x.shape} is not (T,) or (T, L)", "pass one recording")
     with np.errstate(over="ignore"):  # a value beyond float64 in V or uV becomes Inf here, refused as such later
-        samples = x.astype(np.float64) * to_mv(units, source)
+        samples = x.astype(np.float64) * factor
     return Signal(samples, float(fs), tuple(leads or (f"lead{i}" for i in range(x.shape[1]))), source)
 
 
-def read_signal(path: str | Path, fs: float | None = None, units: str | None = None) -> Signal:
-    """Read a WFDB record, a DICOM waveform, a CSV or an NPY file."""
+def read_signal(path: str | Path, fs: float | None = None, units: str | None = None,
+                adc_gain: float | None = None) -> Signal:
+    """Read a WFDB record, a DICOM waveform, a CSV or an NPY file (only an NPY, which states nothing, takes a gain)."""
     path = Path(path)
+    if adc_gain is not None and path.suffix.lower() != ".npy":
+        raise InputError(f"{path}: adc_gain={adc_gain!r} given for a file that states its own units and gain",
+                         "drop adc_gain (WFDB, DICOM and CSV files are read in their physical units), or pass raw "
+                         "counts as an .npy or an array")
     suffix = path.suffix.lower()
     if not path.name:  # "", ".", "/": no file name to read (and none to swap a suffix on)
         raise InputError(f"{path}: not a signal file", "pass a WFDB record (.hea), a DICOM waveform, a CSV or an NPY")
@@ -129,7 +164,7 @@ def read_signal(path: str | Path, fs: float | None = None, units: str | None = N
         from .images import read_npy
 
         # the image reader's: the header first, a huge claim refused, an empty or cut file an InputError
-        return as_signal(read_npy(path, MAX_SAMPLES, "signal"), fs, units, source=str(path))
+        return as_signal(read_npy(path, MAX_SAMPLES, "signal"), fs, units, source=str(path), adc_gain=adc_gain)
     return _dicom(path)
 
 

@@ -78,7 +78,7 @@ def test_a_tiff_with_a_shifted_tag_is_an_input_error():
 
 
 @pytest.mark.parametrize("describe, error, match", [
-    ({"fs": 360, "units": "mV", "adc_gain": 200}, OptionError, "adc_gain: not a description of a signal"),
+    ({"fs": 360, "units": "mV", "gain": 200}, OptionError, "gain: not a description of a signal"),
     ({"fs": [360], "units": "mV"}, InputError, r"fs=\[360\] is not a number"),
     ({"fs": "360", "units": "mV"}, InputError, "fs='360' is not a number"),
     ({"fs": 360, "units": 5}, InputError, "units=5 is not a unit name"),
