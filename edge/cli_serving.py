@@ -40,16 +40,27 @@ def export() -> None:
                    "verified here, the native engine step is not: this Triton lacks those backends).")
 @click.option("--storage-uri", default="pvc://edgemed/models", show_default=True,
               help="Where the KServe InferenceService will find the repository.")
+@click.option("--pack-env", "env_python", metavar="PYTHON", default=None,
+              help="With --backend python: give each model an execution environment (edgemed and its runtime "
+                   "libraries, pip-installed for that Python, e.g. 3.12 for Triton 25.x images) so a stock image runs "
+                   "it (Triton's EXECUTION_ENV_PATH).")
+@click.option("--env-home", default="/usr/bin", show_default=True,
+              help="Where the image's Python interpreter lives (the environment's pyvenv.cfg home).")
+@click.option("--env-platform", "env_platforms", multiple=True,
+              help="Wheel platform tags for the image (default: x86-64 manylinux; aarch64 images need their own).")
 @click.option("--force", is_flag=True, help="Replace an existing repository.")
 @_repository_options
-def export_triton(bundles: tuple[Path, ...], out: Path, backend: str, storage_uri: str, force: bool, max_batch: int,
+def export_triton(bundles: tuple[Path, ...], out: Path, backend: str, storage_uri: str, env_python: str | None,
+                  env_home: str, env_platforms: tuple[str, ...], force: bool, max_batch: int,
                   max_queue_delay_us: int, instances: int, accept: str | None, pubkey: Path | None) -> None:
     """A Triton model repository (config.pbtxt + model per bundle) and a KServe InferenceService manifest."""
-    from .triton_repository import export_repository
+    from .triton_repository import DEFAULT_PLATFORMS, export_repository
 
     names = export_repository(list(bundles), out, max_batch, max_queue_delay_us, instances, accept, pubkey,
-                              storage_uri, force, backend)
+                              storage_uri, force, backend, env_python, env_home, env_platforms or DEFAULT_PLATFORMS)
     form = "Python backend" if backend == "python" else f"ensembles: numpy steps around Triton's {backend} backend"
+    if env_python:
+        form += f", each with its environment for Python {env_python}"
     click.echo(f"{out}: {', '.join(names)} ({form}); KServe manifest: {out / 'inferenceservice.yaml'}")
 
 

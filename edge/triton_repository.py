@@ -47,7 +47,7 @@ def _outputs(bundle: Bundle) -> list[str]:
 
 
 def config_pbtxt(bundle: Bundle, name: str, artifact, max_batch: int, queue_delay_us: int, instances: int,
-                 accept: str | None) -> str:
+                 accept: str | None, env: str | None = None) -> str:
     tensor_dims = ", ".join(str(d) for d in bundle.manifest.input.static_shape[1:])
     # frames are (H, W, C) after the batch axis, C = 1 for grey: one rank for every frame, any size and channels
     inputs = [f'  {{ name: "{n}" data_type: {t} dims: [ -1, -1, -1 ] optional: true allow_ragged_batch: true }}'
@@ -56,6 +56,8 @@ def config_pbtxt(bundle: Bundle, name: str, artifact, max_batch: int, queue_dela
     params = {"bundle_sha256": bundle.manifest_sha256(), "artifact": artifact.file, "backend": artifact.backend,
               "precision": artifact.precision, "verdict": artifact.verdict, "accept": accept or "",
               "task": bundle.task, "labels": ",".join(bundle.labels), "device": "cpu"}
+    if env is not None:  # Triton's Python backend starts this model's stub in that environment
+        params["EXECUTION_ENV_PATH"] = env
     outputs = _outputs(bundle)
     if max_batch == 0:  # no batching: Triton then takes the dims as written, so the batch axis is spelled out
         inputs = [i.replace("dims: [ ", "dims: [ -1, ").replace(" allow_ragged_batch: true", "") for i in inputs]
@@ -70,11 +72,14 @@ def config_pbtxt(bundle: Bundle, name: str, artifact, max_batch: int, queue_dela
     return "\n".join(lines) + "\n"
 
 
-def inference_service(names: list[str], storage_uri: str, backend: str = "python") -> str:
+def inference_service(names: list[str], storage_uri: str, backend: str = "python", env: str | None = None) -> str:
     """A KServe v1beta1 InferenceService serving the repository with Triton (one per repository)."""
-    needs = ("      # the Python backend's environment must have edgemed installed: pip install edgemed\n"
-             if backend == "python" else
-             "      # a stock Triton image runs this repository: native engines, numpy-only Python steps\n")
+    if backend != "python":
+        needs = "      # a stock Triton image runs this repository: native engines, numpy-only Python steps\n"
+    elif env:
+        needs = f"      # a stock Triton image runs this repository: each model brings its Python {env} environment\n"
+    else:
+        needs = "      # the Python backend's environment must have edgemed installed: pip install edgemed\n"
     return (
         "apiVersion: serving.kserve.io/v1beta1\n"
         "kind: InferenceService\n"
@@ -94,14 +99,21 @@ def inference_service(names: list[str], storage_uri: str, backend: str = "python
 
 
 BACKENDS = ("python", "onnxruntime", "openvino")  # python: the edgemed pipeline; the others: edgemed.triton_native
+# x86-64 glibc wheels: NVIDIA's Triton images are Ubuntu 22.04/24.04 (glibc 2.35/2.39); aarch64 images need their tags
+DEFAULT_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux2014_x86_64", "manylinux_2_17_x86_64")
 
 
 def export_repository(bundles: list[Path], out: Path, max_batch: int = 8, queue_delay_us: int = 2000,
                       instances: int = 1, accept: str | None = None, pubkey: Path | None = None,
                       storage_uri: str = "pvc://edgemed/models", force: bool = False,
-                      backend: str = "python") -> list[str]:
+                      backend: str = "python", env_python: str | None = None, env_home: str = "/usr/bin",
+                      env_platforms: tuple[str, ...] = DEFAULT_PLATFORMS) -> list[str]:
     """Write the repository; returns the names of the models a client calls. All or nothing: a half-written
-    repository is never left."""
+    repository is never left. ``env_python`` (Python backend only): give each model an execution environment
+    for that Python (edgemed.triton_env), so a stock image runs it."""
+    if env_python is not None and backend != "python":
+        raise InputError(f"--pack-env is for the Python backend; --backend {backend} needs no environment",
+                         "drop --pack-env, or export with --backend python")
     if backend not in BACKENDS:
         raise InputError(f"unknown Triton export backend {backend!r}", f"use one of {', '.join(BACKENDS)}")
     if not bundles:
@@ -138,8 +150,14 @@ def export_repository(bundles: list[Path], out: Path, max_batch: int = 8, queue_
             model_dir = tmp / name
             (model_dir / "1").mkdir(parents=True)
             shutil.copytree(Path(path), model_dir / "1" / "bundle")
+            env = None
+            if env_python is not None:
+                from .triton_env import ENV_DIR, write_environment
+
+                write_environment(model_dir / ENV_DIR, {chosen.backend}, env_python, env_home, env_platforms)
+                env = f"$$TRITON_MODEL_DIRECTORY/{ENV_DIR}"
             (model_dir / "config.pbtxt").write_text(config_pbtxt(b, name, chosen, max_batch, queue_delay_us,
-                                                                  instances, accept))
+                                                                  instances, accept, env))
             (model_dir / "1" / "model.py").write_text(MODEL_PY)
-        (tmp / "inferenceservice.yaml").write_text(inference_service(names, storage_uri, backend))
+        (tmp / "inferenceservice.yaml").write_text(inference_service(names, storage_uri, backend, env_python))
     return names

@@ -1,4 +1,4 @@
-"""``export triton --backend onnxruntime|openvino``: an ensemble a stock Triton image runs (issue 31).
+"""``export triton``: model repositories a stock Triton image runs (issue 31).
 
 A stock Triton image has numpy and nothing else in its Python, and the native ONNX Runtime and OpenVINO
 backends, which the Triton in the nvidia-pytriton wheel here lacks. So:
@@ -10,11 +10,14 @@ backends, which the Triton in the nvidia-pytriton wheel here lacks. So:
   to names the step models and the engine file really have;
 - the whole ensemble runs on the real Triton here, its Python steps in a stub where ``import edgemed`` fails,
   with only the engine step swapped for a Python model running the same ``model.onnx`` (test-only code:
-  the native ONNX Runtime backend itself stays unverified here).
+  the native ONNX Runtime backend itself stays unverified here);
+- the Python-backend export with ``--pack-env`` runs on that Triton from a Python without edgemed: Triton
+  activates the model's own environment (``EXECUTION_ENV_PATH``) and the answers are ``predict``'s.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -314,8 +317,8 @@ server.stop()
 """
 
 
-def _infer(base: str, model: str, frame: np.ndarray) -> dict:
-    header = json.dumps({"inputs": [{"name": "IMAGE", "shape": list(frame.shape), "datatype": "UINT8",
+def _infer(base: str, model: str, frame: np.ndarray, name: str = "IMAGE") -> dict:
+    header = json.dumps({"inputs": [{"name": name, "shape": list(frame.shape), "datatype": "UINT8",
                                      "parameters": {"binary_data_size": frame.nbytes}}],
                          "outputs": [{"name": n, "parameters": {"binary_data": False}}
                                      for n in ("MASK",) if model.startswith("unet")]}).encode()
@@ -324,6 +327,62 @@ def _infer(base: str, model: str, frame: np.ndarray) -> dict:
                                               "Inference-Header-Content-Length": str(len(header))})
     with urllib.request.urlopen(request, timeout=TIMEOUT) as r:
         return json.loads(r.read())
+
+
+def _stock_python(tmp_path: Path) -> Path:
+    """A Python like a stock image's: the serving environment's packages (numpy, Triton, onnxruntime for the swapped
+    engine) added as a plain path, so its editable edgemed (a .pth finder) is not importable. Triton's stub ignores
+    PYTHONPATH and takes the site-packages of the python on PATH, i.e. this one's."""
+    stock = tmp_path / "stock"
+    subprocess.run([str(SERVE_PY), "-m", "venv", "--without-pip", str(stock)], check=True, timeout=TIMEOUT)
+    serve_site = subprocess.run([str(SERVE_PY), "-c", "import numpy, pathlib; print(pathlib.Path(numpy.__file__)"
+                                 ".parent.parent)"], capture_output=True, text=True, timeout=TIMEOUT).stdout.strip()
+    (next((stock / "lib").glob("python3*/site-packages")) / "serve.pth").write_text(serve_site + "\n")
+    probe = subprocess.run([str(stock / "bin" / "python"), "-c", "import edgemed"], capture_output=True, timeout=60)
+    assert probe.returncode != 0  # no edgemed in the stock-like Python
+    return stock / "bin" / "python"
+
+
+@contextlib.contextmanager
+def _triton_from(python: Path, repo: Path, tmp_path: Path):
+    """Triton on ``repo``, started by ``python`` (edgemed laid out as installed for the launcher only): its URL."""
+    launcher_path = tmp_path / "launcher"
+    if not launcher_path.exists():
+        _installed_layout(launcher_path)
+    http, grpc, metrics = free_ports(3)
+    proc = subprocess.Popen([str(python), "-c", LAUNCH, str(repo), str(launcher_path), str(http), str(grpc),
+                             str(metrics)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.strip() == "READY", proc.stderr.read()[-3000:]
+        yield f"http://127.0.0.1:{http}"
+    finally:
+        if proc.poll() is None:
+            proc.stdin.close()
+            try:
+                proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+                proc.wait(timeout=10)
+
+
+def _answers_as_predict(base: str, cnn_bundle: Path, unet_bundle: Path | None, names: dict[str, str],
+                        image: str = "IMAGE") -> None:
+    with edgemed.load(cnn_bundle, backend="onnxruntime") as cnn:
+        for frame in _frames("breastmnist")[:4]:
+            answer = {o["name"]: o for o in _infer(base, names["cnn"], frame[None, :, :, None]
+                                                   if frame.ndim == 2 else frame[None], image)["outputs"]}
+            r = cnn.predict(frame)
+            assert answer["LABEL"]["data"] == [r.label]
+            np.testing.assert_allclose(answer["PROBABILITIES"]["data"], r.probabilities, atol=1e-5)
+    if unet_bundle is None:
+        return
+    with edgemed.load(unet_bundle, backend="onnxruntime") as unet:
+        for frame in _frames("busi")[:3]:
+            answer = _infer(base, names["unet"], (frame if frame.ndim == 3 else frame[:, :, None])[None])
+            mask = np.asarray(answer["outputs"][0]["data"], np.uint8).reshape(answer["outputs"][0]["shape"])
+            assert np.array_equal(mask[0], unet.predict(frame).mask)
 
 
 @pytest.mark.skipif(not SERVE_PY.is_file(), reason=f"no serving environment at {SERVE_PY}")
@@ -336,43 +395,23 @@ def test_the_ensemble_runs_on_triton_with_no_edgemed_in_its_python(cnn_bundle, u
         config = (engine / "config.pbtxt").read_text().replace('platform: "onnxruntime_onnx"', 'backend: "python"')
         (engine / "config.pbtxt").write_text(config)
         (engine / "1" / "model.py").write_text(SWAPPED_ENGINE)
-    # A Python like a stock image's: the serving environment's packages (numpy, onnxruntime for the swapped engine,
-    # Triton) added as a plain path, so its editable edgemed (a .pth finder) is not; the launcher alone sees edgemed,
-    # laid out as installed. Triton's stub ignores PYTHONPATH: it takes the site-packages of the python on PATH.
-    stock = tmp_path / "stock"
-    subprocess.run([str(SERVE_PY), "-m", "venv", "--without-pip", str(stock)], check=True, timeout=TIMEOUT)
-    serve_site = subprocess.run([str(SERVE_PY), "-c", "import numpy, pathlib; print(pathlib.Path(numpy.__file__)"
-                                 ".parent.parent)"], capture_output=True, text=True, timeout=TIMEOUT).stdout.strip()
-    (next((stock / "lib").glob("python3*/site-packages")) / "serve.pth").write_text(serve_site + "\n")
-    launcher_path = tmp_path / "launcher"
-    _installed_layout(launcher_path)
-    probe = subprocess.run([str(stock / "bin" / "python"), "-c", "import edgemed"], capture_output=True, timeout=60)
-    assert probe.returncode != 0  # no edgemed in the stock-like Python
-    http, grpc, metrics = free_ports(3)
-    proc = subprocess.Popen([str(stock / "bin" / "python"), "-c", LAUNCH, str(out), str(launcher_path), str(http),
-                             str(grpc), str(metrics)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        line = proc.stdout.readline()
-        assert line.strip() == "READY", proc.stderr.read()[-3000:]
-        base = f"http://127.0.0.1:{http}"
-        with edgemed.load(cnn_bundle, backend="onnxruntime") as cnn, edgemed.load(unet_bundle,
-                                                                                  backend="onnxruntime") as unet:
-            for frame in _frames("breastmnist")[:4]:
-                answer = {o["name"]: o for o in _infer(base, "cnn_breastmnist", frame[None, :, :, None]
-                                                       if frame.ndim == 2 else frame[None])["outputs"]}
-                r = cnn.predict(frame)
-                assert answer["LABEL"]["data"] == [r.label]
-                np.testing.assert_allclose(answer["PROBABILITIES"]["data"], r.probabilities, atol=1e-5)
-            for frame in _frames("busi")[:3]:
-                answer = _infer(base, "unet_busi", (frame if frame.ndim == 3 else frame[:, :, None])[None])
-                mask = np.asarray(answer["outputs"][0]["data"], np.uint8).reshape(answer["outputs"][0]["shape"])
-                assert np.array_equal(mask[0], unet.predict(frame).mask)
-    finally:
-        if proc.poll() is None:
-            proc.stdin.close()
-            try:
-                proc.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
-                proc.wait(timeout=10)
+    with _triton_from(_stock_python(tmp_path), out, tmp_path) as base:
+        _answers_as_predict(base, cnn_bundle, unet_bundle, {"cnn": "cnn_breastmnist", "unet": "unet_busi"})
+
+
+@pytest.mark.skipif(not SERVE_PY.is_file(), reason=f"no serving environment at {SERVE_PY}")
+def test_the_python_backend_export_brings_its_own_environment(cnn_bundle, tmp_path):
+    """--pack-env: the Python-backend model (the whole edgemed pipeline) on the real Triton here, started from a Python
+    without edgemed; Triton's Python backend activates the model's packed environment (EXECUTION_ENV_PATH: edgemed
+    copied from this install, its libraries pip-installed for the target Python), and the answers are predict's."""
+    home = next(line.split("=", 1)[1].strip() for line in (SERVE_PY.parent.parent / "pyvenv.cfg").read_text()
+                .splitlines() if line.startswith("home"))
+    version = subprocess.run([str(SERVE_PY), "-c", "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')"],
+                             capture_output=True, text=True, timeout=TIMEOUT).stdout.strip()
+    out = tmp_path / "repo"
+    export_repository([cnn_bundle], out, backend="python", env_python=version, env_home=home)
+    env = out / "cnn_breastmnist" / "edgemed_env"
+    assert (env / "bin" / "activate").is_file() and (env / "pyvenv.cfg").read_text().startswith(f"home = {home}")
+    assert "EXECUTION_ENV_PATH" in (out / "cnn_breastmnist" / "config.pbtxt").read_text()
+    with _triton_from(_stock_python(tmp_path), out, tmp_path) as base:
+        _answers_as_predict(base, cnn_bundle, None, {"cnn": "cnn_breastmnist"}, "IMAGE_UINT8")
