@@ -22,7 +22,7 @@ from .output_reader import OutputReader
 from .postprocess import check_finite, class_probabilities, segmentation_mask
 from .preprocess import Prepared
 from .results import ClassificationResult, DetectionResult, SegmentationResult
-from .selection import Selection, open_engine, select
+from .selection import Selection, open_engine, select, shared_by
 
 Result = ClassificationResult | SegmentationResult | DetectionResult
 SIGNAL_DESCRIPTION = {"fs", "units", "leads", "adc_gain"}  # what predict takes besides a beat (as_signal's)
@@ -229,7 +229,7 @@ def _check_dims(artifact: str, field: str, real: tuple, promised: list, fix: str
 
 def load(bundle: str | Path, device: str = "cpu", backend: str | None = None, precision: str | None = None,
          threads: int | None = None, require_signature: str | Path | None = None, accept: str | None = None,
-         certifiers: Sequence[str | Path] = ()) -> Pipeline:
+         certifiers: Sequence[str | Path] = (), callers: int = 1) -> Pipeline:
     """Open and verify a bundle, choose an artifact for the device, and start its engine.
 
     Only artifacts that passed the gate and whose backend is installed are eligible; the device
@@ -240,7 +240,8 @@ def load(bundle: str | Path, device: str = "cpu", backend: str | None = None, pr
     signature by that key and hold exactly the files that were signed. Verdicts a site took later with
     ``edgemed certify`` count (:mod:`edgemed.certification`); with a required signature only those signed by
     that key or by one of ``certifiers`` (public key files). A device folder (``edgemed update --into DIR``)
-    loads the version its pointer names.
+    loads the version its pointer names. ``callers``: how many threads will call ``predict`` at once; the engine
+    then splits the cores between them and never busy-waits (:func:`edgemed.selection.shared_by`).
     """
     from .device_pointer import is_device, serving_bundle
 
@@ -251,7 +252,7 @@ def load(bundle: str | Path, device: str = "cpu", backend: str | None = None, pr
 
         verify_signature(Path(bundle), Path(require_signature))
     b = Bundle.open(bundle, require_signature=require_signature, certifiers=certifiers)
-    selection = select(b, device, backend, precision, threads, accept)
+    selection = shared_by(select(b, device, backend, precision, threads, accept), callers)
     engine = open_engine(b, selection)
     art = selection.artifact
     # every verdict covers an engine computing in FP32 (gate.holds_for), so only another one needs the gate read

@@ -94,6 +94,26 @@ def engine_options(artifact: Artifact, profile: Any) -> dict[str, Any]:
     return {"options": artifact.build.tensorrt}
 
 
+def shared_by(selection: Selection, callers: int, cores: int | None = None) -> Selection:
+    """Engine settings for a pipeline that ``callers`` threads call at once (a capture and a UI thread; a server's
+    instance, whose front end and clients need cores too): each call gets an equal share of the cores as intra-op
+    threads (unless ``threads`` was given) and no thread busy-waits for work. ONNX Runtime runs concurrent calls on
+    one session in parallel, each on its caller's thread plus its share of the pool; spinning pools on shared cores
+    take the cycles the other callers need. Measured on 2 cores (benchmarks/concurrency.py): see the README's
+    "Calling predict from several threads"."""
+    import dataclasses
+    import os
+
+    if not isinstance(callers, int) or isinstance(callers, bool) or not 1 <= callers <= 1024:
+        raise OptionError(f"callers={callers!r} is not a number of threads 1..1024",
+                          "pass how many threads will call predict at once (1: one thread)")
+    if callers == 1:
+        return selection
+    cores = cores or os.cpu_count() or 1
+    options = {**selection.options, "spin": False} if "spin" in selection.options else selection.options
+    return dataclasses.replace(selection, threads=selection.threads or max(1, cores // callers), options=options)
+
+
 def candidate(artifact: Artifact, profile: Any, threads: int | None, reason: str = "") -> Selection:
     return Selection(artifact, profile, profile.engine_device(artifact.backend), threads or profile.threads, reason,
                      engine_options(artifact, profile))

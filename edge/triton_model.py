@@ -40,7 +40,8 @@ class TritonPythonModel:
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
         bundle = Path(args["model_repository"]) / args["model_version"] / "bundle"
         self.pipe = edgemed.load(bundle, device=params.get("device") or "cpu", backend=params.get("backend") or None,
-                                 precision=params.get("precision") or None, accept=params.get("accept") or None)
+                                 precision=params.get("precision") or None, accept=params.get("accept") or None,
+                                 callers=int(params.get("callers") or 1))
         self.batched = self.pipe.dynamic_batch
 
     def execute(self, requests: list) -> list:

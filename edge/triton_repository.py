@@ -47,7 +47,7 @@ def _outputs(bundle: Bundle) -> list[str]:
 
 
 def config_pbtxt(bundle: Bundle, name: str, artifact, max_batch: int, queue_delay_us: int, instances: int,
-                 accept: str | None, env: str | None = None) -> str:
+                 accept: str | None, env: str | None = None, callers: int = 1) -> str:
     tensor_dims = ", ".join(str(d) for d in bundle.manifest.input.static_shape[1:])
     # frames are (H, W, C) after the batch axis, C = 1 for grey: one rank for every frame, any size and channels
     inputs = [f'  {{ name: "{n}" data_type: {t} dims: [ -1, -1, -1 ] optional: true allow_ragged_batch: true }}'
@@ -55,7 +55,7 @@ def config_pbtxt(bundle: Bundle, name: str, artifact, max_batch: int, queue_dela
     inputs.append(f'  {{ name: "TENSOR" data_type: TYPE_FP32 dims: [ {tensor_dims} ] optional: true }}')
     params = {"bundle_sha256": bundle.manifest_sha256(), "artifact": artifact.file, "backend": artifact.backend,
               "precision": artifact.precision, "verdict": artifact.verdict, "accept": accept or "",
-              "task": bundle.task, "labels": ",".join(bundle.labels), "device": "cpu"}
+              "task": bundle.task, "labels": ",".join(bundle.labels), "device": "cpu", "callers": str(callers)}
     if env is not None:  # Triton's Python backend starts this model's stub in that environment
         params["EXECUTION_ENV_PATH"] = env
     outputs = _outputs(bundle)
@@ -107,7 +107,7 @@ def export_repository(bundles: list[Path], out: Path, max_batch: int = 8, queue_
                       instances: int = 1, accept: str | None = None, pubkey: Path | None = None,
                       storage_uri: str = "pvc://edgemed/models", force: bool = False,
                       backend: str = "python", env_python: str | None = None, env_home: str = "/usr/bin",
-                      env_platforms: tuple[str, ...] = DEFAULT_PLATFORMS) -> list[str]:
+                      env_platforms: tuple[str, ...] = DEFAULT_PLATFORMS, callers: int = 1) -> list[str]:
     """Write the repository; returns the names of the models a client calls. All or nothing: a half-written
     repository is never left. ``env_python`` (Python backend only): give each model an execution environment
     for that Python (edgemed.triton_env), so a stock image runs it."""
@@ -157,7 +157,7 @@ def export_repository(bundles: list[Path], out: Path, max_batch: int = 8, queue_
                 write_environment(model_dir / ENV_DIR, {chosen.backend}, env_python, env_home, env_platforms)
                 env = f"$$TRITON_MODEL_DIRECTORY/{ENV_DIR}"
             (model_dir / "config.pbtxt").write_text(config_pbtxt(b, name, chosen, max_batch, queue_delay_us,
-                                                                  instances, accept, env))
+                                                                  instances, accept, env, callers))
             (model_dir / "1" / "model.py").write_text(MODEL_PY)
         (tmp / "inferenceservice.yaml").write_text(inference_service(names, storage_uri, backend, env_python))
     return names

@@ -144,3 +144,24 @@ def test_predict_out_writes_mask_and_overlay(unet_bundle, tmp_path):
     overlay = np.asarray(Image.open(tmp_path / f"{src.stem}_overlay.png"))
     assert mask.shape == (256, 256) and overlay.shape == (256, 256, 3)
     assert (tmp_path / "CT_small_mask.png").is_file()
+
+
+def test_a_pipeline_shared_by_threads_splits_the_cores_and_answers_alike(cnn_bundle, breastmnist):
+    """load(callers=N): each caller gets its share of the cores and no engine thread busy-waits (the settings a
+    capture thread and a UI thread, or a server, need); the answers are the same, from every thread."""
+    import concurrent.futures as cf
+    import os
+
+    from edgemed.errors import OptionError
+
+    frames = list(breastmnist["test_images"][:24])
+    with load(cnn_bundle) as alone, load(cnn_bundle, callers=2) as shared:
+        assert shared.engine.threads == max(1, (os.cpu_count() or 1) // 2)
+        assert shared.selection.options.get("spin") is False and alone.selection.options.get("spin") is True
+        expected = [alone.predict(f).probabilities for f in frames]
+        with cf.ThreadPoolExecutor(2) as pool:
+            got = list(pool.map(lambda f: shared.predict(f).probabilities, frames))
+    for e, g in zip(expected, got):
+        np.testing.assert_allclose(g, e, atol=1e-6)
+    with pytest.raises(OptionError, match="callers"):
+        load(cnn_bundle, callers=0)
