@@ -129,8 +129,8 @@ def _image_writer(pipe, resize: Callable | None = None) -> Callable[[np.ndarray,
     minmax, a, b = _affine(spec, channels)
     a32, b32 = a.astype(np.float32), b.astype(np.float32)
 
-    def pil_resize(plane: np.ndarray) -> np.ndarray:
-        return np.asarray(Image.fromarray(plane).resize((w, h), method))
+    def pil_resize(plane: np.ndarray) -> np.ndarray:  # a frame already at the model's size is not resampled
+        return plane if plane.shape[:2] == (h, w) else np.asarray(Image.fromarray(plane).resize((w, h), method))
 
     resize = resize or pil_resize
 

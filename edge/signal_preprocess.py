@@ -175,7 +175,8 @@ def apply_record_ops(sig: Signal, spec: Sequence[dict]) -> Signal:
             break
         if op == "select_leads":
             idx = [sig.lead(x) for x in p["leads"]]
-            sig = Signal(sig.samples[:, idx], sig.fs, tuple(sig.leads[i] for i in idx), sig.source)
+            if idx != list(range(len(sig.leads))):  # every lead in its order (a one-lead beat): nothing to select
+                sig = Signal(sig.samples[:, idx], sig.fs, tuple(sig.leads[i] for i in idx), sig.source)
         elif op == "resample":
             sig = resample(sig, p["fs"])
         else:
@@ -189,7 +190,8 @@ def detrend(x: np.ndarray) -> np.ndarray:
     what this saves)."""
     t, tt = _centred(x.shape[-1])
     slope = (x @ t) / tt  # sum(t) == 0, so the mean needs no removing first
-    return x - x.mean(axis=-1, keepdims=True) - slope[..., None] * t
+    # the mean as numpy's mean computes it (add.reduce, then divide by the count), without its Python wrapper
+    return x - np.add.reduce(x, axis=-1, keepdims=True) / x.shape[-1] - slope[..., None] * t
 
 
 _CENTRED: dict[int, tuple[np.ndarray, np.float64]] = {}
