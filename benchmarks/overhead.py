@@ -1,18 +1,27 @@
-"""edgemed's end-to-end cost over the hand-written equivalent, for any bundle and every backend, side by side.
+"""edgemed's ``predict`` against the best hand-written pipeline that computes the same tensor and the same result.
 
-The hand-written equivalent is what a careful user writes without edgemed for the same bundle:
-the preprocessing spec's ops in plain PIL/numpy (written here op by op, independently of
-edgemed's Preprocessor), the backend's own call on an identically configured session or
-compiled model (same threads, same spinning, same precision hint: so only edgemed's layers are
-measured, not a different engine setting), and the same postprocessing (softmax/argmax, or the
-mask mapped back to the frame's size). Both must give the same answer on the frame, or the
-comparison is refused.
+The hand-written side is what an engineer who tunes a model into scanner software writes without edgemed,
+for one bundle whose spec they read once:
 
-pytest-benchmark runs one benchmark after another, so a shared machine's drift between them
-shows up as overhead (or as a speed-up). This script alternates blocks of 50 calls of the two,
-reversing the order every block, and reports the p50 ratio from one run.
+- images: resize once in Pillow (the grey plane, when the model takes grey or replicated grey), write the
+  spec's affine tail (scale, normalize, minmax), folded into one multiply-add per channel, straight into ONE
+  preallocated input array, and run the engine with that array bound in place (ONNX Runtime IO binding;
+  an OpenVINO input tensor sharing its memory);
+- single ECG beats: the beat's least-squares line removed (detrend) straight into a bound (1, 1, L) buffer;
+- the same postprocessing: softmax/argmax; the foreground margin resized to the frame and thresholded
+  (segmentation); threshold, map back, clip, greedy class-aware NMS vectorised in numpy (detection).
 
-    python benchmarks/overhead.py BUNDLE [BUNDLE ...] [--frame IMAGE] [--calls 2000]
+It runs on the very engine object edgemed opened (``pipe.engine``: the same ONNX Runtime session, the same
+compiled OpenVINO model), so only edgemed's layers are measured: two sessions of one model, or separate
+processes, spread by 20-30% on a 2-core machine (two spinning thread pools fight), one engine alternating per
+frame is stable to about 1%. Calls alternate frame by frame (predict, hand-written, the engine call alone, ...),
+every frame in another order (all permutations in turn), and the ratios are of p50s over the same frames.
+
+Before timing, the hand-written tensor must equal edgemed's (``pipe.prepare``) and its result predict's
+(label and probabilities, the mask pixel for pixel, the boxes): otherwise the case is refused, not timed.
+An OpenCV resize variant (not the same pixels: for information) is timed when ``cv2`` imports.
+
+    python -m edgemed.benchmarks.overhead BUNDLE [BUNDLE ...] [--quick] [--frames 600]
 """
 
 from __future__ import annotations
@@ -20,172 +29,448 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
-from PIL import Image
 
 import edgemed
-from edgemed.datasets import ImageSet
-from edgemed.samples import samples_for_task
 
-BLOCK = 20  # calls per function per round, in two halves
-_PIL = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
-        "bicubic": Image.Resampling.BICUBIC, "area": Image.Resampling.BOX, "lanczos": Image.Resampling.LANCZOS}
+AFFINE = ("scale", "normalize", "minmax")
+SEG_SIZES = ((128, 128), (512, 512), (584, 568))  # segmentation frames: model size, and full-resolution masks out
 
 
-def _resize(x: np.ndarray, op: dict) -> np.ndarray:
+class NoBaseline(Exception):
+    """This bundle's spec or backend has no hand-written baseline here."""
+
+
+# --- the hand-written pipelines ---------------------------------------------------------------------------
+
+
+def _affine(spec: list[dict], channels: int) -> tuple[bool, np.ndarray, np.ndarray]:
+    """The spec's trailing scale/normalize as y = x*a + b per channel (after a leading minmax, if any)."""
+    tail = [op for op in spec if op["op"] in AFFINE]
+    minmax = bool(tail) and tail[0]["op"] == "minmax"
+    if any(op["op"] == "minmax" for op in tail[1:]):
+        raise NoBaseline("a minmax after other affine ops")
+    a, b = np.ones(channels), np.zeros(channels)
+    for op in tail[1:] if minmax else tail:
+        if op["op"] == "scale":
+            a, b = a * op["factor"], b * op["factor"]
+        else:
+            mean, std = np.asarray(op["mean"], np.float64), np.asarray(op["std"], np.float64)
+            a, b = a / std, (b - mean) / std
+    return minmax, a, b
+
+
+class BoundEngine:
+    """The engine edgemed opened, run with one input array (and, where the shape is static, outputs) bound."""
+
+    def __init__(self, pipe, shape: tuple[int, ...]) -> None:
+        self.x = np.zeros(shape, np.float32)
+        engine = pipe.engine
+        if pipe.artifact.backend == "onnxruntime":
+            self.session = engine.session
+            self.io = self.session.io_binding()
+            self.io.bind_cpu_input(pipe.input_name, self.x)
+            self.outs = []
+            for o in self.session.get_outputs():
+                if o.type == "tensor(float)" and all(isinstance(d, int) and d > 0 for d in o.shape):
+                    buf = np.empty((shape[0],) + tuple(o.shape[1:]), np.float32)
+                    self.io.bind_output(o.name, "cpu", 0, np.float32, list(buf.shape), buf.ctypes.data)
+                    self.outs.append(buf)
+                else:  # bound anew before each run: ORT keeps the last value, whose shape it then requires
+                    self.io.bind_output(o.name, "cpu")
+                    self.outs.append(None)
+            self.names = [o.name for o in self.session.get_outputs()]
+            self.run = self._run_ort
+        elif pipe.artifact.backend == "openvino":
+            import openvino as ov
+
+            self.request = engine.compiled.create_infer_request()
+            self.request.set_input_tensor(0, ov.Tensor(self.x, shared_memory=True))
+            self.names = [p.get_any_name() for p in engine.compiled.outputs]
+            self.run = self._run_ov
+        else:
+            raise NoBaseline(f"no bound call for {pipe.artifact.backend}")
+
+    def _run_ort(self) -> dict[str, np.ndarray]:
+        for name, out in zip(self.names, self.outs):
+            if out is None:
+                self.io.bind_output(name, "cpu")
+        self.session.run_with_iobinding(self.io)
+        if all(o is not None for o in self.outs):
+            return dict(zip(self.names, self.outs))
+        got = self.io.copy_outputs_to_cpu()
+        return {n: o if o is not None else g for n, o, g in zip(self.names, self.outs, got)}
+
+    def _run_ov(self) -> dict[str, np.ndarray]:
+        self.request.infer()
+        return {n: self.request.get_output_tensor(i).data for i, n in enumerate(self.names)}
+
+
+def _engine_alone(pipe, shape: tuple[int, ...], tensor: np.ndarray) -> Callable[[], Any]:
+    """The engine call alone, on an input array of its own: sharing the hand-written one would leave that warm in
+    the cache for the hand-written call next to it (a 600 kB input: ~0.1 ms in its favour, measured)."""
+    bound = BoundEngine(pipe, shape)
+    bound.x[:] = tensor
+    return bound.run
+
+
+def _image_writer(pipe, resize: Callable | None = None) -> Callable[[np.ndarray, np.ndarray], None]:
+    """Frame → the bound (1, C, H, W) array, for specs of [to_gray|to_rgb], resize, [scale|normalize|minmax]..."""
+    from PIL import Image
+
+    spec, shape = pipe.bundle.manifest.preprocess, pipe.bundle.manifest.input.shape
+    if pipe.bundle.manifest.input.layout != "NCHW":
+        raise NoBaseline("an NHWC model")
+    names = [op["op"] for op in spec]
+    if any(n not in ("to_gray", "to_rgb", "resize") + AFFINE for n in names) or names.count("resize") != 1:
+        raise NoBaseline(f"spec {names}")
+    op = spec[names.index("resize")]
+    if op.get("keep_aspect") or any(n in AFFINE for n in names[:names.index("resize")]):
+        raise NoBaseline("letterbox, or arithmetic before the resize")
     h, w = op["size"]
-    method = _PIL[op.get("interpolation", "bilinear")]
-    if op.get("keep_aspect"):
-        raise NotImplementedError("letterbox is not in the hand-written baseline")
-    if x.dtype == np.uint8:
-        return np.asarray(Image.fromarray(x).resize((w, h), method))
-    planes = [x] if x.ndim == 2 else [x[:, :, c] for c in range(x.shape[2])]
-    out = [np.asarray(Image.fromarray(p.astype(np.float32), "F").resize((w, h), method)) for p in planes]
-    return out[0] if x.ndim == 2 else np.stack(out, axis=2)
+    method = getattr(Image.Resampling, {"area": "BOX"}.get(op.get("interpolation", "bilinear"),
+                                                           op.get("interpolation", "bilinear").upper()))
+    channels = int(shape[1])
+    minmax, a, b = _affine(spec, channels)
+    a32, b32 = a.astype(np.float32), b.astype(np.float32)
 
+    def pil_resize(plane: np.ndarray) -> np.ndarray:  # a frame already at the model's size is not resampled
+        return plane if plane.shape[:2] == (h, w) else np.asarray(Image.fromarray(plane).resize((w, h), method))
 
-def hand_written_preprocess(spec: list[dict], layout: str) -> Callable[[np.ndarray], np.ndarray]:
-    """The spec as straight-line PIL/numpy, the way a user writes it from the model's documentation."""
+    resize = resize or pil_resize
 
-    def run(frame: np.ndarray) -> np.ndarray:
-        x = frame
-        for op in spec:
-            name = op["op"]
-            if name == "to_gray" and x.ndim == 3:
-                x = np.asarray(Image.fromarray(x).convert("L")) if x.dtype == np.uint8 else x @ np.float32(
-                    [0.299, 0.587, 0.114])
-            elif name == "to_rgb" and x.ndim == 2:
-                x = np.stack([x, x, x], axis=2)
-            elif name == "resize":
-                x = _resize(x, op)
-            elif name == "center_crop":
-                h, w = op["size"]
-                top, left = (x.shape[0] - h) // 2, (x.shape[1] - w) // 2
-                x = x[top:top + h, left:left + w]
-            elif name == "scale":
-                x = x.astype(np.float32) * np.float32(op["factor"])
-            elif name == "minmax":
-                x = x.astype(np.float32)
-                x = (x - x.min()) / max(float(x.max() - x.min()), 1e-12)
-            elif name == "normalize":
-                x = (x.astype(np.float32) - np.float32(op["mean"])) / np.float32(op["std"])
-            elif name == "window":
-                c, w = op["center"], op["width"]
-                x = np.clip((x.astype(np.float32) - (c - 0.5)) / (w - 1) + 0.5, 0, 1)
-            elif name in ("to_gray", "to_rgb"):
-                pass
+    def write(frame: np.ndarray, x: np.ndarray) -> None:
+        if frame.ndim == 3 and "to_gray" in names:
+            frame = np.asarray(Image.fromarray(frame, "RGB").convert("L"))
+        if frame.ndim == 3 and channels == 1:
+            raise NoBaseline("an RGB frame for a grey model without to_gray")
+        r = resize(frame)
+        planes = [r] * channels if r.ndim == 2 else [r[:, :, c] for c in range(channels)]
+        shift, scale = 0.0, 1.0
+        if minmax:
+            lo, hi = float(r.min()), float(r.max())
+            shift, scale = (-lo, 1.0 / float(np.float32(hi - lo))) if hi > lo else (0.0, 0.0)
+        for c, p in enumerate(planes):
+            dst = x[0, c]
+            if shift:
+                np.add(p, np.float32(shift), out=dst, casting="unsafe")
+                np.multiply(dst, np.float32(a[c] * scale), out=dst)
             else:
-                raise NotImplementedError(f"op {name!r} is not in the hand-written baseline")
-        x = x.astype(np.float32, copy=False)
-        x = x[:, :, None] if x.ndim == 2 else x
-        return np.ascontiguousarray(x.transpose(2, 0, 1)[None] if layout == "NCHW" else x[None])
+                np.multiply(p, np.float32(a[c] * scale) if minmax else a32[c], out=dst, casting="unsafe")
+            if b[c]:
+                np.add(dst, b32[c], out=dst)
 
-    return run
+    return write
 
 
-def raw_call(pipe) -> Callable[[np.ndarray], np.ndarray]:
-    """The backend's own call on the very session (ONNX Runtime) or compiled model (OpenVINO) edgemed runs.
+def _nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float, cap: int) -> np.ndarray:
+    """Greedy class-aware NMS, best first, the IoU of each kept box against the rest in one numpy pass."""
+    order = np.argsort(-scores, kind="stable")
+    boxes, classes = boxes[order], classes[order]
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    alive = np.ones(len(order), bool)
+    keep = []
+    for i in range(len(order)):
+        if not alive[i]:
+            continue
+        keep.append(order[i])
+        if len(keep) == cap:
+            break
+        b = boxes[i + 1:]
+        iw = np.clip(np.minimum(b[:, 2], boxes[i, 2]) - np.maximum(b[:, 0], boxes[i, 0]), 0, None)
+        ih = np.clip(np.minimum(b[:, 3], boxes[i, 3]) - np.maximum(b[:, 1], boxes[i, 1]), 0, None)
+        inter = iw * ih
+        over = inter / (area[i] + area[i + 1:] - inter) > iou
+        alive[i + 1:] &= ~(over & (classes[i + 1:] == classes[i]))
+    return np.asarray(keep, np.int64)
 
-    Sharing it is what makes the comparison fair on a small machine: two ONNX Runtime sessions
-    each keep a spinning thread pool, and on two cores whichever ran last slows the other's next
-    calls, which swamped the few-percent differences measured here.
+
+def _post(pipe, frame_hw: tuple[int, int], in_hw: tuple[int, int]) -> Callable[[dict], Any]:
+    """Outputs → what predict answers: (index, probabilities), the mask, or (boxes, scores, classes)."""
+    task, kind, name = pipe.task, pipe.output_kind, pipe.output_name
+    if task == "classification":
+        def classify(out: dict) -> tuple[int, np.ndarray]:
+            row = out[name].reshape(-1).astype(np.float32)
+            if kind != "probabilities":
+                e = np.exp(row - row.max())
+                row = e / e.sum()
+            return int(np.argmax(row)), row
+        return classify
+    if task == "segmentation":
+        from PIL import Image
+
+        h, w = frame_hw
+
+        def segment(out: dict) -> np.ndarray:
+            m = out[name][0]
+            if m.shape[0] != 2 or kind == "probabilities":
+                raise NoBaseline("a segmenter other than two-class logits")
+            margin = np.tanh(0.5 * (m[1] - m[0]))  # sign(p1 - p0), and bilinear is linear: one map to resize
+            if margin.shape != (h, w):
+                margin = np.asarray(Image.fromarray(margin, "F").resize((w, h), Image.Resampling.BILINEAR))
+            return (margin > 0).view(np.uint8)
+        return segment
+    post = pipe.detection
+    if post.layout != "edgemed" or post.form not in ("edgemed", "nms"):
+        raise NoBaseline(f"detector layout {post.layout}/{post.form}")
+    sy, sx = frame_hw[0] / in_hw[0], frame_hw[1] / in_hw[1]
+
+    def detect(out: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if post.form == "nms":
+            boxes = out[post.outputs["boxes"]].reshape(-1, 4).astype(np.float32)
+            scores = out[post.outputs["scores"]].reshape(-1).astype(np.float32)
+            cls = out[post.outputs["classes"]].reshape(-1).astype(np.int64) - post.label_offset
+            k = scores > post.score_threshold
+            boxes, scores, cls = boxes[k], scores[k], cls[k]
+        else:
+            cand, sc = out[post.outputs["boxes"]][0], out[post.outputs["scores"]][0]
+            cells, cls = np.nonzero(sc > post.score_threshold)
+            boxes, scores, cls = cand[cells], sc[cells, cls], cls.astype(np.int64)
+        b = boxes.astype(np.float64) * (sx, sy, sx, sy)
+        b = np.clip(b, 0, (frame_hw[1], frame_hw[0], frame_hw[1], frame_hw[0])).astype(np.float32)
+        solid = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+        b, scores, cls = b[solid], scores[solid].astype(np.float32), cls[solid]
+        keep = _nms(b, scores, cls, post.iou_threshold, post.max_detections)
+        return b[keep], scores[keep], cls[keep]
+    return detect
+
+
+@dataclass
+class Case:
+    """One comparison: what predict is given, and the hand-written pipeline over the same engine."""
+
+    label: str
+    predict: Callable[[], Any]
+    hand: Callable[[], Any]
+    engine: Callable[[], Any]  # the bound engine call alone (what neither side can avoid)
+    tensor: Callable[[], np.ndarray]  # the hand-written input tensor, for the equality check
+    extra: dict[str, Callable[[], Any]] = field(default_factory=dict)
+
+
+def image_case(pipe, frame: np.ndarray, label: str) -> Case:
+    shape = tuple(int(d) if isinstance(d, int) and d > 0 else 1 for d in pipe.bundle.manifest.input.shape)
+    bound = BoundEngine(pipe, shape)
+    write = _image_writer(pipe)
+    post = _post(pipe, frame.shape[:2], shape[2:4])
+
+    def hand():
+        write(frame, bound.x)
+        return post(bound.run())
+
+    extra = {}
+    try:
+        import cv2  # noqa: F401 - information only; not a dependency
+    except ImportError:
+        pass
+    else:
+        h, w = shape[2:4]
+        cv_write = _image_writer(pipe, resize=lambda p: cv2.resize(p, (w, h), interpolation=cv2.INTER_LINEAR))
+        extra["opencv"] = lambda: (cv_write(frame, bound.x), post(bound.run()))[1]
+
+    def tensor():
+        write(frame, bound.x)
+        return bound.x.copy()
+
+    return Case(label, lambda: pipe.predict(frame), hand, _engine_alone(pipe, shape, tensor()), tensor, extra)
+
+
+def beat_case(pipe, beat: np.ndarray, fs: float, label: str) -> Case:
+    pre = pipe.preprocessor
+    spec = [op["op"] for op in pre.spec]
+    if pre.channels != 1 or abs(pre.fs - fs) > 1e-9 or spec[spec.index("window") + 1:] not in ([], ["detrend"]):
+        raise NoBaseline(f"signal spec {spec} at {fs} Hz")
+    detrend = "detrend" in spec
+    n = pre.length
+    t = np.arange(n, dtype=np.float64) - (n - 1) / 2.0
+    tt = float(t @ t)
+    bound = BoundEngine(pipe, (1, 1, n))
+    post = _post(pipe, (n, 1), (n, 1))
+    dst = bound.x[0, 0]
+
+    def write():
+        if detrend:
+            dst[:] = beat - beat.mean() - (beat @ t / tt) * t
+        else:
+            dst[:] = beat
+
+    def hand():
+        write()
+        return post(bound.run())
+
+    def tensor():
+        write()
+        return bound.x.copy()
+
+    return Case(label, lambda: pipe.predict(beat, fs=fs, units="mV", leads=("MLII",)), hand,
+                _engine_alone(pipe, (1, 1, n), tensor()), tensor)
+
+
+# --- checking and timing ----------------------------------------------------------------------------------
+
+
+def same(pipe, case: Case, source: Any, describe: dict) -> str | None:
+    """Why the hand-written tensor or result differs from edgemed's, or None when they agree."""
+    ours = pipe.prepare(source, **describe)
+    tensor = case.tensor()
+    if ours.tensor.shape != tensor.shape:
+        return f"tensor shapes differ: {ours.tensor.shape} and {tensor.shape}"
+    if not np.allclose(ours.tensor, tensor, rtol=1e-6, atol=1e-6):
+        return f"tensors differ by up to {np.max(np.abs(ours.tensor - tensor)):.3g}"
+    r, h = case.predict(), case.hand()
+    if pipe.task == "classification":
+        ok = r.index == h[0] and np.allclose(r.probabilities, h[1], rtol=1e-5, atol=1e-6)
+    elif pipe.task == "segmentation":
+        ok = r.mask.shape == h.shape and np.array_equal(r.mask, h)
+    else:
+        ok = (len(r.boxes) == len(h[0]) and np.allclose(r.boxes, h[0], atol=1e-3)
+              and np.array_equal(r.classes, h[2]) and np.allclose(r.scores, h[1]))
+    return None if ok else "results differ"
+
+
+def measure(fns: dict[str, Callable[[], Any]], frames: int, warmup: int = 30) -> dict[str, np.ndarray]:
+    """Seconds per call of each function, calls alternating one by one, every frame in another order.
+
+    The orders run through every permutation (a seeded shuffle beyond four functions), not rotations of one
+    order: a rotation keeps each call's neighbour, and the call right after an engine run starts while ONNX
+    Runtime's worker threads still spin on the other core. With rotations, predict always followed the engine
+    call alone and lost 0.07-0.1 ms per frame to it (224x224 classifier, 2 cores): a bias, not overhead.
     """
-    engine, art = pipe.engine, pipe.artifact
-    if art.backend == "onnxruntime":
-        session, name = engine.session, pipe.input_name
-        return lambda x: session.run(None, {name: x})[0]
-    if art.backend == "openvino":
-        request = engine.compiled.create_infer_request()
+    import itertools
+    import random
 
-        def run(x: np.ndarray) -> np.ndarray:
-            request.infer({0: x})
-            return request.get_output_tensor(0).data.copy()
-
-        return run
-    raise NotImplementedError(f"no hand-written baseline for {art.backend}")
-
-
-def hand_written(pipe, frame: np.ndarray) -> Callable[[], object]:
-    pre = hand_written_preprocess(pipe.bundle.manifest.preprocess, pipe.bundle.manifest.input.layout)
-    call = raw_call(pipe)
-    task, kind = pipe.task, pipe.output_kind
-
-    def run():
-        out = call(pre(frame))
-        if task == "classification":
-            z = out[0] if kind == "probabilities" else np.exp(out[0] - out[0].max())
-            return int(np.argmax(z / z.sum()))
-        # The foreground probability map, resized to the frame and thresholded: the bundle's own rule
-        # ("bilinear on probabilities"), so that both give the same mask.
-        logit = (out[0, 1] - out[0, 0]) if out.shape[1] == 2 else out[0, 0]
-        p = 1.0 / (1.0 + np.exp(-logit))
-        h, w = frame.shape[:2]
-        return np.asarray(Image.fromarray(np.ascontiguousarray(p, np.float32), "F").resize(
-            (w, h), Image.Resampling.BILINEAR)) > 0.5
-
-    return run
-
-
-def measure(fns: dict[str, Callable[[], object]], calls: int) -> dict[str, list[float]]:
-    """Per round, the p50 seconds of each function; rounds alternate short blocks, order reversed each time.
-
-    A shared machine's speed drifts by more than the differences measured here (10% between rounds
-    was seen), so ratios are formed within a round, where both ran under the same conditions.
-    """
-    for fn in fns.values():
-        for _ in range(BLOCK):
-            fn()
     names = list(fns)
-    rounds: dict[str, list[float]] = {k: [] for k in fns}
-    for r in range(max(4, calls // (2 * BLOCK))):
-        samples: dict[str, list[float]] = {k: [] for k in fns}
-        for half in range(2):
-            for name in names if (r + half) % 2 == 0 else names[::-1]:
-                fn, out = fns[name], samples[name]
-                for _ in range(BLOCK // 2):
-                    t0 = time.perf_counter()
-                    fn()
-                    out.append(time.perf_counter() - t0)
-        for k, v in samples.items():
-            rounds[k].append(float(np.median(v)))
-    return rounds
+    for _ in range(warmup):
+        for name in names:
+            fns[name]()
+    if len(names) <= 4:
+        orders = [list(p) for p in itertools.permutations(names)]
+    else:
+        rng = random.Random(0)
+        orders = [rng.sample(names, len(names)) for _ in range(24)]
+    times = {k: np.empty(frames) for k in names}
+    clock = time.perf_counter
+    for i in range(frames):
+        for name in orders[i % len(orders)]:
+            fn = fns[name]
+            t0 = clock()
+            fn()
+            times[name][i] = clock() - t0
+    return times
 
 
-def compare(bundle: str, frame: np.ndarray | None, calls: int) -> list[str]:
-    lines = []
+@dataclass
+class Row:
+    bundle: str
+    artifact: str
+    case: str
+    predict_ms: float
+    hand_ms: float
+    engine_ms: float
+    opencv_ms: float | None = None
+    refused: str | None = None
+
+    @property
+    def ratio(self) -> float:
+        return self.predict_ms / self.hand_ms
+
+    def as_dict(self) -> dict:
+        return {"bundle": self.bundle, "artifact": self.artifact, "case": self.case, "refused": self.refused,
+                **({} if self.refused else {
+                    "predict_p50_ms": round(self.predict_ms, 4), "hand_p50_ms": round(self.hand_ms, 4),
+                    "engine_p50_ms": round(self.engine_ms, 4), "ratio": round(self.ratio, 4),
+                    "predict_over_engine_us": round((self.predict_ms - self.engine_ms) * 1e3, 1),
+                    "hand_over_engine_us": round((self.hand_ms - self.engine_ms) * 1e3, 1),
+                    "opencv_p50_ms": None if self.opencv_ms is None else round(self.opencv_ms, 4)})}
+
+    def line(self) -> str:
+        head = f"{self.bundle:16s} {self.artifact:17s} {self.case:27s}"
+        if self.refused:
+            return f"{head} not compared: {self.refused}"
+        cv = f"  opencv {self.opencv_ms:.3f} ms ({self.predict_ms / self.opencv_ms:.2f})" if self.opencv_ms else ""
+        return (f"{head} predict {self.predict_ms:.3f} ms  hand {self.hand_ms:.3f} ms  ratio {self.ratio:.3f}  "
+                f"engine {self.engine_ms:.3f} ms  over engine: predict {(self.predict_ms - self.engine_ms) * 1e3:.0f}"
+                f" us, hand {(self.hand_ms - self.engine_ms) * 1e3:.0f} us{cv}")
+
+
+def cases_for(pipe, quick: bool) -> list[tuple[Case, np.ndarray, dict]]:
+    """The inputs a bundle is compared on: shipped sample frames (segmentation also at full resolution) or beats."""
+    from PIL import Image
+
+    from edgemed.datasets import ImageSet
+    from edgemed.samples import samples_for_task
+
+    if pipe.input_kind == "signal":
+        from edgemed.samples import assets_dir
+
+        with np.load(assets_dir() / "samples" / "ecg" / "ds2_beats.npz") as d:
+            beat = d["signals"][0].astype(np.float64) / float(d["adc_gain"])  # MIT-BIH DS2 counts to mV
+            fs = float(d["fs"])
+        describe = {"fs": fs, "units": "mV", "leads": ("MLII",)}
+        return [(beat_case(pipe, beat, fs, f"beat {beat.size} @ {fs:g} Hz"), beat, describe)]
+    frame = next(iter(ImageSet.open(samples_for_task(pipe.task))))[1]
+    frames = [frame]
+    if pipe.task == "segmentation":
+        frames = [np.asarray(Image.fromarray(frame).resize((w, h), Image.Resampling.BILINEAR))
+                  for h, w in (SEG_SIZES[1:2] if quick else SEG_SIZES)]
+    where = f", NMS {pipe.detection.nms}" if pipe.detection is not None else ""
+    return [(image_case(pipe, f, f"frame {f.shape[0]}x{f.shape[1]}" + ("" if f.ndim == 2 else "x3") + where), f, {})
+            for f in frames]
+
+
+def compare(bundle: str, frames: int, quick: bool = False) -> list[Row]:
     probe = edgemed.load(bundle)
-    artifacts = [a for a in probe.bundle.artifacts if a.drift.passed and a.backend in ("onnxruntime", "openvino")]
+    # uncertified artifacts (an INT8 one the gate could not judge) are timed too: cost does not need a verdict
+    artifacts = [a for a in probe.bundle.artifacts if a.verdict in ("passed", "uncertified")
+                 and a.backend in ("onnxruntime", "openvino")]
+    name = probe.bundle.name
     probe.close()
+    rows = []
     for art in artifacts:
-        with edgemed.load(bundle, backend=art.backend, precision=art.precision) as pipe:
-            image = frame if frame is not None else next(iter(ImageSet.open(samples_for_task(pipe.task))))[1]
-            hand = hand_written(pipe, image)
-            ours = pipe.predict(image)
-            same = (ours.index == hand()) if pipe.task == "classification" else (
-                np.mean(ours.mask.astype(bool) == hand()) > 0.999)
-            if not same:
-                lines.append(f"{pipe.bundle.name} {art.key}: hand-written answer differs from edgemed's; not compared")
+        accept = None if art.verdict == "passed" else art.verdict
+        with edgemed.load(bundle, backend=art.backend, precision=art.precision, accept=accept) as pipe:
+            try:
+                cases = cases_for(pipe, quick)
+            except NoBaseline as exc:
+                rows.append(Row(name, art.key, "-", 0, 0, 0, refused=f"no hand-written baseline ({exc})"))
                 continue
-            rounds = measure({"hand": hand, "edgemed": lambda p=pipe, im=image: p.predict(im)}, calls)
-            ratios = np.array(rounds["edgemed"]) / np.array(rounds["hand"])
-            lo, mid, hi = np.percentile(ratios, [25, 50, 75])
-            lines.append(f"{pipe.bundle.name} {art.key}: hand-written p50 {np.median(rounds['hand']) * 1e3:.3f} ms, "
-                         f"edgemed predict p50 {np.median(rounds['edgemed']) * 1e3:.3f} ms, ratio {mid:.3f} "
-                         f"(IQR {lo:.3f}-{hi:.3f} over {len(ratios)} paired rounds)")
-    return lines
+            for case, source, describe in cases:
+                why = same(pipe, case, source, describe)
+                if why:
+                    rows.append(Row(name, art.key, case.label, 0, 0, 0, refused=why))
+                    continue
+                fns = {"predict": case.predict, "hand": case.hand, "engine": case.engine, **case.extra}
+                t = {k: float(np.median(v)) * 1e3 for k, v in measure(fns, frames).items()}
+                rows.append(Row(name, art.key, case.label, t["predict"], t["hand"], t["engine"], t.get("opencv")))
+    return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[Row]:
+    import os
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("bundles", nargs="+")
-    ap.add_argument("--frame", help="An image to run (default: the shipped sample for the bundle's task).")
-    ap.add_argument("--calls", type=int, default=2000)
-    args = ap.parse_args()
-    frame = edgemed.read_image(args.frame) if args.frame else None
+    ap.add_argument("--frames", type=int, default=600, help="calls of each pipeline, alternated (default 600)")
+    ap.add_argument("--quick", action="store_true", help="60 frames a case, the largest segmentation frame only (CI)")
+    ap.add_argument("--json", help="also write the table here (a JSON list of rows)")
+    args = ap.parse_args(argv)
+    frames = 60 if args.quick else args.frames  # quick: 270 calls a case with warm-up; 10 s for the U-Net here
+    print(f"load average {os.getloadavg()[0]:.2f} (1 min); {frames} frames per case, calls alternated per frame; "
+          "ratio = predict p50 / hand-written p50 on the same engine object")
+    rows = []
     for bundle in args.bundles:
-        for line in compare(bundle, frame, args.calls):
-            print(line, flush=True)
+        for row in compare(bundle, frames, quick=args.quick):
+            print(row.line(), flush=True)
+            rows.append(row)
+    if args.json:
+        import json
+
+        from edgemed.atomic import write_atomic
+
+        write_atomic(args.json, json.dumps([r.as_dict() for r in rows], indent=1).encode())
+    return rows
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ This module must not import torch or onnx: it is the runtime path on the device.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -15,8 +16,8 @@ import numpy as np
 from .bundle import Bundle
 from .errors import BundleError, InputError, NoEligibleArtifact, OptionError, PipelineClosed
 from .images import read_image
+from .input_range import always_within, range_matters
 from .input_range import check as check_range
-from .input_range import range_matters
 from .manifest import Manifest
 from .output_reader import OutputReader
 from .postprocess import check_finite, class_probabilities, segmentation_mask
@@ -52,12 +53,20 @@ class Pipeline:
         self.dynamic_batch = m.input.dynamic_batch
         # frames far outside what the spec was calibrated for are refused (edgemed.input_range)
         self.value_range = m.input.value_range if m.input.value_range and range_matters(m.preprocess) else None
+        self._range_trusted: dict[np.dtype, bool] = {}  # per frame dtype: can it reach outside the range at all?
+        # predict's per-thread engine binding: the preprocessor writes into the engine's bound input array
+        self._local = threading.local()
+        shape = tuple(getattr(self.preprocessor, "input_shape", ()))
+        self._bind_shape = (1,) + shape[1:] if len(shape) > 1 and all(d > 0 for d in shape[1:]) else None
 
     # -- stages ----------------------------------------------------------------------------
     def prepare(self, image: np.ndarray | str | Path, **describe: Any) -> Prepared:
         """Preprocess one input. Signal models take a pre-cut beat: a Signal, a file, or an array with its
         rate and units stated (``fs=360, units="mV"``), raw digitiser counts with their gain too
         (``units="mV", adc_gain=200``: counts per unit, as signal-set files state it)."""
+        return self._prepare(image, None, describe)
+
+    def _prepare(self, image: Any, out: np.ndarray | None, describe: dict[str, Any]) -> Prepared:
         if self.input_kind == "signal":
             unknown = sorted(set(describe) - SIGNAL_DESCRIPTION)
             if unknown:
@@ -67,15 +76,19 @@ class Pipeline:
                 from .signals import read_signal
 
                 image = read_signal(image, describe.get("fs"), describe.get("units"), describe.pop("adc_gain", None))
-            return self.preprocessor(image, **describe)
+            return self.preprocessor(image, out=out, **describe)
         if describe:
             raise InputError(f"{', '.join(describe)}: only signal models take a rate and units",
                              "pass just the image")
         if isinstance(image, (str, Path)):
             image = read_image(image)
         if self.value_range is not None:
-            check_range(image, self.value_range)
-        return self.preprocessor(image)
+            trusted = self._range_trusted.get(image.dtype) if isinstance(image, np.ndarray) else False
+            if trusted is None:
+                trusted = self._range_trusted[image.dtype] = always_within(image.dtype, self.value_range)
+            if not trusted:
+                check_range(image, self.value_range)
+        return self.preprocessor(image, out)
 
     def infer(self, prepared: Prepared) -> dict[str, np.ndarray]:
         """The engine's raw outputs by name."""
@@ -102,14 +115,27 @@ class Pipeline:
     def predict(self, image: np.ndarray | str | Path, **describe: Any) -> Result:
         """One frame (or one pre-cut beat) in, one result out, with per-stage timings in seconds."""
         t0 = time.perf_counter()
-        prepared = self.prepare(image, **describe)
+        binding = self._binding()
+        prepared = self._prepare(image, None if binding is None else binding.input, describe)
         t1 = time.perf_counter()
-        output = self.infer(prepared)
+        # the bound call when the preprocessor wrote into the bound array (it writes a new one for a shape it
+        # does not fit, e.g. a signal model's batch of windows)
+        output = binding.run() if binding is not None and prepared.tensor is binding.input else self.infer(prepared)
         t2 = time.perf_counter()
         result = self.finish(output, prepared)
         t3 = time.perf_counter()
         result.timings = {"preprocess": t1 - t0, "infer": t2 - t1, "postprocess": t3 - t2}
         return result
+
+    def _binding(self):
+        """This thread's engine binding (made on its first predict), or None where the engine has none."""
+        local = self._local
+        try:
+            return local.binding
+        except AttributeError:
+            bind = getattr(self.engine, "bind", None)
+            local.binding = bind(self._bind_shape) if bind is not None and self._bind_shape else None
+            return local.binding
 
     def stream(self, frames: Iterable[np.ndarray], fps: float | None = None, maxsize: int = 2, results: int = 2):
         """Results for a sequence (or a never-ending source) of frames, in order. With ``fps`` the frames
@@ -170,6 +196,7 @@ class Pipeline:
 
     def close(self) -> None:
         engine, self.engine = self.engine, _Closed()
+        self._local = threading.local()  # every thread's binding goes with the engine: predict now meets _Closed
         engine.close()
 
     def __enter__(self) -> Pipeline:

@@ -49,7 +49,7 @@ def class_probabilities(output: np.ndarray, kind: str) -> np.ndarray:
     if row.size == 1:
         p = float(sigmoid(row)[0])
         return np.array([1.0 - p, p], dtype=np.float32)
-    return softmax(row).astype(np.float32)
+    return softmax(row).astype(np.float32, copy=False)  # row is float32: softmax keeps it, no second copy
 
 
 def segmentation_probabilities(output: np.ndarray, kind: str) -> np.ndarray:

@@ -377,7 +377,9 @@ class Preprocessor:
             image = _OPS[params["op"]][0](image, params, geo)
         return np.asarray(image, dtype=np.float32), geo
 
-    def __call__(self, image: np.ndarray) -> Prepared:
+    def __call__(self, image: np.ndarray, out: np.ndarray | None = None) -> Prepared:
+        """The model's input batch for one frame; written into ``out`` (the engine's bound input, whose previous
+        contents are overwritten) when it has the batch's shape and float32 type, else into a new array."""
         from .preprocess_plan import SAFE_BOUND, check, output_bound, write
 
         original = check_image(image)
@@ -399,7 +401,7 @@ class Preprocessor:
                 f"add {{\"op\": \"resize\", \"size\": [{self.hw[0]}, {self.hw[1]}]}} to the preprocessing spec",
             )
         check(self.plan, self.spec, c)
-        tensor = write(self.plan, x, c, self.layout)
+        tensor = write(self.plan, x, c, self.layout, out)
         bound = self._bounds.get(original.dtype)
         if bound is None:
             bound = self._bounds[original.dtype] = output_bound(self.spec, original.dtype)

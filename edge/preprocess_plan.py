@@ -15,9 +15,10 @@ HWC→CHW transpose copies again. A plan keeps the meaning and drops the copies:
 - the final NaN/Inf scan is skipped when the input's dtype bounds every value the spec can produce
   (e.g. uint8 through resize and normalize): it cannot find anything there.
 
-Measured side by side (benchmarks/overhead.py, 2 cores): on a 28×28 grey frame → RGB →
-224×224 → ImageNet normalisation, edgemed's predict takes 0.45-0.51× the time of the same steps
-written op by op in PIL/numpy. Equality with the op-by-op result is tested on real images for
+Measured side by side (the first benchmarks/overhead.py, 2 cores): on a 28×28 grey frame → RGB →
+224×224 → ImageNet normalisation, edgemed's predict took 0.45-0.51× the time of the same steps
+written op by op in PIL/numpy. The plan writes into the engine's bound input when predict gives it one (``out``).
+Equality with the op-by-op result is tested on real images for
 every op combination (tests/test_preprocess_plan.py).
 """
 
@@ -91,14 +92,18 @@ def _planes(x: np.ndarray, channels: int) -> list[np.ndarray]:
     return [x] * channels if x.ndim == 2 else [x[:, :, c] for c in range(x.shape[2])]
 
 
-def write(plan: Plan, x: np.ndarray, channels: int, layout: str) -> np.ndarray:
-    """The model's (1, C, H, W) or (1, H, W, C) float32 input from the prefix's result ``x``."""
+def write(plan: Plan, x: np.ndarray, channels: int, layout: str, out: np.ndarray | None = None) -> np.ndarray:
+    """The model's (1, C, H, W) or (1, H, W, C) float32 input from the prefix's result ``x``, written into ``out``
+    when it is given (a buffer bound to the engine: every element is written, so what it held does not matter)."""
     shift, scale = 0.0, 1.0
     if plan.minmax:  # as the op: values are float32 before the division, so the range is float32's too
         lo, hi = float(np.float32(x.min())), float(np.float32(x.max()))
         shift, scale = (-lo, 1.0 / float(np.float32(hi - lo))) if hi > lo else (0.0, 0.0)
     h, w = x.shape[:2]
-    out = np.empty((1, channels, h, w) if layout == "NCHW" else (1, h, w, channels), np.float32)
+    shape = (1, channels, h, w) if layout == "NCHW" else (1, h, w, channels)
+    if out is None or out.shape != shape or out.dtype != np.float32:
+        # a fresh 600 kB (224x224x3) array costs ~25 us more than a reused one here: new pages fault in every call
+        out = np.empty(shape, np.float32)
     for c, src in enumerate(_planes(x, channels)):
         dst = out[0, c] if layout == "NCHW" else out[0, :, :, c]
         a, b = plan.a[c] * scale, plan.b[c]

@@ -119,16 +119,21 @@ def validate_signal_spec(spec: Any) -> list[dict]:
 
 def check_signal(sig: Signal) -> None:
     """NaN/Inf samples and flat-line leads are refused: either would give an answer about no ECG at all."""
-    x = sig.samples
+    check_samples(sig.samples, sig.leads, sig.fs, sig.source)
+
+
+def check_samples(x: np.ndarray, leads: Sequence[str], fs: float, source: str) -> None:
+    """:func:`check_signal` on samples (T, L) and their description, with no Signal to build (per beat, the
+    Signal's own checks cost more than these)."""
     bad = ~np.isfinite(x)
     if bad.any():
         t = int(np.argmax(bad.any(axis=1)))
-        raise SignalQualityError(f"{sig.source or 'signal'}: {int(bad.sum())} NaN/Inf sample(s), the first at "
-                                 f"{t / sig.fs:.3f} s", "cut or interpolate the gap before analysis (a lead dropped "
+        raise SignalQualityError(f"{source or 'signal'}: {int(bad.sum())} NaN/Inf sample(s), the first at "
+                                 f"{t / fs:.3f} s", "cut or interpolate the gap before analysis (a lead dropped "
                                  "out?)")
-    flat = [sig.leads[i] for i in range(x.shape[1]) if np.ptp(x[:, i]) < FLAT_MV]
+    flat = [leads[i] for i in range(x.shape[1]) if np.ptp(x[:, i]) < FLAT_MV]
     if flat:
-        raise SignalQualityError(f"{sig.source or 'signal'}: lead(s) {', '.join(flat)} are flat (under "
+        raise SignalQualityError(f"{source or 'signal'}: lead(s) {', '.join(flat)} are flat (under "
                                  f"{FLAT_MV * 1e3:g} µV peak to peak)", "check the electrodes, or select another lead")
 
 
@@ -170,7 +175,8 @@ def apply_record_ops(sig: Signal, spec: Sequence[dict]) -> Signal:
             break
         if op == "select_leads":
             idx = [sig.lead(x) for x in p["leads"]]
-            sig = Signal(sig.samples[:, idx], sig.fs, tuple(sig.leads[i] for i in idx), sig.source)
+            if idx != list(range(len(sig.leads))):  # every lead in its order (a one-lead beat): nothing to select
+                sig = Signal(sig.samples[:, idx], sig.fs, tuple(sig.leads[i] for i in idx), sig.source)
         elif op == "resample":
             sig = resample(sig, p["fs"])
         else:
@@ -182,14 +188,28 @@ def detrend(x: np.ndarray) -> np.ndarray:
     """Each window (last axis) less its least-squares line: the mean, and the slope times the centred sample
     index (the normal equations of scipy.signal.detrend's fit, solved in closed form; its ``lstsq`` and import are
     what this saves)."""
-    t = np.arange(x.shape[-1], dtype=np.float64)
-    t -= t.mean()  # exact: half-integers, symmetric about 0
-    slope = (x @ t) / (t @ t)  # sum(t) == 0, so the mean needs no removing first
-    return x - x.mean(axis=-1, keepdims=True) - slope[..., None] * t
+    t, tt = _centred(x.shape[-1])
+    slope = (x @ t) / tt  # sum(t) == 0, so the mean needs no removing first
+    # the mean as numpy's mean computes it (add.reduce, then divide by the count), without its Python wrapper
+    return x - np.add.reduce(x, axis=-1, keepdims=True) / x.shape[-1] - slope[..., None] * t
 
 
-def apply_beat_ops(windows: np.ndarray, spec: Sequence[dict]) -> np.ndarray:
-    """The ops after ``window``, on windows (K, L, T) at once."""
+_CENTRED: dict[int, tuple[np.ndarray, np.float64]] = {}
+
+
+def _centred(n: int) -> tuple[np.ndarray, np.float64]:
+    """The centred sample index of an n-sample window and its squared norm, made once per length (read-only)."""
+    got = _CENTRED.get(n)
+    if got is None:
+        t = np.arange(n, dtype=np.float64)
+        t -= t.mean()  # exact: half-integers, symmetric about 0
+        t.flags.writeable = False
+        got = _CENTRED[n] = (t, t @ t)
+    return got
+
+
+def apply_beat_ops(windows: np.ndarray, spec: Sequence[dict], out: np.ndarray | None = None) -> np.ndarray:
+    """The ops after ``window``, on windows (K, L, T) at once; into ``out`` (float32, overwritten) when it fits."""
     after = list(spec)[[p["op"] for p in spec].index("window") + 1:]
     x = windows.astype(np.float64)
     for p in after:
@@ -200,6 +220,9 @@ def apply_beat_ops(windows: np.ndarray, spec: Sequence[dict]) -> np.ndarray:
             x = (x - x.mean(axis=-1, keepdims=True)) / np.maximum(std, 1e-12)
         elif p["op"] == "scale":
             x = x * p["factor"]
+    if out is not None and out.shape == x.shape and out.dtype == np.float32:
+        np.copyto(out, x, casting="same_kind")  # the same rounding to float32 as astype
+        return out
     return x.astype(np.float32)
 
 
@@ -246,7 +269,7 @@ class SignalPreprocessor:
         cut from)."""
         sig = as_signal(sig, **describe)
         used = self.read_leads(sig)
-        check_signal(Signal(sig.samples[:, used], sig.fs, tuple(sig.leads[i] for i in used), sig.source))
+        check_samples(sig.samples[:, used], [sig.leads[i] for i in used], sig.fs, sig.source)
         out = apply_record_ops(sig, self.spec)
         if out.samples.shape[1] != self.channels:
             raise InputError(f"the signal has {out.samples.shape[1]} lead(s) after preprocessing but the model takes "
@@ -260,18 +283,25 @@ class SignalPreprocessor:
         ok = (positions - self.before >= 0) & (positions + self.after <= sig.samples.shape[0])
         idx = positions[ok][:, None] + np.arange(-self.before, self.after)[None, :]
         windows = sig.samples[idx].transpose(0, 2, 1) if len(idx) else np.zeros((0, self.channels, self.length))
+        return self._beat_ops(sig, windows), ok
+
+    def _beat_ops(self, sig: Signal, windows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         with np.errstate(over="ignore", invalid="ignore"):
-            out = apply_beat_ops(windows, self.spec)
+            out = apply_beat_ops(windows, self.spec, out)
         if not np.isfinite(out).all():  # samples near float32's limit (1e38 mV) overflow the model's input type
             raise SignalQualityError(f"{sig.source or 'signal'}: samples too large for the model's float32 input "
                                      f"(up to {np.max(np.abs(sig.samples)):.3g} mV)", "check the units and the gain")
-        return out, ok
+        return out
 
-    def __call__(self, beat: Signal | np.ndarray, **describe: Any) -> Prepared:
+    def __call__(self, beat: Signal | np.ndarray, out: np.ndarray | None = None, **describe: Any) -> Prepared:
+        """One pre-cut beat as the model's (1, C, L) input; written into ``out`` (the engine's bound input, whose
+        contents are overwritten) when it has that shape and float32 type."""
         sig = self.record(beat, **describe)
         n = sig.samples.shape[0]
         if n != self.length:
             raise InputError(f"a single beat must be {self.before + self.after} samples at {self.fs:g} Hz after "
                              f"preprocessing, got {n}", "pass a pre-cut window, or a record to pipe.beats()")
-        tensor, _ = self.cut(sig, np.array([self.before]))
-        return Prepared(tensor, (n, self.channels), [])
+        # the one window of a pre-cut beat is the whole signal: what cut(sig, [before]) indexes out, with the
+        # same (1, L, C)-transposed layout, so every op after it computes the same bits (tests/test_signals.py)
+        windows = np.ascontiguousarray(sig.samples)[None].transpose(0, 2, 1)
+        return Prepared(self._beat_ops(sig, windows, out), (n, self.channels), [])

@@ -18,6 +18,19 @@ class TensorInfo:
     dtype: str = "float32"
 
 
+class Binding:
+    """One thread's input array bound to the engine in place: write ``input``, call ``run()`` for fresh outputs.
+
+    What a tuned hand-written pipeline does (ONNX Runtime IO binding, an OpenVINO tensor sharing the array's
+    memory): the preprocessor writes straight into ``input`` and no call builds a feed. Not thread-safe: one per
+    thread (the Pipeline keeps them so)."""
+
+    input: np.ndarray
+
+    def run(self) -> dict[str, np.ndarray]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
 class Engine:
     """Base runner: validates feeds, offers a context manager, and describes itself.
 
@@ -40,6 +53,11 @@ class Engine:
 
     def _run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError
+
+    def bind(self, shape: tuple[int, ...]) -> Binding | None:
+        """A :class:`Binding` for inputs of ``shape`` (float32), or None where the backend has none (then
+        ``infer`` serves)."""
+        return None
 
     def close(self) -> None:  # pragma: no cover - overridden
         pass

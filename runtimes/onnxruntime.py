@@ -9,7 +9,7 @@ import numpy as np
 
 from edgemed.errors import BackendUnavailable, BundleError, first_line
 
-from .base import Engine, TensorInfo
+from .base import Binding, Engine, TensorInfo
 
 _PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
@@ -81,6 +81,12 @@ class OnnxRuntimeEngine(Engine):
         values = self.session.run(self._output_names, dict(feed))
         return dict(zip(self._output_names, values))
 
+    def bind(self, shape: tuple[int, ...]) -> Binding | None:
+        if self.device != "cpu" or len(self.inputs) != 1 or self.inputs[0].dtype != "float32":
+            return None  # CUDA/TensorRT providers: IO binding there is untested here (no GPU); run() serves
+        dynamic = [o.name for o in self.outputs if not all(isinstance(d, int) and d > 0 for d in o.shape)]
+        return _OrtBinding(self.session, self.inputs[0].name, shape, self._output_names, dynamic)
+
     def close(self) -> None:
         self.session = None  # type: ignore[assignment]
 
@@ -89,3 +95,26 @@ class OnnxRuntimeEngine(Engine):
 
         return {**super().describe(), "providers": self.session.get_providers() if self.session else [],
                 "threads": self.threads, "onnxruntime": ort.__version__}
+
+
+class _OrtBinding(Binding):
+    """The input array bound once (``io_binding``), outputs into ORT's CPU memory, copied out fresh per run.
+
+    Measured in one process, calls alternating on one session (2 cores): 2-3 us per frame under ``session.run``
+    with a feed dict for the shipped classifier and the ECG CNN (140.0 vs 143.0 us, 47.9 vs 50.1 us)."""
+
+    def __init__(self, session, name: str, shape: tuple[int, ...], outputs: list[str], dynamic: list[str]) -> None:
+        self.input = np.zeros(shape, np.float32)
+        self.session, self.names, self.dynamic = session, outputs, dynamic
+        self.io = session.io_binding()
+        self.io.bind_cpu_input(name, self.input)
+        for output in outputs:
+            self.io.bind_output(output, "cpu")
+
+    def run(self) -> dict[str, np.ndarray]:
+        for output in self.dynamic:
+            # a bound output keeps the last run's value, whose shape ORT then requires (a detector's count of
+            # boxes after NMS changes per frame): bound anew, ORT allocates it at this run's shape
+            self.io.bind_output(output, "cpu")
+        self.session.run_with_iobinding(self.io)
+        return dict(zip(self.names, self.io.copy_outputs_to_cpu()))

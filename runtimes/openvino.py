@@ -15,7 +15,7 @@ import numpy as np
 
 from edgemed.errors import BackendUnavailable, BundleError, first_line
 
-from .base import Engine, TensorInfo
+from .base import Binding, Engine, TensorInfo
 
 _DEVICES = {"cpu": "CPU", "gpu": "GPU", "npu": "NPU", "auto": "AUTO"}
 _PRECISION_HINT = {"fp32": "f32", "fp16": "f16", "int8": "f32"}  # int8 layers stay int8; the rest in f32
@@ -94,6 +94,11 @@ class OpenVinoEngine(Engine):
         return {info.name: np.array(request.get_output_tensor(i).data, copy=True)
                 for i, info in enumerate(self.outputs)}
 
+    def bind(self, shape: tuple[int, ...]) -> Binding | None:
+        if self.device != "cpu" or len(self.inputs) != 1:
+            return None  # GPU/NPU: a host array shared with the device is untested here; infer() serves
+        return _OvBinding(self.compiled, shape, [o.name for o in self.outputs])
+
     def close(self) -> None:
         self.compiled = None
         self._local = threading.local()
@@ -102,3 +107,24 @@ class OpenVinoEngine(Engine):
         import openvino as ov
 
         return {**super().describe(), "openvino": ov.get_version(), "threads": self.threads}
+
+
+class _OvBinding(Binding):
+    """An infer request whose input tensor shares ``input``'s memory, set once; outputs copied out per run.
+
+    Measured in one process, calls alternating on one compiled model (2 cores), shipped classifier: 174.8 us
+    against 197.4 us for ``infer({0: x}, share_inputs=True)``, which wraps the array in a new tensor every call."""
+
+    def __init__(self, compiled, shape: tuple[int, ...], names: list[str]) -> None:
+        import openvino as ov
+
+        self.input = np.zeros(shape, np.float32)
+        self.request = compiled.create_infer_request()
+        self.request.set_input_tensor(0, ov.Tensor(self.input, shared_memory=True))
+        self.names = list(enumerate(names))
+
+    def run(self) -> dict[str, np.ndarray]:
+        request = self.request
+        request.infer()
+        # read after each run: an output of dynamic shape (detections after NMS) may get a new tensor
+        return {name: np.array(request.get_output_tensor(i).data, copy=True) for i, name in self.names}

@@ -74,6 +74,10 @@ def test_plan_equals_the_ops_one_by_one(images, data):
     assert got.shape == want.shape and got.dtype == np.float32 and got.flags.c_contiguous
     scale = max(1.0, float(np.abs(want).max()))
     np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-6 * scale, err_msg=f"{spec} on {name}")
+    # written into a reused buffer (predict's engine-bound input), whatever it held: the same bits
+    out = np.full(want.shape, np.nan, np.float32)
+    bound = pre(images[name], out=out).tensor
+    assert bound is out and np.array_equal(bound, got), f"{spec} on {name}"
 
 
 def test_the_plan_defers_rgb_and_folds_the_affine_tail():
@@ -97,3 +101,13 @@ def test_the_nan_scan_is_skipped_only_where_the_dtype_bounds_every_value():
     pre = Preprocessor([{"op": "scale", "factor": 1e35}], [1, 1, 4, 4])
     with pytest.raises(InputError, match="NaN or Inf"):
         pre(np.full((4, 4), 60000, np.uint16))
+
+
+def test_a_buffer_of_another_shape_or_type_is_never_written(images):
+    pre = Preprocessor([{"op": "resize", "size": [SIZE, SIZE]}, {"op": "scale", "factor": 1 / 255}],
+                       [1, 1, SIZE, SIZE])
+    want = pre(images["grey uint8"]).tensor
+    for wrong in (np.zeros((1, 1, SIZE, SIZE + 1), np.float32), np.zeros((1, 1, SIZE, SIZE), np.float64)):
+        before = wrong.copy()
+        got = pre(images["grey uint8"], out=wrong).tensor
+        assert got is not wrong and np.array_equal(got, want) and np.array_equal(wrong, before)

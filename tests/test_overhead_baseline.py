@@ -1,0 +1,76 @@
+"""The overhead benchmark's hand-written pipelines compute what predict computes, for every task.
+
+benchmarks/overhead.py times ``predict`` against the best pipeline an engineer writes by hand (one Pillow
+resize, the folded affine map written into one bound input array, the engine called with IO binding or
+shared memory on the very engine edgemed opened). A ratio is only worth reading if both sides compute the
+same tensor and the same answer: this holds each baseline to that, on real frames and beats. No timing is
+asserted here (targets live in the benchmark).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import edgemed
+from edgemed.benchmarks import overhead
+
+from .conftest import convert_ecg_fp32, convert_shipped
+
+
+def _artifacts(bundle):
+    with edgemed.load(bundle) as probe:
+        return [(a.backend, a.precision) for a in probe.bundle.artifacts
+                if a.drift.passed and a.backend in ("onnxruntime", "openvino")]
+
+
+def _check(bundle, frames):
+    for backend, precision in _artifacts(bundle):
+        with edgemed.load(bundle, backend=backend, precision=precision) as pipe:
+            for i, frame in enumerate(frames):
+                case = overhead.image_case(pipe, frame, f"frame {i}")
+                assert overhead.same(pipe, case, frame, {}) is None, (backend, precision, i)
+                # and the tensor is edgemed's to the bit, not merely close
+                assert np.array_equal(case.tensor(), pipe.prepare(frame).tensor), (backend, precision, i)
+
+
+def test_classification_baseline_computes_predicts_answer(cnn_bundle, breastmnist):
+    _check(cnn_bundle, list(breastmnist["test_images"][:12]))
+
+
+def test_segmentation_baseline_gives_predicts_mask_at_full_resolution(unet_bundle, busi):
+    from PIL import Image
+
+    frames = [busi["images"][i] for i in (0, 1, 2)]
+    big = [np.asarray(Image.fromarray(f).resize((w, h), Image.Resampling.BILINEAR))
+           for f, (h, w) in zip(frames, ((512, 512), (584, 568), (600, 800)))]
+    _check(unet_bundle, frames + big)
+
+
+@pytest.mark.parametrize("nms", ["host", "graph"])
+def test_detection_baseline_gives_predicts_boxes(nms, busi, tmp_path):
+    bundle = convert_shipped("det_busi", tmp_path / nms, nms=nms, targets=("onnx",), precisions=("fp32",))
+    images = busi["images"][busi["split"] == "test"][:16]
+    with edgemed.load(bundle) as pipe:
+        assert sum(len(pipe.predict(f).boxes) for f in images) > 0  # the check compares real boxes, not only none
+    _check(bundle, list(images))
+
+
+def test_beat_baseline_computes_predicts_tensor_and_label(tmp_path):
+    from edgemed.samples import assets_dir
+
+    bundle = convert_ecg_fp32(tmp_path / "ecg")
+    with np.load(assets_dir() / "samples" / "ecg" / "ds2_beats.npz") as d:
+        beats, gain, fs = d["signals"][:: 400].astype(np.float64), float(d["adc_gain"]), float(d["fs"])
+    with edgemed.load(bundle) as pipe:
+        for beat in beats / gain:
+            case = overhead.beat_case(pipe, beat, fs, "beat")
+            assert overhead.same(pipe, case, beat, {"fs": fs, "units": "mV", "leads": ("MLII",)}) is None
+
+
+def test_the_benchmark_refuses_a_baseline_that_differs(cnn_bundle, breastmnist):
+    frame = breastmnist["test_images"][0]
+    with edgemed.load(cnn_bundle) as pipe:
+        case = overhead.image_case(pipe, frame, "frame")
+        wrong = overhead.Case(case.label, case.predict, case.hand, case.engine, lambda: case.tensor() * 1.01)
+        assert overhead.same(pipe, wrong, frame, {}).startswith("tensors differ")
