@@ -58,7 +58,8 @@ def _http(base: str, model: str, x: np.ndarray, binary: bool) -> None:
     name, kind = KINDS[x.dtype]
     if binary:
         header = json.dumps({"inputs": [{"name": name, "shape": list(x.shape), "datatype": kind,
-                                         "parameters": {"binary_data_size": x.nbytes}}]}).encode()
+                                         "parameters": {"binary_data_size": x.nbytes}}],
+                             "parameters": {"binary_data_output": True}}).encode()  # answers as bytes too
         body, headers = header + x.tobytes(), {"Inference-Header-Content-Length": str(len(header))}
     else:
         body = json.dumps({"inputs": [{"name": name, "shape": list(x.shape), "datatype": kind,

@@ -9,14 +9,24 @@ from pathlib import Path
 
 import click
 
+# Measured side by side (benchmarks/triton_load.py, 2 cores, HTTP binary, max batch 8): a 2 ms delay made a lone
+# request wait it out (28x28 CNN p50 3.30 ms vs 1.11 ms with no delay; 128x128 U-Net 11.3 vs 10.5 ms), and bought
+# nothing under load (8 in flight: 1,252 vs 1,149-1,237 requests/s; U-Net at 4: 118.6 vs 118.4/s). With no delay
+# Triton still batches what queued while the instance was busy.
+QUEUE_DELAY_US = 0
+
 
 def _repository_options(f):
     f = click.option("--max-batch", default=8, show_default=True, type=click.IntRange(0, 1024),
                      help="Triton's max_batch_size; 0 turns batching off.")(f)
-    f = click.option("--max-queue-delay-us", default=2000, show_default=True, type=click.IntRange(0),
-                     help="How long Triton's dynamic batcher waits to fill a batch.")(f)
+    f = click.option("--max-queue-delay-us", default=QUEUE_DELAY_US, show_default=True, type=click.IntRange(0),
+                     help="How long Triton's dynamic batcher waits to fill a batch (0: a lone request goes at once; "
+                          "requests that queue while the model runs still batch).")(f)
     f = click.option("--instances", default=1, show_default=True, type=click.IntRange(1, 64),
                      help="Model instances (each its own process and engine).")(f)
+    f = click.option("--callers", default=1, show_default=True, type=click.IntRange(1, 64),
+                     help="Split the cores between this many concurrent executions per engine, no busy-waiting "
+                          "(load(callers=N)); 1: the engine takes every core (fastest for one instance).")(f)
     f = click.option("--accept", type=click.Choice(["uncertified", "failed"]),
                      help="Serve an artifact with this verdict (never by default).")(f)
     f = click.option("--pubkey", type=click.Path(path_type=Path),
@@ -52,12 +62,14 @@ def export() -> None:
 @_repository_options
 def export_triton(bundles: tuple[Path, ...], out: Path, backend: str, storage_uri: str, env_python: str | None,
                   env_home: str, env_platforms: tuple[str, ...], force: bool, max_batch: int,
-                  max_queue_delay_us: int, instances: int, accept: str | None, pubkey: Path | None) -> None:
+                  max_queue_delay_us: int, instances: int, callers: int, accept: str | None,
+                  pubkey: Path | None) -> None:
     """A Triton model repository (config.pbtxt + model per bundle) and a KServe InferenceService manifest."""
     from .triton_repository import DEFAULT_PLATFORMS, export_repository
 
     names = export_repository(list(bundles), out, max_batch, max_queue_delay_us, instances, accept, pubkey,
-                              storage_uri, force, backend, env_python, env_home, env_platforms or DEFAULT_PLATFORMS)
+                              storage_uri, force, backend, env_python, env_home, env_platforms or DEFAULT_PLATFORMS,
+                              callers)
     form = "Python backend" if backend == "python" else f"ensembles: numpy steps around Triton's {backend} backend"
     if env_python:
         form += f", each with its environment for Python {env_python}"
@@ -73,7 +85,8 @@ def export_triton(bundles: tuple[Path, ...], out: Path, backend: str, storage_ur
 @click.option("--device", default="cpu", show_default=True, help="cpu (the only device Triton runs here).")
 @_repository_options
 def serve(bundles: tuple[Path, ...], host: str, http_port: int, grpc_port: int, metrics_port: int, device: str,
-          max_batch: int, max_queue_delay_us: int, instances: int, accept: str | None, pubkey: Path | None) -> None:
+          max_batch: int, max_queue_delay_us: int, instances: int, callers: int, accept: str | None,
+          pubkey: Path | None) -> None:
     """Serve bundles on Triton (KServe v2 over HTTP and gRPC, Prometheus metrics) until interrupted."""
     from .errors import OptionError
     from .triton_repository import export_repository
@@ -84,7 +97,8 @@ def serve(bundles: tuple[Path, ...], host: str, http_port: int, grpc_port: int, 
     check_numpy()  # before any work: numpy 2 beside the wheel would serve empty answers
     with tempfile.TemporaryDirectory(prefix="edgemed-serve-") as tmp:
         repo = Path(tmp) / "models"
-        names = export_repository(list(bundles), repo, max_batch, max_queue_delay_us, instances, accept, pubkey)
+        names = export_repository(list(bundles), repo, max_batch, max_queue_delay_us, instances, accept, pubkey,
+                                  callers=callers)
         server = start(repo, host, http_port, grpc_port, metrics_port)
         try:  # Ctrl-C / SIGTERM arrive as KeyboardInterrupt (the CLI's handler): the server is stopped on the way out
             click.echo(f"serving {', '.join(names)}: KServe v2 HTTP {server.http}, gRPC {server.grpc}, "

@@ -103,7 +103,7 @@ BACKENDS = ("python", "onnxruntime", "openvino")  # python: the edgemed pipeline
 DEFAULT_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux2014_x86_64", "manylinux_2_17_x86_64")
 
 
-def export_repository(bundles: list[Path], out: Path, max_batch: int = 8, queue_delay_us: int = 2000,
+def export_repository(bundles: list[Path], out: Path, max_batch: int = 8, queue_delay_us: int = 0,
                       instances: int = 1, accept: str | None = None, pubkey: Path | None = None,
                       storage_uri: str = "pvc://edgemed/models", force: bool = False,
                       backend: str = "python", env_python: str | None = None, env_home: str = "/usr/bin",
