@@ -338,9 +338,6 @@ def quantized_layers_openvino(xml: Path) -> QuantizedLayers:
     return QuantizedLayers(int8=min(layers, fq), of=layers, fake_quantize_ops=fq)
 
 
-BUILDERS = {"onnxruntime": build_onnxruntime, "openvino": build_openvino, "tensorrt": build_tensorrt}
-
-
 def _brief(figures: dict) -> str:
     bounds = ", ".join(f"{k} predicted {v:.4f}" for k, v in figures.items() if ">=" in k or "<=" in k)
     return f"{bounds} -> {'meets' if figures['meets_budget'] else 'misses'} the budget"

@@ -26,6 +26,7 @@ import msgspec
 import numpy as np
 
 from edgemed import __version__
+from edgemed.backends import BACKENDS
 from edgemed.bundle import MANIFEST, REFERENCE, REPORT, atomic_directory, file_record, write_json
 from edgemed.datasets import ImageSet
 from edgemed.drift import Margins, case_margins, start_comparison
@@ -45,12 +46,13 @@ from edgemed.manifest import (
     Provenance,
 )
 from edgemed.output_reader import OutputReader
-from edgemed.preprocess import Preprocessor, default_spec, make_preprocessor
+from edgemed.preprocess import Preprocessor, default_spec
+from edgemed.preprocessors import make_preprocessor
 from edgemed.probes import pack
 from edgemed.samples import samples_dir
 from edgemed.table import format_table
 
-from .artifacts import BUILDERS, Built, Context, Dropped
+from .artifacts import Built, Context, Dropped
 from .calibration import MIN_INT8_CALIBRATION, DataPlan, named_tensors, plan
 from .cases import CaseStore, fill
 from .export_onnx import INPUT_NAME, export_torch, finalize, graph_io, output_names
@@ -384,7 +386,7 @@ def build_artifacts(ctx: Context, opts: ConvertOptions) -> list[Built]:
                 continue
             ctx.log(f"building {backend} {precision}")
             try:
-                one = BUILDERS[backend](ctx, precision)
+                one = BACKENDS[backend].build_function()(ctx, precision)
             except Dropped as exc:
                 ctx.log(f"  {backend} {precision}: not kept: {exc}")
                 continue

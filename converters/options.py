@@ -11,7 +11,6 @@ rules that relate two fields (:meth:`ConvertOptions._relations`).
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import re
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgemed.backends import PRECISIONS, TARGETS, by_target
 from edgemed.errors import OptionError
 from edgemed.gate import Budget, default_budget, default_budgets
 from edgemed.preprocess import validate_spec
@@ -27,11 +27,8 @@ TASKS = ("classification", "segmentation", "detection")
 INPUT_KINDS = ("image", "signal")
 DETECTION_LAYOUTS = ("edgemed", "yolo", "torchvision")
 NMS_PLACES = ("graph", "host")
-TARGETS = ("onnx", "openvino", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "int8")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 OUTPUT_KINDS = ("logits", "probabilities")
-BACKEND_OF = {"onnx": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}
 GROUPS = ("model", "outputs", "targets", "data", "gate", "detection", "tensorrt", "bundle")
 
 
@@ -239,7 +236,7 @@ class ConvertOptions:
 
     @property
     def backends(self) -> list[str]:
-        return [BACKEND_OF[t] for t in self.targets]
+        return [by_target(t).name for t in self.targets]
 
     @classmethod
     def from_cli(cls, model: Path, out: Path, task: str, **given: Any) -> ConvertOptions:
@@ -398,10 +395,7 @@ def check_choices(items: Any, allowed: tuple[str, ...], option: str) -> tuple[st
 
 def check_backends(targets: tuple[str, ...]) -> None:
     """Refuse a target whose toolchain is not installed here, before any work is done."""
-    needs = {"openvino": ("openvino", "pip install 'edgemed[openvino]'"),
-             "tensorrt": ("tensorrt", "TensorRT engines are built on the target: run this convert on the "
-                                      "Jetson/GPU machine where the tensorrt package imports")}
     for target in targets:
-        if target in needs and importlib.util.find_spec(needs[target][0]) is None:
-            raise OptionError(f"--to {target}: the {needs[target][0]!r} package is not installed here",
-                              needs[target][1])
+        info = by_target(target)
+        if not info.installed():
+            raise OptionError(f"--to {target}: the {info.package!r} package is not installed here", info.build_install)

@@ -15,8 +15,9 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
+from edgemed.backends import BACKENDS, Backend, Precision
 from edgemed.errors import DeviceNotFound, EdgemedError
-from edgemed.manifest import Backend, Precision, Record
+from edgemed.manifest import Record
 
 MB = 1 << 20
 
@@ -71,7 +72,7 @@ class DeviceProfile(Record, kw_only=True):
 
     def engine_device(self, backend: str) -> str:
         """The device word a backend's engine is created with on this profile."""
-        return {"openvino": self.ov_device, "tensorrt": "cuda"}.get(backend, self.ort_device)
+        return BACKENDS[backend].engine_device(self)
 
 
 def profiles_dir() -> Path:

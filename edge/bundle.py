@@ -23,7 +23,8 @@ from .errors import BundleError
 from .hashing import sha256_file
 from .manifest import Artifact, FileRecord, Manifest
 from .owned_dirs import OWNER, make_owned, remove_abandoned
-from .preprocess import Preprocessor, make_preprocessor
+from .preprocess import Preprocessor
+from .preprocessors import make_preprocessor
 
 MANIFEST = "edgemed.json"
 REFERENCE = "reference.npz"

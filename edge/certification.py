@@ -93,9 +93,9 @@ class Certification(Record, kw_only=True):
 def sign(record: Certification, private_key: Path) -> Certification:
     from cryptography.hazmat.primitives import serialization
 
-    from .signing import _load_key, fingerprint
+    from .signing_keys import fingerprint, load_key
 
-    key = _load_key(private_key, private=True)
+    key = load_key(private_key, private=True)
     public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     value = base64.b64encode(key.sign(record.payload())).decode()
     return msgspec.structs.replace(record, signature=Signature(key_fingerprint=fingerprint(public), value=value))
@@ -106,7 +106,7 @@ def signer(record: Certification, public_keys: Sequence[Path]) -> str | None:
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import serialization
 
-    from .signing import _load_key, fingerprint
+    from .signing_keys import fingerprint, load_key
 
     if record.signature is None:
         return None
@@ -115,7 +115,7 @@ def signer(record: Certification, public_keys: Sequence[Path]) -> str | None:
     except ValueError:
         return None
     for path in public_keys:
-        key = _load_key(Path(path), private=False)
+        key = load_key(Path(path), private=False)
         raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         if fingerprint(raw) != record.signature.key_fingerprint:
             continue

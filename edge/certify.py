@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .backends import BACKENDS
 from .bundle import Bundle
 from .certification import ArtifactCertification, Certification, DataRecord, sign, write
 from .datasets import ImageSet
@@ -142,12 +143,10 @@ def _labelled(val, val_labels, val_key, b: Bundle, pre, ref, scratch: Path, marg
 
 def _versions() -> dict:
     out = {"python": platform.python_version(), "numpy": np.__version__}
-    for name in ("onnxruntime", "openvino"):
-        try:
-            module = __import__(name)
-            out[name] = module.get_version() if name == "openvino" else module.__version__
-        except ImportError:
-            pass
+    for name, info in BACKENDS.items():
+        version = info.installed_version()
+        if version is not None:
+            out[name] = version
     return out
 
 

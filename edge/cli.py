@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from .cli_options import accept_option, backend_option, precision_option
 from .errors import EdgemedError, first_line
 
 EXIT_USER_ERROR = 2
@@ -94,14 +95,13 @@ def convert(model: Path, out: Path, task: str, **kw) -> None:
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--backend")
-@click.option("--precision")
+@backend_option()
+@precision_option()
 @click.option("--threads", type=int)
 @click.option("--out", type=click.Path(path_type=Path),
               help="Write each frame's result here: STEM.json, and for masks STEM_mask.png and STEM_overlay.png.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-@click.option("--accept", type=click.Choice(["uncertified", "failed"]),
-              help="Run the named --backend/--precision artifact although its verdict is this.")
+@accept_option("Run the named --backend/--precision artifact although its verdict is this.")
 @click.option("--dicom", "dicom_kinds", help="With --out and DICOM inputs: the DICOM results to write, any of "
               "seg,sr,sc (default: every one that applies), or none.")
 @click.option("--server", help="A Triton server (edgemed serve) URL, e.g. http://127.0.0.1:8000: BUNDLE is then the "
@@ -262,8 +262,8 @@ def _predict_signal(pipe, path: Path, out: Path | None, as_json: bool, described
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--backend")
-@click.option("--precision")
+@backend_option()
+@precision_option()
 @click.option("--all", "all_artifacts", is_flag=True, help="Every artifact of the bundle, side by side.")
 @click.option("--scenario", type=click.Choice(["point-of-care", "remote"]))
 @click.option("--data", type=click.Path(path_type=Path),
@@ -273,8 +273,7 @@ def _predict_signal(pipe, path: Path, out: Path | None, as_json: bool, described
 @click.option("--record", type=click.Path(path_type=Path),
               help="Signal bundles: a whole recording (WFDB .hea, DICOM waveform, CSV) through the beat stream: "
                    "real-time factor, compute per beat, and with a .atr file detection and classes vs annotations.")
-@click.option("--accept", type=click.Choice(["uncertified", "failed"]),
-              help="Bench the named --backend/--precision artifact although its verdict is this.")
+@accept_option("Bench the named --backend/--precision artifact although its verdict is this.")
 @click.option("--labels", type=click.Path(path_type=Path), help="CSV file,label, mask folder, or .npz.")
 @click.option("--fps", default=30.0, show_default=True, type=click.FloatRange(0.1, 1000))
 @click.option("--duration", default=10.0, show_default=True, type=click.FloatRange(0.1, 3600))
@@ -505,7 +504,7 @@ def certify(bundle: Path, json_out: Path | None, **kw) -> None:
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Private key file to create.")
 def keygen(out: Path) -> None:
     """Create an Ed25519 key pair (OUT, mode 0600, and OUT.pub) for signing bundles."""
-    from .signing import generate_keypair
+    from .signing_keys import generate_keypair
 
     if out.exists():
         raise EdgemedError(f"{out} already exists", "choose another path; edgemed never overwrites a key")

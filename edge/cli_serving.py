@@ -9,6 +9,9 @@ from pathlib import Path
 
 import click
 
+from .backends import TRITON_EXPORTS
+from .cli_options import accept_option
+
 # Measured side by side (benchmarks/triton_load.py, 2 cores, HTTP binary, max batch 8): a 2 ms delay made a lone
 # request wait it out (28x28 CNN p50 3.30 ms vs 1.11 ms with no delay; 128x128 U-Net 11.3 vs 10.5 ms), and bought
 # nothing under load (8 in flight: 1,252 vs 1,149-1,237 requests/s; U-Net at 4: 118.6 vs 118.4/s). With no delay
@@ -27,8 +30,7 @@ def _repository_options(f):
     f = click.option("--callers", default=1, show_default=True, type=click.IntRange(1, 64),
                      help="Split the cores between this many concurrent executions per engine, no busy-waiting "
                           "(load(callers=N)); 1: the engine takes every core (fastest for one instance).")(f)
-    f = click.option("--accept", type=click.Choice(["uncertified", "failed"]),
-                     help="Serve an artifact with this verdict (never by default).")(f)
+    f = accept_option("Serve an artifact with this verdict (never by default).")(f)
     f = click.option("--pubkey", type=click.Path(path_type=Path),
                      help="Check each bundle's signature with this public key before serving it.")(f)
     return f
@@ -42,7 +44,7 @@ def export() -> None:
 @export.command("triton")
 @click.argument("bundles", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Model repository to write.")
-@click.option("--backend", type=click.Choice(["python", "onnxruntime", "openvino"]), default="python",
+@click.option("--backend", type=click.Choice(TRITON_EXPORTS), default="python",
               show_default=True,
               help="python: one Python-backend model running the edgemed pipeline (needs edgemed in Triton's Python; "
                    "verified here). onnxruntime/openvino: the certified artifact on Triton's native backend inside an "
@@ -124,8 +126,7 @@ def serve(bundles: tuple[Path, ...], host: str, http_port: int, grpc_port: int, 
 @click.option("--route", multiple=True, help="MODALITY=BUNDLE_NAME, e.g. US=unet_busi (default: the first bundle "
               "takes every modality).")
 @click.option("--dicom", "dicom_kinds", default="seg,sr,sc", show_default=True, help="Results to make: seg,sr,sc.")
-@click.option("--accept", type=click.Choice(["uncertified", "failed"]),
-              help="Run an artifact with this verdict (never by default).")
+@accept_option("Run an artifact with this verdict (never by default).")
 def listen(bundles: tuple[Path, ...], ae_title: str, host: str, port: int, send_to: str | None, queue: Path,
            route: tuple[str, ...], dicom_kinds: str, accept: str | None) -> None:
     """A DICOM node: C-STORE in, inference, SEG/SR/SC C-STOREd on (with an outbox that survives a PACS restart)."""
@@ -163,8 +164,7 @@ def listen(bundles: tuple[Path, ...], ae_title: str, host: str, port: int, send_
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (keep it local: no login).")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--accept", type=click.Choice(["uncertified", "failed"]),
-              help="Run an artifact with this verdict (never by default).")
+@accept_option("Run an artifact with this verdict (never by default).")
 def view(bundle: Path, host: str, port: int, accept: str | None) -> None:
     """A local page: drop an image, see the mask/boxes/label, the artifact and its verdict; DICOM SEG/SR to download."""
     from . import load

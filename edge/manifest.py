@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Struct
 
+from .backends import Backend, Precision
 from .errors import BundleError
 
 SCHEMA_VERSION = 3
@@ -34,8 +35,6 @@ SCHEMA_FILE = Path(__file__).with_name("manifest.schema.json")
 MAX_INPUT_ELEMENTS = 1 << 28  # 268M floats (1 GiB): a declared shape beyond this is hostile or a mistake
 
 Task = Literal["classification", "segmentation", "detection"]
-Backend = Literal["onnxruntime", "openvino", "tensorrt"]
-Precision = Literal["fp32", "fp16", "int8"]
 Verdict = Literal["passed", "failed", "uncertified"]
 
 Name = Annotated[str, Meta(min_length=1, max_length=256)]

@@ -420,12 +420,3 @@ def default_spec(input_shape: Sequence[int]) -> list[dict]:
         {"op": "resize", "size": [int(h), int(w)], "interpolation": "bilinear"},
         {"op": "scale", "factor": 1 / 255},
     ]
-
-
-def make_preprocessor(spec: Sequence[dict], input_shape: Sequence[int | str], layout: str = "NCHW"):
-    """The preprocessor for a model's input: images (NCHW/NHWC) or signal windows (NCL)."""
-    if layout == "NCL":
-        from .signal_preprocess import SignalPreprocessor
-
-        return SignalPreprocessor(spec, input_shape, layout)
-    return Preprocessor(spec, input_shape, layout)

@@ -14,12 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .backends import BACKEND_NAMES, PRECISIONS
 from .bundle import Bundle
 from .errors import BackendUnavailable, NoEligibleArtifact, OptionError
 from .manifest import Artifact
-
-BACKENDS = ("onnxruntime", "openvino", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @dataclass(frozen=True)
@@ -43,8 +41,8 @@ def check_request(device: Any, backend: Any, precision: Any, threads: Any, accep
     """Refuse malformed requests before any work, the same way for every argument; returns the device word."""
     if not isinstance(device, str) or not device.strip():
         raise OptionError(f"device {device!r} is not a name", "use e.g. device='cpu' or 'auto'")
-    if backend is not None and backend not in BACKENDS:
-        raise OptionError(f"unknown backend {backend!r}", f"use one of {', '.join(BACKENDS)}")
+    if backend is not None and backend not in BACKEND_NAMES:
+        raise OptionError(f"unknown backend {backend!r}", f"use one of {', '.join(BACKEND_NAMES)}")
     if precision is not None and precision not in PRECISIONS:
         raise OptionError(f"unknown precision {precision!r}", f"use one of {', '.join(PRECISIONS)}")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 1024):

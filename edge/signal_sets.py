@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import IndexedSet, Npz
 from .errors import InputError
+from .set_base import IndexedSet, Npz
 from .signals import Signal, stored_to_mv
 
 SIGNAL_KEYS = ("signals",)

@@ -9,27 +9,16 @@ removed, before checking the signature itself. Keys are standard PEM files
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
-import os
 from pathlib import Path
 
 from .atomic import write_atomic
-from .errors import BundleError, InputError
+from .errors import BundleError
 from .hashing import sha256_file
+from .signing_keys import crypto, fingerprint, load_key
 
 SIGNATURE = "edgemed.sig"
 ALGORITHM = "ed25519"
-
-
-def _crypto():
-    try:
-        from cryptography.exceptions import InvalidSignature
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric import ed25519
-    except ImportError as exc:
-        raise InputError("bundle signing needs the cryptography package", "pip install 'edgemed[sign]'") from exc
-    return serialization, ed25519, InvalidSignature
 
 
 def bundle_files(root: Path) -> dict[str, str]:
@@ -53,47 +42,13 @@ def _payload(files: dict[str, str]) -> bytes:
     return json.dumps({"algorithm": ALGORITHM, "files": files}, sort_keys=True, separators=(",", ":")).encode()
 
 
-def fingerprint(public_bytes: bytes) -> str:
-    return hashlib.sha256(public_bytes).hexdigest()[:16]
-
-
-def generate_keypair(private_path: Path) -> Path:
-    serialization, ed25519, _ = _crypto()
-    key = ed25519.Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
-    private_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-    public_path = private_path.with_suffix(".pub")
-    public_path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                          serialization.PublicFormat.SubjectPublicKeyInfo))
-    return public_path
-
-
-def _load_key(path: Path, private: bool):
-    serialization, ed25519, _ = _crypto()
-    try:
-        data = Path(path).read_bytes()
-        key = (serialization.load_pem_private_key(data, password=None) if private
-               else serialization.load_pem_public_key(data))
-    except (OSError, ValueError, TypeError) as exc:
-        kind = "private" if private else "public"
-        raise InputError(f"{path}: not a readable PEM {kind} key ({exc})", "pass the key edgemed keygen wrote") from exc
-    want = ed25519.Ed25519PrivateKey if private else ed25519.Ed25519PublicKey
-    if not isinstance(key, want):
-        raise InputError(f"{path}: not an Ed25519 key", "generate one with edgemed keygen")
-    return key
-
-
 def sign_bundle(root: Path, private_key: Path) -> Path:
     """Write ``edgemed.sig`` (atomically) over the bundle's current files."""
-    serialization, _, _ = _crypto()
+    serialization, _, _ = crypto()
     from .bundle import Bundle
 
     Bundle.open(root)  # never sign a bundle that does not verify against its own manifest
-    key = _load_key(private_key, private=True)
+    key = load_key(private_key, private=True)
     files = bundle_files(root)
     public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     record = {"algorithm": ALGORITHM, "key_fingerprint": fingerprint(public), "files": files,
@@ -103,7 +58,7 @@ def sign_bundle(root: Path, private_key: Path) -> Path:
 
 def verify_signature(root: Path, public_key: Path) -> str:
     """Raise BundleError naming what changed; return the signer's key fingerprint on success."""
-    serialization, _, invalid = _crypto()
+    serialization, _, invalid = crypto()
     root = Path(root)
     sig_path = root / SIGNATURE
     if not sig_path.is_file():
@@ -124,7 +79,7 @@ def verify_signature(root: Path, public_key: Path) -> str:
                  (("changed", changed), ("added", gained), ("removed", lost)) if names]
         raise BundleError(f"bundle {root} differs from what was signed ({'; '.join(parts)})",
                           "refusing it; get the bundle again from its signer")
-    key = _load_key(public_key, private=False)
+    key = load_key(public_key, private=False)
     try:
         key.verify(signature, _payload(signed))
     except invalid as exc:

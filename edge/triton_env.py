@@ -26,6 +26,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .backends import BACKENDS
 from .errors import EdgemedError, InputError
 
 ENV_DIR = "edgemed_env"
@@ -34,7 +35,6 @@ RUNTIME_PACKAGES = ("edgemed", "edgemed.runtimes", "edgemed.devices", "edgemed.f
 # The Triton wheel this project serves with pins numpy<2, and a stub built against numpy 1 answers empty tensors
 # under numpy 2 (edgemed.triton_server.check_numpy): the environment keeps numpy 1.
 NUMPY = "numpy<2"
-BACKEND_PACKAGES = {"onnxruntime": ("onnxruntime",), "openvino": ("openvino",), "tensorrt": ("tensorrt",)}
 
 ACTIVATE = """# written by edgemed export triton --pack-env: sourced by Triton's Python backend before its stub starts
 VIRTUAL_ENV="$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")/.." && pwd)"
@@ -59,9 +59,9 @@ def _pinned(names: tuple[str, ...]) -> list[str]:
 def requirements(backends: set[str]) -> list[str]:
     pins = _pinned(("pillow", "msgspec"))
     for backend in sorted(backends):
-        if backend not in BACKEND_PACKAGES:
+        if backend not in BACKENDS:
             raise InputError(f"no Python package serves {backend} artifacts", "export another artifact")
-        pins += _pinned(BACKEND_PACKAGES[backend])
+        pins += _pinned((BACKENDS[backend].package,))
     return [NUMPY, *pins]
 
 

@@ -26,6 +26,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from .backends import BACKENDS
 from .bundle import Bundle
 from .errors import InputError
 
@@ -33,8 +34,6 @@ TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "float64": "TYPE
                 "int32": "TYPE_INT32", "int16": "TYPE_INT16", "int8": "TYPE_INT8", "uint8": "TYPE_UINT8",
                 "uint16": "TYPE_UINT16", "bool": "TYPE_BOOL"}
 FRAME_TYPES = {"uint8": "TYPE_UINT8", "uint16": "TYPE_UINT16", "float32": "TYPE_FP32"}
-ENGINE_FILES = {"onnxruntime": ("model.onnx", 'platform: "onnxruntime_onnx"'),
-                "openvino": ("model.xml", 'backend: "openvino"')}
 STEPS_FILE = "edgemed_steps.py"
 
 PRE_MODEL_PY = '''"""edgemed export triton: a frame into the model's input (Python-backend step, numpy only)."""
@@ -207,7 +206,8 @@ def write_native(tmp: Path, bundle_dir: Path, bundle: Bundle, name: str, artifac
 
     engine_dir = tmp / names[2] / "1"
     engine_dir.mkdir(parents=True)
-    file, head = ENGINE_FILES[backend]
+    native = BACKENDS[backend].triton
+    file, head = native.file, native.config_line
     shutil.copyfile(bundle_dir / artifact.file, engine_dir / file)
     if backend == "openvino":
         shutil.copyfile(bundle_dir / artifact.weights.file, engine_dir / "model.bin")

@@ -19,6 +19,7 @@ import re
 import shutil
 from pathlib import Path
 
+from .backends import TRITON_EXPORTS
 from .bundle import Bundle, atomic_directory
 from .errors import InputError
 from .selection import select
@@ -98,7 +99,6 @@ def inference_service(names: list[str], storage_uri: str, backend: str = "python
     )
 
 
-BACKENDS = ("python", "onnxruntime", "openvino")  # python: the edgemed pipeline; the others: edgemed.triton_native
 # x86-64 glibc wheels: NVIDIA's Triton images are Ubuntu 22.04/24.04 (glibc 2.35/2.39); aarch64 images need their tags
 DEFAULT_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux2014_x86_64", "manylinux_2_17_x86_64")
 
@@ -114,8 +114,8 @@ def export_repository(bundles: list[Path], out: Path, max_batch: int = 8, queue_
     if env_python is not None and backend != "python":
         raise InputError(f"--pack-env is for the Python backend; --backend {backend} needs no environment",
                          "drop --pack-env, or export with --backend python")
-    if backend not in BACKENDS:
-        raise InputError(f"unknown Triton export backend {backend!r}", f"use one of {', '.join(BACKENDS)}")
+    if backend not in TRITON_EXPORTS:
+        raise InputError(f"unknown Triton export backend {backend!r}", f"use one of {', '.join(TRITON_EXPORTS)}")
     if not bundles:
         raise InputError("no bundle given", "pass one or more bundle directories")
     if not 0 <= max_batch <= 1024 or instances < 1:

@@ -67,7 +67,7 @@ def test_all_artifacts_both_scenarios_with_ground_truth(unet_all, busi_test_npz,
 
 def test_point_of_care_scenario_accounts_for_every_frame(unet_bundle, tmp_path):
     """The scenario's bookkeeping: every frame of 5 s at 30 fps is processed or dropped, and misses are counted.
-    Whether the shipped U-Net keeps 30 fps without a miss is a speed target: benchmarks/test_targets.py."""
+    Whether the shipped U-Net keeps 30 fps without a miss is a speed target: benchmarks/suites/test_targets.py."""
     edgemed("bench", unet_bundle, "--scenario", "point-of-care", "--fps", 30, "--duration", 5, "--runs", 20,
             "--warmup", 5, "--no-history", "--json", tmp_path / "poc.json", check=True)
     (art,) = json.loads((tmp_path / "poc.json").read_text())["artifacts"]

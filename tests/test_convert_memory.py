@@ -68,5 +68,5 @@ def convert_under_limit(tmp_path, busi, side, base: int, calib: int, limit_gib: 
 
 
 def test_int8_fallback_at_584x568_runs_under_3_gib(tmp_path, busi):
-    """The issue's case (before: killed past 24 GB). The 1024x1024 case is in benchmarks/test_targets.py."""
+    """The issue's case (before: killed past 24 GB). The 1024x1024 case is in benchmarks/suites/test_targets.py."""
     convert_under_limit(tmp_path, busi, (584, 568), base=8, calib=24, limit_gib=3)

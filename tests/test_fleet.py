@@ -36,7 +36,7 @@ from edgemed.fleet.update import rollback, update  # noqa: E402
 from edgemed.hashing import sha256_file  # noqa: E402
 from edgemed.manifest import FileRecord, Manifest  # noqa: E402
 from edgemed.samples import shipped_model  # noqa: E402
-from edgemed.signing import generate_keypair  # noqa: E402
+from edgemed.signing_keys import generate_keypair  # noqa: E402
 from edgemed.verify import verify_artifact  # noqa: E402
 
 from .conftest import SHARED, convert_shipped, samples_dir  # noqa: E402

@@ -39,3 +39,34 @@ def test_import_contracts_are_kept(tmp_path):
                           env={**os.environ, "PYTHONPATH": str(site)}, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert "2 kept, 0 broken" in proc.stdout
+
+
+CYCLE_CHECK = """
+import graphlib, sys
+import grimp
+packages = set(sys.argv[1:])
+graph = grimp.build_graph("edgemed", cache_dir=None)
+assert "edgemed.converters.convert" in graph.modules, "grimp walked another copy of edgemed"
+modules = {m for m in graph.modules if m not in packages}
+edges = {m: {d for d in graph.find_modules_directly_imported_by(m) if d in modules} for m in modules}
+try:
+    graphlib.TopologicalSorter(edges).prepare()
+except graphlib.CycleError as exc:
+    sys.exit("import cycle: " + " -> ".join(exc.args[1]))
+print(len(modules), "modules, no cycle")
+"""
+
+
+def test_no_import_cycle_between_modules(tmp_path):
+    """No file reaches a file that reaches back, not even through an import inside a function (issue 19: datasets
+    and signal_sets, preprocess and signal_preprocess, bundle, certification and signing did). Packages' own
+    ``__init__`` are left out: a module importing its package (for ``__version__``) is not a cycle of code. Run in
+    a child process on the installed layout, as import-linter is (grimp builds the graph of both)."""
+    pytest.importorskip("grimp")
+    site = tmp_path / "site"
+    _installed_layout(site)
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    proc = subprocess.run([sys.executable, "-c", CYCLE_CHECK, *packages], cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(site)}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "no cycle" in proc.stdout

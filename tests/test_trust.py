@@ -25,7 +25,8 @@ from edgemed.bundle import Bundle
 from edgemed.errors import BundleError, InputError
 from edgemed.images import read_frames
 from edgemed.preprocess import validate_spec
-from edgemed.signing import generate_keypair, sign_bundle, verify_signature
+from edgemed.signing import sign_bundle, verify_signature
+from edgemed.signing_keys import generate_keypair
 
 from .conftest import DICOM, convert_shipped
 

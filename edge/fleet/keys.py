@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import InputError
-from ..signing import _load_key
+from ..signing_keys import load_key
 
 
 def _is_private(path: Path) -> bool:
@@ -26,7 +26,7 @@ def public_key(path: str | Path):
     from securesystemslib.signer import SSlibKey
 
     path = Path(path)
-    key = _load_key(path, private=_is_private(path))
+    key = load_key(path, private=_is_private(path))
     return SSlibKey.from_crypto(key.public_key() if _is_private(path) else key)
 
 
@@ -37,4 +37,4 @@ def signer(path: str | Path):
     path = Path(path)
     if not _is_private(path):
         raise InputError(f"{path}: a public key cannot sign", "pass the private key (the file without .pub)")
-    return CryptoSigner(_load_key(path, private=True))
+    return CryptoSigner(load_key(path, private=True))

@@ -27,6 +27,7 @@ from packageurl import PackageURL
 
 from .. import __version__
 from ..atomic import write_atomic
+from ..backends import BACKENDS
 from ..bundle import MANIFEST, Bundle
 from ..errors import EdgemedError
 from ..gate import budget_metrics
@@ -35,7 +36,6 @@ from ..samples import shipped_model
 MODEL_REF = "model"
 # What load -> predict imports (pyproject's runtime dependencies), and each backend's own package.
 RUNTIME = ("numpy", "onnxruntime", "msgspec", "scipy", "pillow", "click")
-BACKEND_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}
 OUTPUT_FORMAT = {"classification": "class probabilities", "segmentation": "segmentation mask (per-pixel class)",
                  "detection": "bounding boxes with class and score"}
 
@@ -70,7 +70,7 @@ def build_bom(bundle: Path, version: str | None = None) -> tuple[Bom, dict[str, 
     bom = Bom(metadata=BomMetaData(component=model, properties=_props(generator=f"edgemed {__version__} sbom")))
     libraries = {name: _library(name) for name in ("edgemed", *RUNTIME)}
     for art in m.artifacts:
-        package = BACKEND_PACKAGES[art.backend]
+        package = BACKENDS[art.backend].package
         libraries.setdefault(package, _library(package))
     for lib in libraries.values():
         if lib is not None:
@@ -85,7 +85,7 @@ def build_bom(bundle: Path, version: str | None = None) -> tuple[Bom, dict[str, 
                                                verdict_cases=art.drift.cases))
             bom.components.add(comp)
             files.append(comp)
-        runtime = libraries.get(BACKEND_PACKAGES[art.backend])
+        runtime = libraries.get(BACKENDS[art.backend].package)
         for comp in files:
             bom.register_dependency(model, [comp])
             if runtime is not None:

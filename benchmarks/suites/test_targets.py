@@ -1,7 +1,7 @@
 """Speed and memory targets, kept out of the unit tests because a shared, loaded machine decides them as much as
 the code does. Run them on a quiet machine:
 
-    .venv/bin/python -m pytest benchmarks/test_targets.py
+    .venv/bin/python -m pytest benchmarks/suites/test_targets.py
 """
 
 from __future__ import annotations
