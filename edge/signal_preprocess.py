@@ -25,6 +25,7 @@ never a silent answer. Only the leads the spec reads are checked: a flat V1 does
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,18 @@ import numpy as np
 from .errors import InputError, SignalQualityError
 from .preprocess import Prepared
 from .signal_quality import FLAT_MV
-from .signals import Signal, as_signal
+from .signals import Signal, as_signal, stored_to_mv
+
+
+@dataclass(frozen=True)
+class _PlainBeat:
+    """A checked description of plain beats (see :meth:`SignalPreprocessor._plain_plan`)."""
+
+    fs: float
+    leads: tuple[str, ...]
+    source: str
+    shape: tuple[int, int]  # (T, L): the samples as the model's window reads them
+    factor: float  # stored value -> mV (the unit's factor over the gain)
 
 
 def _positive(p: dict, key: str, op: str) -> float:
@@ -125,14 +137,15 @@ def check_signal(sig: Signal) -> None:
 def check_samples(x: np.ndarray, leads: Sequence[str], fs: float, source: str) -> None:
     """:func:`check_signal` on samples (T, L) and their description, with no Signal to build (per beat, the
     Signal's own checks cost more than these)."""
-    bad = ~np.isfinite(x)
-    if bad.any():
+    if not np.isfinite(x).all():
+        bad = ~np.isfinite(x)
         t = int(np.argmax(bad.any(axis=1)))
         raise SignalQualityError(f"{source or 'signal'}: {int(bad.sum())} NaN/Inf sample(s), the first at "
                                  f"{t / fs:.3f} s", "cut or interpolate the gap before analysis (a lead dropped "
                                  "out?)")
-    flat = [leads[i] for i in range(x.shape[1]) if np.ptp(x[:, i]) < FLAT_MV]
-    if flat:
+    low = x.max(axis=0) - x.min(axis=0) < FLAT_MV  # np.ptp per lead, without its wrapper
+    if low.any():
+        flat = [leads[i] for i in np.flatnonzero(low)]
         raise SignalQualityError(f"{source or 'signal'}: lead(s) {', '.join(flat)} are flat (under "
                                  f"{FLAT_MV * 1e3:g} µV peak to peak)", "check the electrodes, or select another lead")
 
@@ -210,7 +223,11 @@ def _centred(n: int) -> tuple[np.ndarray, np.float64]:
 
 def apply_beat_ops(windows: np.ndarray, spec: Sequence[dict], out: np.ndarray | None = None) -> np.ndarray:
     """The ops after ``window``, on windows (K, L, T) at once; into ``out`` (float32, overwritten) when it fits."""
-    after = list(spec)[[p["op"] for p in spec].index("window") + 1:]
+    return beat_ops_after(windows, list(spec)[[p["op"] for p in spec].index("window") + 1:], out)
+
+
+def beat_ops_after(windows: np.ndarray, after: Sequence[dict], out: np.ndarray | None = None) -> np.ndarray:
+    """:func:`apply_beat_ops` given the ops after ``window`` (a preprocessor finds them once, not per beat)."""
     x = windows.astype(np.float64)
     for p in after:
         if p["op"] == "detrend":
@@ -241,7 +258,11 @@ class SignalPreprocessor:
         self.input_shape = tuple(int(d) if isinstance(d, int) else -1 for d in input_shape)
         self.layout = layout
         self.channels, self.length = self.input_shape[1], self.input_shape[2]
-        win = self.spec[[p["op"] for p in self.spec].index("window")]
+        at = [p["op"] for p in self.spec].index("window")
+        win = self.spec[at]
+        self._after = self.spec[at + 1:]
+        self._filters = any(p["op"] in ("highpass", "bandpass") for p in self.spec[:at])
+        self._plans: dict[tuple, _PlainBeat | None] = {}
         self.fs = self.rate_at_window()
         self.before = int(round(win["before_s"] * self.fs))
         self.after = int(round(win["after_s"] * self.fs))
@@ -283,19 +304,63 @@ class SignalPreprocessor:
         ok = (positions - self.before >= 0) & (positions + self.after <= sig.samples.shape[0])
         idx = positions[ok][:, None] + np.arange(-self.before, self.after)[None, :]
         windows = sig.samples[idx].transpose(0, 2, 1) if len(idx) else np.zeros((0, self.channels, self.length))
-        return self._beat_ops(sig, windows), ok
+        return self._beat_ops(sig.source, sig.samples, windows), ok
 
-    def _beat_ops(self, sig: Signal, windows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    def _beat_ops(self, source: str, samples: np.ndarray, windows: np.ndarray,
+                  out: np.ndarray | None = None) -> np.ndarray:
         with np.errstate(over="ignore", invalid="ignore"):
-            out = apply_beat_ops(windows, self.spec, out)
-        if not np.isfinite(out).all():  # samples near float32's limit (1e38 mV) overflow the model's input type
-            raise SignalQualityError(f"{sig.source or 'signal'}: samples too large for the model's float32 input "
-                                     f"(up to {np.max(np.abs(sig.samples)):.3g} mV)", "check the units and the gain")
+            out = beat_ops_after(windows, self._after, out)
+        if not np.isfinite(out).all():
+            # samples near float32's limit (1e38 mV) overflow the model's input type
+            raise SignalQualityError(f"{source or 'signal'}: samples too large for the model's float32 input "
+                                     f"(up to {np.max(np.abs(samples)):.3g} mV)", "check the units and the gain")
         return out
+
+    def _plain_plan(self, beat: np.ndarray, describe: dict[str, Any]) -> _PlainBeat | None:
+        """How an array described like this one, of its dtype and shape, becomes the model's beat when the ops
+        before ``window`` leave it as it is (its rate is the model's, no filter, the leads the model reads are all
+        of it in order): made once per description from the checked general path, None where it does not apply.
+        Every check that depends only on the description, dtype and shape (Signal's) is then done; what depends
+        on the samples (NaN/Inf, flat leads, overflow) is still checked on every beat."""
+        try:
+            # the value's type too: fs=True must not find the plan fs=1 made (True == 1 and hashes alike)
+            key = (beat.dtype.str, beat.shape, *sorted((k, type(v).__name__, tuple(v) if isinstance(v, list) else v)
+                                                        for k, v in describe.items()))
+            return self._plans[key]
+        except TypeError:  # an unhashable description: the general path judges it
+            return None
+        except KeyError:
+            pass
+        sig = as_signal(beat, **describe)
+        used = self.read_leads(sig)
+        plain = (not self._filters and used == list(range(len(sig.leads))) and abs(sig.fs - self.fs) < 1e-9
+                 and sig.samples.shape == (self.length, self.channels))
+        factor = stored_to_mv(describe.get("units"), describe.get("adc_gain"), sig.source)  # as_signal's, checked
+        plan = _PlainBeat(sig.fs, sig.leads, sig.source, sig.samples.shape, factor) if plain else None
+        if len(self._plans) < 64:  # descriptions a caller cycles through; beyond that, no caching
+            self._plans[key] = plan
+        return plan
+
+    def _plain_beat(self, beat: np.ndarray, plan: _PlainBeat, out: np.ndarray | None,
+                    describe: dict[str, Any]) -> Prepared:
+        """:meth:`__call__` of a plain array along the checked plan: the same samples (as_signal's arithmetic),
+        the same checks and ops, the same bits."""
+        x, factor = beat.reshape(plan.shape), plan.factor
+        if factor == 1.0:
+            samples = x.astype(np.float64)  # x * 1.0 is x, Inf and NaN included: no multiply, no errstate
+        else:
+            with np.errstate(over="ignore"):
+                samples = x.astype(np.float64) * factor
+        check_samples(samples, plan.leads, plan.fs, plan.source)
+        return Prepared(self._beat_ops(plan.source, samples, samples[None].transpose(0, 2, 1), out), plan.shape, [])
 
     def __call__(self, beat: Signal | np.ndarray, out: np.ndarray | None = None, **describe: Any) -> Prepared:
         """One pre-cut beat as the model's (1, C, L) input; written into ``out`` (the engine's bound input, whose
         contents are overwritten) when it has that shape and float32 type."""
+        if isinstance(beat, np.ndarray):
+            plan = self._plain_plan(beat, describe)
+            if plan is not None:
+                return self._plain_beat(beat, plan, out, describe)
         sig = self.record(beat, **describe)
         n = sig.samples.shape[0]
         if n != self.length:
@@ -304,4 +369,4 @@ class SignalPreprocessor:
         # the one window of a pre-cut beat is the whole signal: what cut(sig, [before]) indexes out, with the
         # same (1, L, C)-transposed layout, so every op after it computes the same bits (tests/test_signals.py)
         windows = np.ascontiguousarray(sig.samples)[None].transpose(0, 2, 1)
-        return Prepared(self._beat_ops(sig, windows, out), (n, self.channels), [])
+        return Prepared(self._beat_ops(sig.source, sig.samples, windows, out), (n, self.channels), [])

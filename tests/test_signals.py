@@ -264,3 +264,42 @@ def test_selecting_the_only_lead_keeps_the_signal():
     two = Signal(np.stack([np.sin(np.arange(180) / 5.0), np.cos(np.arange(180) / 5.0)], axis=1), 120.0, ("V1", "MLII"))
     picked = apply_record_ops(two, SPEC)
     assert picked.leads == ("MLII",) and np.array_equal(picked.samples[:, 0], two.samples[:, 1])
+
+
+def test_a_plain_array_beat_gives_the_bits_and_errors_of_the_general_path():
+    """An array beat at the model's rate takes a planned path (its description checked once per dtype, shape and
+    description; the samples checked every beat): the same float32 bits as the same beat given as a Signal (the
+    general path), on 1,000 real MIT-BIH beats as counts with their gain, in mV, in uV, float32 and int16; and the
+    same one-line errors for a NaN, a flat lead, an overflow and a description that changes (fs=True)."""
+    spec = [{"op": "select_leads", "leads": ["MLII"]}, {"op": "resample", "fs": 120},
+            {"op": "window", "before_s": 0.75, "after_s": 0.75}, {"op": "detrend"}]
+    pre = SignalPreprocessor(spec, [1, 1, 180])
+    with np.load(BEATS) as data:
+        counts = data["x"][:2000:2].astype(np.int16)  # (1000, 180): the MLII lead, MIT-BIH's 200 counts per mV
+    forms = [(lambda c: c, {"units": "mV", "adc_gain": 200}), (lambda c: c / 200.0, {"units": "mV"}),
+             (lambda c: (c / 200.0).astype(np.float32), {"units": "mV"}), (lambda c: c * 5.0, {"units": "uV"})]
+    for make, units in forms:
+        for beat in counts:
+            x = make(beat)
+            general = pre(as_signal(x, fs=120, leads=("MLII",), **units)).tensor
+            plain = pre(x, fs=120, leads=("MLII",), **units).tensor
+            assert plain.dtype == np.float32 and np.array_equal(plain, general)
+
+    def errors(x, **describe):
+        got = []
+        for plain in (True, False):
+            try:
+                pre(x, **describe) if plain else pre(as_signal(x, **describe))
+            except InputError as exc:
+                got.append(str(exc))
+        return got
+
+    beat = counts[0] / 200.0
+    nan = beat.copy()
+    nan[40] = np.nan
+    for bad in (nan, np.full(180, 0.3), beat * 1e300):
+        pre(beat, fs=120, units="mV", leads=("MLII",))  # the plan exists
+        first, again = errors(bad, fs=120, units="mV", leads=("MLII",))
+        assert first == again and "\n" not in first
+    with pytest.raises(InputError, match="not a number"):
+        pre(beat, fs=True, units="mV", leads=("MLII",))
