@@ -455,6 +455,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
     ap.add_argument("--frames", type=int, default=600, help="calls of each pipeline, alternated (default 600)")
     ap.add_argument("--quick", action="store_true", help="60 frames a case, the largest segmentation frame only (CI)")
     ap.add_argument("--json", help="also write the table here (a JSON list of rows)")
+    ap.add_argument("--history", nargs="?", const="", default=None,
+                    help="append the table to the bench history (default store, or this path): scenario overhead")
     args = ap.parse_args(argv)
     frames = 60 if args.quick else args.frames  # quick: 270 calls a case with warm-up; 10 s for the U-Net here
     print(f"load average {os.getloadavg()[0]:.2f} (1 min); {frames} frames per case, calls alternated per frame; "
@@ -470,7 +472,31 @@ def main(argv: list[str] | None = None) -> list[Row]:
         from edgemed.atomic import write_atomic
 
         write_atomic(args.json, json.dumps([r.as_dict() for r in rows], indent=1).encode())
+    if args.history is not None:
+        record_history(rows, args.bundles, args.history or None)
     return rows
+
+
+def record_history(rows: list[Row], bundles: list[str], path: str | None) -> None:
+    """The table into the bench history, one run per compared case (``edgemed bench --history`` shows them beside
+    the latency runs: the same store, scenario ``overhead``), with the load it was measured under."""
+    import datetime
+    import os
+
+    from edgemed.benchmarks.history import History
+    from edgemed.bundle import Bundle
+
+    created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    opened = {bundle.name: bundle for bundle in map(Bundle.open, bundles)}
+    load = round(os.getloadavg()[0], 2)
+    History(path).append([{
+        "created": created, "bundle_sha256": opened[r.bundle].manifest_sha256(), "model": r.bundle,
+        "artifact": r.artifact, "backend": r.artifact.split("/")[0], "precision": r.artifact.split("/")[-1],
+        "device": "cpu", "scenario": "overhead", "record": {
+            **r.as_dict(), "load_average_1min": load, "workload": {"case": r.case},
+            # predict's p50 as the series the report trends and checks for regressions (per case)
+            "latency": {"end_to_end": {"p50_ms": round(r.predict_ms, 4)}}}}
+        for r in rows if r.refused is None])
 
 
 if __name__ == "__main__":

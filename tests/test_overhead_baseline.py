@@ -74,3 +74,21 @@ def test_the_benchmark_refuses_a_baseline_that_differs(cnn_bundle, breastmnist):
         case = overhead.image_case(pipe, frame, "frame")
         wrong = overhead.Case(case.label, case.predict, case.hand, case.engine, lambda: case.tensor() * 1.01)
         assert overhead.same(pipe, wrong, frame, {}).startswith("tensors differ")
+
+
+def test_the_table_goes_into_the_bench_history_that_report_reads(cnn_bundle, tmp_path):
+    """``--history``: each compared case a run of scenario ``overhead`` (its ratio, predict/hand/engine p50s, the
+    load), trended per case by ``edgemed report``; a refused case is not stored as a figure."""
+    from edgemed.benchmarks.history import History
+    from edgemed.benchmarks.report import text_report
+
+    rows = [overhead.Row("cnn_breastmnist", "onnxruntime/fp32", "frame 28x28", 0.2, 0.18, 0.15),
+            overhead.Row("cnn_breastmnist", "openvino/fp32", "-", 0, 0, 0, refused="no hand-written baseline")]
+    store = tmp_path / "history.sqlite"
+    overhead.record_history(rows, [str(cnn_bundle)], str(store))
+    runs = History(store, create=False).runs()
+    assert [(r["scenario"], r["artifact"], r["backend"]) for r in runs] == [("overhead", "onnxruntime/fp32",
+                                                                          "onnxruntime")]
+    record = runs[0]["record"]
+    assert record["ratio"] == round(0.2 / 0.18, 4) and record["workload"] == {"case": "frame 28x28"}
+    assert "overhead" in text_report(runs, []) and "case frame 28x28" in text_report(runs, [])
