@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import InputError, SignalQualityError
-from .postprocess import check_finite, class_probabilities
+from .postprocess import check_finite, class_probabilities_rows
 from .signal_quality import FLAT_MV, bad_runs, usable
 from .signals import Signal, as_signal, stored_to_mv
 
@@ -221,8 +221,8 @@ class BeatReader:
             return []
         probs = self._infer(windows)
         labels = self.pipe.labels
-        return [Beat(int(p), p / self.fs, labels[int(np.argmax(q))], int(np.argmax(q)), q, labels)
-                for p, q in zip(peaks, probs)]
+        return [Beat(int(p), p / self.fs, labels[i], i, q, labels)
+                for p, i, q in zip(peaks.tolist(), probs.argmax(axis=1).tolist(), probs)]
 
     def _detect(self, sig: Signal, lo: int, core_lo: int, core_hi: int) -> np.ndarray:
         """R peaks (source samples) in the block's core: XQRS at (about) 360 Hz, mapped back to the source rate."""
@@ -261,7 +261,7 @@ class BeatReader:
             out = np.concatenate([engine.infer({name: w[None]}, validate=False)[self.pipe.output_name]
                                   for w in windows])
         check_finite({self.pipe.output_name: out}, windows, SignalQualityError)  # a gap in a stream, not an answer
-        return np.stack([class_probabilities(o, self.pipe.output_kind) for o in out])
+        return class_probabilities_rows(out, self.pipe.output_kind)
 
 
 @dataclass

@@ -52,6 +52,19 @@ def class_probabilities(output: np.ndarray, kind: str) -> np.ndarray:
     return softmax(row).astype(np.float32, copy=False)  # row is float32: softmax keeps it, no second copy
 
 
+def class_probabilities_rows(outputs: np.ndarray, kind: str) -> np.ndarray:
+    """(K, num_classes) probabilities of K classifier outputs at once (a record's beats): row k is exactly
+    ``class_probabilities(outputs[k], kind)`` (the same ops along the last axis; tests/test_ecg.py holds it),
+    without a Python call per row."""
+    rows = np.asarray(outputs, dtype=np.float32).reshape(len(outputs), -1)
+    if rows.shape[1] == 1:
+        if kind == "probabilities":  # 1 - p in float32, as class_probabilities' float32 scalar does
+            return np.concatenate([1.0 - rows, rows], axis=1)
+        p = sigmoid(rows).astype(np.float64)  # class_probabilities takes float(p): 1 - p in float64, then float32
+        return np.concatenate([1.0 - p, p], axis=1).astype(np.float32)
+    return rows if kind == "probabilities" else softmax(rows).astype(np.float32, copy=False)
+
+
 def segmentation_probabilities(output: np.ndarray, kind: str) -> np.ndarray:
     """(C, h, w) per-class probabilities, C >= 2 (a single sigmoid channel becomes [1-p, p])."""
     maps = np.asarray(output, dtype=np.float32)

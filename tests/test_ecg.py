@@ -363,3 +363,19 @@ def test_signal_bundles_speak_of_signals_and_take_what_the_cli_can_describe(lstm
                 input_shape=tuple(card["input_shape"]), arch=card["arch"], arch_args=card["arch_args"],
                 labels=tuple(card["labels"]), preprocess=tuple(spec), calib=calibration_set("classification", "signal"))
     assert "image" not in str(exc.value) and "resize" not in str(exc.value)
+
+
+@pytest.mark.parametrize("kind", ["logits", "probabilities"])
+@pytest.mark.parametrize("classes", [1, 2, 4])
+def test_a_records_probabilities_at_once_are_each_beats_to_the_bit(kind, classes):
+    """beats() turns a block's outputs into probabilities in one call: row k is class_probabilities of output k,
+    bit for bit, for softmax, sigmoid and already-probability heads (outputs of the shipped beat models' range)."""
+    from edgemed.postprocess import class_probabilities, class_probabilities_rows
+
+    rng = np.random.default_rng(0)
+    out = rng.normal(0, 4, (500, classes)).astype(np.float32)
+    if kind == "probabilities":
+        out = np.abs(out) / np.abs(out).sum(axis=1, keepdims=True) if classes > 1 else 1 / (1 + np.exp(-out))
+    rows = class_probabilities_rows(out, kind)
+    assert rows.dtype == np.float32
+    assert np.array_equal(rows, np.stack([class_probabilities(o, kind) for o in out]))

@@ -303,3 +303,20 @@ def test_a_plain_array_beat_gives_the_bits_and_errors_of_the_general_path():
         assert first == again and "\n" not in first
     with pytest.raises(InputError, match="not a number"):
         pre(beat, fs=True, units="mV", leads=("MLII",))
+
+
+@needs_wfdb
+@pytest.mark.parametrize("fs", [120, 250, 500])
+def test_the_cached_resampling_filter_gives_scipys_own_output(fs):
+    """resample designs its FIR once per ratio and hands it to resample_poly: the very output of resample_poly's own
+    default design, bit for bit, on a real two-lead MIT-BIH record (360 Hz to 120, 250 and 500 Hz)."""
+    from scipy import signal as ss
+
+    from edgemed.signal_preprocess import resample
+
+    sig = read_signal(ecg_record())
+    sig = Signal(sig.samples[:36000], sig.fs, sig.leads, sig.source)
+    from fractions import Fraction
+
+    r = Fraction(fs / sig.fs).limit_denominator(1000)
+    assert np.array_equal(resample(sig, fs).samples, ss.resample_poly(sig.samples, r.numerator, r.denominator, axis=0))
