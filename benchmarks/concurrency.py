@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import edgemed
+from edgemed.benchmarks.harness import run_threads
 from edgemed.bundle import Bundle
 from edgemed.datasets import ImageSet
 from edgemed.samples import samples_for_task
@@ -41,13 +42,7 @@ def _rate(pipes: list, frames: list, seconds: float) -> float:
             n += 1
         counts[i] = n
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(pipes))]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(counts) / (time.perf_counter() - t0)
+    return sum(counts) / run_threads(work, len(pipes))
 
 
 def measure(bundle: Path, n: int, seconds: float, rounds: int) -> dict[str, float]:

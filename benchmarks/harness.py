@@ -7,8 +7,9 @@ all three alike and their ratios stay meaningful. Warm-up runs are discarded.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -109,3 +110,15 @@ def bench_drift(pipe) -> Comparison:
     reference = pipe.bundle.reference()
     fp32 = unpack(reference, "outputs", pipe.task, len(reference["inputs"]))
     return compare(fp32, engine_outputs(pipe, reference["inputs"]), pipe.task, pipe.output_kind, pipe.labels)
+
+
+def run_threads(work: Callable[[int], None], n: int) -> float:
+    """Wall seconds for n threads running ``work(i)`` at once, from the first start to the last join (the
+    concurrency and serving benchmarks' in-process callers)."""
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 import edgemed
+from edgemed.benchmarks.harness import run_threads
 from edgemed.bundle import Bundle
 from edgemed.datasets import ImageSet
 from edgemed.samples import samples_for_task
@@ -119,13 +120,7 @@ def _in_process(pipes: list, frames: list, requests: int) -> dict:
         with lock:
             lat.extend(mine)
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(pipes))]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return _figures(lat, requests / (time.perf_counter() - t0))
+    return _figures(lat, requests / run_threads(work, len(pipes)))
 
 
 def _ceiling(bundle: Path, frames: list, requests: int, n: int) -> dict:
