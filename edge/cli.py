@@ -596,6 +596,9 @@ register(main)
 from .fleet.cli import register as register_fleet  # noqa: E402 - publish, update, rollback, sbom, repo
 
 register_fleet(main)
+from .ensemble.cli import ensemble  # noqa: E402 - the ensemble command lives with the ensemble package
+
+main.add_command(ensemble)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
