@@ -180,3 +180,29 @@ def test_cli_and_signature_cover_the_members(cnn_bundle, cnn_seed1, tmp_path):
     report.write_text(report.read_text() + " ")
     with pytest.raises(BundleError, match="differs from what was signed.*members/0-cnn_breastmnist/report.json"):
         edgemed.load(out, require_signature=public)
+
+
+def test_the_combination_is_gated_against_the_fp32_combination(cnn_bundle_all, cnn_seed1, breastmnist, tmp_path):
+    """The shipped classifier with its INT8/FP16 artifacts beside the FP32-only seed-1 model: the combination as it
+    serves on the CPU is judged against the FP32 combination by the task's default budget, with bounds, on 156
+    BreastMNIST test frames, and the verdict says which artifact of each member served."""
+    from edgemed.ensemble.opening import open_ensemble
+    from edgemed.gate import default_budget
+
+    frames = tmp_path / "test.npz"
+    np.savez(frames, images=breastmnist["test_images"])
+    ens = make_ensemble([cnn_bundle_all, cnn_seed1], tmp_path / "ens", combine="mean-probabilities", eval=frames)
+    gate = open_ensemble(ens).manifest.gate
+    with edgemed.load(ens) as pipe:
+        served = [m["backend"] + "/" + m["precision"] for m in pipe.describe()["members"]]
+        assert pipe.describe()["combination_gate"]["verdict"] == gate.drift.verdict
+        # every served artifact keeps its own verdict; the combination's is recorded beside them
+        assert all(m["verdict"] == "passed" for m in pipe.describe()["members"])
+    assert gate.served == served and gate.device == "cpu"
+    assert gate.drift.cases == 156 and gate.drift.evaluated_on == "156 frames of test.npz"
+    if served[0].endswith("fp32"):  # the profile preferred an FP32 artifact: the combination is exact
+        assert gate.drift.budget == "parity" and gate.drift.passed
+    else:
+        assert gate.drift.budget == str(default_budget("classification"))
+        agreement = gate.drift.metrics["agreement"]
+        assert agreement.low is not None and agreement.low <= agreement.value <= 1.0

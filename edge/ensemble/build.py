@@ -9,8 +9,10 @@ from __future__ import annotations
 import re
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+import msgspec
 
 from .._version import __version__
 from ..atomic import write_atomic
@@ -20,6 +22,8 @@ from ..hashing import sha256_file
 from .files import ENSEMBLE, MEMBERS, is_ensemble
 from .manifest import COMBINES, FLIPS, MAX_MEMBERS, EnsembleManifest, EnsembleMember
 from .opening import check_members, open_ensemble
+
+SAMPLES = "samples.npz"  # the frames convert keeps in a bundle (edgemed.converters.convert.SAMPLES)
 
 
 def parse_weights(weights: Sequence[float] | str | None, count: int) -> list[float]:
@@ -55,12 +59,17 @@ def _folder(index: int, name: str) -> str:
 
 def make_ensemble(members: Sequence[str | Path], out: str | Path, combine: str = "mean-logits",
                   weights: Sequence[float] | str | None = None, tta: Sequence[str] | str | None = (),
-                  force: bool = False) -> Path:
+                  force: bool = False, eval: str | Path | None = None, eval_key: str | None = None,
+                  device: str = "cpu", log: Callable[[str], None] = lambda s: None) -> Path:
     """Write the ensemble of ``members`` (bundle folders of one task and labels) to ``out``.
 
     ``combine``: ``mean-logits`` (nnU-Net's choice), ``mean-probabilities`` or ``vote`` (see
     :mod:`edgemed.ensemble.combine`); ``weights``: one per member; ``tta``: flips each member also sees
-    (``hflip``, ``vflip``, ``hvflip``). Detectors are refused (box fusion is not implemented)."""
+    (``hflip``, ``vflip``, ``hvflip``). Detectors are refused (box fusion is not implemented).
+
+    The combination is then judged where it will serve (``device``) against the FP32 combination
+    (:mod:`edgemed.ensemble.gate`) on ``eval`` (a folder or .npz of frames; default: the frames the first member
+    stored at conversion, ``samples.npz``), and the verdict is written into the ensemble's manifest."""
     if combine not in COMBINES:
         raise OptionError(f"--combine {combine!r} is not a combination edgemed knows", f"use {', '.join(COMBINES)}")
     if not members:
@@ -89,5 +98,27 @@ def make_ensemble(members: Sequence[str | Path], out: str | Path, combine: str =
                                     labels=opened[0].labels, combine=combine, tta=flips, members=records,
                                     created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), edgemed=__version__)
         write_atomic(tmp / ENSEMBLE, manifest.to_json())
+        gate = _judge(tmp, opened, eval, eval_key, device, log)
+        if gate is not None:
+            write_atomic(tmp / ENSEMBLE, msgspec.structs.replace(manifest, gate=gate).to_json())
         open_ensemble(tmp)  # the folder as a device will read it, before it takes the name
     return Path(out)
+
+
+def _judge(root: Path, members: Sequence[Bundle], eval: str | Path | None, eval_key: str | None, device: str,
+           log: Callable[[str], None]):
+    """The combination's verdict, or None (said in the log) where there is no FP32 combination to judge against
+    or no frames."""
+    from ..datasets import ImageSet
+    from .gate import judge_combination
+
+    if not all((a := b.manifest.artifact("onnxruntime", "fp32")) is not None and a.verdict == "passed"
+               for b in members):
+        log("combination not judged: every member needs a passed ONNX Runtime FP32 artifact as the reference")
+        return None
+    source = Path(eval) if eval is not None else members[0].path / SAMPLES
+    if not source.exists():
+        log(f"combination not judged: no frames ({source.name} is missing; pass --eval)")
+        return None
+    frames = ImageSet.open(source, eval_key)
+    return judge_combination(root, frames, device, f"{len(frames)} frames of {source.name}", log)

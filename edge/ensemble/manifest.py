@@ -18,7 +18,7 @@ import msgspec
 from msgspec import Meta
 
 from ..errors import BundleError
-from ..manifest import FileName, Name, Record, Sha256, Text, _field_message
+from ..manifest import DriftRecord, FileName, Name, Record, Sha256, Text, _field_message
 
 FORMAT = "edgemed-ensemble"
 SCHEMA_VERSION = 1
@@ -43,6 +43,15 @@ class EnsembleMember(Record, kw_only=True):
             raise ValueError(f"weight: {self.weight} is not a finite number")
 
 
+class EnsembleGate(Record, kw_only=True):
+    """The combination's verdict (:mod:`edgemed.ensemble.gate`): which artifact of each member served, where,
+    and the drift record of the combined output against the FP32 combination."""
+
+    served: Annotated[list[Name], Meta(min_length=1, max_length=MAX_MEMBERS)]
+    device: Name
+    drift: DriftRecord
+
+
 class EnsembleManifest(Record, kw_only=True):
     format: Literal["edgemed-ensemble"]
     schema_version: Annotated[int, Meta(ge=SCHEMA_VERSION, le=SCHEMA_VERSION)]
@@ -51,6 +60,7 @@ class EnsembleManifest(Record, kw_only=True):
     combine: Combine
     tta: Annotated[list[Flip], Meta(max_length=len(FLIPS))] = []
     members: Annotated[list[EnsembleMember], Meta(min_length=1, max_length=MAX_MEMBERS)]
+    gate: EnsembleGate | None = None  # absent: the combination was not judged (no ONNX Runtime FP32 in a member)
     created: Text = ""
     edgemed: Text = ""
 

@@ -60,20 +60,29 @@ class EnsemblePipeline:
         out = outputs[pipe.output_name]
         return comb.unflip_output(out, view) if self.task == "segmentation" else out
 
-    def combined(self, prepared: list, outputs: list[list[np.ndarray]]):
-        """The combined result from :meth:`member_outputs`."""
+    def combined_output(self, prepared: list, outputs: list[list[np.ndarray]]) -> tuple[np.ndarray, str]:
+        """The ensemble's raw answer from :meth:`member_outputs` and how to read it: class scores (1, C) or maps
+        (1, C, h, w) at the model's resolution, as ``logits`` (mean-logits) or ``probabilities`` (the mean of
+        probabilities, or vote shares). The gate compares these like a single model's outputs."""
         flat = [o for per_member in outputs for o in per_member]
         kinds = [p.output_kind for p in self.members for _ in self.views]
         if self.task == "classification":
             probs = comb.classification([o[0] for o in flat], kinds, self.weights, self.combine)
+            return probs[None], "probabilities"
+        return comb.segmentation(flat, kinds, self.weights, self.combine)
+
+    def combined(self, prepared: list, outputs: list[list[np.ndarray]]):
+        """The combined result from :meth:`member_outputs`."""
+        output, kind = self.combined_output(prepared, outputs)
+        if self.task == "classification":
+            probs = output[0]
             index = int(np.argmax(probs))
             return ClassificationResult(self.labels[index], index, probs, self.labels)
         geometry = prepared[0].geometry
         if any(p.geometry != geometry for p in prepared[1:]):  # check_members makes this impossible; never guess
             raise BundleError(f"ensemble {self.path}: members mapped the frame differently",
                               "rebuild the ensemble from segmenters with the same resize/crop steps")
-        maps, kind = comb.segmentation(flat, kinds, self.weights, self.combine)
-        mask, _ = segmentation_mask(maps, kind, geometry)
+        mask, _ = segmentation_mask(output, kind, geometry)
         return SegmentationResult(mask, self.labels)
 
     # -- public --------------------------------------------------------------------------------
@@ -97,6 +106,9 @@ class EnsemblePipeline:
         m = self.ensemble.manifest
         return {"ensemble": str(self.path), "task": self.task, "combine": self.combine, "tta": list(m.tta),
                 "views": len(self.views), "runs_per_frame": len(self.views) * len(self.members),
+                "combination_gate": None if m.gate is None else {
+                    "served": list(m.gate.served), "device": m.gate.device, "verdict": m.gate.drift.verdict,
+                    "budget": m.gate.drift.budget, "cases": m.gate.drift.cases, "missed": list(m.gate.drift.missed)},
                 "members": [{"folder": rec.folder, "weight": rec.weight, **p.describe()}
                             for rec, p in zip(m.members, self.members)]}
 
