@@ -172,6 +172,10 @@ def test_cli_and_signature_cover_the_members(cnn_bundle, cnn_seed1, tmp_path):
     assert "2 member(s) x 3 view(s) = 6 runs per frame, combined by vote" in r.output
     bad = CliRunner().invoke(main, ["ensemble", str(cnn_bundle), "-o", str(tmp_path / "one")])
     assert bad.exit_code != 0 and "one member and no --tta" in bad.output and len(bad.output.splitlines()) == 1
+    checked = CliRunner().invoke(main, ["verify", str(out)])
+    assert checked.exit_code == 0, checked.output
+    assert "0-cnn_breastmnist/model.onnx onnxruntime/fp32: hashes ok" in checked.output
+    assert "1-cnn_breastmnist_seed1/model.onnx onnxruntime/fp32: hashes ok" in checked.output
     public = generate_keypair(tmp_path / "keys" / "k")
     sign_bundle(out, tmp_path / "keys" / "k")
     with edgemed.load(out, require_signature=public) as pipe:
