@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 import edgemed
+import edgemed.samples
 from edgemed.cli import main
 from edgemed.ensemble import make_ensemble
 from edgemed.errors import BundleError, OptionError
@@ -172,6 +173,11 @@ def test_cli_and_signature_cover_the_members(cnn_bundle, cnn_seed1, tmp_path):
     assert "2 member(s) x 3 view(s) = 6 runs per frame, combined by vote" in r.output
     bad = CliRunner().invoke(main, ["ensemble", str(cnn_bundle), "-o", str(tmp_path / "one")])
     assert bad.exit_code != 0 and "one member and no --tta" in bad.output and len(bad.output.splitlines()) == 1
+    frame = Path(edgemed.samples.samples_dir("breastmnist")) / "breastmnist_test_000.png"
+    ran = CliRunner().invoke(main, ["predict", str(out), str(frame), "--json"])
+    assert ran.exit_code == 0, ran.output
+    with edgemed.load(out) as pipe:
+        assert json.loads(ran.output)["label"] == pipe.predict(frame).label
     checked = CliRunner().invoke(main, ["verify", str(out)])
     assert checked.exit_code == 0, checked.output
     assert "0-cnn_breastmnist/model.onnx onnxruntime/fp32: hashes ok" in checked.output

@@ -37,6 +37,8 @@ class EnsemblePipeline:
         self.combine = m.combine
         self.views = m.views
         self.weights = comb.normalised([x.weight for x in m.members], len(self.views))
+        self.input_kind = "image"  # check_members refuses signal models
+        self.reason = "; ".join(f"{rec.folder}: {p.artifact.key}, {p.reason}" for rec, p in zip(m.members, members))
 
     # -- stages --------------------------------------------------------------------------------
     def member_outputs(self, image: np.ndarray | str | Path) -> tuple[list, list[list[np.ndarray]]]:
