@@ -227,3 +227,23 @@ def test_detectors_are_refused_box_fusion_is_not_implemented(tmp_path):
     assert r.exit_code != 0 and len(r.output.strip().splitlines()) == 1
     assert "detector" in r.output and "box fusion" in r.output and "ensemble classifiers or segmenters" in r.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["det"]
+
+
+def test_a_reduced_precision_combination_is_judged_by_the_budget_with_bounds(cnn_bundle_all, breastmnist, tmp_path):
+    """The shipped classifier's INT8 artifact (accepted: uncertified on its own) with hflip, against its FP32
+    combination on 156 BreastMNIST test frames: judged by the task's default budget, every figure with its cases and
+    a one-sided bound (the parity branch is the default test above on this CPU, whose profile serves FP32)."""
+    from edgemed.datasets import ImageSet
+    from edgemed.ensemble.gate import judge_combination
+    from edgemed.gate import default_budget
+
+    frames = tmp_path / "test.npz"
+    np.savez(frames, images=breastmnist["test_images"])
+    ens = make_ensemble([cnn_bundle_all], tmp_path / "ens", tta="hflip")
+    gate = judge_combination(ens, ImageSet.open(frames), backend="onnxruntime", precision="int8", accept="uncertified")
+    assert gate.served == ["onnxruntime/int8"] and gate.drift.budget == str(default_budget("classification"))
+    assert gate.drift.cases == 156 and gate.drift.verdict in ("passed", "uncertified", "failed")
+    for name in ("agreement", "class_agreement"):  # class agreement: its worst class, on that class's cases
+        est = gate.drift.metrics[name]
+        assert 0 < est.cases <= 156 and est.low is not None and est.low <= est.value <= 1.0
+    assert gate.drift.metrics["agreement"].cases == 156

@@ -20,9 +20,13 @@ REFERENCE_BY = "each member's ONNX Runtime FP32 artifact, combined the same way"
 
 
 def judge_combination(path: str | Path, frames, device: str = "cpu", evaluated_on: str = "",
-                      log: Callable[[str], None] = lambda s: None) -> EnsembleGate:
-    """``frames``: (name, image) pairs (an :class:`edgemed.datasets.ImageSet`)."""
-    with load_ensemble(path, device) as served, load_ensemble(path, backend="onnxruntime", precision="fp32") as ref:
+                      log: Callable[[str], None] = lambda s: None, backend: str | None = None,
+                      precision: str | None = None, accept: str | None = None) -> EnsembleGate:
+    """``frames``: (name, image) pairs (an :class:`edgemed.datasets.ImageSet`). ``backend``/``precision``/``accept``
+    choose what serves as ``edgemed.load`` does (default: the device's usual selection, which ``make_ensemble``
+    records)."""
+    with load_ensemble(path, device, backend, precision, accept=accept) as served, \
+            load_ensemble(path, backend="onnxruntime", precision="fp32") as ref:
         cands, refs, kind = [], [], "logits"
         for _, frame in frames:
             c, kind = served.combined_output(*served.member_outputs(frame))
