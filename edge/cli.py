@@ -424,10 +424,11 @@ def _write_json(path: Path, data: dict) -> None:
 def verify(bundle: Path, device: str, pubkey: Path | None, certifiers: tuple[Path, ...]) -> None:
     """Check signature (with --pubkey), hashes, which verdict is trusted and who signed it, and that every passed
     artifact reproduces on this device the answers it gave at conversion on the bundle's reference probes."""
-    from . import load
     from .bundle import Bundle
     from .device_pointer import is_device, serving_bundle
+    from .ensemble.files import is_ensemble
     from .gate import summary
+    from .pipeline import open_pipeline
     from .verify import verify_artifact
 
     if is_device(bundle):  # a device folder (edgemed update --into): the version it serves
@@ -436,20 +437,28 @@ def verify(bundle: Path, device: str, pubkey: Path | None, certifiers: tuple[Pat
         from .signing import verify_signature
 
         click.echo(f"signature ok: signed by key {verify_signature(bundle, pubkey)}; no file added, removed or changed")
-    b = Bundle.open(bundle, require_signature=pubkey, certifiers=certifiers)
-    for note in b.certification_notes:
-        click.echo(f"certification {note}")
+    if is_ensemble(bundle):  # every member, as a bundle of its own (the signature above covers them all)
+        from .ensemble.opening import open_ensemble
+
+        members = open_ensemble(bundle, require_signature=pubkey, certifiers=certifiers).members
+        click.echo(f"ensemble: {len(members)} member(s), every member file matches its hash")
+    else:
+        members = [Bundle.open(bundle, require_signature=pubkey, certifiers=certifiers)]
     failures = 0
-    for art in b.artifacts:
-        if art.verdict != "passed":
-            click.echo(f"{art.file} {art.key}: {art.verdict} ({_trusted_verdict(art)}); not checked (never selected)")
-            continue
-        with load(bundle, device=device, backend=art.backend, precision=art.precision, require_signature=pubkey,
-                  certifiers=certifiers) as pipe:
-            checked = verify_artifact(pipe)
-        failures += not checked.passed
-        click.echo(f"{art.file} {art.key}: hashes ok; on this device: {summary(checked)}")
-        click.echo(f"  verdict passed, {_trusted_verdict(art)}")
+    for b in members:
+        where = f"{b.path.name}/" if is_ensemble(bundle) else ""
+        for note in b.certification_notes:
+            click.echo(f"certification {where}{note}")
+        for art in b.artifacts:
+            if art.verdict != "passed":
+                click.echo(f"{where}{art.file} {art.key}: {art.verdict} ({_trusted_verdict(art)}); not checked "
+                           "(never selected)")
+                continue
+            with open_pipeline(b, device=device, backend=art.backend, precision=art.precision) as pipe:
+                checked = verify_artifact(pipe)
+            failures += not checked.passed
+            click.echo(f"{where}{art.file} {art.key}: hashes ok; on this device: {summary(checked)}")
+            click.echo(f"  verdict passed, {_trusted_verdict(art)}")
     if failures:
         raise EdgemedError(f"{failures} artifact(s) do not reproduce their conversion-time answers on this device",
                            "rebuild the bundle on this device or investigate the backend version")
@@ -595,6 +604,9 @@ register(main)
 from .fleet.cli import register as register_fleet  # noqa: E402 - publish, update, rollback, sbom, repo
 
 register_fleet(main)
+from .ensemble.cli import ensemble  # noqa: E402 - the ensemble command lives with the ensemble package
+
+main.add_command(ensemble)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -257,7 +257,8 @@ def _check_dims(artifact: str, field: str, real: tuple, promised: list, fix: str
 def load(bundle: str | Path, device: str = "cpu", backend: str | None = None, precision: str | None = None,
          threads: int | None = None, require_signature: str | Path | None = None, accept: str | None = None,
          certifiers: Sequence[str | Path] = (), callers: int = 1) -> Pipeline:
-    """Open and verify a bundle, choose an artifact for the device, and start its engine.
+    """Open and verify a bundle, choose an artifact for the device, and start its engine. An ensemble folder
+    (``edgemed ensemble``) gives an :class:`edgemed.ensemble.EnsemblePipeline` with the same ``predict``.
 
     Only artifacts that passed the gate and whose backend is installed are eligible; the device
     profile's preference orders them, and ``device="auto"`` measures them instead of assuming. An
@@ -278,7 +279,21 @@ def load(bundle: str | Path, device: str = "cpu", backend: str | None = None, pr
         from .signing import verify_signature
 
         verify_signature(Path(bundle), Path(require_signature))
+    from .ensemble.files import is_ensemble
+
+    if is_ensemble(bundle):  # a folder of member bundles combined (edgemed ensemble): the same call serves it
+        from .ensemble.runtime import load_ensemble
+
+        return load_ensemble(bundle, device, backend, precision, threads, require_signature, accept, certifiers,
+                             callers)
     b = Bundle.open(bundle, require_signature=require_signature, certifiers=certifiers)
+    return open_pipeline(b, device, backend, precision, threads, accept, callers)
+
+
+def open_pipeline(b: Bundle, device: str = "cpu", backend: str | None = None, precision: str | None = None,
+                  threads: int | None = None, accept: str | None = None, callers: int = 1) -> Pipeline:
+    """The pipeline of an opened, verified bundle: :func:`load` after the signature and the hashes (an ensemble
+    opens each member this way, under the ensemble's own signature)."""
     selection = shared_by(select(b, device, backend, precision, threads, accept), callers)
     engine = open_engine(b, selection)
     art = selection.artifact

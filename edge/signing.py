@@ -46,8 +46,14 @@ def sign_bundle(root: Path, private_key: Path) -> Path:
     """Write ``edgemed.sig`` (atomically) over the bundle's current files."""
     serialization, _, _ = crypto()
     from .bundle import Bundle
+    from .ensemble.files import is_ensemble
 
-    Bundle.open(root)  # never sign a bundle that does not verify against its own manifest
+    if is_ensemble(root):  # an ensemble: its manifest, each member's, every member file
+        from .ensemble.opening import open_ensemble
+
+        open_ensemble(root)
+    else:
+        Bundle.open(root)  # never sign a bundle that does not verify against its own manifest
     key = load_key(private_key, private=True)
     files = bundle_files(root)
     public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)

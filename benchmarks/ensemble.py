@@ -1,0 +1,155 @@
+"""What an ensemble and test-time flips cost and buy on this machine, measured side by side.
+
+Builds FP32 ONNX Runtime bundles of the members, ensembles of them at each TTA setting, and
+- times ``predict`` of every member alone and of every ensemble in the same run, in blocks whose order is permuted
+  each round (the machine is shared: ratios from one run, never figures from two);
+- with labels, scores every configuration on the same test cases and compares each ensemble with the best single
+  member, paired: accuracy (exact bounds on the paired difference from the discordant cases, exact McNemar test)
+  or per-case lesion Dice (bootstrap bounds on the mean paired difference), both from :mod:`edgemed.stats`
+  (one-sided 95% bounds, i.e. a two-sided 90% interval).
+
+    python benchmarks/ensemble.py --task classification   # shipped CNN + the seed-1 CNN, BreastMNIST test (156)
+    python benchmarks/ensemble.py --task segmentation     # shipped U-Net alone, + hflip, + hflip,vflip, BUSI test
+    python benchmarks/ensemble.py --task segmentation --member-weights OTHER_UNET.pt   # a second trained U-Net
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import edgemed
+from edgemed import stats
+from edgemed.ensemble import make_ensemble
+from edgemed.samples import calibration_set, shipped_model
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+SEED1_CNN = ROOT / "tests" / "fixtures" / "ensemble" / "cnn_breastmnist_seed1.pt"
+BLOCK = 10
+
+
+def _bundle(weights: Path, name: str, out: Path, shipped: str) -> Path:
+    from edgemed.converters.convert import convert
+
+    _, card = shipped_model(shipped)
+    return convert(weights, out / name, task=card["task"], input_shape=tuple(card["input_shape"]), arch=card["arch"],
+                   arch_args=card["arch_args"], labels=tuple(card["labels"]), preprocess=tuple(card["preprocess"]),
+                   calib=calibration_set(card["task"]), name=name)
+
+
+def _cases(task: str) -> tuple[np.ndarray, np.ndarray]:
+    if task == "classification":
+        with np.load(DATA / "breastmnist.npz") as d:
+            return d["test_images"], d["test_labels"].reshape(-1)
+    with np.load(DATA / "busi_256.npz") as d:
+        test = d["split"] == "test"
+        return d["images"][test], d["masks"][test] > 0
+
+
+def _dice(mask: np.ndarray, truth: np.ndarray) -> float:
+    pred = mask > 0
+    denom = int(pred.sum()) + int(truth.sum())
+    return 1.0 if denom == 0 else 2.0 * int((pred & truth).sum()) / denom
+
+
+def _scores(pipe, images: np.ndarray, truth: np.ndarray, task: str) -> np.ndarray:
+    """Per case: 1/0 correct (classification) or lesion Dice (segmentation)."""
+    out = []
+    for image, t in zip(images, truth):
+        r = pipe.predict(image)
+        out.append(float(r.index == int(t)) if task == "classification" else _dice(r.mask, t))
+    return np.asarray(out)
+
+
+def _paired(ens: np.ndarray, best: np.ndarray, task: str) -> dict:
+    """The ensemble minus the best member on the same cases, with one-sided 95% bounds each side."""
+    n = len(ens)
+    if task == "classification":
+        b = int(((best == 1) & (ens == 0)).sum())  # right only for the best member
+        c = int(((best == 0) & (ens == 1)).sum())  # right only for the ensemble
+        lo, hi = stats.paired_drop_bounds(b, c, n)
+        return {"gain": (c - b) / n, "low": -hi, "high": -lo, "only_member_right": b, "only_ensemble_right": c,
+                "p_mcnemar": stats.mcnemar_exact(b, c), "method": "exact, conditional on the discordant cases"}
+    lo, hi = stats.bootstrap_mean(ens - best)
+    return {"gain": float((ens - best).mean()), "low": lo, "high": hi, "method": f"bootstrap over {n} cases"}
+
+
+def _latency(pipes: dict, frames: np.ndarray, calls: int, seed: int = 0) -> dict[str, float]:
+    """p50 ms of predict per configuration, blocks of frames in a permuted order each round."""
+    rng = np.random.default_rng(seed)
+    names = list(pipes)
+    times: dict[str, list[float]] = {k: [] for k in names}
+    for p in pipes.values():  # warm-up: first calls allocate
+        for f in frames[:3]:
+            p.predict(f)
+    for r in range(max(1, calls // BLOCK)):
+        for name in rng.permutation(names):
+            pipe = pipes[name]
+            for k in range(BLOCK):
+                t0 = time.perf_counter()
+                pipe.predict(frames[(r * BLOCK + k) % len(frames)])
+                times[name].append(time.perf_counter() - t0)
+    return {k: float(np.median(v)) * 1e3 for k, v in times.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", choices=["classification", "segmentation"], default="classification")
+    ap.add_argument("--member-weights", type=Path, nargs="*", default=None,
+                    help="Further trained weights of the shipped architecture (default: the seed-1 CNN for "
+                         "classification, none for segmentation)")
+    ap.add_argument("--tta", default=",hflip,hflip+vflip", help="TTA settings to compare, comma-separated "
+                    "('' none, '+' joins flips)")
+    ap.add_argument("--combine", default="mean-logits")
+    ap.add_argument("--calls", type=int, default=200, help="Timed predict calls per configuration.")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    shipped = "cnn_breastmnist" if args.task == "classification" else "unet_busi"
+    extra = args.member_weights if args.member_weights is not None else (
+        [SEED1_CNN] if args.task == "classification" else [])
+    images, truth = _cases(args.task)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        weights, _ = shipped_model(shipped)
+        bundles = [_bundle(weights, f"{shipped}_shipped", tmp, shipped)] + [
+            _bundle(w, f"{shipped}_{i + 1}", tmp, shipped) for i, w in enumerate(extra)]
+        pipes = {f"member {b.name}": edgemed.load(b, backend="onnxruntime", precision="fp32") for b in bundles}
+        for setting in args.tta.split(","):
+            flips = [f for f in setting.split("+") if f]
+            if len(bundles) == 1 and not flips:
+                continue  # one member without flips is the member itself
+            out = make_ensemble(bundles, tmp / f"ens_{setting or 'none'}", combine=args.combine, tta=flips)
+            pipes[f"ensemble x{len(bundles)} tta={setting or 'none'}"] = edgemed.load(
+                out, backend="onnxruntime", precision="fp32")
+        scores = {name: _scores(p, images, truth, args.task) for name, p in pipes.items()}
+        p50 = _latency(pipes, images, args.calls)
+        for p in pipes.values():
+            p.close()
+    members = [k for k in scores if k.startswith("member")]
+    best = max(members, key=lambda k: scores[k].mean())
+    figure = "accuracy" if args.task == "classification" else "mean lesion Dice"
+    rows = {}
+    print(f"{args.task}: {len(images)} test cases, {figure}; predict p50 on this machine, {args.calls} calls each, "
+          f"permuted blocks of {BLOCK}; best member: {best}")
+    for name in pipes:
+        row = {"score": float(scores[name].mean()), "p50_ms": p50[name], "cost_vs_best": p50[name] / p50[best]}
+        line = f"  {name:34s} {figure} {row['score']:.4f}  p50 {row['p50_ms']:7.3f} ms  x{row['cost_vs_best']:.2f}"
+        if name.startswith("ensemble"):
+            row["vs_best_member"] = _paired(scores[name], scores[best], args.task)
+            g = row["vs_best_member"]
+            line += f"  gain {g['gain']:+.4f} (95% bounds {g['low']:+.4f} .. {g['high']:+.4f})"
+        rows[name] = row
+        print(line)
+    if args.json:
+        args.json.write_text(json.dumps({"task": args.task, "cases": len(images), "best_member": best,
+                                         "combine": args.combine, "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""The ensemble at run time: each member's own pipeline (its preprocessing, its artifact chosen by the usual
+selection, its engine), every view of every member run in turn, one combined result of the usual type.
+
+Must not import torch or onnx (the runtime path).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BundleError
+from ..images import read_image
+from ..pipeline import Pipeline, open_pipeline
+from ..postprocess import check_finite, segmentation_mask
+from ..results import ClassificationResult, SegmentationResult
+from . import combine as comb
+from .opening import OpenedEnsemble, open_ensemble
+
+
+class EnsemblePipeline:
+    """What ``edgemed.load(ENSEMBLE)`` returns: ``predict(frame)`` gives the combined result;
+    ``predict(frame, members=True)`` also sets ``result.members``, each member's own result on the plain frame
+    (what ``edgemed.load(member).predict(frame)`` would give), at no extra inference."""
+
+    def __init__(self, opened: OpenedEnsemble, members: list[Pipeline]) -> None:
+        m = opened.manifest
+        self.ensemble = opened
+        self.path = opened.path
+        self.members = members
+        self.task = m.task
+        self.labels = list(m.labels)
+        self.combine = m.combine
+        self.views = m.views
+        self.weights = comb.normalised([x.weight for x in m.members], len(self.views))
+        self.input_kind = "image"  # check_members refuses signal models
+        self.reason = "; ".join(f"{rec.folder}: {p.artifact.key}, {p.reason}" for rec, p in zip(m.members, members))
+
+    # -- stages --------------------------------------------------------------------------------
+    def member_outputs(self, image: np.ndarray | str | Path) -> tuple[list, list[list[np.ndarray]]]:
+        """Each member's prepared input and, per view, its first output (segmentation maps flipped back onto the
+        frame's pixels): what :meth:`predict` combines, for tests and the gate."""
+        prepared = self._prepare(image)
+        return prepared, self._outputs(prepared)
+
+    def _prepare(self, image: np.ndarray | str | Path) -> list:
+        if isinstance(image, (str, Path)):
+            image = read_image(image)  # read once, not once per member
+        return [p.prepare(image) for p in self.members]
+
+    def _outputs(self, prepared: list) -> list[list[np.ndarray]]:
+        return [[self._run(p, prep.tensor, view) for view in self.views] for p, prep in zip(self.members, prepared)]
+
+    def _run(self, pipe: Pipeline, tensor: np.ndarray, view: str) -> np.ndarray:
+        seen = comb.flip_input(tensor, view, pipe.bundle.manifest.input.layout)
+        outputs = pipe.engine.infer({pipe.input_name: seen}, validate=False)
+        check_finite(outputs, seen)
+        out = outputs[pipe.output_name]
+        return comb.unflip_output(out, view) if self.task == "segmentation" else out
+
+    def combined_output(self, prepared: list, outputs: list[list[np.ndarray]]) -> tuple[np.ndarray, str]:
+        """The ensemble's raw answer from :meth:`member_outputs` and how to read it: class scores (1, C) or maps
+        (1, C, h, w) at the model's resolution, as ``logits`` (mean-logits) or ``probabilities`` (the mean of
+        probabilities, or vote shares). The gate compares these like a single model's outputs."""
+        flat = [o for per_member in outputs for o in per_member]
+        kinds = [p.output_kind for p in self.members for _ in self.views]
+        if self.task == "classification":
+            probs = comb.classification([o[0] for o in flat], kinds, self.weights, self.combine)
+            return probs[None], "probabilities"
+        return comb.segmentation(flat, kinds, self.weights, self.combine)
+
+    def combined(self, prepared: list, outputs: list[list[np.ndarray]]):
+        """The combined result from :meth:`member_outputs`."""
+        output, kind = self.combined_output(prepared, outputs)
+        if self.task == "classification":
+            probs = output[0]
+            index = int(np.argmax(probs))
+            return ClassificationResult(self.labels[index], index, probs, self.labels)
+        geometry = prepared[0].geometry
+        if any(p.geometry != geometry for p in prepared[1:]):  # check_members makes this impossible; never guess
+            raise BundleError(f"ensemble {self.path}: members mapped the frame differently",
+                              "rebuild the ensemble from segmenters with the same resize/crop steps")
+        mask, _ = segmentation_mask(output, kind, geometry)
+        return SegmentationResult(mask, self.labels)
+
+    # -- public --------------------------------------------------------------------------------
+    def predict(self, image: np.ndarray | str | Path, members: bool = False):
+        """One frame in, the ensemble's result out (timings summed over members and views)."""
+        t0 = time.perf_counter()
+        prepared = self._prepare(image)
+        t1 = time.perf_counter()
+        outputs = self._outputs(prepared)
+        t2 = time.perf_counter()
+        result = self.combined(prepared, outputs)
+        if members:
+            result.members = [p.finish({p.output_name: outs[0]}, prep)
+                              for p, prep, outs in zip(self.members, prepared, outputs)]
+        t3 = time.perf_counter()
+        result.timings = {"preprocess": t1 - t0, "infer": t2 - t1, "postprocess": t3 - t2}
+        return result
+
+    def describe(self) -> dict:
+        """The ensemble's recipe and each member's own description (artifact, why, verdict)."""
+        m = self.ensemble.manifest
+        return {"ensemble": str(self.path), "task": self.task, "combine": self.combine, "tta": list(m.tta),
+                "views": len(self.views), "runs_per_frame": len(self.views) * len(self.members),
+                "combination_gate": None if m.gate is None else {
+                    "served": list(m.gate.served), "device": m.gate.device, "verdict": m.gate.drift.verdict,
+                    "budget": m.gate.drift.budget, "cases": m.gate.drift.cases, "missed": list(m.gate.drift.missed)},
+                "members": [{"folder": rec.folder, "weight": rec.weight, **p.describe()}
+                            for rec, p in zip(m.members, self.members)]}
+
+    def close(self) -> None:
+        for p in self.members:
+            p.close()
+
+    def __enter__(self) -> EnsemblePipeline:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def load_ensemble(path: str | Path, device: str = "cpu", backend: str | None = None, precision: str | None = None,
+                  threads: int | None = None, require_signature: str | Path | None = None, accept: str | None = None,
+                  certifiers: Sequence[str | Path] = (), callers: int = 1) -> EnsemblePipeline:
+    """Verify the ensemble (its signature with ``require_signature``, which covers every member file; the chain of
+    hashes otherwise) and open each member with the usual selection: ``backend``/``precision``/``accept`` apply to
+    every member, and each member's artifact is chosen among its own passed ones (``device="auto"`` measures per
+    member)."""
+    if require_signature is not None:
+        from ..signing import verify_signature
+
+        verify_signature(Path(path), Path(require_signature))
+    opened = open_ensemble(path, require_signature=require_signature, certifiers=certifiers)
+    pipes: list[Pipeline] = []
+    try:
+        for b in opened.members:
+            pipes.append(open_pipeline(b, device, backend, precision, threads, accept, callers))
+    except BaseException:
+        for p in pipes:
+            p.close()
+        raise
+    return EnsemblePipeline(opened, pipes)

@@ -1,0 +1,249 @@
+"""Ensembles (issue 23): the combined answer equals the by-hand combination of the members' FP32 outputs on real
+images (BreastMNIST for two differently trained CNNs, BUSI for the U-Net), flipped inputs un-flipped; members of
+another task or other labels are refused; a changed member file is refused at load.
+
+The by-hand side opens each member bundle on its own (``edgemed.load``, ONNX Runtime FP32), runs the engine on the
+preprocessed tensor and its flips with numpy, and combines with numpy: it shares no code with
+:mod:`edgemed.ensemble` beyond the engines and the preprocessing.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import edgemed
+import edgemed.samples
+from edgemed.cli import main
+from edgemed.ensemble import make_ensemble
+from edgemed.errors import BundleError, OptionError
+from edgemed.postprocess import segmentation_mask
+
+FIXTURES = Path(__file__).parent / "fixtures" / "ensemble"
+FP32 = {"backend": "onnxruntime", "precision": "fp32"}
+
+
+@pytest.fixture(scope="module")
+def cnn_seed1(tmp_path_factory) -> Path:
+    """The shipped classifier retrained with seed 1 (tests/fixtures/ensemble), as an FP32 ONNX bundle (~4 s)."""
+    from edgemed.converters.convert import convert
+    from edgemed.samples import samples_dir
+
+    card = json.loads((FIXTURES / "cnn_breastmnist_seed1.json").read_text())
+    return convert(FIXTURES / "cnn_breastmnist_seed1.pt", tmp_path_factory.mktemp("ens") / "cnn_seed1",
+                   task=card["task"], input_shape=tuple(card["input_shape"]), arch=card["arch"],
+                   arch_args=card["arch_args"], labels=tuple(card["labels"]), preprocess=tuple(card["preprocess"]),
+                   calib=samples_dir("breastmnist"), name=card["name"])
+
+
+def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _views(pipe, frame, flips: list[str]) -> list[np.ndarray]:
+    """One member's raw FP32 output for the frame and each flip of its preprocessed tensor, un-flipped back
+    (for maps) with numpy."""
+    tensor = pipe.prepare(frame).tensor
+    axes = {"none": (), "hflip": (3,), "vflip": (2,), "hvflip": (2, 3)}
+    outs = []
+    for view in ["none", *flips]:
+        seen = np.ascontiguousarray(np.flip(tensor, axes[view])) if axes[view] else tensor
+        out = pipe.engine.infer({pipe.input_name: seen})[pipe.output_name]
+        outs.append(np.flip(out, axes[view]) if out.ndim == 4 and axes[view] else out)
+    return outs
+
+
+def _by_hand(outs_per_member: list[list[np.ndarray]], weights: list[float], combine: str, axis: int) -> np.ndarray:
+    """Weighted combination along the class axis: logits (then softmax), probabilities, or one-hot votes."""
+    total, acc = 0.0, 0.0
+    for outs, w in zip(outs_per_member, weights):
+        for out in outs:
+            x = out.astype(np.float64)
+            if combine == "mean-probabilities":
+                x = _softmax(x, axis)
+            elif combine == "vote":
+                x = (np.arange(x.shape[axis]).reshape([-1 if a == axis else 1 for a in range(x.ndim)])
+                     == x.argmax(axis=axis, keepdims=True)).astype(np.float64)
+            acc = acc + w * x
+            total += w
+    acc = acc / total
+    return _softmax(acc, axis) if combine == "mean-logits" else acc
+
+
+@pytest.mark.parametrize("combine", ["mean-logits", "mean-probabilities", "vote"])
+def test_two_cnns_with_hflip_equal_the_by_hand_combination(combine, cnn_bundle, cnn_seed1, breastmnist, tmp_path):
+    weights, flips = [2.0, 1.0], ["hflip"]
+    ens = make_ensemble([cnn_bundle, cnn_seed1], tmp_path / "ens", combine=combine, weights=weights, tta=flips)
+    members = [edgemed.load(b, **FP32) for b in (cnn_bundle, cnn_seed1)]
+    frames = breastmnist["test_images"][:24]
+    apart = 0.0
+    with edgemed.load(ens, **FP32) as pipe:
+        assert [m["artifact"] for m in pipe.describe()["members"]] == ["model.onnx", "model.onnx"]
+        for frame in frames:
+            r = pipe.predict(frame, members=True)
+            want = _by_hand([_views(m, frame, flips) for m in members], weights, combine, axis=1)[0]
+            np.testing.assert_allclose(r.probabilities, want, atol=1e-5)
+            assert r.index == int(np.argmax(want)) and r.label == r.labels[r.index]
+            own = [m.predict(frame) for m in members]
+            for mine, theirs in zip(r.members, own):  # each member's own answer, as loading it alone gives
+                np.testing.assert_allclose(mine.probabilities, theirs.probabilities, atol=1e-6)
+            apart = max(apart, float(np.abs(own[0].probabilities - own[1].probabilities).max()))
+    for m in members:
+        m.close()
+    assert apart > 0.1  # the two members really are different models (0.28 apart at most on these frames)
+
+
+@pytest.mark.parametrize("combine", ["mean-logits", "mean-probabilities", "vote"])
+def test_unet_with_flips_equals_the_by_hand_combination(combine, unet_bundle, busi, tmp_path):
+    """The shipped U-Net twice (weights 2 and 1) with hflip and vflip: 6 runs per frame, maps un-flipped, combined
+    at the model's resolution, mapped back to the frame like a single model's."""
+    from edgemed.ensemble import combine as comb
+
+    weights, flips = [2.0, 1.0], ["hflip", "vflip"]
+    ens = make_ensemble([unet_bundle, unet_bundle], tmp_path / "ens", combine=combine, weights=weights, tta=flips)
+    member = edgemed.load(unet_bundle, **FP32)
+    changed = 0.0
+    with edgemed.load(ens, **FP32) as pipe:
+        for frame in busi["images"][:4]:
+            outs = _views(member, frame, flips)
+            want = _by_hand([outs, outs], weights, combine, axis=1)
+            prepared, got = pipe.member_outputs(frame)
+            maps, kind = comb.segmentation([o for g in got for o in g], ["logits"] * 6, pipe.weights, combine)
+            if combine == "mean-logits":
+                np.testing.assert_allclose(_softmax(maps.astype(np.float64), 1), want, atol=1e-5)
+            else:
+                np.testing.assert_allclose(maps, want, atol=1e-5)
+            r = pipe.predict(frame, members=True)
+            geometry = member.prepare(frame).geometry
+            np.testing.assert_array_equal(r.mask, segmentation_mask(want.astype(np.float32), "probabilities",
+                                                                    geometry)[0])
+            assert r.mask.shape == frame.shape[:2]
+            plain = member.predict(frame).mask
+            np.testing.assert_array_equal(r.members[0].mask, plain)
+            changed = max(changed, float(np.abs(_softmax(outs[1], 1) - _softmax(outs[0], 1)).max()))
+    member.close()
+    assert changed > 0.05  # a flipped view's un-flipped map is not the plain one: the views really differ
+
+
+def test_members_of_another_task_or_labels_are_refused_and_nothing_is_written(cnn_bundle, unet_bundle, cnn_seed1,
+                                                                               tmp_path):
+    with pytest.raises(BundleError, match="segmentation bundle.*ensemble bundles of one task"):
+        make_ensemble([cnn_bundle, unet_bundle], tmp_path / "mixed")
+    other = tmp_path / "relabelled"
+    shutil.copytree(cnn_seed1, other)
+    manifest = json.loads((other / "edgemed.json").read_text())
+    manifest["model"]["labels"] = list(reversed(manifest["model"]["labels"]))
+    (other / "edgemed.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="labels.*same labels in the same order"):
+        make_ensemble([cnn_bundle, other], tmp_path / "labels")
+    with pytest.raises(OptionError, match="weights"):
+        make_ensemble([cnn_bundle, cnn_seed1], tmp_path / "w", weights="1,0")
+    with pytest.raises(OptionError, match="rot90"):
+        make_ensemble([cnn_bundle], tmp_path / "t", tta="rot90")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["relabelled"]  # no ensemble, no partial folder
+
+
+def test_a_changed_member_file_is_refused_at_load(cnn_bundle, cnn_seed1, tmp_path):
+    ens = make_ensemble([cnn_bundle, cnn_seed1], tmp_path / "ens", tta="hflip")
+    model = ens / "members" / "1-cnn_breastmnist_seed1" / "model.onnx"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"member members/1-cnn_breastmnist_seed1: .*model.onnx does not match"):
+        edgemed.load(ens)
+    inner = ens / "members" / "0-cnn_breastmnist" / "edgemed.json"
+    inner.write_text(inner.read_text().replace('"malignant"', '"malignant "'))
+    with pytest.raises(BundleError, match=r"members\[0\].manifest_sha256"):
+        edgemed.load(ens)
+
+
+def test_cli_and_signature_cover_the_members(cnn_bundle, cnn_seed1, tmp_path):
+    from edgemed.signing import generate_keypair, sign_bundle
+
+    out = tmp_path / "ens"
+    r = CliRunner().invoke(main, ["ensemble", str(cnn_bundle), str(cnn_seed1), "-o", str(out), "--combine", "vote",
+                                  "--weights", "1,1", "--tta", "hflip,vflip"])
+    assert r.exit_code == 0, r.output
+    assert "2 member(s) x 3 view(s) = 6 runs per frame, combined by vote" in r.output
+    bad = CliRunner().invoke(main, ["ensemble", str(cnn_bundle), "-o", str(tmp_path / "one")])
+    assert bad.exit_code != 0 and "one member and no --tta" in bad.output and len(bad.output.splitlines()) == 1
+    frame = Path(edgemed.samples.samples_dir("breastmnist")) / "breastmnist_test_000.png"
+    ran = CliRunner().invoke(main, ["predict", str(out), str(frame), "--json"])
+    assert ran.exit_code == 0, ran.output
+    with edgemed.load(out) as pipe:
+        assert json.loads(ran.output)["label"] == pipe.predict(frame).label
+    checked = CliRunner().invoke(main, ["verify", str(out)])
+    assert checked.exit_code == 0, checked.output
+    assert "0-cnn_breastmnist/model.onnx onnxruntime/fp32: hashes ok" in checked.output
+    assert "1-cnn_breastmnist_seed1/model.onnx onnxruntime/fp32: hashes ok" in checked.output
+    public = generate_keypair(tmp_path / "keys" / "k")
+    sign_bundle(out, tmp_path / "keys" / "k")
+    with edgemed.load(out, require_signature=public) as pipe:
+        assert pipe.predict(np.full((28, 28), 128, np.uint8)).label in pipe.labels
+    report = out / "members" / "0-cnn_breastmnist" / "report.json"
+    report.write_text(report.read_text() + " ")
+    with pytest.raises(BundleError, match="differs from what was signed.*members/0-cnn_breastmnist/report.json"):
+        edgemed.load(out, require_signature=public)
+
+
+def test_the_combination_is_gated_against_the_fp32_combination(cnn_bundle_all, cnn_seed1, breastmnist, tmp_path):
+    """The shipped classifier with its INT8/FP16 artifacts beside the FP32-only seed-1 model: the combination as it
+    serves on the CPU is judged against the FP32 combination by the task's default budget, with bounds, on 156
+    BreastMNIST test frames, and the verdict says which artifact of each member served."""
+    from edgemed.ensemble.opening import open_ensemble
+    from edgemed.gate import default_budget
+
+    frames = tmp_path / "test.npz"
+    np.savez(frames, images=breastmnist["test_images"])
+    ens = make_ensemble([cnn_bundle_all, cnn_seed1], tmp_path / "ens", combine="mean-probabilities", eval=frames)
+    gate = open_ensemble(ens).manifest.gate
+    with edgemed.load(ens) as pipe:
+        served = [m["backend"] + "/" + m["precision"] for m in pipe.describe()["members"]]
+        assert pipe.describe()["combination_gate"]["verdict"] == gate.drift.verdict
+        # every served artifact keeps its own verdict; the combination's is recorded beside them
+        assert all(m["verdict"] == "passed" for m in pipe.describe()["members"])
+    assert gate.served == served and gate.device == "cpu"
+    assert gate.drift.cases == 156 and gate.drift.evaluated_on == "156 frames of test.npz"
+    if served[0].endswith("fp32"):  # the profile preferred an FP32 artifact: the combination is exact
+        assert gate.drift.budget == "parity" and gate.drift.passed
+    else:
+        assert gate.drift.budget == str(default_budget("classification"))
+        agreement = gate.drift.metrics["agreement"]
+        assert agreement.low is not None and agreement.low <= agreement.value <= 1.0
+
+
+def test_detectors_are_refused_box_fusion_is_not_implemented(tmp_path):
+    """The shipped BUSI detector (FP32 ONNX, ~8 s to convert): refused at creation, in one line, nothing written."""
+    from .conftest import convert_shipped
+
+    det = convert_shipped("det_busi", tmp_path / "det")
+    r = CliRunner().invoke(main, ["ensemble", str(det), str(det), "-o", str(tmp_path / "ens")])
+    assert r.exit_code != 0 and len(r.output.strip().splitlines()) == 1
+    assert "detector" in r.output and "box fusion" in r.output and "ensemble classifiers or segmenters" in r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["det"]
+
+
+def test_a_reduced_precision_combination_is_judged_by_the_budget_with_bounds(cnn_bundle_all, breastmnist, tmp_path):
+    """The shipped classifier's INT8 artifact (accepted: uncertified on its own) with hflip, against its FP32
+    combination on 156 BreastMNIST test frames: judged by the task's default budget, every figure with its cases and
+    a one-sided bound (the parity branch is the default test above on this CPU, whose profile serves FP32)."""
+    from edgemed.datasets import ImageSet
+    from edgemed.ensemble.gate import judge_combination
+    from edgemed.gate import default_budget
+
+    frames = tmp_path / "test.npz"
+    np.savez(frames, images=breastmnist["test_images"])
+    ens = make_ensemble([cnn_bundle_all], tmp_path / "ens", tta="hflip")
+    gate = judge_combination(ens, ImageSet.open(frames), backend="onnxruntime", precision="int8", accept="uncertified")
+    assert gate.served == ["onnxruntime/int8"] and gate.drift.budget == str(default_budget("classification"))
+    assert gate.drift.cases == 156 and gate.drift.verdict in ("passed", "uncertified", "failed")
+    for name in ("agreement", "class_agreement"):  # class agreement: its worst class, on that class's cases
+        est = gate.drift.metrics[name]
+        assert 0 < est.cases <= 156 and est.low is not None and est.low <= est.value <= 1.0
+    assert gate.drift.metrics["agreement"].cases == 156
