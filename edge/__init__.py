@@ -6,7 +6,8 @@
 from ._version import __version__
 from .errors import BackendUnavailable, BundleError, ConversionError, EdgemedError, InputError
 from .images import read_frames, read_image
-from .pipeline import Pipeline, load
+from .loading import load
+from .pipeline import Pipeline
 
 __all__ = [
     "__version__", "load", "Pipeline", "read_image", "read_frames",

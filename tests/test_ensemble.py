@@ -164,7 +164,8 @@ def test_a_changed_member_file_is_refused_at_load(cnn_bundle, cnn_seed1, tmp_pat
 
 
 def test_cli_and_signature_cover_the_members(cnn_bundle, cnn_seed1, tmp_path):
-    from edgemed.signing import generate_keypair, sign_bundle
+    from edgemed.signing import sign_bundle
+    from edgemed.signing_keys import generate_keypair
 
     out = tmp_path / "ens"
     r = CliRunner().invoke(main, ["ensemble", str(cnn_bundle), str(cnn_seed1), "-o", str(out), "--combine", "vote",
