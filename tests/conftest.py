@@ -103,6 +103,13 @@ def cnn_bundle(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def cnn_cam_bundle(tmp_path_factory) -> Path:
+    """The shipped classifier converted with --explain cam, as ORT and OpenVINO FP32 (about 10 s)."""
+    return convert_shipped("cnn_breastmnist", tmp_path_factory.mktemp("bundles") / "cnn_cam", explain="cam",
+                           targets=("onnx", "openvino"), precisions=("fp32",))
+
+
+@pytest.fixture(scope="session")
 def cnn_bundle_all(tmp_path_factory) -> Path:
     """The shipped classifier as every ORT and OpenVINO artifact, calibrated on BreastMNIST train images."""
     return convert_shipped("cnn_breastmnist", tmp_path_factory.mktemp("bundles") / "cnn_all",

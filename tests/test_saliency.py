@@ -1,0 +1,183 @@
+"""``convert --explain cam`` and ``r.saliency`` (issue 22), on the shipped BreastMNIST classifier and real images.
+
+The map from each deployed engine (ONNX Runtime FP32, OpenVINO FP32) must rank the frame's pixels as a class
+activation map computed by hand from the PyTorch module does: its feature map taken by a forward hook, its
+Linear head's weights, the same ReLU and max-normalisation, and the same upsampling back onto the frame.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edgemed.errors import BundleError, EdgemedError, OptionError
+from edgemed.samples import shipped_model
+
+from .conftest import convert_shipped
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a.ravel(), b.ravel()).statistic)
+
+
+@pytest.fixture(scope="module")
+def torch_cnn():
+    import torch
+
+    from edgemed.zoo import build
+
+    weights, card = shipped_model("cnn_breastmnist")
+    model = build(card["arch"], **card["arch_args"])
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def _hand_cam(model, tensor: np.ndarray, geometry: list) -> tuple[np.ndarray, int]:
+    """CAM of the predicted class from the PyTorch module: hook on ``features``, the head's weights, ReLU, divided
+    by the maximum, then upsampled onto the frame as edgemed upsamples (edgemed.saliency.to_frame)."""
+    import torch
+
+    from edgemed.saliency import to_frame
+
+    seen = {}
+    handle = model.features.register_forward_hook(lambda m, i, o: seen.update(f=o.detach().numpy()[0].copy()))
+    with torch.no_grad():
+        logits = model(torch.from_numpy(tensor)).numpy()[0]
+    handle.remove()
+    index = int(np.argmax(logits))
+    weight = model.head[2].weight.detach().numpy()[index]
+    cam = np.maximum(np.einsum("k,khw->hw", weight, seen["f"]), 0.0)
+    cam = cam / cam.max()
+    return to_frame(cam.astype(np.float32), tensor.shape[2:], geometry), index
+
+
+def _frames(breastmnist, busi) -> list[np.ndarray]:
+    """Four BreastMNIST test images at the model's own 28x28 and four 256x256 BUSI frames (resized down: the map
+    goes back through the recorded geometry), two of each class."""
+    bm = [breastmnist["test_images"][i] for i in (np.flatnonzero(breastmnist["test_labels"] == 0)[:2].tolist()
+                                                 + np.flatnonzero(breastmnist["test_labels"] == 1)[:2].tolist())]
+    test = np.flatnonzero(busi["split"] == "test")
+    us = [busi["images"][i] for i in (test[busi["labels"][test] == 2][:2].tolist()
+                                      + test[busi["labels"][test] == 1][:2].tolist())]
+    return bm + us
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_saliency_equals_hand_cam_from_the_torch_module(cnn_cam_bundle, torch_cnn, breastmnist, busi, backend):
+    import edgemed
+
+    manifest = json.loads((cnn_cam_bundle / "edgemed.json").read_text())
+    assert manifest["explain"]["method"] == "cam"
+    assert manifest["explain"]["target_layer"] == "features"
+    with edgemed.load(cnn_cam_bundle, backend=backend, precision="fp32") as pipe:
+        assert pipe.artifact.backend == backend
+        for frame in _frames(breastmnist, busi):
+            r = pipe.predict(frame)
+            prepared = pipe.prepare(frame)
+            hand, index = _hand_cam(torch_cnn, prepared.tensor, prepared.geometry)
+            assert r.index == index
+            s = r.saliency
+            assert s.shape == frame.shape and s.dtype == np.float32
+            assert s.min() >= 0.0 and s.max() <= 1.0 and s.max() > 0.5
+            assert hand.std() > 0
+            rho = _spearman(s, hand)
+            assert rho >= 0.99, f"{backend}: rank correlation {rho:.4f} with the hand-made CAM"
+            assert r.saliency is s  # computed once, on first read
+
+
+def test_bundle_without_explain_has_no_saliency(cnn_bundle):
+    import edgemed
+
+    with edgemed.load(cnn_bundle) as pipe:
+        assert pipe.bundle.manifest.explain is None  # every bundle before issue 22 still loads
+        assert pipe.predict(np.full((28, 28), 100, np.uint8)).saliency is None
+
+
+def test_explain_refused_for_a_model_without_the_head(tmp_path):
+    """The U-Net ends in a convolution: refused in one line naming the fix, and nothing is written."""
+    out = tmp_path / "b"
+    with pytest.raises(OptionError) as info:
+        convert_shipped("unet_busi", out, task="classification", labels=("a", "b"), explain="cam")
+    text = str(info.value)
+    assert "\n" not in text and "--explain cam" in text and "Conv2d" in text and "global average pooling" in text
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    with pytest.raises(OptionError, match="explains image classifiers, not image segmentation"):
+        convert_shipped("unet_busi", out, explain="cam")
+    assert not out.exists()
+
+
+def test_explanation_is_checked_at_load(cnn_cam_bundle, tmp_path):
+    import shutil
+
+    import edgemed
+
+    bad = tmp_path / "b"
+    shutil.copytree(cnn_cam_bundle, bad)
+    manifest = json.loads((bad / "edgemed.json").read_text())
+    manifest["explain"]["features_output"] = manifest["output"]["names"][0]
+    (bad / "edgemed.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="explain.features_output"):
+        edgemed.load(bad)
+    manifest["explain"]["features_output"] = "nowhere"
+    (bad / "edgemed.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="no output 'nowhere'"):
+        edgemed.load(bad)
+    shutil.copy(cnn_cam_bundle / "edgemed.json", bad / "edgemed.json")
+    with open(bad / manifest["explain"]["head"]["file"], "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(EdgemedError):
+        edgemed.load(bad)  # the head is hashed like every other bundle file
+
+
+def test_saliency_path_imports_neither_torch_nor_onnx(cnn_cam_bundle):
+    code = f"""
+import sys, importlib.abc
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'onnx', 'onnxscript'):
+            raise ImportError('blocked ' + name)
+sys.meta_path.insert(0, Block())
+import numpy as np, edgemed
+r = edgemed.load({str(cnn_cam_bundle)!r}).predict(np.full((64, 48), 100, np.uint8))
+print(r.saliency.shape, sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx')))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "(64, 48) []", out.stdout + out.stderr
+
+
+def test_class_activation_map_rule():
+    from edgemed.saliency import class_activation_map
+
+    features = np.stack([np.eye(3, dtype=np.float32), -np.ones((3, 3), np.float32)])
+    cam = class_activation_map(features, np.array([2.0, 0.5], np.float32))
+    assert cam.max() == 1.0 and cam.min() == 0.0 and cam[0, 0] == 1.0 and cam[0, 1] == 0.0
+    # no positive evidence anywhere: all zeros, not a division by zero
+    assert not class_activation_map(features, np.array([-1.0, 1.0], np.float32)).any()
+
+
+def test_find_cam_head_refuses_other_endings():
+    """Direct checks of the structure finder on small modules (no conversion): each refusal names what it found."""
+    from torch import nn
+
+    from edgemed.converters.explain import find_cam_head
+
+    conv = nn.Conv2d(1, 4, 3, padding=1)
+    flat = nn.Sequential(conv, nn.Flatten(), nn.Linear(4 * 8 * 8, 2)).eval()
+    with pytest.raises(OptionError, match="follows Conv2d '0', not global average pooling"):
+        find_cam_head(flat, (1, 1, 8, 8), "state_dict")
+    two = nn.Sequential(conv, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    with pytest.raises(OptionError, match="follows ReLU '4'"):
+        find_cam_head(two.eval(), (1, 1, 8, 8), "state_dict")
+    with pytest.raises(OptionError, match="a torchscript source cannot be inspected"):
+        find_cam_head(flat, (1, 1, 8, 8), "torchscript")
+    good = nn.Sequential(nn.Sequential(conv, nn.ReLU()), nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(),
+                         nn.Dropout(0.5), nn.Linear(4, 3)).eval()
+    head = find_cam_head(good, (2, 1, 8, 8), "state_dict")
+    assert (head.target_layer, head.pool_name, head.linear_name) == ("0", "1", "4")
+    assert head.weight.shape == (3, 4) and head.feature_shape == (4, 8, 8)
