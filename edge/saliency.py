@@ -85,8 +85,16 @@ class CamExplainer:
                               f"the feature output {list(info.shape)}", _FIX)
         return cls(weight, explain.features_output, input_hw)
 
-    def pending(self, outputs: dict[str, np.ndarray], index: int, geometry: list) -> LazySaliency:
-        return LazySaliency(outputs[self.features_output][0], self.weight[index], self.input_hw, geometry)
+    def input_map(self, outputs: dict[str, np.ndarray], index: int) -> np.ndarray:
+        """The map of class ``index`` at the model's input size (no frame geometry): what the saliency-drift term
+        compares between artifacts (:mod:`edgemed.saliency_drift`)."""
+        return to_frame(class_activation_map(outputs[self.features_output][0], self.weight[index]), self.input_hw, [])
+
+    def pending(self, outputs: dict[str, np.ndarray], index: int, geometry: list) -> LazySaliency | None:
+        """The map of class ``index`` for one frame's outputs; None where a caller ran the engine for the class
+        output alone (then ``r.saliency`` is None rather than a KeyError)."""
+        features = outputs.get(self.features_output)
+        return None if features is None else LazySaliency(features[0], self.weight[index], self.input_hw, geometry)
 
 
 class LazySaliency:

@@ -181,3 +181,57 @@ def test_find_cam_head_refuses_other_endings():
     head = find_cam_head(good, (2, 1, 8, 8), "state_dict")
     assert (head.target_layer, head.pool_name, head.linear_name) == ("0", "1", "4")
     assert head.weight.shape == (3, 4) and head.feature_shape == (4, 8, 8)
+
+
+def _input_maps(pipe, frames, classes=None, disturb=None):
+    """Each frame's map at the model's input size, of ``classes`` (FP32's) where given, and the classes."""
+    maps, picked = [], []
+    for i, frame in enumerate(frames):
+        outputs = pipe.infer(pipe.prepare(frame))
+        if disturb is not None:
+            outputs = disturb(outputs)
+        index = int(np.argmax(outputs[pipe.output_name][0])) if classes is None else classes[i]
+        picked.append(int(np.argmax(outputs[pipe.output_name][0])))
+        maps.append(pipe.explainer.input_map(outputs, index))
+    return maps, picked
+
+
+def test_saliency_drift_term_passes_int8_and_fails_a_moved_map(cnn_cam_bundle, breastmnist):
+    """ORT INT8 keeps FP32's maps on 60 real BreastMNIST test images; the same INT8 artifact with its feature maps
+    rolled by half their width and height (every diagnosis unchanged: global pooling does not see the roll) fails
+    the term on every figure."""
+    import edgemed
+    from edgemed.saliency_drift import DEFAULT_SALIENCY_BUDGET, judge_saliency
+
+    frames = list(breastmnist["test_images"][:60])
+    with edgemed.load(cnn_cam_bundle, backend="onnxruntime", precision="fp32") as fp32:
+        reference, classes = _input_maps(fp32, frames)
+    with edgemed.load(cnn_cam_bundle, backend="onnxruntime", precision="int8", accept="uncertified") as int8:
+        honest, honest_classes = _input_maps(int8, frames, classes)
+
+        def roll(outputs):
+            f = outputs["cam_features"]
+            return {**outputs, "cam_features": np.roll(f, (f.shape[2] // 2, f.shape[3] // 2), axis=(2, 3))}
+
+        moved, moved_classes = _input_maps(int8, frames, classes, roll)
+    assert moved_classes == honest_classes  # the diagnosis is kept
+    kept = judge_saliency(zip(reference, honest))
+    assert kept.verdict == "passed", kept.missed
+    assert all(kept.metrics[m].cases == 60 and kept.metrics[m].low >= bar for m, bar in DEFAULT_SALIENCY_BUDGET.items())
+    broken = judge_saliency(zip(reference, moved))
+    assert broken.verdict == "failed"
+    assert len(broken.missed) == 3 and all(broken.metrics[m].high < bar for m, bar in DEFAULT_SALIENCY_BUDGET.items())
+
+
+def test_saliency_drift_figures_on_known_maps():
+    from edgemed.saliency_drift import compare_maps, judge_saliency, rank_correlation
+
+    ramp = np.arange(100, dtype=np.float32).reshape(10, 10) / 99
+    assert compare_maps(ramp, ramp) == (pytest.approx(1.0), 1.0, True)
+    rank, overlap, pointing = compare_maps(ramp, ramp[::-1, ::-1])
+    assert rank == pytest.approx(-1.0) and overlap == 0.0 and not pointing
+    zeros = np.zeros((10, 10), np.float32)
+    assert rank_correlation(zeros, zeros) == 1.0 and rank_correlation(zeros, ramp) == 0.0
+    assert judge_saliency([]).verdict == "uncertified"
+    few = judge_saliency([(ramp, ramp)] * 5)  # perfect, but 5 cases cannot bound pointing at 0.9
+    assert few.verdict == "uncertified" and few.metrics["saliency_pointing"].low < 0.9
