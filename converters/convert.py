@@ -54,7 +54,7 @@ from edgemed.table import format_table
 from .artifacts import BUILDERS, Built, Context, Dropped
 from .calibration import MIN_INT8_CALIBRATION, DataPlan, named_tensors, plan
 from .cases import CaseStore, fill
-from .explain import FEATURES_OUTPUT, HEAD_FILE, CamHead, find_cam_head, with_features
+from .explain import FEATURES_OUTPUT, HEAD_FILE, CamHead, SaliencyReference, find_cam_head, with_features
 from .export_onnx import INPUT_NAME, OUTPUT_NAME, export_torch, finalize, graph_io, output_names
 from .graph_checks import GraphFacts, OutputEvidence, check_graph, output_kind
 from .measure import PROBE_COUNT, Gauge, Labelled, labelled_cases
@@ -179,6 +179,9 @@ def run(opts: ConvertOptions, log: Callable[[str], None] = lambda s: None) -> Pa
                           population=population(reference, pre, data.plan, tuning, verdict, opts.task, reading.kind),
                           tolerance=tolerance, labelled=labelled(opts, reference, pre, reading, cases),
                           reference_by=reference.by, unit=data.images.unit)
+            if exported.cam is not None:
+                gauge.saliency = SaliencyReference.build(reference.engine, verdict, exported.input_name,
+                                                         exported.output_name, exported.cam, exported.shape[2:4])
         ctx = Context(bundle_dir=tmp, scratch=scratch, fp32_onnx=exported.path, pre=pre,
                       input_name=exported.input_name, calibration=data.plan.calibration, gauge=gauge,
                       calib_method=opts.calib_method, static_batch=1 if opts.static_shapes else None,

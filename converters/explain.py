@@ -156,3 +156,42 @@ def with_features(module: Any, head: CamHead) -> Iterator[Any]:
     finally:
         handle.remove()
         seen.clear()
+
+
+@dataclass
+class SaliencyReference:
+    """FP32's class and class activation map on every verdict case (at the feature map's resolution: 49 floats a
+    case for the shipped CNN), against which each candidate's map of the same class is judged
+    (:func:`edgemed.saliency_drift.judge_saliency`) when the gauge measures it."""
+
+    input_name: str
+    output_name: str
+    explainer: Any  # edgemed.saliency.CamExplainer
+    cases: list[tuple[int, np.ndarray]]
+
+    @classmethod
+    def build(cls, engine: Any, verdict: Any, input_name: str, output_name: str, head: CamHead,
+              input_hw: tuple[int, int]) -> SaliencyReference:
+        from edgemed.saliency import CamExplainer, class_activation_map
+
+        explainer = CamExplainer(head.weight, FEATURES_OUTPUT, tuple(input_hw))
+        cases = []
+        for x in verdict.inputs():
+            outputs = engine.infer({input_name: x})
+            index = int(np.argmax(outputs[output_name][0]))
+            cases.append((index, class_activation_map(outputs[FEATURES_OUTPUT][0], head.weight[index])))
+        return cls(input_name, output_name, explainer, cases)
+
+    def judge(self, engine: Any, verdict: Any) -> Any:
+        """The saliency-drift term of one candidate engine on the verdict cases."""
+        from edgemed.saliency import to_frame
+        from edgemed.saliency_drift import judge_saliency
+
+        hw = self.explainer.input_hw
+        name = engine.inputs[0].name
+
+        def pairs():
+            for (index, reference), x in zip(self.cases, verdict.inputs()):
+                yield to_frame(reference, hw, []), self.explainer.input_map(engine.infer({name: x}), index)
+
+        return judge_saliency(pairs())

@@ -21,10 +21,11 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import msgspec
 import numpy as np
 
 from . import stats
-from .manifest import Estimate
+from .manifest import VERDICT_ORDER, DriftRecord, Estimate
 
 TOP_FRACTION = 0.10  # the "region" a map points at: its hottest 10% of pixels
 # Default budget. Measured on the shipped cnn_breastmnist converted with --explain cam (calibrated on BreastMNIST
@@ -117,3 +118,13 @@ def judge_saliency(pairs: Iterable[tuple[np.ndarray, np.ndarray]], budget: dict[
                           f"(95% bounds {est.low:.4f}..{est.high:.4f}, {n} cases)")
     verdict = "failed" if "fail" in states else "uncertified" if "open" in states else "passed"
     return SaliencyDrift(verdict, n, metrics, missed, np.argsort(rank, kind="stable")[:5].tolist())
+
+
+def with_saliency(record: DriftRecord, term: SaliencyDrift) -> DriftRecord:
+    """An artifact's drift record with the saliency term folded in: its figures beside the task's, its misses
+    added, and the verdict the worse of the two (a map that moved fails an artifact that kept every answer).
+    The budget text stays the task's: the saliency bars are :data:`DEFAULT_SALIENCY_BUDGET`, named in each miss."""
+    verdict = max(record.verdict, term.verdict, key=VERDICT_ORDER.__getitem__)
+    missed = list(record.missed) + [f"saliency drift: {m}" for m in term.missed]
+    return msgspec.structs.replace(record, verdict=verdict, metrics={**record.metrics, **term.metrics},
+                                   missed=missed)

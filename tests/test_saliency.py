@@ -201,7 +201,7 @@ def test_saliency_drift_term_passes_int8_and_fails_a_moved_map(cnn_cam_bundle, b
     rolled by half their width and height (every diagnosis unchanged: global pooling does not see the roll) fails
     the term on every figure."""
     import edgemed
-    from edgemed.saliency_drift import DEFAULT_SALIENCY_BUDGET, judge_saliency
+    from edgemed.saliency_drift import DEFAULT_SALIENCY_BUDGET, judge_saliency, with_saliency
 
     frames = list(breastmnist["test_images"][:60])
     with edgemed.load(cnn_cam_bundle, backend="onnxruntime", precision="fp32") as fp32:
@@ -221,6 +221,26 @@ def test_saliency_drift_term_passes_int8_and_fails_a_moved_map(cnn_cam_bundle, b
     broken = judge_saliency(zip(reference, moved))
     assert broken.verdict == "failed"
     assert len(broken.missed) == 3 and all(broken.metrics[m].high < bar for m, bar in DEFAULT_SALIENCY_BUDGET.items())
+    # folded into the artifact's record, a moved map fails an artifact that kept every answer
+    folded = with_saliency(int8.artifact.drift, broken)
+    assert folded.verdict == "failed" and folded.metrics["saliency_rank"].value < 0
+    assert sum("saliency drift: saliency_" in m for m in folded.missed) == 3
+
+
+def test_convert_gates_every_candidate_on_saliency_drift(cnn_cam_bundle):
+    """Convert measured the term on its verdict cases for every artifact it judged against the FP32 reference."""
+    from edgemed.bundle import Bundle
+
+    manifest = Bundle.open(cnn_cam_bundle).manifest
+    for artifact in manifest.artifacts:
+        figures = {k: v for k, v in artifact.drift.metrics.items() if k.startswith("saliency_")}
+        if artifact.key == "onnxruntime/fp32":
+            assert not figures  # the reference itself
+            continue
+        assert set(figures) == {"saliency_rank", "saliency_overlap", "saliency_pointing"}, artifact.key
+        assert all(f.cases == artifact.drift.cases and f.low is not None for f in figures.values())
+        assert not any("saliency" in m for m in artifact.drift.missed), artifact.drift.missed
+    assert manifest.artifact("openvino", "fp32").drift.metrics["saliency_rank"].value == pytest.approx(1.0)
 
 
 def test_saliency_drift_figures_on_known_maps():
