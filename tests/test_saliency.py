@@ -110,6 +110,17 @@ def test_explain_refused_for_a_model_without_the_head(tmp_path):
     with pytest.raises(OptionError, match="explains image classifiers, not image segmentation"):
         convert_shipped("unet_busi", out, explain="cam")
     assert not out.exists()
+    weights, card = shipped_model("unet_busi")
+    shape = "x".join(map(str, card["input_shape"]))
+    proc = subprocess.run([sys.executable, "-m", "edgemed.cli", "convert", str(weights), "-o", str(out), "--task",
+                           "classification", "--labels", "a,b", "--input-shape", shape, "--arch", "unet",
+                           "--arch-args", json.dumps(card["arch_args"]), "--explain", "cam"],
+                          capture_output=True, text=True, timeout=300)
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("edgemed: error:")]  # after the progress log
+    assert proc.returncode == 2 and len(errors) == 1 and errors[0].startswith("edgemed: error: --explain cam:"), \
+        proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.rstrip().endswith("or drop --explain")
+    assert not out.exists()
 
 
 def test_explanation_is_checked_at_load(cnn_cam_bundle, tmp_path):
@@ -255,3 +266,30 @@ def test_saliency_drift_figures_on_known_maps():
     assert judge_saliency([]).verdict == "uncertified"
     few = judge_saliency([(ramp, ramp)] * 5)  # perfect, but 5 cases cannot bound pointing at 0.9
     assert few.verdict == "uncertified" and few.metrics["saliency_pointing"].low < 0.9
+
+
+def test_predict_out_writes_the_saliency_heat_map(cnn_cam_bundle, busi, tmp_path):
+    """``edgemed predict --out`` on a real BUSI frame: STEM_saliency.png at the frame's size, the frame unchanged
+    where the map is 0 and tinted where it is hot; the CLI's map is the Python API's."""
+    from PIL import Image
+
+    import edgemed
+    from edgemed.saliency_overlay import heat_overlay
+
+    frame = busi["images"][np.flatnonzero(busi["labels"] == 2)[0]]
+    Image.fromarray(frame).save(tmp_path / "case.png")
+    proc = subprocess.run([sys.executable, "-m", "edgemed.cli", "predict", str(cnn_cam_bundle),
+                           str(tmp_path / "case.png"), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    picture = np.asarray(Image.open(tmp_path / "out" / "case_saliency.png"))
+    assert picture.shape == frame.shape + (3,)
+    with edgemed.load(cnn_cam_bundle) as pipe:
+        saliency = pipe.predict(frame).saliency
+    expected = heat_overlay(frame, saliency)
+    below_caption = (slice(16, None), slice(None))
+    assert np.array_equal(picture[below_caption], expected[below_caption])
+    cold, hot = saliency == 0, saliency > 0.8
+    assert cold.any() and hot.any()
+    grey = np.repeat(frame[:, :, None], 3, axis=2)
+    assert np.array_equal(expected[cold], grey[cold]) and not np.array_equal(expected[hot], grey[hot])
