@@ -293,3 +293,18 @@ def test_predict_out_writes_the_saliency_heat_map(cnn_cam_bundle, busi, tmp_path
     assert cold.any() and hot.any()
     grey = np.repeat(frame[:, :, None], 3, axis=2)
     assert np.array_equal(expected[cold], grey[cold]) and not np.array_equal(expected[hot], grey[hot])
+
+
+def test_parity_certificate_survives_a_term_left_open_by_few_cases(cnn_cam_bundle):
+    """OpenVINO FP32 passed by parity: a perfect map on 5 cases (open only for want of cases) keeps it passed; a
+    moved map fails it."""
+    from edgemed.bundle import Bundle
+    from edgemed.saliency_drift import judge_saliency, with_saliency
+
+    record = Bundle.open(cnn_cam_bundle).manifest.artifact("openvino", "fp32").drift
+    assert record.budget == "parity" and record.passed
+    ramp = np.arange(100, dtype=np.float32).reshape(10, 10) / 99
+    few = judge_saliency([(ramp, ramp)] * 5)
+    assert few.verdict == "uncertified" and with_saliency(record, few).verdict == "passed"
+    moved = judge_saliency([(ramp, ramp[::-1, ::-1])] * 5)
+    assert moved.verdict == "failed" and with_saliency(record, moved).verdict == "failed"
