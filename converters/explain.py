@@ -91,8 +91,10 @@ def find_cam_head(module: Any, input_shape: tuple[int, ...], kind: str) -> CamHe
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
         shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise _refuse(f"the model's output ({shape}) is not one (N, classes) tensor; its last layer is {last}")
-    if not leaves or not isinstance(leaves[-1][1], nn.Linear) or leaves[-1][3] is not out:
+    if not leaves or not isinstance(leaves[-1][1], nn.Linear):
         raise _refuse(f"the model's last layer is {last}, not a Linear layer")
+    if leaves[-1][3] is not out:
+        raise _refuse(f"the model's forward changes the output of its last layer {last} (e.g. a softmax after it)")
     linear_name, linear, linear_in, _ = leaves[-1]
     i = len(leaves) - 2
     while i >= 0 and type(leaves[i][1]).__name__ in _PASS_THROUGH:
@@ -114,8 +116,9 @@ def find_cam_head(module: Any, input_shape: tuple[int, ...], kind: str) -> CamHe
     if not np.allclose(again, out.detach().float().numpy(), atol=HEAD_ATOL, rtol=HEAD_RTOL):
         raise _refuse(f"the head {pool_name!r} -> {linear_name!r} does not reproduce the model's logits from the "
                       "feature map (the forward does more than pool and project)")
-    target = next((e[0] for e in reversed(events[:events.index(leaves[i])]) if e[3] is features), None)
+    at = next(j for j, e in enumerate(events) if e is leaves[i])
     # the outermost module whose output is the feature map finished last among them (hooks fire on exit)
+    target = next((e[0] for e in reversed(events[:at]) if e[3] is features), None)
     return CamHead(pool, pool_name, linear_name, target or f"input of {pool_name}", weight, bias,
                    tuple(features.shape[1:]))
 

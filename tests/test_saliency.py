@@ -185,6 +185,16 @@ def test_find_cam_head_refuses_other_endings():
     two = nn.Sequential(conv, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
     with pytest.raises(OptionError, match="follows ReLU '4'"):
         find_cam_head(two.eval(), (1, 1, 8, 8), "state_dict")
+    class Softmaxed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body, self.pool, self.fc = conv, nn.AdaptiveAvgPool2d(1), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(self.pool(self.body(x)).flatten(1)).softmax(1)
+
+    with pytest.raises(OptionError, match="changes the output of its last layer Linear 'fc'"):
+        find_cam_head(Softmaxed().eval(), (1, 1, 8, 8), "state_dict")
     with pytest.raises(OptionError, match="a torchscript source cannot be inspected"):
         find_cam_head(flat, (1, 1, 8, 8), "torchscript")
     good = nn.Sequential(nn.Sequential(conv, nn.ReLU()), nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(),
