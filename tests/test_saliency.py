@@ -77,8 +77,9 @@ def test_saliency_equals_hand_cam_from_the_torch_module(cnn_cam_bundle, torch_cn
     assert manifest["explain"]["target_layer"] == "features"
     with edgemed.load(cnn_cam_bundle, backend=backend, precision="fp32") as pipe:
         assert pipe.artifact.backend == backend
-        for frame in _frames(breastmnist, busi):
-            r = pipe.predict(frame)
+        frames = _frames(breastmnist, busi)
+        results = [pipe.predict(frame) for frame in frames]  # maps read after later frames: no shared buffers
+        for frame, r in zip(frames, results):
             prepared = pipe.prepare(frame)
             hand, index = _hand_cam(torch_cnn, prepared.tensor, prepared.geometry)
             assert r.index == index
