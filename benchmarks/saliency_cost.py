@@ -9,7 +9,10 @@ frame by frame, every frame in a new random order, on real 256x256 BUSI frames:
   the result's lazy map);
 - ``cam+map``: the same, then ``r.saliency`` read (the map made at the frame's size);
 - ``plain again``: a second pipeline of the plain bundle: two engines of one model differ by themselves on a
-  loaded 2-core machine, and this pair shows by how much (the noise floor of the ``cam / plain`` ratio).
+  loaded 2-core machine, and this pair shows by how much (the noise floor of the ``cam / plain`` ratio);
+- ``cam engine, no map``: a second pipeline on the very engine of ``cam`` with its explainer off: ``cam`` against
+  it is what carrying the lazy map costs per frame on one engine, free of the two-engine noise (the extra
+  output's copy is in both).
 
 Ratios are of medians over the same frames.
 
@@ -27,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 import edgemed
+from edgemed.pipeline import Pipeline
 
 BACKENDS = ("onnxruntime", "openvino")
 
@@ -55,8 +59,11 @@ def measure(plain: Path, cam: Path, backend: str, frames: list[np.ndarray], warm
     pipes = {"plain": edgemed.load(plain, backend=backend, precision="fp32"),
              "cam": edgemed.load(cam, backend=backend, precision="fp32"),
              "plain again": edgemed.load(plain, backend=backend, precision="fp32")}
+    bare = Pipeline(pipes["cam"].bundle, pipes["cam"].engine, pipes["cam"].selection)  # shares cam's engine
+    bare.explainer = None
     try:
         calls = {
+            "cam engine, no map": lambda f: bare.predict(f),
             "plain": lambda f: pipes["plain"].predict(f),
             "cam": lambda f: pipes["cam"].predict(f),
             "cam+map": lambda f: pipes["cam"].predict(f).saliency,
@@ -80,7 +87,8 @@ def measure(plain: Path, cam: Path, backend: str, frames: list[np.ndarray], warm
     return {"backend": backend, "frames": len(frames), "p50_ms": {k: round(v * 1e3, 4) for k, v in p50.items()},
             "cam / plain": round(p50["cam"] / p50["plain"], 4),
             "cam+map / plain": round(p50["cam+map"] / p50["plain"], 4),
-            "plain again / plain": round(p50["plain again"] / p50["plain"], 4)}
+            "plain again / plain": round(p50["plain again"] / p50["plain"], 4),
+            "cam / cam engine, no map": round(p50["cam"] / p50["cam engine, no map"], 4)}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -96,7 +104,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         rows = [measure(plain, cam, backend, frames) for backend in BACKENDS]
     for r in rows:
         print(f"{r['backend']:12s} p50 ms {r['p50_ms']}  cam/plain {r['cam / plain']:.3f}  "
-              f"cam+map/plain {r['cam+map / plain']:.3f}  noise (plain again/plain) {r['plain again / plain']:.3f}")
+              f"cam+map/plain {r['cam+map / plain']:.3f}  noise (plain again/plain) {r['plain again / plain']:.3f}  "
+              f"cam/(same engine, no map) {r['cam / cam engine, no map']:.3f}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
     return rows
