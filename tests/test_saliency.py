@@ -140,6 +140,14 @@ def test_explanation_is_checked_at_load(cnn_cam_bundle, tmp_path):
     (bad / "edgemed.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="no output 'nowhere'"):
         edgemed.load(bad)
+    for field, value, needle in (("method", "gradcam", "field explain.method"),
+                                 ("target_layer", "", "field explain.target_layer"),
+                                 ("head", None, "field explain.head")):
+        broken = json.loads((cnn_cam_bundle / "edgemed.json").read_text())
+        broken["explain"][field] = value
+        (bad / "edgemed.json").write_text(json.dumps(broken))
+        with pytest.raises(BundleError, match=needle):
+            edgemed.load(bad)
     shutil.copy(cnn_cam_bundle / "edgemed.json", bad / "edgemed.json")
     with open(bad / manifest["explain"]["head"]["file"], "ab") as f:
         f.write(b"\0")
