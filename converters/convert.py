@@ -38,6 +38,7 @@ from edgemed.manifest import (
     Artifact,
     BuildRecord,
     DetectionPost,
+    Explanation,
     InputSpec,
     Manifest,
     ModelCard,
@@ -55,7 +56,8 @@ from edgemed.table import format_table
 from .artifacts import Built, Context, Dropped
 from .calibration import MIN_INT8_CALIBRATION, DataPlan, named_tensors, plan
 from .cases import CaseStore, fill
-from .export_onnx import INPUT_NAME, export_torch, finalize, graph_io, output_names
+from .explain import FEATURES_OUTPUT, HEAD_FILE, CamHead, SaliencyReference, find_cam_head, with_features
+from .export_onnx import INPUT_NAME, OUTPUT_NAME, export_torch, finalize, graph_io, output_names
 from .graph_checks import GraphFacts, OutputEvidence, check_graph, output_kind
 from .measure import PROBE_COUNT, Gauge, Labelled, labelled_cases
 from .options import ConvertOptions, check_backends
@@ -100,6 +102,7 @@ class Exported:
     terminal: GraphFacts
     dynamic_batch: bool
     record: dict  # exporter, notes, seconds (for the report)
+    cam: CamHead | None = None  # --explain cam: the head found in the module (its feature map is an extra output)
 
 
 @dataclass
@@ -143,10 +146,14 @@ def run(opts: ConvertOptions, log: Callable[[str], None] = lambda s: None) -> Pa
 
         check_input_shape(source.module, opts.input_shape, opts.arch)
     log(f"source: {source.kind} {opts.model.name} (sha256 {source.sha256[:12]})")
+    cam = find_cam_head(source.module, opts.input_shape, source.kind) if opts.explain == "cam" else None
+    if cam is not None:
+        log(f"explain: cam from {cam.target_layer!r} {list(cam.feature_shape)} through {cam.pool_name!r} and "
+            f"{cam.linear_name!r}")
 
     with atomic_directory(opts.out, force=opts.force) as tmp, scratch_dir() as scratch:
         scratch = Path(scratch)
-        exported = export(source, opts, tmp / MODEL_FILE, log)
+        exported = export(source, opts, tmp / MODEL_FILE, log, cam)
         detector = None
         if opts.task == "detection":
             from .detection_setup import setup
@@ -174,6 +181,9 @@ def run(opts: ConvertOptions, log: Callable[[str], None] = lambda s: None) -> Pa
                           population=population(reference, pre, data.plan, tuning, verdict, opts.task, reading.kind),
                           tolerance=tolerance, labelled=labelled(opts, reference, pre, reading, cases),
                           reference_by=reference.by, unit=data.images.unit)
+            if exported.cam is not None:
+                gauge.saliency = SaliencyReference.build(reference.engine, verdict, exported.input_name,
+                                                         exported.output_name, exported.cam, exported.shape[2:4])
         ctx = Context(bundle_dir=tmp, scratch=scratch, fp32_onnx=exported.path, pre=pre,
                       input_name=exported.input_name, calibration=data.plan.calibration, gauge=gauge,
                       calib_method=opts.calib_method, static_batch=1 if opts.static_shapes else None,
@@ -266,8 +276,10 @@ def labelled(opts: ConvertOptions, reference: Reference, pre: Preprocessor, read
                           opts.val)
 
 
-def export(source: SourceModel, opts: ConvertOptions, target: Path, log: Callable[[str], None]) -> Exported:
-    """Stage 1: one self-contained FP32 ONNX file with a dynamic batch axis where the model allows it."""
+def export(source: SourceModel, opts: ConvertOptions, target: Path, log: Callable[[str], None],
+           cam: CamHead | None = None) -> Exported:
+    """Stage 1: one self-contained FP32 ONNX file with a dynamic batch axis where the model allows it (with
+    ``cam``: the feature map entering the pooling as a second output, :mod:`edgemed.converters.explain`)."""
     t0 = time.perf_counter()
     if source.is_onnx:
         shape, record, input_name = _onnx_source(source, target, opts.input_shape, opts.input_kind == "signal")
@@ -275,19 +287,23 @@ def export(source: SourceModel, opts: ConvertOptions, target: Path, log: Callabl
         names = output_names
         if opts.task == "detection":
             from .detection_setup import torch_output_names as names
-        rec = export_torch(source.module, list(opts.input_shape), target, names)
+        if cam is not None:
+            with with_features(source.module, cam) as module:
+                rec = export_torch(module, list(opts.input_shape), target, lambda n: [OUTPUT_NAME, FEATURES_OUTPUT])
+        else:
+            rec = export_torch(source.module, list(opts.input_shape), target, names)
         shape, input_name = opts.input_shape, INPUT_NAME
         record = {"exporter": rec.exporter, "dynamic_batch": rec.dynamic_batch, "notes": source.notes + rec.notes}
     record["seconds"] = round(time.perf_counter() - t0, 3)
     log(f"exported with {record['exporter']} exporter (dynamic batch: {record['dynamic_batch']})")
     from edgemed.runtimes.onnxruntime import OnnxRuntimeEngine
 
-    facts = check_graph(target, opts.output, several=opts.task == "detection")
+    facts = check_graph(target, opts.output or (OUTPUT_NAME if cam else None), several=opts.task == "detection")
     with OnnxRuntimeEngine(target, device="cpu") as engine:
         names = [o.name for o in engine.outputs]
     # A detector handles one image per call (NMS runs per image): its batch axis is fixed at 1.
     dynamic = bool(record["dynamic_batch"]) and opts.task != "detection"
-    return Exported(target, tuple(shape), input_name, facts.output, names, facts, dynamic, record)
+    return Exported(target, tuple(shape), input_name, facts.output, names, facts, dynamic, record, cam)
 
 
 def preprocessing(opts: ConvertOptions, shape: tuple[int, ...]) -> tuple[list[dict], str]:
@@ -433,6 +449,14 @@ def write(tmp: Path, opts: ConvertOptions, source: SourceModel, exported: Export
         "seconds": round(seconds, 3),
         "peak_rss_mb": peak_rss_mb(),
     }
+    explain = None
+    if exported.cam is not None:
+        exported.cam.save(tmp / HEAD_FILE)
+        explain = Explanation(method="cam", target_layer=exported.cam.target_layer, features_output=FEATURES_OUTPUT,
+                              head=file_record(tmp, HEAD_FILE))
+        report["explain"] = {"method": "cam", "target_layer": exported.cam.target_layer, "pool": exported.cam.pool_name,
+                             "linear": exported.cam.linear_name, "features": list(exported.cam.feature_shape),
+                             "output": FEATURES_OUTPUT}
     write_json(tmp / REPORT, report)
     log(format_table(REPORT_HEADERS, [_table_row(a) for a in artifacts]))
     log(f"convert: {seconds:.0f} s, peak resident memory {report['peak_rss_mb']:.0f} MB")
@@ -454,6 +478,7 @@ def write(tmp: Path, opts: ConvertOptions, source: SourceModel, exported: Export
             evaluation_sha256=data.plan.verdict.sha256(), evaluation_count=len(data.plan.verdict),
             evaluation_source=str((data.evaluation or data.images).path.resolve()),
             tuning_count=len(data.plan.tuning), tools=tool_versions(), created=created, host=platform.node()),
+        explain=explain,
     )
     (tmp / MANIFEST).write_bytes(manifest.to_json())
 

@@ -90,6 +90,7 @@ class Gauge:
     reference_by: str = ""
     unit: str = "cases"  # what a case is called in the record (images, beats)
     notes: list[str] = field(default_factory=list)
+    saliency: Any = None  # --explain: FP32's maps on the verdict cases (converters.explain.SaliencyReference)
 
     def run(self, engine: Any) -> Callable[[np.ndarray], Any]:
         name = engine.inputs[0].name
@@ -124,6 +125,10 @@ class Gauge:
         drift = judge_artifact(comparison, self.budget, precision, self.tolerance, self.population,
                                f"{comparison.cases} verdict {self.unit}",
                                self.reference_by, device=engine.device, computed_in=engine.computed_in)
+        if self.saliency is not None:  # did the candidate move where the model looks? (edgemed.saliency_drift)
+            from edgemed.saliency_drift import with_saliency
+
+            drift = with_saliency(drift, self.saliency.judge(engine, self.verdict))
         clinical = None
         if self.labelled is not None:
             outputs = _outputs(self.labelled.cases.inputs(), run)

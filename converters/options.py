@@ -29,6 +29,7 @@ DETECTION_LAYOUTS = ("edgemed", "yolo", "torchvision")
 NMS_PLACES = ("graph", "host")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 OUTPUT_KINDS = ("logits", "probabilities")
+EXPLAIN_METHODS = ("cam",)  # edgemed.converters.explain.METHODS
 GROUPS = ("model", "outputs", "targets", "data", "gate", "detection", "tensorrt", "bundle")
 
 
@@ -144,6 +145,9 @@ class ConvertOptions:
     output_kind: str | None = opt(
         help="What the model outputs (default: detected from a terminal Softmax/Sigmoid and the outputs).",
         group="outputs", kind="choice", choices=OUTPUT_KINDS, check=_choice(OUTPUT_KINDS, "--output-kind"))
+    explain: str | None = opt(help="Saliency maps from the artifacts themselves: cam (classifiers ending in global "
+                              "average pooling and one Linear layer; r.saliency at run time).", group="outputs",
+                              kind="choice", choices=EXPLAIN_METHODS, check=_choice(EXPLAIN_METHODS, "--explain"))
     targets: tuple[str, ...] = opt(("onnx",), help="Targets, comma-separated: onnx, openvino, tensorrt.",
                                    group="targets", flag="--to", parse=lambda text: tuple(text.split(",")),
                                    check=_choices(TARGETS, "--to"))
@@ -227,6 +231,9 @@ class ConvertOptions:
         if self.task != "detection" and (self.detection_layout is not None or self.nms is not None):
             raise OptionError(f"--detection-layout/--nms apply to detectors, not to {self.task}",
                               "drop them, or pass --task detection")
+        if self.explain is not None and (self.task != "classification" or signal):
+            raise OptionError(f"--explain {self.explain} explains image classifiers, not "
+                              f"{'signal' if signal else 'image'} {self.task}", "drop --explain")
         if self.task == "detection" and self.nms is None:
             _set(self, "nms", "host")
 

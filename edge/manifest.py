@@ -11,7 +11,8 @@ code cannot drift apart (a test regenerates and compares it).
 Schema history: version 1 (edgemed 0.1.0) kept drift as a free dict with ``passed: bool``;
 version 2 types every record and adds verdicts with case counts and bounds, and the
 TensorRT build options the gate measured; version 3 (edgemed 0.3) records where a verdict was measured
-and the precision the engine computed in there. Version-1 manifests are migrated on read; version 2 is
+and the precision the engine computed in there; ``explain`` (issue 22) is optional, so version 3 without it is
+every earlier version-3 manifest. Version-1 manifests are migrated on read; version 2 is
 version 3 without the new optional fields.
 """
 
@@ -342,6 +343,17 @@ class Artifact(Record, kw_only=True):
         return sum(f.bytes for f in self.files())
 
 
+class Explanation(Record, kw_only=True):
+    """How the bundle explains its answers (``convert --explain``): the method, the layer whose output the map is
+    made from, the extra graph output that carries it, and the file holding the head's weights. Every artifact
+    of the bundle has that output (they are all built from the one exported ONNX); ``load`` checks it."""
+
+    method: Literal["cam"]
+    target_layer: Name  # the module whose output enters the global pooling, e.g. "features"
+    features_output: Name  # graph output (N, K, h, w)
+    head: FileRecord  # .npz: weight (C, K), bias (C,) of the Linear head
+
+
 class Provenance(Record, kw_only=True):
     source_sha256: Sha256
     source_kind: Name
@@ -366,6 +378,7 @@ class Manifest(Record, kw_only=True):
     artifacts: Annotated[list[Artifact], Meta(min_length=1, max_length=64)]
     files: Annotated[list[FileRecord], Meta(max_length=64)] = []
     provenance: Provenance
+    explain: Explanation | None = None  # absent: the bundle makes no saliency maps (every bundle before issue 22)
 
     def __post_init__(self) -> None:
         from .errors import InputError
@@ -380,7 +393,8 @@ class Manifest(Record, kw_only=True):
             (validate_signal_spec if signal else validate_spec)(self.preprocess)
         except InputError as exc:  # the spec validator's message names the op and its parameter
             raise ValueError(f"preprocess: {exc}") from exc
-        names = [f.file for a in self.artifacts for f in a.files()] + [f.file for f in self.files]
+        names = [f.file for a in self.artifacts for f in a.files()] + [f.file for f in self.files] + \
+            ([self.explain.head.file] if self.explain else [])
         if len(set(names)) != len(names):
             raise ValueError(f"artifacts: a file is listed twice ({sorted(n for n in names if names.count(n) > 1)[0]})")
         keys = [a.key for a in self.artifacts]
@@ -392,6 +406,13 @@ class Manifest(Record, kw_only=True):
                 raise ValueError(f"artifacts[{i}].build.tensorrt.max_shape: {trt.max_shape} does not fit the input "
                                  f"shape {self.input.shape}")
         self._check_labels()
+        if self.explain is not None:
+            if self.model.task != "classification" or signal:
+                raise ValueError(f"explain: method {self.explain.method} explains image classifiers, not "
+                                 f"{self.model.input_kind} {self.model.task}")
+            if self.explain.features_output in self.output.names:
+                raise ValueError(f"explain.features_output: {self.explain.features_output!r} is also one of "
+                                 "output.names")
 
     def _check_labels(self) -> None:
         """Class names must match what the model outputs (a 1-channel sigmoid output has two classes)."""
@@ -450,6 +471,8 @@ class Manifest(Record, kw_only=True):
             if art.weights is not None:
                 out.append((f"artifacts[{i}].weights", art.weights))
         out += [(f"files[{i}]", f) for i, f in enumerate(self.files)]
+        if self.explain is not None:
+            out.append(("explain.head", self.explain.head))
         return out
 
     def artifact(self, backend: str, precision: str) -> Artifact | None:

@@ -58,6 +58,12 @@ class Pipeline:
         self._local = threading.local()
         shape = tuple(getattr(self.preprocessor, "input_shape", ()))
         self._bind_shape = (1,) + shape[1:] if len(shape) > 1 and all(d > 0 for d in shape[1:]) else None
+        self.explainer = None
+        if m.explain is not None:  # convert --explain cam: r.saliency (edgemed.saliency)
+            from .saliency import CamExplainer
+
+            hw = m.input.static_shape[1:3] if m.input.layout == "NHWC" else m.input.static_shape[2:4]
+            self.explainer = CamExplainer.open(bundle.path, m.explain, engine, len(self.labels), hw)
 
     # -- stages ----------------------------------------------------------------------------
     def prepare(self, image: np.ndarray | str | Path, **describe: Any) -> Prepared:
@@ -102,7 +108,8 @@ class Pipeline:
         if self.task == "classification":
             probs = class_probabilities(outputs[self.output_name][0], self.output_kind)
             index = int(np.argmax(probs))
-            return ClassificationResult(self.labels[index], index, probs, self.labels)
+            explanation = None if self.explainer is None else self.explainer.pending(outputs, index, prepared.geometry)
+            return ClassificationResult(self.labels[index], index, probs, self.labels, explanation=explanation)
         if self.task == "detection":
             from .detection_post import finish
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -14,6 +15,14 @@ class ClassificationResult:
     probabilities: np.ndarray
     labels: list[str]
     timings: dict[str, float] = field(default_factory=dict)
+    # bundles converted with --explain: the map, made when first read (edgemed.saliency says why)
+    explanation: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def saliency(self) -> np.ndarray | None:
+        """(H, W) float32 in [0, 1] at the frame's own size: where the model looked for the predicted class (a
+        class activation map); None for a bundle converted without ``--explain``."""
+        return None if self.explanation is None else self.explanation()
 
     def to_json(self) -> dict:
         return {

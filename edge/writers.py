@@ -1,5 +1,6 @@
 """Writing what ``predict --out`` produces: per frame, its result as JSON and, for masks, the mask and an
-overlay; for detections, the frame with its boxes drawn.
+overlay; for detections, the frame with its boxes drawn; for classifiers converted with ``--explain``, the
+saliency heat map over the frame.
 
 Every file is written atomically and named from the frame's unique stem (:mod:`edgemed.inputs`),
 so no result overwrites another within a run.
@@ -23,6 +24,10 @@ def write_result(out_dir: Path, frame: Frame, result, record: dict) -> list[Path
         written += write_segmentation(out_dir, frame.stem, frame.image, result.mask)
     elif getattr(result, "boxes", None) is not None:
         written += write_detections(out_dir, frame.stem, frame.image, result)
+    elif getattr(result, "saliency", None) is not None:  # a bundle converted with --explain
+        from .saliency_overlay import write_saliency
+
+        written += write_saliency(out_dir, frame.stem, frame.image, result.saliency)
     path = out_dir / f"{frame.stem}.json"
     write_atomic(path, json.dumps({**record, "written": [str(p) for p in written + [path]]}, indent=2) + "\n")
     return written + [path]

@@ -103,6 +103,17 @@ def cnn_bundle(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def cnn_cam_bundle(tmp_path_factory) -> Path:
+    """The shipped classifier converted with --explain cam, as ORT and OpenVINO FP32 and INT8, calibrated and judged
+    on the first 96 BreastMNIST train images (the saliency tests measure on test images)."""
+    folder = tmp_path_factory.mktemp("bundles")
+    with np.load(SHARED / "breastmnist.npz") as d:
+        np.savez(folder / "calib.npz", images=d["train_images"][:96])
+    return convert_shipped("cnn_breastmnist", folder / "cnn_cam", explain="cam", targets=("onnx", "openvino"),
+                           precisions=("fp32", "int8"), calib=folder / "calib.npz")
+
+
+@pytest.fixture(scope="session")
 def cnn_bundle_all(tmp_path_factory) -> Path:
     """The shipped classifier as every ORT and OpenVINO artifact, calibrated on BreastMNIST train images."""
     return convert_shipped("cnn_breastmnist", tmp_path_factory.mktemp("bundles") / "cnn_all",
