@@ -43,7 +43,12 @@ def result_kind(ds) -> str | None:
 
 
 def check_not_result(ds, path: str | Path) -> None:
-    kind = result_kind(ds)
+    try:
+        kind = result_kind(ds)
+    except Exception as exc:  # noqa: BLE001 - elements are parsed lazily: a damaged SOP class, modality or
+        # manufacturer fails here, in pydicom's types (the fuzz suite found NotImplementedError for an unknown VR)
+        raise InputError(f"{path}: not a readable DICOM file ({first_line(exc)})",
+                         "check the file is complete and is DICOM Part 10") from exc
     if kind is not None:
         raise InputError(f"{path}: this {kind} object is a result, not an image to analyse",
                          "pass the source images (results are never analysed again)")

@@ -284,3 +284,33 @@ def test_a_source_with_old_style_study_date_and_time_gets_its_results(cnn_bundle
         ds = pydicom.dcmread(tmp_path / "out" / name)
         # the time emptied; the dotted date is one pydicom's DA reads (ACR-NEMA's form), so it is kept
         assert ds.get("StudyTime") in (None, "") and ds.StudyDate == "1997.04.24" and ds.StudyInstanceUID
+
+
+def test_a_dicom_whose_modality_has_an_unknown_vr_is_an_input_error(tmp_path):
+    """The coverage-guided fuzz (tests/fuzz/test_fuzz_atheris.py) made (0008,0060) Modality's VR bytes 'C2': pydicom
+    parses elements lazily, so reading the modality to refuse result objects raised NotImplementedError ('Unknown
+    Value Representation') from inside pydicom. Rebuilt here on a synthetic image: the same bytes, one line."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    from edgemed.dicom import read_dicom
+
+    ds = pydicom.Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SOPClassUID, ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID
+    ds.Modality = "US"
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 8, 8, 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = bytes(64)
+    path = tmp_path / "modality_vr.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    raw = path.read_bytes()
+    at = raw.index(b"\x08\x00\x60\x00CS")  # (0008,0060) then its VR, CS
+    path.write_bytes(raw[:at + 4] + b"C2" + raw[at + 6:])
+    with pytest.raises(InputError, match="not a readable DICOM file.*Unknown Value Representation") as err:
+        read_dicom(path)
+    assert "\n" not in str(err.value)

@@ -415,3 +415,18 @@ def test_the_python_backend_export_brings_its_own_environment(cnn_bundle, tmp_pa
     assert "EXECUTION_ENV_PATH" in (out / "cnn_breastmnist" / "config.pbtxt").read_text()
     with _triton_from(_stock_python(tmp_path), out, tmp_path) as base:
         _answers_as_predict(base, cnn_bundle, None, {"cnn": "cnn_breastmnist"}, "IMAGE_UINT8")
+
+
+def test_the_packed_environment_carries_every_package_the_runtime_path_imports():
+    """--pack-env copies edgemed's runtime packages (triton_env.RUNTIME_PACKAGES) into the model's environment: a
+    package that ``import edgemed`` and ``load`` reach but the list lacks fails the served model at start (the
+    ensemble merge did: No module named 'edgemed.ensemble'). The packages a fresh process imports must be listed."""
+    from edgemed.triton_env import RUNTIME_PACKAGES
+
+    code = ("import sys, edgemed, edgemed.loading, edgemed.pipeline, edgemed.selection, edgemed.triton_model\n"
+            "mods = [m for m in sys.modules if m.startswith('edgemed')]\n"
+            "print('\\n'.join(sorted({m if getattr(sys.modules[m], '__path__', None) else m.rpartition('.')[0]"
+            " for m in mods})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    packages = set(out.stdout.split())
+    assert packages and packages <= set(RUNTIME_PACKAGES), sorted(packages - set(RUNTIME_PACKAGES))
