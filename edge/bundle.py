@@ -32,6 +32,18 @@ REPORT = "report.json"
 MAX_MANIFEST_BYTES = 4 << 20
 
 
+def read_manifest_file(root: Path, name: str, what: str, made_by: str) -> bytes:
+    """The bytes of a folder's manifest (a bundle's, an ensemble's), refused when missing or larger than any
+    manifest edgemed writes (a huge file is hostile or not ours), before any parsing."""
+    path = root / name
+    if not path.is_file():
+        raise BundleError(f"{what} {root}: {name} is missing", f"pass the folder {made_by} wrote (-o)")
+    if path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{what} {root}: {name} is larger than {MAX_MANIFEST_BYTES} bytes",
+                          f"refusing it; rebuild the {what}")
+    return path.read_bytes()
+
+
 def _safe_member(root: Path, name: Any, what: str) -> Path:
     if not isinstance(name, str) or not name or "\\" in name or "\x00" in name:
         raise BundleError(f"bundle {root}: {what} has an invalid file name {name!r}", "rebuild the bundle")
@@ -66,13 +78,8 @@ class Bundle:
         root = Path(path)
         if not root.is_dir():
             raise BundleError(f"bundle {root}: not a directory", "pass the folder edgemed convert wrote (-o)")
-        manifest_path = root / MANIFEST
-        if not manifest_path.is_file():
-            raise BundleError(f"bundle {root}: {MANIFEST} is missing", "pass the folder edgemed convert wrote (-o)")
-        if manifest_path.stat().st_size > MAX_MANIFEST_BYTES:
-            raise BundleError(f"bundle {root}: {MANIFEST} is larger than {MAX_MANIFEST_BYTES} bytes",
-                              "refusing it; rebuild the bundle")
-        manifest = Manifest.from_json(manifest_path.read_bytes(), f"bundle {root}: {MANIFEST}")
+        text = read_manifest_file(root, MANIFEST, "bundle", "edgemed convert")
+        manifest = Manifest.from_json(text, f"bundle {root}: {MANIFEST}")
         bundle = cls(root, manifest)
         for where, record in manifest.listed_files():
             _safe_member(root, record.file, f"{where}.file")

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..bundle import MANIFEST, MAX_MANIFEST_BYTES, Bundle, _safe_member
+from ..bundle import MANIFEST, Bundle, _safe_member, read_manifest_file
 from ..errors import BundleError
 from ..hashing import sha256_file
 from .files import ENSEMBLE
@@ -73,13 +73,8 @@ def open_ensemble(path: str | Path, verify: bool = True, require_signature: str 
     """The ensemble manifest, read and validated, and each member opened as a bundle after its manifest's hash
     matched the ensemble's record (then :class:`~edgemed.bundle.Bundle` checks every member file)."""
     root = Path(path)
-    manifest_path = root / ENSEMBLE
-    if not manifest_path.is_file():
-        raise BundleError(f"ensemble {root}: {ENSEMBLE} is missing", "pass the folder edgemed ensemble wrote (-o)")
-    if manifest_path.stat().st_size > MAX_MANIFEST_BYTES:
-        raise BundleError(f"ensemble {root}: {ENSEMBLE} is larger than {MAX_MANIFEST_BYTES} bytes",
-                          "refusing it; rebuild the ensemble")
-    manifest = EnsembleManifest.from_json(manifest_path.read_bytes(), f"ensemble {root}: {ENSEMBLE}")
+    text = read_manifest_file(root, ENSEMBLE, "ensemble", "edgemed ensemble")
+    manifest = EnsembleManifest.from_json(text, f"ensemble {root}: {ENSEMBLE}")
     members = []
     for i, member in enumerate(manifest.members):
         folder = _safe_member(root, member.folder, f"members[{i}].folder")
