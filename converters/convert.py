@@ -56,7 +56,15 @@ from edgemed.table import format_table
 from .artifacts import Built, Context, Dropped
 from .calibration import MIN_INT8_CALIBRATION, DataPlan, named_tensors, plan
 from .cases import CaseStore, fill
-from .explain import FEATURES_OUTPUT, HEAD_FILE, CamHead, SaliencyReference, find_cam_head, with_features
+from .explain import (
+    FEATURES_OUTPUT,
+    HEAD_FILE,
+    CamHead,
+    SaliencyReference,
+    find_cam_head,
+    randomisation_check,
+    with_features,
+)
 from .export_onnx import INPUT_NAME, OUTPUT_NAME, export_torch, finalize, graph_io, output_names
 from .graph_checks import GraphFacts, OutputEvidence, check_graph, output_kind
 from .measure import PROBE_COUNT, Gauge, Labelled, labelled_cases
@@ -184,6 +192,8 @@ def run(opts: ConvertOptions, log: Callable[[str], None] = lambda s: None) -> Pa
             if exported.cam is not None:
                 gauge.saliency = SaliencyReference.build(reference.engine, verdict, exported.input_name,
                                                          exported.output_name, exported.cam, exported.shape[2:4])
+                exported.cam.sanity = randomisation_check(source.module, exported.cam, verdict.inputs())
+                log(exported.cam.sanity.line())
         ctx = Context(bundle_dir=tmp, scratch=scratch, fp32_onnx=exported.path, pre=pre,
                       input_name=exported.input_name, calibration=data.plan.calibration, gauge=gauge,
                       calib_method=opts.calib_method, static_batch=1 if opts.static_shapes else None,
@@ -456,7 +466,8 @@ def write(tmp: Path, opts: ConvertOptions, source: SourceModel, exported: Export
                               head=file_record(tmp, HEAD_FILE))
         report["explain"] = {"method": "cam", "target_layer": exported.cam.target_layer, "pool": exported.cam.pool_name,
                              "linear": exported.cam.linear_name, "features": list(exported.cam.feature_shape),
-                             "output": FEATURES_OUTPUT}
+                             "output": FEATURES_OUTPUT,
+                             "sanity": exported.cam.sanity.record() if exported.cam.sanity else None}
     write_json(tmp / REPORT, report)
     log(format_table(REPORT_HEADERS, [_table_row(a) for a in artifacts]))
     log(f"convert: {seconds:.0f} s, peak resident memory {report['peak_rss_mb']:.0f} MB")

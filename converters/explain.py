@@ -49,6 +49,7 @@ class CamHead:
     weight: np.ndarray  # (C, K) float32
     bias: np.ndarray  # (C,) float32
     feature_shape: tuple[int, ...]  # (K, h, w) at the declared input shape
+    sanity: SanityCheck | None = None  # the randomisation test on the verdict cases (convert runs it)
 
     def save(self, path: Path) -> None:
         with open(path, "wb") as f:
@@ -198,3 +199,101 @@ class SaliencyReference:
                 yield to_frame(reference, hw, []), self.explainer.input_map(engine.infer({name: x}), index)
 
         return judge_saliency(pairs())
+
+
+# The model-parameter randomisation test (Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018): a map
+# that survives randomising the weights it is computed from explains nothing about what the model learned. The
+# last convolution before the pooling (the top of Adebayo's cascade below the head) is re-initialised, seeded, and
+# the class maps of the trained and the randomised copy are compared case by case, the trained model's class, the
+# same head weights. Trained vs randomised rank correlations of sane maps sit near 0; a map still ranking pixels
+# alike on average (mean Spearman >= 0.5) did not come from the learned features, and the report says so.
+SANITY_CASES = 64  # verdict cases compared: the mean of 64 rank correlations is known to about +-0.05
+SANITY_MAX_MEAN_RANK = 0.5
+
+
+@dataclass
+class SanityCheck:
+    """The randomisation test's outcome, as recorded in report.json (``explain.sanity``)."""
+
+    layer: str | None  # the convolution re-initialised; None: the model has none before the pooling (not run)
+    cases: int
+    mean_rank: float | None
+    max_rank: float | None
+    passed: bool | None
+
+    def record(self) -> dict:
+        return {"test": "model-parameter randomisation (Adebayo et al. 2018)", "randomised": self.layer,
+                "cases": self.cases, "mean_rank_correlation": self.mean_rank, "max_rank_correlation": self.max_rank,
+                "bound": f"mean < {SANITY_MAX_MEAN_RANK}", "passed": self.passed}
+
+    def line(self) -> str:
+        if self.layer is None:
+            return "explain: randomisation check not run (no convolution before the pooling)"
+        verdict = "passed" if self.passed else "FAILED: the maps barely depend on the learned weights"
+        return (f"explain: randomisation check {verdict} ({self.layer!r} re-initialised: trained vs randomised maps "
+                f"rank-correlate {self.mean_rank:.2f} on average, at most {self.max_rank:.2f}, over {self.cases} "
+                f"cases; bound {SANITY_MAX_MEAN_RANK})")
+
+
+def _maps(module: Any, head: CamHead, x: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and the feature map entering the pooling of ``module`` (found by name: it may be a copy)."""
+    import torch
+
+    pool = dict(module.named_modules())[head.pool_name]
+    seen: list = []
+    handle = pool.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+    try:
+        with torch.no_grad():
+            logits = module(x)
+    finally:
+        handle.remove()
+    return logits.float().numpy(), seen[-1].float().numpy()
+
+
+def _last_convolution(module: Any, head: CamHead, x: Any) -> str | None:
+    """The name of the last convolution that ran before the pooling (execution order, not declaration order)."""
+    import torch
+    from torch import nn
+
+    ran: list[str] = []
+    pool = dict(module.named_modules())[head.pool_name]
+    handles = [m.register_forward_hook(lambda m, i, o, name=name: ran.append(name))
+               for name, m in module.named_modules() if isinstance(m, (nn.modules.conv._ConvNd, type(pool)))]
+    try:
+        with torch.no_grad():
+            module(x)
+    finally:
+        for h in handles:
+            h.remove()
+    before = ran[:ran.index(head.pool_name)] if head.pool_name in ran else []
+    return before[-1] if before else None
+
+
+def randomisation_check(module: Any, head: CamHead, inputs: Any, cases: int = SANITY_CASES) -> SanityCheck:
+    """Compare the class maps of ``module`` and of a copy whose last convolution before the pooling is
+    re-initialised (seeded), on up to ``cases`` preprocessed inputs."""
+    import copy
+    import itertools
+
+    import torch
+
+    from edgemed.saliency import class_activation_map
+    from edgemed.saliency_drift import rank_correlation
+
+    batch = [torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) for x in itertools.islice(inputs, cases)]
+    layer = _last_convolution(module, head, batch[0]) if batch else None
+    if layer is None:
+        return SanityCheck(None, 0, None, None, None)
+    randomised = copy.deepcopy(module).eval()
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        dict(randomised.named_modules())[layer].reset_parameters()
+    ranks = []
+    for x in batch:
+        logits, trained = _maps(module, head, x)
+        _, random = _maps(randomised, head, x)
+        c = int(np.argmax(logits[0]))
+        ranks.append(rank_correlation(class_activation_map(trained[0], head.weight[c]),
+                                      class_activation_map(random[0], head.weight[c])))
+    mean = float(np.mean(ranks))
+    return SanityCheck(layer, len(ranks), round(mean, 4), round(float(np.max(ranks)), 4), mean < SANITY_MAX_MEAN_RANK)

@@ -327,3 +327,40 @@ def test_parity_certificate_survives_a_term_left_open_by_few_cases(cnn_cam_bundl
     assert few.verdict == "uncertified" and with_saliency(record, few).verdict == "passed"
     moved = judge_saliency([(ramp, ramp[::-1, ::-1])] * 5)
     assert moved.verdict == "failed" and with_saliency(record, moved).verdict == "failed"
+
+
+def test_convert_records_the_randomisation_sanity_check(cnn_cam_bundle):
+    """Adebayo et al.'s model-parameter randomisation at convert: the shipped CNN's last convolution re-initialised,
+    its maps no longer rank the verdict cases' pixels as the trained model's do (mean Spearman near 0)."""
+    sanity = json.loads((cnn_cam_bundle / "report.json").read_text())["explain"]["sanity"]
+    assert sanity["randomised"] == "features.4.3" and sanity["cases"] >= 8
+    assert sanity["passed"] is True and abs(sanity["mean_rank_correlation"]) < 0.3
+
+
+def test_a_map_that_ignores_the_last_convolution_fails_the_sanity_check(breastmnist):
+    """A model whose pooled features bypass its last convolution (multiplied by 0): randomising that convolution
+    leaves every map as it was, on real BreastMNIST test images, and the check says the maps do not depend on it."""
+    import torch
+    from torch import nn
+
+    from edgemed.converters.explain import find_cam_head, randomisation_check
+
+    class Bypassed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+            self.pool, self.head = nn.AdaptiveAvgPool2d(1), nn.Linear(8, 2)
+
+        def forward(self, x):
+            f = torch.relu(self.a(x))
+            f = f + 0 * self.b(f)
+            return self.head(self.pool(f).flatten(1))
+
+    torch.manual_seed(0)
+    model = Bypassed().eval()
+    head = find_cam_head(model, (1, 1, 28, 28), "state_dict")
+    frames = [(im[None, None] / 255.0).astype(np.float32) for im in breastmnist["test_images"][:16]]
+    sanity = randomisation_check(model, head, iter(frames))
+    assert sanity.layer == "b" and sanity.cases == 16
+    assert sanity.passed is False and sanity.mean_rank > 0.99
+    assert "FAILED" in sanity.line()
