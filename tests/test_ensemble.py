@@ -248,3 +248,20 @@ def test_a_reduced_precision_combination_is_judged_by_the_budget_with_bounds(cnn
         est = gate.drift.metrics[name]
         assert 0 < est.cases <= 156 and est.low is not None and est.low <= est.value <= 1.0
     assert gate.drift.metrics["agreement"].cases == 156
+
+
+def test_an_ensemble_streams_like_a_pipeline(cnn_bundle, cnn_seed1, breastmnist, tmp_path):
+    """pipe.stream on an ensemble: every frame's combined result, in order, equal to predict's (all members and
+    flips run in the inference stage); and as a live source (fps) it counts its drops like a single model."""
+    ens = make_ensemble([cnn_bundle, cnn_seed1], tmp_path / "ens", combine="mean-logits", tta=["hflip"])
+    frames = list(breastmnist["test_images"][:12])
+    with edgemed.load(ens, **FP32) as pipe:
+        want = [pipe.predict(f).probabilities for f in frames]
+        got = list(pipe.stream(frames))
+        assert [s.index for s in got] == list(range(len(frames)))
+        for s, w in zip(got, want):
+            assert not s.dropped and np.array_equal(s.result.probabilities, w)
+        live = list(pipe.stream(frames * 20, fps=1000.0))
+        stats = pipe.last_stream_stats
+        assert stats["processed"] + stats["dropped"] == len(frames) * 20 and stats["processed"] >= 1
+        assert all(s.dropped or s.result.label in pipe.labels for s in live)

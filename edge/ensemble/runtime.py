@@ -7,7 +7,7 @@ Must not import torch or onnx (the runtime path).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,32 @@ class EnsemblePipeline:
                               "rebuild the ensemble from segmenters with the same resize/crop steps")
         mask, _ = segmentation_mask(output, kind, geometry)
         return SegmentationResult(mask, self.labels)
+
+    # -- the three stages a Pipeline offers, so streaming (edgemed.streaming) runs an ensemble unchanged ---------
+    def prepare(self, image: np.ndarray | str | Path) -> list:
+        """Every member's prepared input (its own preprocessing) of one frame."""
+        return self._prepare(image)
+
+    def infer(self, prepared: list) -> list[list[np.ndarray]]:
+        """Every member's output on every view (maps flipped back)."""
+        return self._outputs(prepared)
+
+    def finish(self, outputs: list[list[np.ndarray]], prepared: list):
+        """The combined result."""
+        return self.combined(prepared, outputs)
+
+    def stream(self, frames: Iterable[np.ndarray], fps: float | None = None, maxsize: int = 2, results: int = 2):
+        """:meth:`edgemed.pipeline.Pipeline.stream` for the ensemble: every member and view of a frame runs in
+        the inference stage, so a deadline sees the ensemble's whole cost (``last_stream_stats``)."""
+        from ..streaming import stream
+
+        return stream(self, frames, fps=fps, maxsize=maxsize, results=results)
+
+    def streamer(self, maxsize: int = 2, drop_oldest: bool = True):
+        """Callback form: ``s = ens.streamer(); fut = s.submit(frame); fut.result()``."""
+        from ..streaming import Streamer
+
+        return Streamer(self, maxsize=maxsize, drop_oldest=drop_oldest)
 
     # -- public --------------------------------------------------------------------------------
     def predict(self, image: np.ndarray | str | Path, members: bool = False):
