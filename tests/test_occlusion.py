@@ -1,0 +1,64 @@
+"""Occlusion saliency through the runtime (issue 22): any classifier or segmenter artifact, within a stated
+inference budget, on real BUSI and BreastMNIST frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import edgemed
+from edgemed.errors import OptionError
+from edgemed.occlusion import occlusion
+
+
+def _counted(pipe):
+    """Wrap the engine's infer to count the runs occlusion really makes."""
+    calls = []
+    infer = pipe.engine.infer
+
+    def counting(feeds, validate=True):
+        calls.append(1)
+        return infer(feeds, validate=validate)
+
+    pipe.engine.infer = counting
+    return calls
+
+
+def test_covering_the_lesion_is_what_lowers_the_unets_lesion_score(unet_bundle, busi):
+    """On BUSI test frames with a lesion the U-Net finds, the occlusion map is hotter inside the predicted mask than
+    outside it, at the frame's own size and within the budget (65 runs: the frame and an 8x8 grid)."""
+    test = np.flatnonzero((busi["split"] == "test") & (busi["masks"].reshape(len(busi["masks"]), -1).max(1) > 0))
+    hotter = checked = 0
+    with edgemed.load(unet_bundle) as pipe:
+        calls = _counted(pipe)
+        for i in test[:12]:
+            frame = busi["images"][i]
+            mask = pipe.predict(frame).mask > 0
+            if not 0.01 < mask.mean() < 0.5:
+                continue
+            calls.clear()
+            occ = occlusion(pipe, frame, budget=65)
+            assert len(calls) == occ.inferences == 65 and occ.patch == (16, 16)
+            assert occ.saliency.shape == frame.shape and occ.saliency.dtype == np.float32
+            assert 0.0 <= occ.saliency.min() and occ.saliency.max() <= 1.0 and "lesion" in occ.target
+            checked += 1
+            hotter += occ.saliency[mask].mean() > occ.saliency[~mask].mean()
+            if checked == 4:
+                break
+    assert checked == 4 and hotter >= 3
+
+
+def test_a_classifiers_occlusion_map_stays_within_its_budget(cnn_bundle, breastmnist):
+    with edgemed.load(cnn_bundle) as pipe:
+        calls = _counted(pipe)
+        frame = breastmnist["test_images"][0]
+        occ = occlusion(pipe, frame, budget=20)  # 4x4 patches of 7x7 on the 28x28 input: 17 runs
+        assert len(calls) == occ.inferences == 17 and occ.patch == (7, 7)
+        assert occ.saliency.shape == frame.shape and occ.saliency.max() in (0.0, 1.0)
+        assert occ.target.startswith("probability of") and 0 < occ.base_score <= 1
+
+
+@pytest.mark.parametrize("budget", [4, 0, 2.5, True])
+def test_a_budget_below_a_2x2_grid_is_refused(cnn_bundle, budget):
+    with edgemed.load(cnn_bundle) as pipe, pytest.raises(OptionError, match="budget"):
+        occlusion(pipe, np.zeros((28, 28), np.uint8), budget=budget)
