@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError, OptionError
-from .postprocess import class_probabilities, segmentation_probabilities
+from .postprocess import check_finite, class_probabilities, segmentation_probabilities
 from .saliency import to_frame
 
 
@@ -79,7 +79,9 @@ def _target(pipe: Any, x: np.ndarray):
     """The score a patch is judged by (a function of an input), its name, and its value on the uncovered input
     (from the one run that also found the class or the lesion)."""
     def outputs(tensor: np.ndarray) -> np.ndarray:
-        return pipe.engine.infer({pipe.input_name: tensor}, validate=False)[pipe.output_name]
+        out = pipe.engine.infer({pipe.input_name: tensor}, validate=False)
+        check_finite(out, tensor)  # a NaN score would silently read as "no change" (max(0, nan) is 0)
+        return out[pipe.output_name]
 
     first = outputs(x)
     if pipe.task == "classification":

@@ -62,3 +62,21 @@ def test_a_classifiers_occlusion_map_stays_within_its_budget(cnn_bundle, breastm
 def test_a_budget_below_a_2x2_grid_is_refused(cnn_bundle, budget):
     with edgemed.load(cnn_bundle) as pipe, pytest.raises(OptionError, match="budget"):
         occlusion(pipe, np.zeros((28, 28), np.uint8), budget=budget)
+
+
+def test_an_output_holding_nan_is_refused_not_read_as_no_change(cnn_bundle, breastmnist):
+    """Every occluded run's outputs pass the check predict's do: a NaN score would otherwise read as 'covering this
+    patch changed nothing' (max(0, nan) is 0) and draw a silently empty map."""
+    from edgemed.errors import InputError
+
+    with edgemed.load(cnn_bundle) as pipe:
+        infer, calls = pipe.engine.infer, []
+
+        def nan_after_first(feeds, validate=True):
+            calls.append(1)
+            out = infer(feeds, validate=validate)
+            return out if len(calls) == 1 else {k: np.full_like(v, np.nan) for k, v in out.items()}
+
+        pipe.engine.infer = nan_after_first
+        with pytest.raises(InputError, match="NaN or Inf"):
+            occlusion(pipe, breastmnist["test_images"][0], budget=10)
