@@ -8,9 +8,7 @@ from collections.abc import Callable
 import click
 
 from .backends import BACKEND_NAMES, PRECISIONS
-from .selection import VERDICTS
-
-ACCEPTABLE = VERDICTS[1:]  # every verdict but "passed": what an explicit --accept can let through
+from .selection import ACCEPTABLE
 
 
 def backend_option(help: str = "Run this backend's artifact (default: the device profile's choice).") -> Callable:

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .backends import BACKEND_NAMES, PRECISIONS
+from .backends import PRECISIONS
+from .backends import backend as backend_info
 from .bundle import Bundle
 from .errors import BackendUnavailable, NoEligibleArtifact, OptionError
 from .manifest import Artifact
@@ -31,6 +32,7 @@ class Selection:
 
 
 VERDICTS = ("passed", "uncertified", "failed")
+ACCEPTABLE = VERDICTS[1:]  # every verdict but "passed": what an explicit accept= / --accept can let through
 
 
 def describe_artifacts(artifacts: Sequence[Artifact]) -> str:
@@ -41,15 +43,15 @@ def check_request(device: Any, backend: Any, precision: Any, threads: Any, accep
     """Refuse malformed requests before any work, the same way for every argument; returns the device word."""
     if not isinstance(device, str) or not device.strip():
         raise OptionError(f"device {device!r} is not a name", "use e.g. device='cpu' or 'auto'")
-    if backend is not None and backend not in BACKEND_NAMES:
-        raise OptionError(f"unknown backend {backend!r}", f"use one of {', '.join(BACKEND_NAMES)}")
+    if backend is not None:
+        backend_info(backend)  # the table's refusal of a name it does not declare
     if precision is not None and precision not in PRECISIONS:
         raise OptionError(f"unknown precision {precision!r}", f"use one of {', '.join(PRECISIONS)}")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 1024):
         raise OptionError(f"threads={threads!r} is not a thread count", "use a whole number >= 1, or None for the "
                                                                           "device profile's default")
     if accept is not None:
-        if accept not in VERDICTS[1:]:
+        if accept not in ACCEPTABLE:
             raise OptionError(f"accept={accept!r} is not a verdict one can accept", "use 'uncertified' or 'failed'")
         if backend is None or precision is None:
             raise OptionError(f"accept={accept!r} needs the exact artifact: an unproven artifact is never chosen "
