@@ -44,15 +44,17 @@ class EnsemblePipeline:
     def member_outputs(self, image: np.ndarray | str | Path) -> tuple[list, list[list[np.ndarray]]]:
         """Each member's prepared input and, per view, its first output (segmentation maps flipped back onto the
         frame's pixels): what :meth:`predict` combines, for tests and the gate."""
-        prepared = self._prepare(image)
-        return prepared, self._outputs(prepared)
+        prepared = self.prepare(image)
+        return prepared, self.infer(prepared)
 
-    def _prepare(self, image: np.ndarray | str | Path) -> list:
+    def prepare(self, image: np.ndarray | str | Path) -> list:
+        """Every member's prepared input (its own preprocessing) of one frame."""
         if isinstance(image, (str, Path)):
             image = read_image(image)  # read once, not once per member
         return [p.prepare(image) for p in self.members]
 
-    def _outputs(self, prepared: list) -> list[list[np.ndarray]]:
+    def infer(self, prepared: list) -> list[list[np.ndarray]]:
+        """Every member's output on every view (maps flipped back)."""
         return [[self._run(p, prep.tensor, view) for view in self.views] for p, prep in zip(self.members, prepared)]
 
     def _run(self, pipe: Pipeline, tensor: np.ndarray, view: str) -> np.ndarray:
@@ -87,15 +89,7 @@ class EnsemblePipeline:
         mask, _ = segmentation_mask(output, kind, geometry)
         return SegmentationResult(mask, self.labels)
 
-    # -- the three stages a Pipeline offers, so streaming (edgemed.streaming) runs an ensemble unchanged ---------
-    def prepare(self, image: np.ndarray | str | Path) -> list:
-        """Every member's prepared input (its own preprocessing) of one frame."""
-        return self._prepare(image)
-
-    def infer(self, prepared: list) -> list[list[np.ndarray]]:
-        """Every member's output on every view (maps flipped back)."""
-        return self._outputs(prepared)
-
+    # -- streaming (edgemed.streaming runs an ensemble through prepare/infer/finish, as it runs a Pipeline) -----
     def finish(self, outputs: list[list[np.ndarray]], prepared: list):
         """The combined result."""
         return self.combined(prepared, outputs)
@@ -117,9 +111,9 @@ class EnsemblePipeline:
     def predict(self, image: np.ndarray | str | Path, members: bool = False):
         """One frame in, the ensemble's result out (timings summed over members and views)."""
         t0 = time.perf_counter()
-        prepared = self._prepare(image)
+        prepared = self.prepare(image)
         t1 = time.perf_counter()
-        outputs = self._outputs(prepared)
+        outputs = self.infer(prepared)
         t2 = time.perf_counter()
         result = self.combined(prepared, outputs)
         if members:
