@@ -258,7 +258,7 @@ def _last_convolution(module: Any, head: CamHead, x: Any) -> str | None:
     ran: list[str] = []
     pool = dict(module.named_modules())[head.pool_name]
     handles = [m.register_forward_hook(lambda m, i, o, name=name: ran.append(name))
-               for name, m in module.named_modules() if isinstance(m, (nn.modules.conv._ConvNd, type(pool)))]
+               for name, m in module.named_modules() if m is pool or isinstance(m, nn.modules.conv._ConvNd)]
     try:
         with torch.no_grad():
             module(x)
