@@ -12,6 +12,7 @@ from edgemed import load
 from edgemed.errors import BackendUnavailable, InputError
 from edgemed.samples import samples_dir
 
+from .blocked_imports import BLOCK_TORCH_ONNX
 from .conftest import DICOM
 
 
@@ -88,13 +89,7 @@ def test_unknown_backend_or_precision_lists_what_exists(cnn_bundle):
 
 
 def test_runtime_path_imports_without_torch_or_onnx(cnn_bundle):
-    code = f"""
-import sys, importlib.abc
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('torch', 'onnx', 'onnxscript'):
-            raise ImportError('blocked ' + name)
-sys.meta_path.insert(0, Block())
+    code = BLOCK_TORCH_ONNX + f"""
 import numpy as np, edgemed
 pipe = edgemed.load({str(cnn_bundle)!r})
 r = pipe.predict(np.zeros((28, 28), np.uint8) + 100)

@@ -17,6 +17,7 @@ import pytest
 from edgemed.errors import BundleError, EdgemedError, OptionError
 from edgemed.samples import shipped_model
 
+from .blocked_imports import BLOCK_TORCH_ONNX
 from .conftest import convert_shipped
 
 
@@ -156,13 +157,7 @@ def test_explanation_is_checked_at_load(cnn_cam_bundle, tmp_path):
 
 
 def test_saliency_path_imports_neither_torch_nor_onnx(cnn_cam_bundle):
-    code = f"""
-import sys, importlib.abc
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('torch', 'onnx', 'onnxscript'):
-            raise ImportError('blocked ' + name)
-sys.meta_path.insert(0, Block())
+    code = BLOCK_TORCH_ONNX + f"""
 import numpy as np, edgemed
 r = edgemed.load({str(cnn_cam_bundle)!r}).predict(np.full((64, 48), 100, np.uint8))
 print(r.saliency.shape, sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx')))
