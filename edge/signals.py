@@ -37,6 +37,9 @@ class Signal:
     fs: float
     leads: tuple[str, ...]
     source: str = ""
+    # numbers that go with a pre-cut beat, by name (its RR intervals, from the set it came from): what a model's
+    # inputs beside the signal read (manifest ``features``); None where the signal carries none
+    features: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         x = self.samples

@@ -11,7 +11,9 @@
 - with ``--full OUT.npz``: every N/S/V/F beat of DS2 in the same format (not shipped: bench data).
 
 Q beats (15 in all) are left out: too rare to learn or grade. Windows stay in ADC counts
-(``adc_gain`` 200 per mV, from the records' headers), so nothing is rounded twice.
+(``adc_gain`` 200 per mV, from the records' headers), so nothing is rounded twice. Each beat carries its RR
+intervals (``features``, named by ``feature_names``: edgemed.rr_intervals, from every annotated beat of its record),
+which the two-input ``ecg_rr`` model reads beside the window; NaN for a record's first and last beat.
 
     python scripts/make_ecg_sets.py --data ../shared/data --out edge/assets/samples [--full /tmp/ds2_all.npz]
 """
@@ -24,6 +26,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from edgemed.rr_intervals import RR_FEATURES, rr_features
 
 CLASSES = ["N", "S", "V", "F"]
 FS = 120.0
@@ -38,11 +42,11 @@ def _stratified(y: np.ndarray, want: dict[int, int], rng: np.random.Generator) -
     return np.sort(np.concatenate(idx))
 
 
-def _save(path: Path, x: np.ndarray, y: np.ndarray, record: np.ndarray, meta: str) -> None:
+def _save(path: Path, x: np.ndarray, y: np.ndarray, record: np.ndarray, meta: str, rr: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, signals=x.astype(np.int16), fs=FS, units="mV", adc_gain=GAIN, leads=np.array(["MLII"]),
                         labels=y.astype(np.int8), classes=np.array(CLASSES), record=record.astype(np.int16),
-                        source=meta)
+                        source=meta, features=rr.astype(np.float32), feature_names=np.array(RR_FEATURES))
     print(f"{path}: {len(x)} beats, per class {np.bincount(y, minlength=4).tolist()}")
 
 
@@ -54,17 +58,18 @@ def main() -> None:
     args = ap.parse_args()
     d = np.load(args.data / "mitbih" / "mitdb_beats_ds1ds2.npz")
     x, y, split, record = d["x"], d["y"].astype(np.int64), d["split"], d["record"]
+    rr = rr_features(record, d["r_peak"])  # from every annotated beat (Q too); NaN for a record's first and last
     keep = y < 4  # drop Q
     source = "MIT-BIH Arrhythmia Database v1.0.0 (PhysioNet, ODC-By 1.0), lead MLII, 1.5 s at 120 Hz"
     rng = np.random.default_rng(0)
     ds1 = np.flatnonzero(keep & (split == 0))
     pick = ds1[_stratified(y[ds1], {0: 400, 1: 200, 2: 250, 3: 150}, rng)]
-    _save(args.out / "calibration" / "ecg_ds1.npz", x[pick], y[pick], record[pick], source + ", DS1")
+    _save(args.out / "calibration" / "ecg_ds1.npz", x[pick], y[pick], record[pick], source + ", DS1", rr[pick])
     ds2 = np.flatnonzero(keep & (split == 1))
     pick = ds2[_stratified(y[ds2], {0: 3000, 1: 1837, 2: 3221, 3: 388}, rng)]
-    _save(args.out / "ecg" / "ds2_beats.npz", x[pick], y[pick], record[pick], source + ", DS2")
+    _save(args.out / "ecg" / "ds2_beats.npz", x[pick], y[pick], record[pick], source + ", DS2", rr[pick])
     if args.full:
-        _save(args.full, x[ds2], y[ds2], record[ds2], source + ", DS2 (all N/S/V/F beats)")
+        _save(args.full, x[ds2], y[ds2], record[ds2], source + ", DS2 (all N/S/V/F beats)", rr[ds2])
     _excerpt(args.data / "mitbih" / "records" / "213", args.out / "ecg", minutes=10)
 
 
