@@ -73,3 +73,20 @@ def test_bootstrap_bounds_bracket_the_mean_and_shrink_with_cases():
     assert lo_few <= few.mean() <= hi_few and lo_many <= many.mean() <= hi_many
     assert hi_many - lo_many < (hi_few - lo_few) / 5
     assert bootstrap_mean([1.0] * 5) == (1.0, 1.0)
+
+
+def test_the_flip_rate_in_blocks_is_the_one_expression_sum(monkeypatch):
+    """Memory bounded (bench judged 49,661 beats against their own margins: a 19.7 GB matrix in one expression), the
+    sum the same: the kernel sum of every margin-shift pair, block by block."""
+    from scipy.special import ndtr
+
+    from edgemed import stats
+
+    rng = np.random.default_rng(7)
+    margins, shifts = np.abs(rng.normal(0, 1, 3000)), rng.normal(-0.05, 0.2, 1500)
+    width = stats.KERNEL_WIDTH * stats.bandwidth(shifts)
+    whole = float(ndtr((-margins[:, None] - shifts[None, :]) / width).sum() / (margins.size * shifts.size))
+    one_block = stats.flip_rate(margins, shifts)
+    monkeypatch.setattr(stats, "FLIP_RATE_BLOCK", 10_000)  # 6 rows a block
+    assert one_block == pytest.approx(whole, rel=1e-12) and stats.flip_rate(margins, shifts) == pytest.approx(
+        whole, rel=1e-12)
