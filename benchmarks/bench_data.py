@@ -36,17 +36,21 @@ def bench_data(b: Bundle, data: Path | None, labels: Path | None, limit: int | N
                data_key: str | None = None) -> BenchData:
     if data is not None:
         everything = ImageSet.open(data, key=data_key)
-        images = everything.subset(limit)
+        limited = everything.subset(limit)
+        images, dropped = _featured(b, limited)
         truth = load_labels(labels, images, b.task, b.labels)
-        note = f" (--limit: {len(images)} of {len(everything)}, evenly spaced)" if len(images) < len(everything) else ""
-        return BenchData(images, [im for _, im in images], truth, f"{data}{note}", len(everything))
+        note = f" (--limit: {len(limited)} of {len(everything)}, evenly spaced)" \
+            if len(limited) < len(everything) else ""
+        return BenchData(images, [im for _, im in images], truth, f"{data}{note}{dropped}", len(everything))
     if b.manifest.model.shipped is not None and b.manifest.model.input_kind == "signal":
         from edgemed.samples import ecg_beats
 
-        images = ImageSet.open(ecg_beats())
+        everything = ImageSet.open(ecg_beats())
+        images, note = _featured(b, everything)
         return BenchData(images, [im for _, im in images], load_labels(labels or ecg_beats(), images, b.task, b.labels),
                          f"edgemed's labelled MIT-BIH DS2 beats for its shipped {b.manifest.model.shipped} (stratified "
-                         "by class: sensitivities hold, PPV does not; pass --data for all of DS2)", len(images))
+                         f"by class: sensitivities hold, PPV does not; pass --data for all of DS2){note}",
+                         len(everything))
     if b.manifest.model.shipped is not None:
         images = ImageSet.open(samples_for_task(b.task))
         truth = load_labels(labels or (samples_dir("busi_masks") if b.task in ("segmentation", "detection")
@@ -56,6 +60,16 @@ def bench_data(b: Bundle, data: Path | None, labels: Path | None, limit: int | N
     images, source = _verdict_images(b)
     images = images.subset(limit)
     return BenchData(images, [im for _, im in images], None, source, len(images))
+
+
+def _featured(b: Bundle, images: ImageSet) -> tuple[ImageSet, str]:
+    """For a model with inputs beside the beat, the windows whose features it reads are defined, and a note of how
+    many were left out (a record's first and last beat have no RR intervals)."""
+    if not b.manifest.features:
+        return images, ""
+    kept, dropped = images.with_features([f for spec in b.manifest.features for f in spec.features])
+    return kept, f"; {dropped} window(s) without defined {', '.join(s.name for s in b.manifest.features)} left out" \
+        if dropped else ""
 
 
 def _verdict_images(b: Bundle) -> tuple[ImageSet, str]:

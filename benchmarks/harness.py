@@ -66,7 +66,7 @@ def bench_latency(pipe, images: Sequence[np.ndarray], runs: int = 300, warmup: i
     for k in range(min(warmup, 1_000)):
         pipe.predict(images[k % len(images)])
         if raw is not None:
-            raw.run(None, {feed_name: prepared[k % len(images)].tensor})
+            raw.run(None, prepared[k % len(images)].feed(feed_name))
     def run_e2e(block: range) -> None:
         for i in block:
             dt, result = timed(lambda k: pipe.predict(images[k % len(images)]), i)
@@ -76,11 +76,11 @@ def bench_latency(pipe, images: Sequence[np.ndarray], runs: int = 300, warmup: i
 
     def run_infer(block: range) -> None:
         for i in block:
-            infer.append(timed(lambda k: pipe.engine.infer({feed_name: prepared[k % len(images)].tensor}), i)[0])
+            infer.append(timed(lambda k: pipe.engine.infer(prepared[k % len(images)].feed(feed_name)), i)[0])
 
     def run_raw(block: range) -> None:
         for i in block:
-            bare.append(timed(lambda k: raw.run(None, {feed_name: prepared[k % len(images)].tensor}), i)[0])
+            bare.append(timed(lambda k: raw.run(None, prepared[k % len(images)].feed(feed_name)), i)[0])
 
     order = [run_e2e, run_infer] + ([run_raw] if raw is not None else [])
     done = 0
@@ -109,7 +109,7 @@ def bench_drift(pipe) -> Comparison:
 
     reference = pipe.bundle.reference()
     fp32 = unpack(reference, "outputs", pipe.task, len(reference["inputs"]))
-    return compare(fp32, engine_outputs(pipe, reference["inputs"]), pipe.task, pipe.output_kind, pipe.labels)
+    return compare(fp32, engine_outputs(pipe, reference), pipe.task, pipe.output_kind, pipe.labels)
 
 
 def run_threads(work: Callable[[int], None], n: int) -> float:

@@ -27,6 +27,7 @@ from edgemed.gate import Prediction
 from edgemed.manifest import Artifact, BuildRecord, QuantizedLayers
 from edgemed.preprocess import Preprocessor
 
+from .calibration import case_input, input_names
 from .measure import Gauge, Measured, open_candidate
 
 SITE_CASES = 10_000  # what the fallback aims at when the verdict set is too small to certify anything
@@ -181,8 +182,8 @@ def build_onnxruntime(ctx: Context, precision: str) -> Built:
         ctx.log(f"  onnxruntime int8 is predicted to miss the budget on {ctx.aim_cases} verdict cases "
                 f"({_brief(figures)}); ranking layers by quantization noise")
         ranking = ctx.calibration.subset(_ranking_count(ctx))
-        ranked = rank_nodes(prepared, target, (ctx.pre(image).tensor for _, image in ranking), ctx.input_name,
-                            ctx.scratch)
+        ranked = rank_nodes(prepared, target, (case_input(ctx.pre, image) for _, image in ranking),
+                            input_names(ctx.pre, ctx.input_name), ctx.scratch)
         sqnr = [(n, round(s, 2)) for n, s, _ in ranked[:12]]
         for excluded in exclusion_ladder(ranked, output_layers(prepared), input_layers(prepared),
                                          recurrent_layers(prepared)):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -77,17 +78,35 @@ def plan(images: ImageSet, calib_count: int | None, evaluation: ImageSet | None 
     return DataPlan(calibration, tuning, verdict, overlap=False)
 
 
-def preprocess_stream(images: ImageSet, pre: Preprocessor) -> Iterator[np.ndarray]:
-    """(1,C,H,W) float32 tensors one at a time, so memory stays bounded for large sets."""
+def preprocess_stream(images: ImageSet, pre: Preprocessor) -> Iterator[Any]:
+    """(1,C,H,W) float32 tensors (with any feature inputs beside them) one at a time, so memory stays bounded."""
     for _, tensor in named_tensors(images, pre):
         yield tensor
 
 
-def named_tensors(images: ImageSet, pre: Preprocessor) -> Iterator[tuple[str, np.ndarray]]:
-    """(name, (1, ...) float32 tensor) per case, one at a time; a case that does not fit is one line naming it."""
+def case_input(pre: Preprocessor, item: Any) -> Any:
+    """One case's model input: the preprocessed tensor, and beside it the feature inputs the item carries (a
+    signal-set beat's RR intervals) when the model reads any (``pre.feature_feeds``, set by convert)."""
+    tensor = pre(item).tensor
+    feeds = getattr(pre, "feature_feeds", None)
+    if not feeds:
+        return tensor
+    extra = feeds.one(None, getattr(item, "features", None))
+    return (tensor, *(extra[spec.name] for spec in feeds.specs))
+
+
+def input_names(pre: Preprocessor, main: str) -> list[str]:
+    """The model's input names, the main one first, as :func:`case_input` orders a case's arrays."""
+    feeds = getattr(pre, "feature_feeds", None)
+    return [main] + ([spec.name for spec in feeds.specs] if feeds else [])
+
+
+def named_tensors(images: ImageSet, pre: Preprocessor) -> Iterator[tuple[str, Any]]:
+    """(name, (1, ...) float32 tensor) per case (with feature inputs: a tuple, :func:`case_input`), one at a
+    time; a case that does not fit is one line naming it."""
     for name, image in images:
         try:
-            yield name, pre(image).tensor
+            yield name, case_input(pre, image)
         except EdgemedError as exc:
             if images.unit == "images":
                 raise InputError(f"image {name} of {images.path.name}: {exc}",
@@ -98,5 +117,6 @@ def named_tensors(images: ImageSet, pre: Preprocessor) -> Iterator[tuple[str, np
 
 
 def stack(images: ImageSet, pre: Preprocessor) -> np.ndarray:
+    """The main tensors of a set, stacked (one-input models)."""
     tensors = list(preprocess_stream(images, pre))
     return np.concatenate(tensors) if tensors else np.zeros((0, *pre.input_shape[1:]), np.float32)

@@ -49,9 +49,17 @@ class _Arrays:
             return np.fromfile(f, np.float32, size, offset=4 * size * i).reshape(self.shape)
 
 
+CaseInput = np.ndarray | tuple  # the main (1, ...) tensor, or it and each feature input's (1, K) beside it
+
+
+def as_feed(names: list[str], x: CaseInput) -> dict[str, np.ndarray]:
+    """A case's input as an engine feed: ``names`` are the model's inputs, the main one first."""
+    return {names[0]: x} if isinstance(x, np.ndarray) else dict(zip(names, x))
+
+
 class CaseStore:
-    """Named cases: a preprocessed input (1, ...) each and, once set, the FP32 reference's output on it (an
-    array or a case's detections)."""
+    """Named cases: a preprocessed input (1, ...) each (with any feature inputs beside it) and, once set, the FP32
+    reference's output on it (an array or a case's detections)."""
 
     _ids = itertools.count()
 
@@ -60,16 +68,24 @@ class CaseStore:
         stem = directory / f"{label}-{next(self._ids)}"
         self.label = label
         self.names: list[str] = []
+        self._stem = stem
         self._inputs = _Arrays(stem.with_suffix(".inputs"))
+        self._extra: list[_Arrays] = []  # one per feature input, when cases have them
         self._outputs = _Arrays(stem.with_suffix(".outputs"))
         self._objects: list[Any] = []  # outputs that are not arrays (detections)
 
     def __len__(self) -> int:
         return len(self.names)
 
-    def add(self, name: str, tensor: np.ndarray) -> None:
+    def add(self, name: str, tensor: CaseInput) -> None:
+        arrays = (tensor,) if isinstance(tensor, np.ndarray) else tensor
+        if not self.names and len(arrays) > 1:
+            self._extra = [_Arrays(self._stem.with_suffix(f".inputs{i}")) for i in range(1, len(arrays))]
+        if len(arrays) != 1 + len(self._extra):
+            raise ValueError(f"case with {len(arrays)} inputs in a store of {1 + len(self._extra)}")
         self.names.append(name)
-        self._inputs.append(tensor)
+        for store, array in zip([self._inputs, *self._extra], arrays):
+            store.append(array)
 
     def add_output(self, output: Any) -> None:
         if isinstance(output, np.ndarray):
@@ -81,11 +97,15 @@ class CaseStore:
     def input_shape(self) -> tuple[int, ...] | None:
         return self._inputs.shape
 
-    def inputs(self) -> Iterator[np.ndarray]:
-        return iter(self._inputs)
+    def inputs(self) -> Iterator[CaseInput]:
+        if not self._extra:
+            return iter(self._inputs)
+        return zip(self._inputs, *self._extra)
 
-    def input(self, i: int) -> np.ndarray:
-        return self._inputs.get(i)
+    def input(self, i: int) -> CaseInput:
+        if not self._extra:
+            return self._inputs.get(i)
+        return tuple(store.get(i) for store in [self._inputs, *self._extra])
 
     def output(self, i: int) -> Any:
         return self._outputs.get(i) if self._outputs.count else self._objects[i]
@@ -94,9 +114,13 @@ class CaseStore:
         return iter(self._outputs) if self._outputs.count else iter(self._objects)
 
     def first_inputs(self, count: int) -> np.ndarray:
-        """The first ``count`` inputs stacked (the bundle's reference probes)."""
-        first = list(itertools.islice(self.inputs(), count))
+        """The first ``count`` main inputs stacked (the bundle's reference probes)."""
+        first = list(itertools.islice(iter(self._inputs), count))
         return np.concatenate(first) if first else np.zeros((0,), np.float32)
+
+    def first_extra(self, count: int) -> list[np.ndarray]:
+        """The first ``count`` cases' feature inputs, stacked per input (beside :meth:`first_inputs`)."""
+        return [np.concatenate(list(itertools.islice(iter(store), count))) for store in self._extra]
 
     def first_outputs(self, count: int) -> Any:
         first = list(itertools.islice(self.outputs(), count))
@@ -105,7 +129,7 @@ class CaseStore:
         return first
 
 
-def fill(store: CaseStore, tensors: Iterable[tuple[str, np.ndarray]]) -> CaseStore:
+def fill(store: CaseStore, tensors: Iterable[tuple[str, CaseInput]]) -> CaseStore:
     for name, tensor in tensors:
         store.add(name, tensor)
     return store

@@ -29,8 +29,9 @@ from edgemed import __version__
 from edgemed.backends import BACKENDS
 from edgemed.bundle import MANIFEST, REFERENCE, REPORT, atomic_directory, file_record, write_json
 from edgemed.datasets import ImageSet
-from edgemed.drift import Margins, case_margins, start_comparison
-from edgemed.errors import ConversionError, OptionError, first_line
+from edgemed.drift import MAX_POPULATION, Margins, case_margins, spaced_population, start_comparison
+from edgemed.errors import ConversionError, InputError, OptionError, first_line
+from edgemed.feature_inputs import FeatureFeeds
 from edgemed.gate import PARITY_ATOL, PARITY_RTOL, judge_parity, summary
 from edgemed.input_range import observe as observe_range
 from edgemed.manifest import (
@@ -39,6 +40,7 @@ from edgemed.manifest import (
     BuildRecord,
     DetectionPost,
     Explanation,
+    FeatureInput,
     InputSpec,
     Manifest,
     ModelCard,
@@ -50,6 +52,7 @@ from edgemed.output_reader import OutputReader
 from edgemed.preprocess import Preprocessor, default_spec
 from edgemed.preprocessors import make_preprocessor
 from edgemed.probes import pack
+from edgemed.rr_intervals import RR_FEATURES
 from edgemed.samples import samples_dir
 from edgemed.table import format_table
 
@@ -141,7 +144,7 @@ def run(opts: ConvertOptions, log: Callable[[str], None] = lambda s: None) -> Pa
         raise OptionError(f"{opts.model}: no such model file", "check the path")
     if opts.out.exists() and not opts.force:
         raise OptionError(f"{opts.out} already exists", "pass --force to replace it, or choose another -o")
-    data = open_data(opts)
+    data = open_data(opts, log)
     if "int8" in opts.precisions and len(data.plan.calibration) < MIN_INT8_CALIBRATION:
         unit = data.images.unit
         raise OptionError(f"INT8 needs at least {MIN_INT8_CALIBRATION} calibration {unit}, got "
@@ -169,6 +172,9 @@ def run(opts: ConvertOptions, log: Callable[[str], None] = lambda s: None) -> Pa
             detector = setup(exported.path, opts, scratch, log)
         spec, spec_reason = preprocessing(opts, exported.shape)
         pre = make_preprocessor(spec, exported.shape, layout(opts))
+        if opts.features:  # cases carry the feature inputs beside the main tensor (converters.calibration)
+            pre.feature_feeds = FeatureFeeds(feature_inputs(opts))
+        names = [exported.input_name] + [name for name, _ in opts.features]
         log(f"data: {data.plan.describe()}")
         cases = scratch / "cases"
         verdict = fill(CaseStore(cases, "verdict"), named_tensors(data.plan.verdict, pre))
@@ -176,8 +182,8 @@ def run(opts: ConvertOptions, log: Callable[[str], None] = lambda s: None) -> Pa
         reader = OutputReader(exported.output_name, detector.post if detector else None)
         source_reader = OutputReader(exported.output_name, detector.raw if detector else None)
         runner = SourceRunner(source, source_reader, exported.source_outputs,
-                              detector.raw_onnx if detector else exported.path, exported.input_name)
-        with Reference(exported.path, exported.input_name, reader) as reference:
+                              detector.raw_onnx if detector else exported.path, names)
+        with Reference(exported.path, names, reader) as reference:
             fp32, reading, tolerance = parity(exported, verdict, runner, reference, opts, detector, spec, spec_reason,
                                               scratch, log)
             log(f"preprocessing: {spec_reason}")
@@ -188,7 +194,7 @@ def run(opts: ConvertOptions, log: Callable[[str], None] = lambda s: None) -> Pa
                           labels=reading.labels, budget=opts.drift_budget,
                           population=population(reference, pre, data.plan, tuning, verdict, opts.task, reading.kind),
                           tolerance=tolerance, labelled=labelled(opts, reference, pre, reading, cases),
-                          reference_by=reference.by, unit=data.images.unit)
+                          reference_by=reference.by, unit=data.images.unit, input_names=names)
             if exported.cam is not None:
                 gauge.saliency = SaliencyReference.build(reference.engine, verdict, exported.input_name,
                                                          exported.output_name, exported.cam, exported.shape[2:4])
@@ -234,15 +240,42 @@ class Data:
     plan: DataPlan
 
 
-def open_data(opts: ConvertOptions) -> Data:
+def open_data(opts: ConvertOptions, log: Callable[[str], None] = lambda s: None) -> Data:
     """The images given (or the shipped samples), split for calibration, tuning and the verdict."""
     images = ImageSet.open(opts.calib if opts.calib is not None else sample_images(opts.input_kind),
                            key=opts.calib_key)
     _check_kind(images, opts, "--calib")
+    images = keep_featured(images, opts, "--calib", log)
     evaluation = ImageSet.open(opts.eval, key=opts.eval_key) if opts.eval is not None else None
     if evaluation is not None:
         _check_kind(evaluation, opts, "--eval")
+        evaluation = keep_featured(evaluation, opts, "--eval", log)
     return Data(images, evaluation, plan(images, opts.calib_count, evaluation))
+
+
+def feature_inputs(opts: ConvertOptions) -> list[FeatureInput]:
+    """The manifest's records of the inputs beside the main one (RR intervals are in seconds by definition)."""
+    return [FeatureInput(name=name, features=list(names), units="s" if set(names) <= set(RR_FEATURES) else None)
+            for name, names in opts.features]
+
+
+def keep_featured(cases: Any, opts: ConvertOptions, option: str, log: Callable[[str], None]) -> Any:
+    """A set whose cases all carry the features the model reads: the features must be there by name, and a case
+    where one is undefined (NaN: a record's first or last beat has no RR interval) is left out, counted in the log."""
+    if not opts.features:
+        return cases
+    needed = [f for _, names in opts.features for f in names]
+    if not hasattr(cases, "with_features"):
+        raise OptionError(f"{option} {cases.path} holds images, which carry no features ({', '.join(needed)})",
+                          "pass a signal set (.npz) with features and feature_names")
+    try:
+        kept, dropped = cases.with_features(needed)
+    except InputError as exc:
+        raise OptionError(f"{option} {exc.problem} (the model's --features read them)", exc.fix) from exc
+    if dropped:
+        log(f"data: {dropped} of {len(cases)} {cases.unit} in {option} lack a defined feature ({', '.join(needed)}): "
+            "left out")
+    return kept
 
 
 def _check_kind(data: Any, opts: ConvertOptions, option: str) -> None:
@@ -255,8 +288,6 @@ def _check_kind(data: Any, opts: ConvertOptions, option: str) -> None:
                           "pass a set of the model's own kind (signals: an .npz with signals, fs and units), "
                           "or set --input-kind")
 
-
-MAX_POPULATION = 2000  # FP32 margins the flip-rate estimate draws on
 
 
 def population(reference: Reference, pre: Preprocessor, data: DataPlan, tuning: CaseStore, verdict: CaseStore,
@@ -272,7 +303,7 @@ def population(reference: Reference, pre: Preprocessor, data: DataPlan, tuning: 
         parts += [case_margins(o, task, kind) for o in tuning.outputs()]
     parts += [case_margins(o, task, kind) for o in verdict.outputs()]
     joined = {name: Margins.join([p[name] for p in parts]) for name in (parts[0] if parts else {})}
-    return {name: m.spaced(MAX_POPULATION) for name, m in joined.items()}
+    return spaced_population(joined)
 
 
 def labelled(opts: ConvertOptions, reference: Reference, pre: Preprocessor, reading: Reading,
@@ -292,7 +323,8 @@ def export(source: SourceModel, opts: ConvertOptions, target: Path, log: Callabl
     ``cam``: the feature map entering the pooling as a second output, :mod:`edgemed.converters.explain`)."""
     t0 = time.perf_counter()
     if source.is_onnx:
-        shape, record, input_name = _onnx_source(source, target, opts.input_shape, opts.input_kind == "signal")
+        shape, record, input_name = _onnx_source(source, target, opts.input_shape, opts.input_kind == "signal",
+                                                 opts.features)
     else:
         names = output_names
         if opts.task == "detection":
@@ -301,7 +333,8 @@ def export(source: SourceModel, opts: ConvertOptions, target: Path, log: Callabl
             with with_features(source.module, cam) as module:
                 rec = export_torch(module, list(opts.input_shape), target, lambda n: [OUTPUT_NAME, FEATURES_OUTPUT])
         else:
-            rec = export_torch(source.module, list(opts.input_shape), target, names)
+            rec = export_torch(source.module, list(opts.input_shape), target, names,
+                               [(name, len(features)) for name, features in opts.features])
         shape, input_name = opts.input_shape, INPUT_NAME
         record = {"exporter": rec.exporter, "dynamic_batch": rec.dynamic_batch, "notes": source.notes + rec.notes}
     record["seconds"] = round(time.perf_counter() - t0, 3)
@@ -331,8 +364,8 @@ def _op_text(op: dict) -> str:
     return f"{op['op']} {params}".strip()
 
 
-def _onnx_source(source: SourceModel, target: Path, input_shape: tuple[int, ...] | None, signal: bool = False
-                 ) -> tuple[tuple[int, ...], dict, str]:
+def _onnx_source(source: SourceModel, target: Path, input_shape: tuple[int, ...] | None, signal: bool = False,
+                 features: tuple = ()) -> tuple[tuple[int, ...], dict, str]:
     import onnx
 
     try:
@@ -342,10 +375,18 @@ def _onnx_source(source: SourceModel, target: Path, input_shape: tuple[int, ...]
                               "check the file is complete") from exc
     proto = finalize(proto)
     ins, _ = graph_io(proto)
-    if len(ins) != 1:
-        raise ConversionError(f"{source.path}: the model has {len(ins)} inputs; edgemed takes single-image models",
+    wanted = {name: len(names) for name, names in features}
+    main = [(n, d) for n, d in ins if n not in wanted]
+    if len(main) != 1 or len(ins) != 1 + len(wanted):
+        raise ConversionError(f"{source.path}: the model's inputs are {[n for n, _ in ins]}; edgemed takes one main "
+                              "input" + (f" beside the --features inputs {list(wanted)}" if wanted else ""),
+                              "name every other input in --features NAME=FEATURE,..." if len(ins) > 1 else
                               "export a model with one image input")
-    name, dims = ins[0]
+    for n, d in ins:
+        if n in wanted and (len(d) != 2 or d[1] != wanted[n]):
+            raise ConversionError(f"{source.path}: input {n!r} has shape {d}, not (N, {wanted[n]}) as --features "
+                                  "names its features", "name as many features as the input has columns")
+    name, dims = main[0]
     rank = 3 if signal else 4
     if len(dims) != rank:
         raise ConversionError(f"{source.path}: input {name!r} has shape {dims}, not {'NCL' if signal else 'NCHW'}",
@@ -435,7 +476,8 @@ def write(tmp: Path, opts: ConvertOptions, source: SourceModel, exported: Export
     stored = pack("outputs", verdict.first_outputs(PROBE_COUNT))
     for b in built:
         stored.update(pack(f"artifact:{b.artifact.file}", b.probes))
-    np.savez_compressed(tmp / REFERENCE, inputs=probes, **stored)
+    extra = {f"inputs:{name}": array for (name, _), array in zip(opts.features, verdict.first_extra(PROBE_COUNT))}
+    np.savez_compressed(tmp / REFERENCE, inputs=probes, **extra, **stored)
     if opts.input_kind == "signal":
         data.plan.verdict.save(tmp / SAMPLES, SAMPLE_FRAMES)
     else:
@@ -490,6 +532,7 @@ def write(tmp: Path, opts: ConvertOptions, source: SourceModel, exported: Export
             evaluation_source=str((data.evaluation or data.images).path.resolve()),
             tuning_count=len(data.plan.tuning), tools=tool_versions(), created=created, host=platform.node()),
         explain=explain,
+        features=feature_inputs(opts),
     )
     (tmp / MANIFEST).write_bytes(manifest.to_json())
 

@@ -10,7 +10,7 @@ import contextlib
 import io
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,17 +29,18 @@ class ExportRecord:
     notes: list[str] = field(default_factory=list)
 
 
-def _dynamo(module: Any, example: Any, dynamic: bool, outputs: list[str]):
+def _dynamo(module: Any, examples: tuple, dynamic: bool, outputs: list[str], inputs: list[str]):
     import torch
 
-    shapes = ({0: torch.export.Dim("batch", min=1, max=1024)},) if dynamic else None
+    batch = torch.export.Dim("batch", min=1, max=1024)  # one batch axis shared by every input
+    shapes = tuple({0: batch} for _ in examples) if dynamic else None
     quiet = logging.getLogger("torch.onnx")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # e.g. "torchvision is not installed" registry chatter
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
-            program = torch.onnx.export(module, (example,), dynamo=True, input_names=[INPUT_NAME],
+            program = torch.onnx.export(module, examples, dynamo=True, input_names=inputs,
                                         output_names=outputs, dynamic_shapes=shapes, opset_version=OPSET,
                                         verbose=False, optimize=True)
     finally:
@@ -47,33 +48,42 @@ def _dynamo(module: Any, example: Any, dynamic: bool, outputs: list[str]):
     return program.model_proto
 
 
-def _torchscript(module: Any, example: Any, dynamic: bool, outputs: list[str]):
+def _torchscript(module: Any, examples: tuple, dynamic: bool, outputs: list[str], inputs: list[str]):
     import onnx
     import torch
 
     buffer = io.BytesIO()
-    axes = {name: {0: "batch"} for name in [INPUT_NAME, *outputs]} if dynamic else None
+    axes = {name: {0: "batch"} for name in [*inputs, *outputs]} if dynamic else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (example,), buffer, dynamo=False, input_names=[INPUT_NAME],
+        torch.onnx.export(module, examples, buffer, dynamo=False, input_names=inputs,
                           output_names=outputs, dynamic_axes=axes, opset_version=OPSET)
     return onnx.load_from_string(buffer.getvalue())
 
 
-def check_runs(module: Any, input_shape: list[int]) -> int:
-    """Run the model once, eagerly, on a tensor of the declared shape: a model that cannot take it fails
-    here with its own message in one line, not deep inside an exporter after pages of tracer logs."""
+def examples(input_shape: list[int], extra: Sequence[tuple[str, int]] = ()) -> tuple:
+    """Zero tensors of the declared input shape and of each feature input's (batch, K)."""
+    import torch
+
+    return (torch.zeros(input_shape, dtype=torch.float32),
+            *(torch.zeros((input_shape[0], k), dtype=torch.float32) for _, k in extra))
+
+
+def check_runs(module: Any, input_shape: list[int], extra: Sequence[tuple[str, int]] = ()) -> int:
+    """Run the model once, eagerly, on a tensor of the declared shape (and the feature inputs'): a model that
+    cannot take it fails here with its own message in one line, not deep inside an exporter after pages of tracer
+    logs."""
     import torch
 
     fn = module.module() if isinstance(module, torch.export.ExportedProgram) else module
     try:
         with torch.no_grad():
-            out = fn(torch.zeros(input_shape, dtype=torch.float32))
+            out = fn(*examples(input_shape, extra))
     except Exception as exc:  # noqa: BLE001 - any failure of the user's model on this shape
-        shape = "x".join(map(str, input_shape))
+        shape = "x".join(map(str, input_shape)) + "".join(f" and a {input_shape[0]}x{k} {n!r}" for n, k in extra)
         raise ConversionError(f"the model fails on a {shape} input: {error_line(exc)}",
-                              "check --input-shape (channels and size) against what the model was trained on") \
-            from exc
+                              "check --input-shape (channels and size) and --features against what the model was "
+                              "trained on") from exc
     return len(out) if isinstance(out, (tuple, list, dict)) else 1
 
 
@@ -95,14 +105,17 @@ def _quiet_torch_logs():
 
 
 def export_torch(module: Any, input_shape: list[int], target: Path,
-                 names: Callable[[int], list[str]] = output_names) -> ExportRecord:
+                 names: Callable[[int], list[str]] = output_names, extra: Sequence[tuple[str, int]] = ()
+                 ) -> ExportRecord:
     """Export a torch module (or ExportedProgram) to ``target``, its outputs named by ``names`` (given
-    how many there are: a detector's boxes and scores); raises ConversionError if all routes fail."""
+    how many there are: a detector's boxes and scores), its inputs ``input`` and each of ``extra`` (name, K: the
+    feature inputs, in the module's argument order); raises ConversionError if all routes fail."""
     import onnx
     import torch
 
-    outputs = names(check_runs(module, input_shape))
-    example = torch.zeros(input_shape, dtype=torch.float32)
+    outputs = names(check_runs(module, input_shape, extra))
+    example = examples(input_shape, extra)
+    inputs = [INPUT_NAME, *(n for n, _ in extra)]
     notes: list[str] = []
     is_script = isinstance(module, torch.jit.ScriptModule)
     is_program = isinstance(module, torch.export.ExportedProgram)
@@ -117,7 +130,7 @@ def export_torch(module: Any, input_shape: list[int], target: Path,
     for name, fn, dynamic in attempts:
         try:
             with _quiet_torch_logs():
-                proto = fn(module, example, dynamic, outputs)
+                proto = fn(module, example, dynamic, outputs, inputs)
             record = ExportRecord(name, dynamic, notes)
             break
         except Exception as exc:  # noqa: BLE001 - exporters raise many types; each failure is reported

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from .cases import as_feed
 
 QUANTIZABLE = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
 PASS_THROUGH = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "BatchNormalization"}
@@ -69,7 +72,7 @@ def _chunks(pairs: dict[str, tuple[str, str]], sizes: dict[str, int], budget: in
     return [g for g in groups if g]
 
 
-def activation_sqnr(qdq: Path, inputs: Iterable[np.ndarray], input_name: str, workdir: Path,
+def activation_sqnr(qdq: Path, inputs: Iterable[Any], input_names: list[str], workdir: Path,
                     activation_of: Callable[[str], Callable[[np.ndarray], np.ndarray]] | None = None,
                     budget: int = CHUNK_BYTES) -> dict[str, float]:
     """SQNR (dB) of every quantized activation of a QDQ model over ``inputs``, streamed: per image, per group of
@@ -95,7 +98,7 @@ def activation_sqnr(qdq: Path, inputs: Iterable[np.ndarray], input_name: str, wo
     for x in inputs:
         for group in chunks:
             names = [n + SAVED for act in group for n in pairs[act]]
-            values = session.run(names, {input_name: x})
+            values = session.run(names, as_feed(input_names, x))
             for i, act in enumerate(group):
                 before, after = values[2 * i].astype(np.float64), values[2 * i + 1].astype(np.float64)
                 if activation_of is not None:
@@ -107,7 +110,7 @@ def activation_sqnr(qdq: Path, inputs: Iterable[np.ndarray], input_name: str, wo
     return {a: float(10 * np.log10(max(signal[a], eps * eps) / max(noise[a], eps * eps))) for a in pairs}
 
 
-def rank_nodes(prepared_fp32: Path, qdq: Path, inputs: Iterable[np.ndarray], input_name: str,
+def rank_nodes(prepared_fp32: Path, qdq: Path, inputs: Iterable[Any], input_names: list[str],
                workdir: Path) -> list[tuple[str, float, list[str]]]:
     """(layer node name, SQNR dB, node names to keep in float with it), worst (lowest SQNR) first."""
     import onnx
@@ -125,7 +128,7 @@ def rank_nodes(prepared_fp32: Path, qdq: Path, inputs: Iterable[np.ndarray], inp
         # U-Net's layers all scored 1.8-3.2 dB that way, against 38.8 dB for the model's output).
         return _fused_activation(producer.get(tensor), qdq_producer.get(tensor), graph)
 
-    sqnr_by_tensor = activation_sqnr(qdq, inputs, input_name, workdir, activation_of)
+    sqnr_by_tensor = activation_sqnr(qdq, inputs, input_names, workdir, activation_of)
     ranked: dict[str, float] = {}
     members: dict[str, list[str]] = {}
     for tensor, sqnr in sqnr_by_tensor.items():

@@ -22,7 +22,7 @@ from edgemed.manifest import ClinicalRecord, DriftRecord
 from edgemed.output_reader import OutputReader
 from edgemed.runtimes import create_engine
 
-from .cases import CaseStore
+from .cases import CaseStore, as_feed
 
 PROBE_COUNT = 8  # verdict cases stored in the bundle as reference probes
 
@@ -91,10 +91,11 @@ class Gauge:
     unit: str = "cases"  # what a case is called in the record (images, beats)
     notes: list[str] = field(default_factory=list)
     saliency: Any = None  # --explain: FP32's maps on the verdict cases (converters.explain.SaliencyReference)
+    input_names: list[str] = field(default_factory=list)  # the main input first, then feature inputs (cases' order)
 
-    def run(self, engine: Any) -> Callable[[np.ndarray], Any]:
-        name = engine.inputs[0].name
-        return lambda x: self.reader.one(engine.infer({name: x}))
+    def run(self, engine: Any) -> Callable[[Any], Any]:
+        names = self.input_names or [engine.inputs[0].name]
+        return lambda x: self.reader.one(engine.infer(as_feed(names, x)))
 
     def compare(self, store: CaseStore, run: Callable[[np.ndarray], Any], keep: int = 0,
                 kept: list | None = None) -> Comparison:

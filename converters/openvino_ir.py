@@ -47,9 +47,9 @@ def _read(onnx_path: Path, static_batch: int | None):
     except Exception as exc:  # noqa: BLE001
         raise ConversionError(f"OpenVINO cannot convert the ONNX model ({first_line(exc, 200)})",
                               "drop openvino from --to, or report the model") from exc
-    if static_batch:
-        shape = list(model.inputs[0].partial_shape)
-        model.reshape({model.inputs[0]: [static_batch] + [int(d.get_length()) for d in shape[1:]]})
+    if static_batch:  # every input (a model's feature inputs share the batch axis)
+        model.reshape({i: [static_batch] + [int(d.get_length()) for d in list(i.partial_shape)[1:]]
+                       for i in model.inputs})
     return model
 
 

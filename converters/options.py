@@ -134,6 +134,11 @@ class ConvertOptions:
                                     parse=lambda text: parse_arch_args(text), check=_arch_args)
     allow_pickle: bool = opt(False, help="Allow unpickling a whole nn.Module (runs its code).", group="model",
                              kind="flag")
+    features: tuple[tuple[str, tuple[str, ...]], ...] = opt(
+        (), help="Inputs beside the main one, NAME=FEATURE,FEATURE,... (';' between inputs), in the model's argument "
+                 "order, e.g. rr=rr_pre,rr_post,rr_local,rr_average: a (N, K) float32 input of named numbers per case, "
+                 "read by name from the sets' features (a signal set's features/feature_names).", group="model",
+        parse=lambda text: parse_features(text), check=lambda v: check_features(v))
     labels: tuple[str, ...] | None = opt(help="Comma-separated class names.", group="outputs",
                                          parse=lambda text: parse_labels(text),
                                          check=lambda v: None if v is None else check_labels(v))
@@ -231,6 +236,10 @@ class ConvertOptions:
         if self.task != "detection" and (self.detection_layout is not None or self.nms is not None):
             raise OptionError(f"--detection-layout/--nms apply to detectors, not to {self.task}",
                               "drop them, or pass --task detection")
+        if self.features and (self.explain is not None or self.task == "detection"):
+            raise OptionError(f"--features with {'--explain' if self.explain else 'a detector'} is not supported",
+                              "convert a model with inputs beside the main one as a classifier or segmenter, without "
+                              "--explain")
         if self.explain is not None and (self.task != "classification" or signal):
             raise OptionError(f"--explain {self.explain} explains image classifiers, not "
                               f"{'signal' if signal else 'image'} {self.task}", "drop --explain")
@@ -341,6 +350,38 @@ def check_spec(spec: list, signal: bool) -> list[dict]:
 
         return validate_signal_spec(spec)
     return validate_spec(spec)
+
+
+def parse_features(text: str | None) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``rr=rr_pre,rr_post;age=age_years`` -> (("rr", ("rr_pre", "rr_post")), ("age", ("age_years",)))."""
+    if not text:
+        return ()
+    inputs = []
+    for part in text.split(";"):
+        name, sep, names = part.partition("=")
+        if not sep:
+            raise OptionError(f"--features {part!r} is not NAME=FEATURE,...", "write e.g. --features "
+                              "rr=rr_pre,rr_post,rr_local,rr_average")
+        inputs.append((name.strip(), tuple(n.strip() for n in names.split(","))))
+    return check_features(tuple(inputs))
+
+
+def check_features(value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Each input named once, each with distinct non-empty feature names (a dict of name -> names works too)."""
+    if isinstance(value, dict):
+        value = tuple(value.items())
+    fix = "write e.g. features={'rr': ('rr_pre', 'rr_post', 'rr_local', 'rr_average')}"
+    try:
+        inputs = tuple((str(name), tuple(names)) for name, names in value)
+    except (TypeError, ValueError) as exc:
+        raise OptionError(f"features {value!r} is not a list of (input name, feature names)", fix) from exc
+    names = [n for n, _ in inputs]
+    if len(set(names)) != len(names) or not all(names):
+        raise OptionError(f"features: input names {names} are not distinct names", fix)
+    for name, features in inputs:
+        if not features or not all(isinstance(f, str) and f for f in features) or len(set(features)) != len(features):
+            raise OptionError(f"features: input {name!r} needs distinct feature names, got {list(features)}", fix)
+    return inputs
 
 
 def parse_labels(text: str | None) -> tuple[str, ...] | None:

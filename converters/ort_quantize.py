@@ -15,7 +15,8 @@ from edgemed.datasets import ImageSet
 from edgemed.errors import ConversionError, first_line
 from edgemed.preprocess import Preprocessor
 
-from .calibration import preprocess_stream
+from .calibration import input_names, preprocess_stream
+from .cases import as_feed
 
 OP_TYPES = ["Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "Mul", "Concat", "MaxPool", "AveragePool",
             "GlobalAveragePool", "Resize", "Relu", "Sigmoid"]
@@ -23,6 +24,8 @@ OP_TYPES = ["Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "Mul", "Concat", "
 
 def make_reader(images: ImageSet, pre: Preprocessor, input_name: str):
     from onnxruntime.quantization import CalibrationDataReader
+
+    names = input_names(pre, input_name)
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -32,7 +35,7 @@ def make_reader(images: ImageSet, pre: Preprocessor, input_name: str):
             if self._it is None:
                 self._it = preprocess_stream(images, pre)
             tensor = next(self._it, None)
-            return None if tensor is None else {input_name: tensor}
+            return None if tensor is None else as_feed(names, tensor)
 
         def rewind(self) -> None:
             self._it = None

@@ -21,6 +21,7 @@ import numpy as np
 from edgemed.errors import ConversionError, error_line, first_line
 from edgemed.output_reader import OutputReader
 
+from .cases import CaseInput, as_feed
 from .sources import SourceModel
 
 
@@ -37,8 +38,8 @@ class SourceRunner:
     outputs in order."""
 
     def __init__(self, source: SourceModel, reader: OutputReader, names: list[str], onnx_path: Path | None = None,
-                 input_name: str = "input") -> None:
-        self.reader, self.names, self.input_name = reader, names, input_name
+                 input_names: list[str] = ("input",)) -> None:
+        self.reader, self.names, self.input_names = reader, names, list(input_names)
         if source.is_onnx:
             from onnx.reference import ReferenceEvaluator
 
@@ -54,20 +55,21 @@ class SourceRunner:
             self._fn = _torch_callable(source.module)
             self.by = f"torch {torch.__version__}"
 
-    def __call__(self, x: np.ndarray) -> Any:
+    def __call__(self, x: CaseInput) -> Any:
         if self._fn is None:
             try:
-                outs = self._evaluator.run(None, {self.input_name: x})
+                outs = self._evaluator.run(None, as_feed(self.input_names, x))
             except Exception as exc:  # noqa: BLE001
                 raise _no_evaluator(exc) from exc
             return self.reader.one(dict(zip(self.names, outs)))
         import torch
 
+        arrays = (x,) if isinstance(x, np.ndarray) else x  # the module takes its inputs in the graph's order
         with torch.no_grad():
             try:
-                out = self._fn(torch.from_numpy(np.ascontiguousarray(x)))
+                out = self._fn(*(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays))
             except Exception as exc:  # noqa: BLE001
-                raise ConversionError(f"the model fails on a probe of shape {x.shape} ({error_line(exc, 200)})",
+                raise ConversionError(f"the model fails on a probe of shape {arrays[0].shape} ({error_line(exc, 200)})",
                                       "check --input-shape and the preprocessing spec") from exc
         if isinstance(out, dict):
             out = list(out.values())
@@ -85,16 +87,16 @@ class Reference:
     """The FP32 ONNX model in ONNX Runtime, opened once per conversion: one case in, its output (as the gate reads
     it) out."""
 
-    def __init__(self, path: Path, input_name: str, reader: OutputReader) -> None:
+    def __init__(self, path: Path, input_names: list[str], reader: OutputReader) -> None:
         from edgemed.runtimes.onnxruntime import OnnxRuntimeEngine
 
-        self.path, self.input_name, self.reader = path, input_name, reader
+        self.path, self.input_names, self.reader = path, list(input_names), reader
         self.engine = OnnxRuntimeEngine(path, device="cpu")
         self.output_names = [o.name for o in self.engine.outputs]
         self.by = "the FP32 ONNX model in ONNX Runtime (at parity with the source)"
 
-    def __call__(self, x: np.ndarray) -> Any:
-        return self.reader.one(self.engine.infer({self.input_name: x}))
+    def __call__(self, x: CaseInput) -> Any:
+        return self.reader.one(self.engine.infer(as_feed(self.input_names, x)))
 
     def close(self) -> None:
         self.engine.close()

@@ -34,9 +34,10 @@ def _time(engine, feed: dict) -> float:
     return float(np.median(time_calls(lambda: engine.infer(feed), RUNS, WARMUP)))
 
 
-def choose(candidates: list[Artifact], make_engine: Callable[[Artifact], object], probe: np.ndarray,
-           input_name: str, manifest_sha: str, profile: str, cpu: str, threads: int | None) -> tuple[Artifact, str]:
-    """The fastest candidate (p50 of engine.infer at batch 1) and the reason, from cache when known."""
+def choose(candidates: list[Artifact], make_engine: Callable[[Artifact], object], feed: dict[str, np.ndarray],
+           manifest_sha: str, profile: str, cpu: str, threads: int | None) -> tuple[Artifact, str]:
+    """The fastest candidate (p50 of engine.infer at batch 1 on ``feed``, one probe by input name) and the reason,
+    from cache when known."""
     path, key = cache_file(), _key(manifest_sha, profile, cpu, threads)
     try:
         cached = json.loads(path.read_text()).get(key)
@@ -48,7 +49,7 @@ def choose(candidates: list[Artifact], make_engine: Callable[[Artifact], object]
     timings = {}
     for art in candidates:
         with make_engine(art) as engine:
-            timings[art.file] = _time(engine, {input_name: probe})
+            timings[art.file] = _time(engine, feed)
     best = min(candidates, key=lambda a: timings[a.file])
     reason = "measured p50 " + ", ".join(f"{a.key} {timings[a.file] * 1e3:.2f} ms" for a in candidates)
     _store(path, key, {"file": best.file, "reason": reason})

@@ -36,6 +36,7 @@ import numpy as np
 
 from .errors import InputError, SignalQualityError
 from .postprocess import check_finite, class_probabilities_rows
+from .rr_intervals import RR_FEATURES
 from .signal_quality import FLAT_MV, bad_runs, usable
 from .signals import Signal, as_signal, stored_to_mv
 
@@ -45,6 +46,7 @@ GUARD_S = 0.25  # usable signal a kept beat's window needs beside a gap (the res
 DETECT_FS = 360.0  # the rate XQRS is tuned for (MIT-BIH's)
 MIN_STRETCH_S = 1.0  # XQRS's own filters need at least 0.3 s; shorter usable stretches hold no whole beat anyway
 QRS_BAND_HZ = 20.0  # the top of the band XQRS filters to (wfdb.processing.XQRS._bandpass)
+_RR_COLUMN = {name: i for i, name in enumerate(RR_FEATURES)}  # the columns of rr_rows
 
 
 @dataclass
@@ -113,6 +115,16 @@ class BeatReader:
         self.usable_s = 0.0  # seconds of analysed signal that were not in a gap
         self.found = 0  # beats reported so far
         self.compute_s = 0.0  # time spent analysing (detector, preprocessing, inference)
+        # a model that also reads RR intervals: a beat waits for the next R peak, its intervals come from the peaks
+        # found (edgemed.rr_intervals, the definitions it was trained with)
+        self._rr = pipe.features.rr_derived if pipe.features else []
+        if pipe.features and len(self._rr) != len(pipe.features.specs):
+            other = [s.name for s in pipe.features.specs if s not in self._rr]
+            raise InputError(f"this model also reads {', '.join(other)}, which a signal does not give",
+                             "classify pre-cut beats with pipe.predict(beat, features=...)")
+        self._history = np.zeros(0, np.int64)  # R peaks found so far (source samples), as far back as RR needs
+        self._pending: list[tuple[int, np.ndarray]] = []  # (R peak, window) waiting for the next R peak
+        self.unclassified = 0  # beats without RR intervals (the signal's first and last): not classified
 
     def feed(self, samples: np.ndarray) -> list[Beat]:
         """Append samples (n,) or (n, leads); returns the beats of every block now complete."""
@@ -139,13 +151,19 @@ class BeatReader:
         while self._next_block * self.block < self._received:
             out += self._analyse(self._next_block)
             self._next_block += 1
+        if self._rr:
+            self.unclassified += len(self._pending)  # the last beat has no next R peak: no rr_post
+            self._pending = []
         return out
 
     def warnings(self) -> list[str]:
-        """What a reader of the beats must know: a signal that is not flat but gave no beat at all."""
+        """What a reader of the beats must know: a signal that is not flat but gave no beat at all; beats left
+        unclassified for want of RR intervals."""
         window_s = (self.before + self.after) / self.fs
+        told = [f"{self.unclassified} beat(s) not classified: the model reads RR intervals, and the signal's first "
+                "and last beat lack a neighbour"] if self.unclassified else []
         if self.found or self.usable_s < window_s:
-            return []
+            return told
         lead = self.leads[self.read_leads()[0]] if self.leads else "lead0"
         cause = (f"the QRS detector found no QRS complex on lead {lead}" if self.positions is None
                  else "no given position has a whole beat window on usable signal")
@@ -183,6 +201,8 @@ class BeatReader:
                 beats += self._classify(span[a:b], lo + a, core_lo, core_hi, ok_lo, ok_hi)
             except SignalQualityError as exc:  # no signal here after all: say so and go on
                 self._gap(max(lo + a, core_lo), min(lo + b, core_hi), exc.problem)
+        if self._rr:
+            beats = self._release()
         # keep only what the next block's left margin needs
         drop = max(0, (k + 1) * self.block - self.margin - self._offset)
         self._buffer, self._offset = self._buffer[drop:], self._offset + drop
@@ -208,6 +228,8 @@ class BeatReader:
             peaks = self.positions[(self.positions >= core_lo) & (self.positions < core_hi)]
         else:
             peaks = self._detect(sig, lo, core_lo, core_hi)
+        if self._rr and len(peaks):  # every R peak found counts for the intervals, its window cut or not
+            self._history = np.union1d(self._history, peaks)
         if ok_lo > lo:
             peaks = peaks[peaks - self.before >= ok_lo]
         if ok_hi < lo + len(span):
@@ -219,7 +241,12 @@ class BeatReader:
         peaks = peaks[ok]
         if not len(peaks):
             return []
-        probs = self._infer(windows)
+        if self._rr:
+            self._pending += list(zip(peaks.tolist(), windows))
+            return []
+        return self._beats(peaks, self._infer(windows))
+
+    def _beats(self, peaks: np.ndarray, probs: np.ndarray) -> list[Beat]:
         labels = self.pipe.labels
         return [Beat(int(p), p / self.fs, labels[i], i, q, labels)
                 for p, i, q in zip(peaks.tolist(), probs.argmax(axis=1).tolist(), probs)]
@@ -253,13 +280,40 @@ class BeatReader:
         peaks = np.unique(peaks) + lo
         return peaks[(peaks >= core_lo) & (peaks < core_hi)]
 
-    def _infer(self, windows: np.ndarray) -> np.ndarray:
+    def _release(self) -> list[Beat]:
+        """The pending beats whose next R peak is known, classified with their RR intervals; a beat with no
+        previous R peak (the signal's first) is counted, not classified."""
+        from .rr_intervals import RR_AVERAGE_S, RR_LOCAL_BEATS, rr_rows
+
+        ready = [(p, w) for p, w in self._pending if len(self._history) and p < self._history[-1]]
+        if not ready:
+            return []
+        self._pending = self._pending[len(ready):]
+        peaks = np.array([p for p, _ in ready], np.int64)
+        rows = rr_rows(self._history, self.fs)[np.searchsorted(self._history, peaks)]
+        defined = np.isfinite(rows).all(axis=1)
+        self.unclassified += int((~defined).sum())
+        # keep the peaks the waiting beats' intervals still reach: 300 s back, and the 10 intervals before
+        oldest = self._pending[0][0] if self._pending else int(self._history[-1])
+        keep_from = min(np.searchsorted(self._history, oldest - RR_AVERAGE_S * self.fs - 1),
+                        max(0, np.searchsorted(self._history, oldest) - RR_LOCAL_BEATS - 1))
+        self._history = self._history[keep_from:]
+        if not defined.any():
+            return []
+        windows = np.stack([w for (_, w), ok in zip(ready, defined) if ok])
+        extra = {spec.name: self.pipe.features.rows(spec, rows[defined][:, [_RR_COLUMN[f] for f in spec.features]])
+                 for spec in self._rr}
+        return self._beats(peaks[defined], self._infer(windows, extra))
+
+    def _infer(self, windows: np.ndarray, extra: dict[str, np.ndarray] | None = None) -> np.ndarray:
         engine, name = self.pipe.engine, self.pipe.input_name
+        extra = extra or {}
         if self.pipe.dynamic_batch:
-            out = engine.infer({name: windows}, validate=False)[self.pipe.output_name]
+            out = engine.infer({name: windows, **extra}, validate=False)[self.pipe.output_name]
         else:
-            out = np.concatenate([engine.infer({name: w[None]}, validate=False)[self.pipe.output_name]
-                                  for w in windows])
+            out = np.concatenate([engine.infer({name: w[None], **{k: v[i:i + 1] for k, v in extra.items()}},
+                                               validate=False)[self.pipe.output_name]
+                                  for i, w in enumerate(windows)])
         check_finite({self.pipe.output_name: out}, windows, SignalQualityError)  # a gap in a stream, not an answer
         return class_probabilities_rows(out, self.pipe.output_kind)
 

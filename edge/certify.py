@@ -25,12 +25,10 @@ from .backends import BACKENDS
 from .bundle import Bundle
 from .certification import ArtifactCertification, Certification, DataRecord, sign, write
 from .datasets import ImageSet
-from .drift import Margins, case_margins
+from .drift import Margins, case_margins, spaced_population
 from .errors import BundleError, OptionError
 from .gate import PARITY, PARITY_ATOL, PARITY_RTOL, Budget, default_budget, summary
 from .output_reader import OutputReader
-
-MAX_POPULATION = 2000
 
 
 def certify(bundle: str | Path, data: str | Path, data_key: str | None = None, val: str | Path | None = None,
@@ -60,13 +58,18 @@ def certify(bundle: str | Path, data: str | Path, data_key: str | None = None, v
     images = ImageSet.open(data, key=data_key)
     _check_kind(images, m.model.input_kind, "--eval")
     pre = b.preprocessor()
+    names = [m.input.name] + [f.name for f in m.features]
+    if m.features:  # each site case carries the inputs beside the main one (a signal set's features, by name)
+        from .feature_inputs import FeatureFeeds
+
+        pre.feature_feeds = FeatureFeeds(m.features)
     reader = OutputReader(m.output.names[0], m.postprocess.detection)
     unit = images.unit
     with tempfile.TemporaryDirectory(prefix="edgemed-certify-") as scratch:
         scratch = Path(scratch)
         log(f"certify: {len(images)} {unit} from {data} through the bundle's preprocessing")
         cases = fill(CaseStore(scratch, "site"), named_tensors(images, pre))
-        with Reference(b.file(reference_art.file), m.input.name, reader) as ref:
+        with Reference(b.file(reference_art.file), names, reader) as ref:
             scale = 0.0
             for x in cases.inputs():
                 out = ref(x)
@@ -80,7 +83,7 @@ def certify(bundle: str | Path, data: str | Path, data_key: str | None = None, v
                       labels=list(m.model.labels), budget=rule or default_budget(task), population=population,
                       tolerance=PARITY_ATOL + PARITY_RTOL * scale, labelled=labelled,
                       reference_by=f"{reference_art.file} (onnxruntime/fp32, at parity with the source model)",
-                      unit=unit)
+                      unit=unit, input_names=names)
         verdicts = []
         from edgemed.runtimes import create_engine
 
@@ -129,7 +132,7 @@ def _population(cases, task: str, kind: str) -> dict[str, Margins]:
     parts = [case_margins(o, task, kind) for o in cases.outputs()]
     if not parts:
         return {}
-    return {name: Margins.join([p[name] for p in parts]).spaced(MAX_POPULATION) for name in parts[0]}
+    return spaced_population({name: Margins.join([p[name] for p in parts]) for name in parts[0]})
 
 
 def _labelled(val, val_labels, val_key, b: Bundle, pre, ref, scratch: Path, margin: float):

@@ -198,19 +198,28 @@ def case_margins(output: np.ndarray, task: str, kind: str, min_px: int | None = 
     return {"lesion_agreement": Margins(np.array(values), np.array(strata, np.int64))}
 
 
+MAX_POPULATION = 2000  # FP32 margins the flip-rate estimate draws on (evenly spaced when there are more)
+
+
+def spaced_population(population: dict[str, Margins]) -> dict[str, Margins]:
+    """The population the gate's flip-rate estimate is taken over, at most MAX_POPULATION margins per metric, evenly
+    spaced: convert, certify and bench alike (bench on all 49,661 DS2 beats built a 19.7 GB matrix without it)."""
+    return {name: m.spaced(MAX_POPULATION) for name, m in population.items()}
+
+
 def population_margins(reference, task: str, kind: str) -> dict[str, Margins]:
-    """FP32 decision margins of every case it was run on, per agreement metric: the population the gate's
-    flip-rate estimate is taken over (computed once per conversion, for every candidate). Detectors have
-    none: after NMS a box's appearing or vanishing has no single margin, so their counts are bounded by
-    counting alone."""
+    """FP32 decision margins of every case it was run on (at most MAX_POPULATION, spaced), per agreement metric:
+    the population the gate's flip-rate estimate is taken over (computed once per conversion, for every
+    candidate). Detectors have none: after NMS a box's appearing or vanishing has no single margin, so their
+    counts are bounded by counting alone."""
     if task == "detection":
         return {}
     if task == "classification":
-        return case_margins(np.asarray(reference), task, kind)
+        return spaced_population(case_margins(np.asarray(reference), task, kind))
     parts = [case_margins(o, task, kind) for o in reference]
     if not parts:
         return {"lesion_agreement": Margins.join([])}
-    return {"lesion_agreement": Margins.join([p["lesion_agreement"] for p in parts])}
+    return spaced_population({"lesion_agreement": Margins.join([p["lesion_agreement"] for p in parts])})
 
 
 class ClassComparison:

@@ -11,9 +11,9 @@ code cannot drift apart (a test regenerates and compares it).
 Schema history: version 1 (edgemed 0.1.0) kept drift as a free dict with ``passed: bool``;
 version 2 types every record and adds verdicts with case counts and bounds, and the
 TensorRT build options the gate measured; version 3 (edgemed 0.3) records where a verdict was measured
-and the precision the engine computed in there; ``explain`` (issue 22) is optional, so version 3 without it is
-every earlier version-3 manifest. Version-1 manifests are migrated on read; version 2 is
-version 3 without the new optional fields.
+and the precision the engine computed in there; ``explain`` (issue 22) and ``features`` (issue 21: inputs beside
+the main one) are optional, so version 3 without them is every earlier version-3 manifest. Version-1
+manifests are migrated on read; version 2 is version 3 without the new optional fields.
 """
 
 
@@ -125,6 +125,23 @@ class InputSpec(Record, kw_only=True):
     @property
     def dynamic_batch(self) -> bool:
         return isinstance(self.shape[0], str)
+
+
+class FeatureInput(Record, kw_only=True):
+    """A model input beside the main one: a vector of named numbers per case (a beat's RR intervals, a patient's
+    age beside an image), fed as a (batch, K) float32 tensor in ``features`` order. No preprocessing: the numbers
+    go in as stated, in ``units``; a model that wants them scaled scales them in its graph, so no device can apply
+    another scaling than training did. Features named like :data:`edgemed.rr_intervals.RR_FEATURES` are derived
+    by the beat stream itself from the R peaks it finds."""
+
+    name: Name
+    features: Annotated[list[Name], Meta(min_length=1, max_length=1024)]
+    dtype: Literal["float32"] = "float32"
+    units: Name | None = None
+
+    def __post_init__(self) -> None:
+        if len(set(self.features)) != len(self.features):
+            raise ValueError(f"features: {self.name!r} names a feature twice")
 
 
 class OutputSpec(Record, kw_only=True):
@@ -379,6 +396,8 @@ class Manifest(Record, kw_only=True):
     files: Annotated[list[FileRecord], Meta(max_length=64)] = []
     provenance: Provenance
     explain: Explanation | None = None  # absent: the bundle makes no saliency maps (every bundle before issue 22)
+    # inputs beside ``input`` (issue 21), in the graph's input order after it; absent: a one-input model
+    features: Annotated[list[FeatureInput], Meta(max_length=16)] = []
 
     def __post_init__(self) -> None:
         from .errors import InputError
@@ -406,6 +425,11 @@ class Manifest(Record, kw_only=True):
                 raise ValueError(f"artifacts[{i}].build.tensorrt.max_shape: {trt.max_shape} does not fit the input "
                                  f"shape {self.input.shape}")
         self._check_labels()
+        inputs = [self.input.name] + [f.name for f in self.features]
+        if len(set(inputs)) != len(inputs):
+            raise ValueError(f"features: input names {inputs} are not distinct")
+        if self.features and self.explain is not None:
+            raise ValueError("explain: saliency maps of a model with inputs beside the image are not made")
         if self.explain is not None:
             if self.model.task != "classification" or signal:
                 raise ValueError(f"explain: method {self.explain.method} explains image classifiers, not "

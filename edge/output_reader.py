@@ -35,6 +35,9 @@ class OutputReader:
             return list(cases)
         return np.concatenate(cases).astype(np.float32)
 
-    def run(self, engine: Any, input_name: str, inputs: np.ndarray) -> Any:
-        """An engine's outputs on preprocessed inputs, one case at a time (batch 1 always works)."""
-        return self.collect([self.one(engine.infer({input_name: x[None]})) for x in inputs])
+    def run(self, engine: Any, input_name: str, inputs: np.ndarray, extra: dict[str, np.ndarray] | None = None) -> Any:
+        """An engine's outputs on preprocessed inputs (and the feature inputs beside them, row by row), one case at
+        a time (batch 1 always works)."""
+        extra = extra or {}
+        return self.collect([self.one(engine.infer({input_name: x[None], **{k: v[i:i + 1] for k, v in extra.items()}}))
+                             for i, x in enumerate(inputs)])

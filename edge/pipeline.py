@@ -15,6 +15,7 @@ import numpy as np
 
 from .bundle import Bundle
 from .errors import BundleError, InputError, NoEligibleArtifact, OptionError, PipelineClosed
+from .feature_inputs import FeatureFeeds
 from .images import read_image
 from .input_range import always_within, range_matters
 from .input_range import check as check_range
@@ -58,6 +59,9 @@ class Pipeline:
         self._local = threading.local()
         shape = tuple(getattr(self.preprocessor, "input_shape", ()))
         self._bind_shape = (1,) + shape[1:] if len(shape) > 1 and all(d > 0 for d in shape[1:]) else None
+        self.features = FeatureFeeds(m.features)  # the inputs beside the main one (predict's features=)
+        if self.features:
+            self._bind_shape = None  # one bound input array per engine: a several-input feed goes through infer
         self.explainer = None
         if m.explain is not None:  # convert --explain cam: r.saliency (edgemed.saliency)
             from .saliency import CamExplainer
@@ -69,10 +73,22 @@ class Pipeline:
     def prepare(self, image: np.ndarray | str | Path, **describe: Any) -> Prepared:
         """Preprocess one input. Signal models take a pre-cut beat: a Signal, a file, or an array with its
         rate and units stated (``fs=360, units="mV"``), raw digitiser counts with their gain too
-        (``units="mV", adc_gain=200``: counts per unit, as signal-set files state it)."""
+        (``units="mV", adc_gain=200``: counts per unit, as signal-set files state it). A model with inputs beside
+        the main one (the manifest's ``features``) takes them by name: ``features={"rr_pre": 0.81, ...}``."""
         return self._prepare(image, None, describe)
 
     def _prepare(self, image: Any, out: np.ndarray | None, describe: dict[str, Any]) -> Prepared:
+        if self.features or "features" in describe:
+            features = describe.pop("features", None)
+            if not self.features:
+                raise InputError("features: this model reads no input beside the "
+                                 f"{'beat' if self.input_kind == 'signal' else 'image'}", "leave features out")
+            prepared = self._prepare_main(image, out, describe)
+            prepared.extra = self.features.one(features, getattr(image, "features", None))
+            return prepared
+        return self._prepare_main(image, out, describe)
+
+    def _prepare_main(self, image: Any, out: np.ndarray | None, describe: dict[str, Any]) -> Prepared:
         if self.input_kind == "signal":
             unknown = sorted(set(describe) - SIGNAL_DESCRIPTION)
             if unknown:
@@ -99,7 +115,7 @@ class Pipeline:
     def infer(self, prepared: Prepared) -> dict[str, np.ndarray]:
         """The engine's raw outputs by name."""
         # The preprocessor already guaranteed dtype, shape and finiteness: no second check per frame.
-        return self.engine.infer({self.input_name: prepared.tensor}, validate=False)
+        return self.engine.infer(prepared.feed(self.input_name), validate=False)
 
     def finish(self, outputs: dict[str, np.ndarray], prepared: Prepared) -> Result:
         """The result of one input from the engine's outputs; outputs holding NaN or Inf are refused here, where
@@ -241,13 +257,20 @@ def check_engine(engine: Any, manifest: Manifest, artifact: str) -> None:
     fix = "the artifact does not belong to this manifest; rebuild the bundle with edgemed convert"
     spec = manifest.input
     inputs = {t.name: t for t in engine.inputs}
-    if list(inputs) != [spec.name]:
-        raise BundleError(f"{artifact}: its inputs are {sorted(inputs)}, the manifest's input.name is {spec.name!r}",
-                          fix)
+    promised = [spec.name] + [f.name for f in manifest.features]
+    if sorted(inputs) != sorted(promised):
+        raise BundleError(f"{artifact}: its inputs are {sorted(inputs)}, the manifest's are {promised} (input.name"
+                          + (", features[].name)" if manifest.features else ")"), fix)
     real = inputs[spec.name]
     _check_dims(artifact, "input.shape", real.shape, spec.shape, fix)
     if real.dtype != spec.dtype:
         raise BundleError(f"{artifact}: takes {real.dtype}, the manifest's input.dtype is {spec.dtype}", fix)
+    for i, feature in enumerate(manifest.features):
+        real = inputs[feature.name]
+        _check_dims(artifact, f"features[{i}] shape", real.shape, [spec.shape[0], len(feature.features)], fix)
+        if real.dtype != feature.dtype:
+            raise BundleError(f"{artifact}: input {feature.name!r} takes {real.dtype}, features[{i}].dtype is "
+                              f"{feature.dtype}", fix)
     outputs = {t.name: t for t in engine.outputs}
     for i, name in enumerate(manifest.output.names):
         if name not in outputs:

@@ -56,6 +56,12 @@ class Prepared:
     tensor: np.ndarray
     original_size: tuple[int, int]
     geometry: list[ResizeStep | CropStep] = field(default_factory=list)
+    # the model's other inputs by name ((1, K) feature tensors, edgemed.feature_inputs); None for one-input models
+    extra: dict[str, np.ndarray] | None = None
+
+    def feed(self, input_name: str) -> dict[str, np.ndarray]:
+        """What the engine is given: the main tensor under its name, and any other input beside it."""
+        return {input_name: self.tensor} if self.extra is None else {input_name: self.tensor, **self.extra}
 
 
 def _size(value: Any, op: str) -> tuple[int, int]:

@@ -33,6 +33,25 @@ def unpack(data: dict[str, np.ndarray], prefix: str, task: str, cases: int):
             for i in range(cases)]
 
 
-def engine_outputs(pipe, inputs: np.ndarray):
-    """A pipeline's engine on preprocessed inputs, read as drift compares them."""
-    return pipe.reader.run(pipe.engine, pipe.input_name, inputs)
+def engine_outputs(pipe, reference: dict[str, np.ndarray]):
+    """A pipeline's engine on the bundle's preprocessed probes (``reference.npz``: ``inputs``, and each feature
+    input's beside them as ``inputs:NAME``), read as drift compares them."""
+    missing = [s.name for s in pipe.features.specs if f"inputs:{s.name}" not in reference] if pipe.features else []
+    if missing:
+        from .errors import InputError
+
+        raise InputError(f"the probes lack the model's {', '.join(missing)} input(s)",
+                         "probe a model with inputs beside the main one with its bundle's own reference probes")
+    extra = {s.name: reference[f"inputs:{s.name}"] for s in pipe.features.specs} if pipe.features else None
+    return pipe.reader.run(pipe.engine, pipe.input_name, reference["inputs"], extra)
+
+
+def probe_feed(bundle, count: int = 1) -> dict[str, np.ndarray]:
+    """The bundle's first ``count`` reference probes as an engine feed: every input by name (the main one and any
+    feature inputs beside it)."""
+    reference = bundle.reference()
+    m = bundle.manifest
+    feed = {m.input.name: reference["inputs"][:count]}
+    for spec in m.features:
+        feed[spec.name] = reference[f"inputs:{spec.name}"][:count]
+    return feed

@@ -150,10 +150,11 @@ def select(bundle: Bundle, device: str = "cpu", backend: str | None = None, prec
     requested = "/".join(x for x in (backend, precision) if x)
     if device == "auto" and len(ranked) > 1:
         from . import autoselect
+        from .probes import probe_feed
 
         artifact, reason = autoselect.choose(
-            ranked, lambda a: open_engine(bundle, candidate(a, profile, threads)), bundle.reference()["inputs"][:1],
-            bundle.manifest.input.name, bundle.manifest_sha256(), profile.name, machine.cpu_model, threads)
+            ranked, lambda a: open_engine(bundle, candidate(a, profile, threads)), probe_feed(bundle),
+            bundle.manifest_sha256(), profile.name, machine.cpu_model, threads)
     else:
         artifact = ranked[0]
         reason = (f"requested {requested}; " if requested else "") + (

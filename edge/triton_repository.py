@@ -132,6 +132,9 @@ def export_repository(bundles: list[Path], out: Path, max_batch: int = 8, queue_
             if b.manifest.model.input_kind != "image":
                 raise InputError(f"{path}: a {b.manifest.model.input_kind} model; edgemed serve takes image models",
                                  "run signal bundles in process (pipe.beats / pipe.beat_reader)")
+            if b.manifest.features:
+                raise InputError(f"{path}: the model reads inputs beside the image ({b.manifest.features[0].name}); "
+                                 "edgemed serve takes one-input models", "run it in process (edgemed.load)")
             chosen = select(b, "cpu", None if backend == "python" else backend, None, None, accept).artifact
             if accept is None and chosen.verdict != "passed":
                 raise InputError(f"{path}: no passed artifact to serve", "pass --accept to serve an unverified one")

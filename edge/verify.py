@@ -18,7 +18,7 @@ from .probes import engine_outputs, unpack
 def verify_artifact(pipe) -> DriftRecord:
     reference = pipe.bundle.reference()
     cases = len(reference["inputs"])
-    outputs = engine_outputs(pipe, reference["inputs"])
+    outputs = engine_outputs(pipe, reference)
     own = unpack(reference, f"artifact:{pipe.artifact.file}", pipe.task, cases)
     where = f"the bundle's {cases} reference probes"
     if own is not None:

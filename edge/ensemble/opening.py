@@ -42,6 +42,10 @@ def check_members(members: Sequence[Bundle], combine: str) -> None:
     if first.manifest.model.input_kind != "image":
         raise BundleError(f"{first.path} takes signals: ensembles combine image models only",
                           "run signal models one by one")
+    featured = next((b for b in members if b.manifest.features), None)
+    if featured is not None:
+        raise BundleError(f"{featured.path} reads inputs beside the image ({featured.manifest.features[0].name}): "
+                          "ensembles combine one-input models only", "run it on its own")
     for b in members[1:]:
         if b.task != first.task:
             raise BundleError(f"{b.path} is a {b.task} bundle, {first.path} a {first.task} bundle",

@@ -90,13 +90,13 @@ def run_canary(slot: Path, version: str, frames: list[np.ndarray], previous: Pat
             return report
         try:
             x = _tensors(pipe, frames)
-            outputs = engine_outputs(pipe, x)
+            outputs = engine_outputs(pipe, {"inputs": x})
             fp32_art = next((a for a in pipe.bundle.artifacts if a.key == "onnxruntime/fp32"), None)
             if fp32_art is None or fp32_art.key == art.key:
                 reference = outputs
             else:
                 with load(slot, backend="onnxruntime", precision="fp32", accept=_accept(fp32_art)) as fp32:
-                    reference = engine_outputs(fp32, x)
+                    reference = engine_outputs(fp32, {"inputs": x})
         except EdgemedError as exc:
             return report.refuse(f"the device's reference frames do not run through it ({exc})")
         if not _finite(outputs):
@@ -145,7 +145,7 @@ def _change(previous: Path, pipe, frames: list[np.ndarray], outputs, device: str
             if (old.task, old.output_kind, old.labels) != (pipe.task, pipe.output_kind, pipe.labels) or \
                     not old.bundle.manifest.input.same_tensor(pipe.bundle.manifest.input):
                 return "answers changed: not comparable (the task, input, output kind or labels changed)"
-            before = engine_outputs(old, _tensors(old, frames))
+            before = engine_outputs(old, {"inputs": _tensors(old, frames)})
             change = compare(before, outputs, pipe.task, pipe.output_kind, pipe.labels)
     except EdgemedError as exc:
         return f"answers changed: not comparable ({exc.problem})"
