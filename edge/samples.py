@@ -10,7 +10,7 @@ import json
 from importlib import resources
 from pathlib import Path
 
-SHIPPED_MODELS = ("unet_busi", "cnn_breastmnist", "det_busi", "ecg_cnn", "ecg_lstm")
+SHIPPED_MODELS = ("unet_busi", "cnn_breastmnist", "det_busi", "ecg_cnn", "ecg_lstm", "ecg_rr")
 _SAMPLES_FOR_TASK = {"segmentation": "busi", "classification": "breastmnist", "detection": "busi"}
 
 
@@ -63,3 +63,9 @@ def shipped_model(name: str) -> tuple[Path, dict]:
         raise KeyError(name)
     card = json.loads((assets_dir() / f"{name}.json").read_text())
     return assets_dir() / f"{name}.pt", card
+
+
+def card_features(card: dict) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """A shipped model card's inputs beside the main one, as convert's ``features`` takes them (``ecg_rr``'s RR
+    intervals); () for one-input models."""
+    return tuple((i["name"], tuple(i["features"])) for i in card.get("inputs", [])[1:])

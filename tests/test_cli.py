@@ -84,7 +84,7 @@ def test_errors_are_one_line(cnn_bundle, tmp_path):
 def test_demo_runs_the_main_job(tmp_path):
     proc = edgemed("demo", "--out", tmp_path / "demo", "--runs", 20, check=True)
     assert "unet_busi" in proc.stdout and "cnn_breastmnist" in proc.stdout
-    assert "det_busi" in proc.stdout and "ecg_lstm" in proc.stdout
+    assert "det_busi" in proc.stdout and "ecg_rr" in proc.stdout
     assert "MIT-BIH record 213" in proc.stdout and "x real time" in proc.stdout
     assert "raw ORT p50 ms" in proc.stdout
     assert len(list((tmp_path / "demo" / "predictions").glob("*_overlay.png"))) == 8
@@ -92,7 +92,7 @@ def test_demo_runs_the_main_job(tmp_path):
     assert "(>=" in proc.stdout and " cases " in proc.stdout
     from edgemed.bundle import Bundle
 
-    for name in ("unet_busi", "cnn_breastmnist", "det_busi", "ecg_lstm"):
+    for name in ("unet_busi", "cnn_breastmnist", "det_busi", "ecg_rr"):
         for art in Bundle.open(tmp_path / "demo" / name).artifacts:
             assert art.verdict in ("passed", "failed", "uncertified")
             if art.precision == "int8":
