@@ -6,7 +6,8 @@ that no longer meets the bundle's budget. The HTML is self-contained (inline SVG
 can be attached to a release ticket or opened on an offline machine. It shows what a person would
 rather look at than read: the accuracy (or Dice, or mAP) each artifact buys against its latency,
 latency over the stored history, per-class sensitivity with its intervals, FROC for detectors,
-beat figures against a record's annotations for ECG, per-case drift, and the worst cases as images.
+beat figures against a record's annotations for ECG, per-case drift, the worst cases as images, and for bundles
+converted with ``--explain`` the cases whose saliency maps moved most, FP32's map beside the artifact's.
 """
 
 from __future__ import annotations
@@ -307,6 +308,48 @@ def _worst(latest: dict[tuple, dict]) -> str:
     return "".join(out) or "<p>none recorded (every artifact agreed with FP32 and with the labels, or no data)</p>"
 
 
+def _saliency_figures(where: str, metrics: dict, cases: object) -> str:
+    """One line of the saliency-drift figures of a drift record (value, 95% bounds)."""
+    parts = [f"{name.removeprefix('saliency_')} {fig['value']:.4f} ({fig['low']:.4f}..{fig['high']:.4f})"
+             for name in ("saliency_rank", "saliency_overlap", "saliency_pointing")
+             if (fig := metrics.get(name)) and fig.get("low") is not None]
+    return f"saliency drift, {where} ({cases} cases): " + ", ".join(parts) if parts else ""
+
+
+def _saliency(latest: dict[tuple, dict]) -> str:
+    """Per artifact judged on saliency drift: the gate's figures, the bench data's, and the cases whose maps moved
+    most, FP32's map beside the artifact's over the same frame (benchmarks/saliency_cases.py stores them)."""
+    out = []
+    for key, r in latest.items():
+        rec = r["record"]
+        if "worst_saliency" not in rec and "explanation_cost" not in rec:
+            continue
+        gate, on_data, cost = rec.get("gate") or {}, rec.get("saliency_on_data") or {}, rec.get("explanation_cost")
+        lines = [_saliency_figures("gate at conversion", gate.get("metrics") or {}, gate.get("cases")),
+                 _saliency_figures(f"bench data, {on_data.get('verdict')}", on_data.get("metrics") or {},
+                                   on_data.get("cases"))]
+        if cost:
+            ms = cost["p50_ms"]
+            lines.insert(0, f"predict p50 {ms['without explanation']:.3f} ms without the explanation, "
+                            f"{ms['with explanation']:.3f} ms with it ({cost['with / without']:.2f}x), "
+                            f"{ms['with the map read']:.3f} ms with the map read "
+                            f"({cost['with the map read / without']:.2f}x); one engine, side by side")
+        figures = "".join(_figure(i).replace("<figure>", '<figure class="saliency">', 1)
+                          for i in rec.get("worst_saliency", []))
+        if "worst_saliency" in rec and not figures:
+            figures = "<p>no case on the bench data where the two maps differ by one drawn pixel</p>"
+        out.append(f"<h3>{html.escape(key[0])} {html.escape(_name(key))}</h3>"
+                   + "".join(f"<p>{html.escape(line)}</p>" for line in lines if line) + figures)
+    if not out:
+        return "<p>none recorded (no bundle converted with --explain was benched)</p>"
+    return ("<p>Saliency maps (bundles converted with --explain) are explanations for quality assurance, not "
+            "findings. Shown: the cases where each artifact's map of FP32's class moved most from FP32's own "
+            "(lowest rank correlation first), with the saliency-drift figures (rank correlation, top-10% overlap, "
+            "pointing; 95% bounds) the gate measured at conversion and the bench measured on its data, and what the "
+            "explanation costs predict.</p>"
+            + "".join(out))
+
+
 def html_report(runs: list[dict], found: list[dict]) -> str:
     latest = {key: items[-1] for key, items in series(runs).items()}
     lat_items = [(f"{k[0]} {k[2]}/{k[3]} ({k[5]})", r["record"]["latency"]["end_to_end"])
@@ -335,4 +378,5 @@ Hollow points: artifacts that did not pass their gate (measured, never selected)
 <h2 id="drift">Drift per case (vs FP32)</h2>{''.join(case_svgs) or
     '<p>none to show: only the FP32 reference itself was benched on data</p>'}
 <h2 id="worst">Worst cases (vs FP32, and vs ground truth where labelled)</h2>{_worst(latest)}
+<h2 id="saliency">Saliency drift: worst cases (FP32's map beside each artifact's)</h2>{_saliency(latest)}
 </body></html>"""

@@ -4,6 +4,10 @@ The JSON it returns (and writes with ``--json``) is the documented, stable inter
 ``{"schema": "edgemed-bench/2", "bundle", "bundle_sha256", "model", "task", "device", "scenario", "data",
 "artifacts": [{"file", "backend", "precision", "bytes", "verdict", "gate", "latency", "drift_reference",
 "drift_on_data", "dice_per_case", "accuracy", "point_of_care" | "remote"}], "created", "versions"}``.
+Artifacts of an ``--explain`` bundle judged on saliency drift at conversion also carry ``saliency_on_data`` (the
+term judged again on the bench data) and ``worst_saliency`` (its worst cases as pictures), except the FP32 ONNX
+Runtime reference itself. Every artifact of an ``--explain`` bundle carries ``explanation_cost``: predict p50
+without the explanation, with it and with the map read, on one engine side by side, and their ratios.
 ``gate`` is the artifact's drift record from conversion; ``drift_reference`` and ``drift_on_data``
 are drift records (verdict, budget, cases, metrics) judged on this device by the same rule.
 ``selectable``: whether the artifact passed its gate (only those are ever selected); ``--all``
@@ -32,6 +36,9 @@ from edgemed.selection import select
 
 from .bench_data import bench_data
 from .harness import bench_drift, bench_latency
+from .saliency_cases import class_maps, has_saliency_term
+from .saliency_cases import versus_fp32 as saliency_versus_fp32
+from .saliency_cost import explanation_cost
 from .scenarios import point_of_care, remote
 from .worst_cases import versus_fp32, versus_truth
 
@@ -65,6 +72,7 @@ def run_bench(bundle: Path, device: str = "cpu", backend: str | None = None, pre
     images, frames, truth = source.images, source.frames, source.truth
     log(f"data: {source.source}")
     reference_outputs = None  # on-device FP32 outputs on the user's data: what every artifact is compared with
+    reference_saliency = None  # --explain bundles: FP32's classes and maps on the same frames
     per_artifact = []
     for art in targets:
         row = {"file": art.file, "backend": art.backend, "precision": art.precision, "bytes": art.size_bytes,
@@ -89,6 +97,8 @@ def run_bench(bundle: Path, device: str = "cpu", backend: str | None = None, pre
         with opened as pipe:
             row["engine"] = pipe.engine.describe()
             row["latency"] = bench_latency(pipe, frames, runs=runs, warmup=warmup)
+            if pipe.explainer is not None:  # --explain: what the explanation costs predict, side by side
+                row["explanation_cost"] = explanation_cost(pipe, frames, runs=runs, warmup=warmup)
             row["drift_reference"] = msgspec.to_builtins(
                 recheck(art.drift, bench_drift(pipe), b.task, "the bundle's reference probes"))
             outputs, results = _run_frames(pipe, frames)
@@ -112,6 +122,13 @@ def run_bench(bundle: Path, device: str = "cpu", backend: str | None = None, pre
             if (art.backend, art.precision) != ("onnxruntime", "fp32"):  # the reference against itself shows nothing
                 row["worst_vs_fp32"] = versus_fp32(b.task, images.names, frames, results, comparison, b.labels,
                                                    reference_outputs[1])
+            if (pipe.explainer is not None and has_saliency_term(art)
+                    and (art.backend, art.precision) != ("onnxruntime", "fp32")):  # where the maps moved, and how
+                if reference_saliency is None:
+                    reference_saliency = _fp32_saliency(bundle, frames, device, threads)
+                classes, fp32_maps = reference_saliency
+                row.update(saliency_versus_fp32(images.names, frames, b.labels, classes, fp32_maps,
+                                                class_maps(pipe, frames, classes)[1]))
             if truth is not None:
                 if b.task == "classification":
                     row["accuracy"] = classification_report(np.array(truth), np.stack([r.probabilities for r in
@@ -152,6 +169,12 @@ def _fp32_outputs(bundle: Path, frames: list, device: str, threads: int | None):
     with load(bundle, device=device, backend="onnxruntime", precision="fp32", threads=threads) as ref:
         outputs, results = _run_frames(ref, frames)
     return outputs, [r.mask for r in results] if ref.task == "segmentation" else None
+
+
+def _fp32_saliency(bundle: Path, frames: list, device: str, threads: int | None) -> tuple[list[int], list]:
+    """FP32 ONNX Runtime's class and map per frame: what each artifact's map of that class is compared with."""
+    with load(bundle, device=device, backend="onnxruntime", precision="fp32", threads=threads) as ref:
+        return class_maps(ref, frames)
 
 
 def _run_frames(pipe, frames: list) -> tuple[Any, list]:

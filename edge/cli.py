@@ -322,6 +322,13 @@ def bench(bundle: Path, json_out: Path | None, history: Path | None, no_history:
                        f"{p['dropped']} frames dropped, {p['results_dropped']} results dropped, latency p50 "
                        f"{p['latency']['p50_ms']:.1f} / p99 {p['latency']['p99_ms']:.1f} ms; stage p50 ms: {stages} "
                        f"(sum {p['stage_p50_sum_ms']:.1f})")
+        if "explanation_cost" in a:  # --explain bundles: predict with and without the explanation, side by side
+            c = a["explanation_cost"]
+            ms = c["p50_ms"]
+            click.echo(f"explanation {a['backend']}/{a['precision']}: predict p50 {ms['without explanation']:.3f} ms "
+                       f"without, {ms['with explanation']:.3f} ms with ({c['with / without']:.2f}x), "
+                       f"{ms['with the map read']:.3f} ms with r.saliency read "
+                       f"({c['with the map read / without']:.2f}x); one engine, {c['runs']} frames alternating")
         if "record" in a:
             click.echo(_record_line(a))
             for warning in a["record"].get("warnings", []):

@@ -37,11 +37,16 @@ def heat_overlay(image: np.ndarray, saliency: np.ndarray, alpha: float = 0.6) ->
     return out.round().clip(0, 255).astype(np.uint8)
 
 
-def write_saliency(out_dir: Path, stem: str, image: np.ndarray, saliency: np.ndarray) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{stem}_saliency.png"
+def saliency_picture(image: np.ndarray, saliency: np.ndarray) -> Image.Image:
+    """The map over the frame with its caption: one rendering for ``predict --out`` and ``edgemed view``."""
     picture = Image.fromarray(heat_overlay(image, saliency))
     if min(picture.size) >= 96:  # a caption on frames large enough to hold one legibly
         ImageDraw.Draw(picture).text((3, 2), CAPTION, fill=(255, 255, 255))
-    _save_atomic(picture, path)
+    return picture
+
+
+def write_saliency(out_dir: Path, stem: str, image: np.ndarray, saliency: np.ndarray) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{stem}_saliency.png"
+    _save_atomic(saliency_picture(image, saliency), path)
     return [path]

@@ -3,13 +3,16 @@
 Flask (a well-kept framework) serves one self-contained page (no CDN: it works offline) and one
 endpoint that runs the very Pipeline ``predict`` uses. The page shows the frame with the mask or the
 boxes drawn, the label and probabilities, the per-stage timings, which artifact ran and its verdict;
-for a DICOM upload it offers the SEG/SR/SC (:mod:`edgemed.dicom_results`) for download. Uploads are
-read from memory-bounded temporary files and deleted with their results when the server stops.
+for a bundle converted with ``--explain`` a "show explanation" toggle lays the saliency map (the rendering
+``predict --out`` writes, :mod:`edgemed.saliency_overlay`) over the frame with an opacity slider, labelled as an
+explanation and not a finding; for a DICOM upload it offers the SEG/SR/SC (:mod:`edgemed.dicom_results`) for
+download. Uploads are read from memory-bounded temporary files and deleted with their results when the server stops.
 """
 
 from __future__ import annotations
 
 import base64
+import html
 import io
 import re
 import secrets
@@ -30,6 +33,9 @@ PAGE = """<!doctype html>
  #drop.over{border-color:#4af}
  #result{display:flex;gap:24px;margin-top:16px}
  img{max-width:640px;image-rendering:pixelated;border:1px solid #444}
+ #frame{position:relative;align-self:flex-start} #frame img{display:block;box-sizing:border-box}
+ #saliency{position:absolute;left:0;top:0;width:100%;height:100%} #saliency[hidden]{display:none}
+ #explain{margin-top:12px} #explain-note{color:#fc6}
  table{border-collapse:collapse} td{padding:2px 8px;border-bottom:1px solid #333}
  .err{color:#f66}
 </style></head><body>
@@ -37,25 +43,35 @@ PAGE = """<!doctype html>
 <p>__ARTIFACT__</p>
 <form id="form"><div id="drop">Drop a PNG, JPEG, TIFF or DICOM file here, or
  <input id="file" type="file" name="file"> <button id="go" type="submit">Analyse</button></div></form>
-<div id="result"><img id="overlay" alt=""><div id="facts"></div></div>
+__EXPLAIN__<div id="result"><div id="frame"><img id="overlay" alt=""><img id="saliency" alt="saliency map" hidden>
+</div><div id="facts"></div></div>
 <script>
 const form=document.getElementById('form'),drop=document.getElementById('drop'),file=document.getElementById('file');
 drop.addEventListener('dragover',e=>{e.preventDefault();drop.classList.add('over')});
 drop.addEventListener('dragleave',()=>drop.classList.remove('over'));
 drop.addEventListener('drop',e=>{e.preventDefault();drop.classList.remove('over');file.files=e.dataTransfer.files;send()});
 form.addEventListener('submit',e=>{e.preventDefault();send()});
+const show=document.getElementById('show-explanation'),opacity=document.getElementById('opacity'),
+ sal=document.getElementById('saliency');
+function drawExplanation(){
+ sal.hidden=!(show&&show.checked&&sal.dataset.ready==='1');
+ if(opacity)sal.style.opacity=String(opacity.value/100);
+}
+if(show){show.addEventListener('change',drawExplanation);opacity.addEventListener('input',drawExplanation)}
 function esc(s){return String(s).replace(/[&<>"]/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c]))}
 async function send(){
  const facts=document.getElementById('facts');
  if(!file.files.length){facts.innerHTML='<p class="err">choose a file first</p>';return}
  const body=new FormData();body.append('file',file.files[0]);
- facts.textContent='analysing...';
+ facts.textContent='analysing...';sal.dataset.ready='0';sal.removeAttribute('src');drawExplanation();
  let r,j;
  try{r=await fetch('predict',{method:'POST',body});j=await r.json()}
  catch(e){facts.innerHTML='<p class="err">the server gave no answer ('+esc(r?r.status+' '+r.statusText:e)+
   '); see the terminal running edgemed view</p>';document.body.dataset.done='1';return}
  if(!r.ok){facts.innerHTML='<p class="err">'+esc(j.error)+'</p>';document.body.dataset.done='1';return}
  document.getElementById('overlay').src='data:image/png;base64,'+j.overlay_png;
+ if(j.saliency_png){sal.src='data:image/png;base64,'+j.saliency_png;sal.dataset.ready='1'}
+ drawExplanation();
  let h='<table>';
  for(const [k,v] of Object.entries(j.summary))h+='<tr><td>'+esc(k)+'</td><td>'+esc(v)+'</td></tr>';
  h+='</table>';
@@ -64,6 +80,13 @@ async function send(){
  facts.innerHTML=h;document.body.dataset.done='1';
 }
 </script></body></html>
+"""
+
+# Shown only for bundles that carry an explanation (manifest.explain): the toggle, the slider, and what the map is.
+EXPLAIN = """<div id="explain"><label><input type="checkbox" id="show-explanation"> show explanation</label>
+ <label>opacity <input type="range" id="opacity" min="0" max="100" value="100"></label>
+ <p id="explain-note">Explanation (__METHOD__ saliency map): where the model weighted evidence for its answer, for
+ quality assurance. Not a finding: it does not outline a lesion.</p></div>
 """
 
 
@@ -107,6 +130,7 @@ def make_app(pipe: Any, workdir: Path):
     from .dicom_results import KINDS, render, write_objects
     from .errors import EdgemedError, InputError, first_line
     from .images import is_dicom, read_frames
+    from .saliency_overlay import saliency_picture
 
     check_viewable(pipe)
 
@@ -116,6 +140,9 @@ def make_app(pipe: Any, workdir: Path):
     page = PAGE.replace("__MODEL__", pipe.bundle.name).replace(
         "__ARTIFACT__", f"{pipe.artifact.file}: {pipe.artifact.backend}/{pipe.artifact.precision}, verdict "
         f"{pipe.artifact.verdict} ({pipe.reason})")
+    explain = pipe.bundle.manifest.explain
+    page = page.replace("__EXPLAIN__", "" if explain is None else
+                        EXPLAIN.replace("__METHOD__", html.escape(explain.method.upper())))
 
     @app.get("/")
     def index():
@@ -151,6 +178,11 @@ def make_app(pipe: Any, workdir: Path):
                     for path in write_objects(pipe, src, frames, results, folder / stem, KINDS, strict=False):
                         kind = path.name.split(".")[-2]
                         downloads.append({"kind": kind, "name": path.name, "url": f"download/{job}/{path.name}"})
+            answer = {"overlay_png": _png(render(frames[0], result, pipe.task, pipe.labels)),
+                      "summary": summary(pipe, result), "result": result.to_json(), "downloads": downloads}
+            saliency = getattr(result, "saliency", None)  # made here, on demand: only --explain bundles have one
+            if saliency is not None:
+                answer["saliency_png"] = _png(np.asarray(saliency_picture(frames[0], saliency)))
         except EdgemedError as exc:
             return jsonify(error=said(exc)), 400
         except Exception as exc:  # noqa: BLE001 - a bug must still reach the page as a message, not hang it
@@ -159,8 +191,7 @@ def make_app(pipe: Any, workdir: Path):
                                  f"{said(first_line(exc))} (please report it)"), 500
         finally:
             src.unlink(missing_ok=True)
-        return jsonify(overlay_png=_png(render(frames[0], result, pipe.task, pipe.labels)),
-                       summary=summary(pipe, result), result=result.to_json(), downloads=downloads)
+        return jsonify(answer)
 
     @app.get("/download/<job>/<name>")
     def download(job: str, name: str):

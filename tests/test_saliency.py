@@ -359,3 +359,73 @@ def test_a_map_that_ignores_the_last_convolution_fails_the_sanity_check(breastmn
     assert sanity.layer == "b" and sanity.cases == 16
     assert sanity.passed is False and sanity.mean_rank > 0.99
     assert "FAILED" in sanity.line()
+
+
+def test_report_shows_the_worst_saliency_drift_cases_side_by_side(cnn_cam_bundle, tmp_path):
+    """Issue 22.4: bench judges each --explain artifact's saliency drift again on its data (here the bundle's own
+    verdict images) and keeps the worst cases; the HTML report, rendered in headless Chromium, shows FP32's map
+    beside the artifact's over the same frame, captioned with the case and its figures."""
+    import shutil
+
+    from edgemed.benchmarks.history import History
+    from edgemed.benchmarks.report import html_report
+    from edgemed.benchmarks.run import history_rows, run_bench
+
+    report = run_bench(cnn_cam_bundle, all_artifacts=True, runs=5, warmup=1)
+    rows = {(a["backend"], a["precision"]): a for a in report["artifacts"]}
+    assert "worst_saliency" not in rows[("onnxruntime", "fp32")]  # the reference against itself shows nothing
+    judged = {k: a for k, a in rows.items() if "worst_saliency" in a}
+    assert set(judged) == {("openvino", "fp32"), ("onnxruntime", "int8"), ("openvino", "int8")}
+    for a in judged.values():
+        on_data = a["saliency_on_data"]
+        assert on_data["cases"] == report["data"]["images"] > 0
+        assert set(on_data["metrics"]) == {"saliency_rank", "saliency_overlap", "saliency_pointing"}
+        ranks = [c["saliency_rank"] for c in a["worst_saliency"]]
+        assert ranks == sorted(ranks) and len(ranks) <= 3  # worst first
+        if ranks:  # the worst case shown is the worst there is: its rank is the lowest of all cases
+            assert ranks[0] <= on_data["metrics"]["saliency_rank"]["value"]
+        for c in a["worst_saliency"]:
+            assert c["fp32_png"] != c["png"]  # shown only where the pictures differ
+    assert all(judged[k]["worst_saliency"] for k in (("onnxruntime", "int8"), ("openvino", "int8")))
+    for a in rows.values():  # bench: predict with and without the explanation, side by side (figures, not timed)
+        cost = a["explanation_cost"]
+        assert set(cost["p50_ms"]) == {"without explanation", "with explanation", "with the map read"}
+        assert all(v > 0 for v in cost["p50_ms"].values()) and cost["runs"] == 5
+        assert cost["with / without"] == pytest.approx(cost["p50_ms"]["with explanation"]
+                                                       / cost["p50_ms"]["without explanation"], rel=1e-2)
+
+    if not (shutil.which("chromium") or shutil.which("chromium-browser")):
+        pytest.skip("chromium is not installed (.ci/run installs it)")
+    from .test_view import Browser
+
+    store = History(tmp_path / "h.sqlite")
+    store.append(history_rows(report))
+    page = tmp_path / "r.html"
+    page.write_text(html_report(store.runs(), []))
+    browser = Browser(tmp_path)
+    try:
+        browser.call("Page.enable")
+        browser.call("Page.navigate", url=page.as_uri())
+        browser.until("document.readyState === 'complete'")
+        shown = json.loads(browser.eval("""JSON.stringify((() => {
+            const out = {text: '', figures: []};
+            for (let e = document.getElementById('saliency').nextElementSibling; e && e.tagName !== 'H2';
+                 e = e.nextElementSibling) {
+              out.text += e.textContent + ' ';
+              for (const f of (e.matches('figure') ? [e] : e.querySelectorAll('figure'))) out.figures.push({
+                saliency: f.classList.contains('saliency'), caption: f.querySelector('figcaption').textContent,
+                images: [...f.querySelectorAll('img')].filter(i => i.complete && i.naturalWidth > 0 &&
+                                                               i.getBoundingClientRect().width > 0).length});
+            }
+            return out; })())"""))
+    finally:
+        browser.close()
+    expected = [c for a in judged.values() for c in a["worst_saliency"]]
+    assert len(shown["figures"]) == len(expected) >= 2
+    for fig, case in zip(shown["figures"], expected):
+        assert fig["saliency"] and fig["images"] == 2  # FP32's map and the artifact's, side by side
+        assert fig["caption"].startswith(f"{case['name']}: saliency rank correlation {case['saliency_rank']:.4f}")
+        assert "top-10% overlap" in fig["caption"] and "left FP32, right this artifact" in fig["caption"]
+    assert "not findings" in shown["text"] and "gate at conversion" in shown["text"]
+    assert "bench data" in shown["text"]
+    assert shown["text"].count("without the explanation") == len(rows)  # every artifact's cost line

@@ -105,8 +105,19 @@ class Browser:
 
 @pytest.fixture
 def page(unet_bundle, tmp_path):
+    yield from _viewer(unet_bundle, tmp_path)
+
+
+@pytest.fixture
+def cam_page(cnn_cam_bundle, tmp_path):
+    """The page on the classifier converted with --explain cam (the session's bundle: no conversion of its own)."""
+    yield from _viewer(cnn_cam_bundle, tmp_path)
+
+
+def _viewer(bundle: Path, tmp_path: Path):
+    """edgemed view on ``bundle`` as a user starts it, and a headless Chromium; both stopped afterwards."""
     port = free_ports(1)[0]
-    server = subprocess.Popen([sys.executable, "-m", "edgemed.cli", "view", str(unet_bundle), "--port", str(port)],
+    server = subprocess.Popen([sys.executable, "-m", "edgemed.cli", "view", str(bundle), "--port", str(port)],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     browser = None
     try:
@@ -136,6 +147,10 @@ def test_an_uploaded_frame_comes_back_with_its_mask_drawn(page, unet_bundle, tmp
     browser.upload(url, path)
     facts = browser.eval("document.getElementById('facts').innerText")
     assert "verdict" in facts and "passed" in facts and "area lesion" in facts and "infer ms" in facts
+    # a bundle without an explanation has no toggle, and the map layer stays hidden
+    assert browser.eval("document.getElementById('show-explanation') === null && "
+                        "document.getElementById('explain') === null && "
+                        "getComputedStyle(document.getElementById('saliency')).display === 'none'")
     rect = browser.eval("JSON.stringify(document.getElementById('overlay').getBoundingClientRect())")
     r = json.loads(rect)
     shot = browser.screenshot()
@@ -226,3 +241,60 @@ def test_a_server_failure_reaches_the_page_as_a_message(page, unet_bundle, tmp_p
     assert answer.status_code == 500
     message = answer.get_json()["error"]
     assert message.startswith(f"internal error analysing {png.name}: RuntimeError") and "\n" not in message
+
+
+def _frame_box(browser: Browser) -> tuple[int, int, int, int]:
+    """The shown frame's pixels on screen (inside the 1-pixel border): top, bottom, left, right."""
+    r = json.loads(browser.eval("JSON.stringify(document.getElementById('overlay').getBoundingClientRect())"))
+    top, left = int(round(r["top"])) + 1, int(round(r["left"])) + 1
+    return top, int(round(r["top"] + r["height"])) - 1, left, int(round(r["left"] + r["width"])) - 1
+
+
+def test_the_explanation_is_shown_over_the_frame_on_request(cam_page, cnn_cam_bundle):
+    """Issue 22.3: a bundle converted with --explain cam gets a "show explanation" toggle and an opacity slider; the
+    map drawn is the one predict --out writes (edgemed.saliency_overlay), over the plain frame, at the opacity set."""
+    from edgemed.dicom_results import render
+    from edgemed.saliency_overlay import saliency_picture
+
+    browser, url = cam_page
+    with edgemed.load(cnn_cam_bundle) as pipe:  # the real BUSI frame whose map has the most to show
+        path = max(sorted(samples_dir("busi").glob("*.png")), key=lambda p: float(pipe.predict(p).saliency.mean()))
+        frame = edgemed.read_image(path)
+        result = pipe.predict(frame)
+        plain = render(frame, result, pipe.task, pipe.labels).astype(int)
+        heat = np.asarray(saliency_picture(frame, result.saliency)).astype(int)
+    assert np.abs(heat - plain).mean() > 10  # the map changes the picture enough to be seen on screen
+    browser.upload(url, path)
+    note = browser.eval("document.getElementById('explain-note').innerText")
+    assert "Explanation (CAM saliency map)" in note and "Not a finding" in note
+    assert browser.eval("document.getElementById('show-explanation').checked") is False
+    hidden = "getComputedStyle(document.getElementById('saliency')).display === 'none'"
+    assert browser.eval(hidden)
+    top, bottom, left, right = _frame_box(browser)
+    assert (bottom - top, right - left) == plain.shape[:2]  # shown 1:1, so the screen can be compared pixel by pixel
+
+    def shown() -> np.ndarray:
+        return browser.screenshot()[top:bottom, left:right].astype(int)
+
+    before = shown()
+    assert np.abs(before - plain).mean() < 2  # off: the plain frame
+
+    browser.eval("document.getElementById('show-explanation').click()")
+    browser.until("(() => {const s = document.getElementById('saliency'); return !s.hidden && s.complete && "
+                  "s.naturalWidth > 0 && getComputedStyle(s).display !== 'none' && s.offsetParent !== null})()")
+    rect = json.loads(browser.eval("JSON.stringify(document.getElementById('saliency').getBoundingClientRect())"))
+    over = json.loads(browser.eval("JSON.stringify(document.getElementById('overlay').getBoundingClientRect())"))
+    assert rect == over  # the map lies exactly over the frame
+    full = shown()
+    assert np.abs(full - before).mean() > 10  # on: what is drawn differs from the plain frame
+    assert np.abs(full - heat).mean() < 2  # and it is predict --out's picture (opacity 100 by default)
+
+    browser.eval("(() => {const o = document.getElementById('opacity'); o.value = 50; "
+                 "o.dispatchEvent(new Event('input', {bubbles: true}))})()")
+    half = shown()
+    assert np.abs(half - full).mean() > 4  # the slider changes what is drawn ...
+    assert np.abs(half - (plain + heat) / 2).mean() < 2  # ... to the map at half opacity over the frame
+
+    browser.eval("document.getElementById('show-explanation').click()")
+    assert browser.eval(hidden)
+    assert np.abs(shown() - plain).mean() < 2
