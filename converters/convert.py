@@ -39,7 +39,6 @@ from edgemed.manifest import (
     Artifact,
     BuildRecord,
     DetectionPost,
-    Explanation,
     FeatureInput,
     InputSpec,
     Manifest,
@@ -60,13 +59,8 @@ from .artifacts import Built, Context, Dropped
 from .calibration import MIN_INT8_CALIBRATION, DataPlan, named_tensors, plan
 from .cases import CaseStore, fill
 from .explain import (
-    FEATURES_OUTPUT,
-    HEAD_FILE,
-    CamHead,
     SaliencyReference,
     find_cam_head,
-    randomisation_check,
-    with_features,
 )
 from .export_onnx import INPUT_NAME, OUTPUT_NAME, export_torch, finalize, graph_io, output_names
 from .graph_checks import GraphFacts, OutputEvidence, check_graph, output_kind
@@ -101,6 +95,18 @@ def tool_versions() -> dict:
     return versions
 
 
+def find_explanation(method: str | None, source: SourceModel, input_shape: tuple[int, ...] | None) -> Any:
+    """The plan of ``--explain METHOD`` for this source (refused in one line where its structure cannot support it):
+    the one place convert reads a method's name."""
+    if method == "cam":
+        return find_cam_head(source.module, input_shape, source.kind)
+    if method == "recipro-cam":
+        from .recipro_cam import find_recipro_target
+
+        return find_recipro_target(source.module, input_shape, source.kind)
+    return None
+
+
 @dataclass
 class Exported:
     """The FP32 ONNX model and what the export learned about it."""
@@ -113,7 +119,7 @@ class Exported:
     terminal: GraphFacts
     dynamic_batch: bool
     record: dict  # exporter, notes, seconds (for the report)
-    cam: CamHead | None = None  # --explain cam: the head found in the module (its feature map is an extra output)
+    cam: Any = None  # --explain: the method's plan (explain.CamHead or recipro_cam.ReciproTarget): an extra output
 
 
 @dataclass
@@ -157,10 +163,9 @@ def run(opts: ConvertOptions, log: Callable[[str], None] = lambda s: None) -> Pa
 
         check_input_shape(source.module, opts.input_shape, opts.arch)
     log(f"source: {source.kind} {opts.model.name} (sha256 {source.sha256[:12]})")
-    cam = find_cam_head(source.module, opts.input_shape, source.kind) if opts.explain == "cam" else None
+    cam = find_explanation(opts.explain, source, opts.input_shape)
     if cam is not None:
-        log(f"explain: cam from {cam.target_layer!r} {list(cam.feature_shape)} through {cam.pool_name!r} and "
-            f"{cam.linear_name!r}")
+        log(cam.line())
 
     with atomic_directory(opts.out, force=opts.force) as tmp, scratch_dir() as scratch:
         scratch = Path(scratch)
@@ -197,8 +202,9 @@ def run(opts: ConvertOptions, log: Callable[[str], None] = lambda s: None) -> Pa
                           reference_by=reference.by, unit=data.images.unit, input_names=names)
             if exported.cam is not None:
                 gauge.saliency = SaliencyReference.build(reference.engine, verdict, exported.input_name,
-                                                         exported.output_name, exported.cam, exported.shape[2:4])
-                exported.cam.sanity = randomisation_check(source.module, exported.cam, verdict.inputs())
+                                                         exported.output_name,
+                                                         exported.cam.explainer(exported.shape[2:4]))
+                exported.cam.sanity = exported.cam.sanity_check(source.module, verdict.inputs())
                 log(exported.cam.sanity.line())
         ctx = Context(bundle_dir=tmp, scratch=scratch, fp32_onnx=exported.path, pre=pre,
                       input_name=exported.input_name, calibration=data.plan.calibration, gauge=gauge,
@@ -318,7 +324,7 @@ def labelled(opts: ConvertOptions, reference: Reference, pre: Preprocessor, read
 
 
 def export(source: SourceModel, opts: ConvertOptions, target: Path, log: Callable[[str], None],
-           cam: CamHead | None = None) -> Exported:
+           cam: Any = None) -> Exported:
     """Stage 1: one self-contained FP32 ONNX file with a dynamic batch axis where the model allows it (with
     ``cam``: the feature map entering the pooling as a second output, :mod:`edgemed.converters.explain`)."""
     t0 = time.perf_counter()
@@ -330,8 +336,8 @@ def export(source: SourceModel, opts: ConvertOptions, target: Path, log: Callabl
         if opts.task == "detection":
             from .detection_setup import torch_output_names as names
         if cam is not None:
-            with with_features(source.module, cam) as module:
-                rec = export_torch(module, list(opts.input_shape), target, lambda n: [OUTPUT_NAME, FEATURES_OUTPUT])
+            with cam.exporting(source.module) as module:
+                rec = export_torch(module, list(opts.input_shape), target, lambda n: [OUTPUT_NAME, cam.output])
         else:
             rec = export_torch(source.module, list(opts.input_shape), target, names,
                                [(name, len(features)) for name, features in opts.features])
@@ -503,13 +509,8 @@ def write(tmp: Path, opts: ConvertOptions, source: SourceModel, exported: Export
     }
     explain = None
     if exported.cam is not None:
-        exported.cam.save(tmp / HEAD_FILE)
-        explain = Explanation(method="cam", target_layer=exported.cam.target_layer, features_output=FEATURES_OUTPUT,
-                              head=file_record(tmp, HEAD_FILE))
-        report["explain"] = {"method": "cam", "target_layer": exported.cam.target_layer, "pool": exported.cam.pool_name,
-                             "linear": exported.cam.linear_name, "features": list(exported.cam.feature_shape),
-                             "output": FEATURES_OUTPUT,
-                             "sanity": exported.cam.sanity.record() if exported.cam.sanity else None}
+        explain = exported.cam.write(tmp)
+        report["explain"] = exported.cam.report()
     write_json(tmp / REPORT, report)
     log(format_table(REPORT_HEADERS, [_table_row(a) for a in artifacts]))
     log(f"convert: {seconds:.0f} s, peak resident memory {report['peak_rss_mb']:.0f} MB")

@@ -28,7 +28,7 @@ from edgemed.errors import OptionError
 
 FEATURES_OUTPUT = "cam_features"  # the extra graph output: the feature map entering the pooling, (N, K, h, w)
 HEAD_FILE = "explain_head.npz"  # weight (C, K), bias (C,): the Linear head, float32
-METHODS = ("cam",)
+METHODS = ("cam", "recipro-cam")
 _PASS_THROUGH = ("Flatten", "Dropout", "Dropout1d", "Dropout2d", "Identity")
 # The head must reproduce the module's logits from the feature map to this tolerance (FP32 round-off of a
 # K-term dot product; measured 2e-7 on the shipped CNN).
@@ -51,9 +51,42 @@ class CamHead:
     feature_shape: tuple[int, ...]  # (K, h, w) at the declared input shape
     sanity: SanityCheck | None = None  # the randomisation test on the verdict cases (convert runs it)
 
+    method = "cam"
+    output = FEATURES_OUTPUT
+
     def save(self, path: Path) -> None:
         with open(path, "wb") as f:
             np.savez(f, weight=self.weight, bias=self.bias)
+
+    # -- what convert asks of an explanation method (converters.recipro_cam.ReciproTarget answers the same) --------
+    def line(self) -> str:
+        return (f"explain: cam from {self.target_layer!r} {list(self.feature_shape)} through {self.pool_name!r} and "
+                f"{self.linear_name!r}")
+
+    def exporting(self, module: Any):
+        return with_features(module, self)
+
+    def explainer(self, input_hw: tuple[int, int]) -> Any:
+        from edgemed.saliency import CamExplainer
+
+        return CamExplainer(self.weight, FEATURES_OUTPUT, tuple(input_hw))
+
+    def sanity_check(self, module: Any, inputs: Any) -> SanityCheck:
+        return randomisation_check(module, self, inputs)
+
+    def write(self, bundle_dir: Path) -> Any:
+        """Write the head's weights; the manifest's record of the explanation."""
+        from edgemed.bundle import file_record
+        from edgemed.manifest import Explanation
+
+        self.save(bundle_dir / HEAD_FILE)
+        return Explanation(method="cam", target_layer=self.target_layer, features_output=FEATURES_OUTPUT,
+                           head=file_record(bundle_dir, HEAD_FILE))
+
+    def report(self) -> dict:
+        return {"method": "cam", "target_layer": self.target_layer, "pool": self.pool_name,
+                "linear": self.linear_name, "features": list(self.feature_shape), "output": FEATURES_OUTPUT,
+                "sanity": self.sanity.record() if self.sanity else None}
 
 
 def _refuse(problem: str) -> OptionError:
@@ -170,20 +203,18 @@ class SaliencyReference:
 
     input_name: str
     output_name: str
-    explainer: Any  # edgemed.saliency.CamExplainer
+    explainer: Any  # edgemed.saliency.CamExplainer or ReciproExplainer
     cases: list[tuple[int, np.ndarray]]
 
     @classmethod
-    def build(cls, engine: Any, verdict: Any, input_name: str, output_name: str, head: CamHead,
-              input_hw: tuple[int, int]) -> SaliencyReference:
-        from edgemed.saliency import CamExplainer, class_activation_map
-
-        explainer = CamExplainer(head.weight, FEATURES_OUTPUT, tuple(input_hw))
+    def build(cls, engine: Any, verdict: Any, input_name: str, output_name: str, explainer: Any
+              ) -> SaliencyReference:
+        """``explainer``: the method's run-time explainer (``model_map``, ``input_map``), as the artifacts' own."""
         cases = []
         for x in verdict.inputs():
             outputs = engine.infer({input_name: x})
             index = int(np.argmax(outputs[output_name][0]))
-            cases.append((index, class_activation_map(outputs[FEATURES_OUTPUT][0], head.weight[index])))
+            cases.append((index, explainer.model_map(outputs, index)))
         return cls(input_name, output_name, explainer, cases)
 
     def judge(self, engine: Any, verdict: Any) -> Any:

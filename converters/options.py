@@ -29,7 +29,7 @@ DETECTION_LAYOUTS = ("edgemed", "yolo", "torchvision")
 NMS_PLACES = ("graph", "host")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 OUTPUT_KINDS = ("logits", "probabilities")
-EXPLAIN_METHODS = ("cam",)  # edgemed.converters.explain.METHODS
+EXPLAIN_METHODS = ("cam", "recipro-cam")  # edgemed.converters.explain.METHODS
 GROUPS = ("model", "outputs", "targets", "data", "gate", "detection", "tensorrt", "bundle")
 
 
@@ -150,8 +150,10 @@ class ConvertOptions:
     output_kind: str | None = opt(
         help="What the model outputs (default: detected from a terminal Softmax/Sigmoid and the outputs).",
         group="outputs", kind="choice", choices=OUTPUT_KINDS, check=_choice(OUTPUT_KINDS, "--output-kind"))
-    explain: str | None = opt(help="Saliency maps from the artifacts themselves: cam (classifiers ending in global "
-                              "average pooling and one Linear layer; r.saliency at run time).", group="outputs",
+    explain: str | None = opt(help="Saliency maps from the artifacts themselves (r.saliency at run time): cam "
+                              "(classifiers ending in global average pooling and one Linear layer; free), "
+                              "recipro-cam (any CNN classifier; re-runs the layers after its last convolution on "
+                              "masked copies of its feature map, in the graph).", group="outputs",
                               kind="choice", choices=EXPLAIN_METHODS, check=_choice(EXPLAIN_METHODS, "--explain"))
     targets: tuple[str, ...] = opt(("onnx",), help="Targets, comma-separated: onnx, openvino, tensorrt.",
                                    group="targets", flag="--to", parse=lambda text: tuple(text.split(",")),

@@ -365,10 +365,19 @@ class Explanation(Record, kw_only=True):
     made from, the extra graph output that carries it, and the file holding the head's weights. Every artifact
     of the bundle has that output (they are all built from the one exported ONNX); ``load`` checks it."""
 
-    method: Literal["cam"]
-    target_layer: Name  # the module whose output enters the global pooling, e.g. "features"
-    features_output: Name  # graph output (N, K, h, w)
-    head: FileRecord  # .npz: weight (C, K), bias (C,) of the Linear head
+    method: Literal["cam", "recipro-cam"]
+    target_layer: Name  # cam: the module whose output enters the global pooling; recipro-cam: the masked layer
+    features_output: Name  # graph output: cam (N, K, h, w); recipro-cam (N, h*w, C)
+    head: FileRecord | None = None  # cam: .npz weight (C, K), bias (C,) of the Linear head
+    grid: Annotated[list[StaticDim], Meta(min_length=2, max_length=2)] | None = None  # recipro-cam: (h, w)
+
+    def __post_init__(self) -> None:
+        if (self.method == "cam") != (self.head is not None):
+            raise ValueError(f"head: method {self.method} {'needs' if self.method == 'cam' else 'has no'} the head's "
+                             "weights file")
+        if (self.method == "recipro-cam") != (self.grid is not None):
+            raise ValueError(f"grid: method {self.method} {'needs' if self.method == 'recipro-cam' else 'has no'} "
+                             "the feature map's grid")
 
 
 class Provenance(Record, kw_only=True):
@@ -413,7 +422,7 @@ class Manifest(Record, kw_only=True):
         except InputError as exc:  # the spec validator's message names the op and its parameter
             raise ValueError(f"preprocess: {exc}") from exc
         names = [f.file for a in self.artifacts for f in a.files()] + [f.file for f in self.files] + \
-            ([self.explain.head.file] if self.explain else [])
+            ([self.explain.head.file] if self.explain and self.explain.head else [])
         if len(set(names)) != len(names):
             raise ValueError(f"artifacts: a file is listed twice ({sorted(n for n in names if names.count(n) > 1)[0]})")
         keys = [a.key for a in self.artifacts]
@@ -495,7 +504,7 @@ class Manifest(Record, kw_only=True):
             if art.weights is not None:
                 out.append((f"artifacts[{i}].weights", art.weights))
         out += [(f"files[{i}]", f) for i, f in enumerate(self.files)]
-        if self.explain is not None:
+        if self.explain is not None and self.explain.head is not None:
             out.append(("explain.head", self.explain.head))
         return out
 
@@ -517,6 +526,9 @@ def _field_message(exc: msgspec.ValidationError, raw: Any, cls: type) -> str:
     path = where.rstrip("`").removeprefix("$").lstrip(".")
     if "[...]" in path:
         path = _name_keys(raw, cls, path)
+    field = re.match(r"^([a-z_]+): ", message)  # a record's own check names its field: "head: ..." -> explain.head
+    if field and path:
+        path, message = f"{path}.{field.group(1)}", message[field.end():]
     return f"field {path or '(top level)'}: {message[:1].lower()}{message[1:]}"
 
 

@@ -64,10 +64,10 @@ class Pipeline:
             self._bind_shape = None  # one bound input array per engine: a several-input feed goes through infer
         self.explainer = None
         if m.explain is not None:  # convert --explain cam: r.saliency (edgemed.saliency)
-            from .saliency import CamExplainer
+            from .saliency import open_explainer
 
             hw = m.input.static_shape[1:3] if m.input.layout == "NHWC" else m.input.static_shape[2:4]
-            self.explainer = CamExplainer.open(bundle.path, m.explain, engine, len(self.labels), hw)
+            self.explainer = open_explainer(bundle.path, m.explain, engine, len(self.labels), hw)
 
     # -- stages ----------------------------------------------------------------------------
     def prepare(self, image: np.ndarray | str | Path, **describe: Any) -> Prepared:

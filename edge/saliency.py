@@ -17,6 +17,7 @@ measures it side by side (README: the explanation's cost).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ import numpy as np
 from .errors import BundleError
 from .postprocess import _resize_plane, to_original_geometry
 
-_FIX = "the bundle's explanation does not fit its artifact; rebuild it with edgemed convert --explain cam"
+_FIX = "the bundle's explanation does not fit its artifact; rebuild it with edgemed convert --explain"
 
 
 def class_activation_map(features: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -86,32 +87,99 @@ class CamExplainer:
                               f"the feature output {list(info.shape)}", _FIX)
         return cls(weight, explain.features_output, input_hw)
 
+    def model_map(self, outputs: dict[str, np.ndarray], index: int) -> np.ndarray:
+        """The map of class ``index`` at the feature map's resolution."""
+        return class_activation_map(outputs[self.features_output][0], self.weight[index])
+
     def input_map(self, outputs: dict[str, np.ndarray], index: int) -> np.ndarray:
         """The map of class ``index`` at the model's input size (no frame geometry): what the saliency-drift term
         compares between artifacts (:mod:`edgemed.saliency_drift`)."""
-        return to_frame(class_activation_map(outputs[self.features_output][0], self.weight[index]), self.input_hw, [])
+        return to_frame(self.model_map(outputs, index), self.input_hw, [])
 
     def pending(self, outputs: dict[str, np.ndarray], index: int, geometry: list) -> LazySaliency | None:
         """The map of class ``index`` for one frame's outputs; None where a caller ran the engine for the class
         output alone (then ``r.saliency`` is None rather than a KeyError)."""
         features = outputs.get(self.features_output)
-        return None if features is None else LazySaliency(features[0], self.weight[index], self.input_hw, geometry)
+        if features is None:
+            return None
+        weights = self.weight[index]
+        return LazySaliency(lambda: class_activation_map(features[0], weights), self.input_hw, geometry)
 
 
 class LazySaliency:
     """One result's map, computed on first use and kept (see the module docstring for why it is not eager)."""
 
-    __slots__ = ("features", "weights", "input_hw", "geometry", "_map")
+    __slots__ = ("make", "input_hw", "geometry", "_map")
 
-    def __init__(self, features: np.ndarray, weights: np.ndarray, input_hw: tuple[int, int], geometry: list) -> None:
-        self.features, self.weights, self.input_hw, self.geometry = features, weights, input_hw, geometry
+    def __init__(self, make: Callable[[], np.ndarray], input_hw: tuple[int, int], geometry: list) -> None:
+        self.make, self.input_hw, self.geometry = make, input_hw, geometry
         self._map: np.ndarray | None = None
 
     def model_map(self) -> np.ndarray:
-        """The CAM at the feature map's own resolution (h, w), in [0, 1]."""
-        return class_activation_map(self.features, self.weights)
+        """The map at the model's own resolution (the feature map's h, w), in [0, 1]."""
+        return self.make()
 
     def __call__(self) -> np.ndarray:
         if self._map is None:
             self._map = to_frame(self.model_map(), self.input_hw, self.geometry)
         return self._map
+
+
+def recipro_map(logits: np.ndarray, index: int, grid: tuple[int, int]) -> np.ndarray:
+    """Recipro-CAM's map of class ``index`` from the logits of the head re-run on each spatially masked copy of the
+    feature map ((h*w, C), row i*w + j: the copy kept around location (i, j)): the class's softmax score per location,
+    scaled to [0, 1] by min-max (Byun and Lee, "Recipro-CAM", 2022). A map with no spread (every masked copy scored
+    alike) is all zeros: no location argues more than another."""
+    z = np.asarray(logits, np.float64)
+    if z.shape[1] == 1:  # one sigmoid logit: class 1's score is its sigmoid, class 0's the complement
+        p1 = 1.0 / (1.0 + np.exp(-z[:, 0]))
+        scores = p1 if index == 1 else 1.0 - p1
+    else:
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        scores = e[:, index] / e.sum(axis=1)
+    low, high = float(scores.min()), float(scores.max())
+    if not high - low > 1e-12:
+        return np.zeros(grid, np.float32)
+    return ((scores - low) / (high - low)).reshape(grid).astype(np.float32)
+
+
+class ReciproExplainer:
+    """``--explain recipro-cam``: each artifact also outputs the head's logits on the h*w masked copies of the target
+    layer's feature map (``explain.features_output``, (N, h*w, C)); the map is made from them, numpy only."""
+
+    def __init__(self, output: str, grid: tuple[int, int], input_hw: tuple[int, int]) -> None:
+        self.features_output, self.grid, self.input_hw = output, grid, input_hw
+
+    @classmethod
+    def open(cls, explain: Any, engine: Any, classes: int, input_hw: tuple[int, int]) -> ReciproExplainer:
+        outputs = {t.name: t for t in engine.outputs}
+        info = outputs.get(explain.features_output)
+        grid = tuple(explain.grid or ())
+        if info is None:
+            raise BundleError(f"the artifact has no output {explain.features_output!r} (explain.features_output; "
+                              f"it has {sorted(outputs)})", _FIX)
+        dims = info.shape
+        locations = dims[1] if len(dims) == 3 and isinstance(dims[1], int) and dims[1] > 0 else None
+        if len(grid) != 2 or len(dims) != 3 or (locations is not None and locations != grid[0] * grid[1]):
+            raise BundleError(f"explain.grid {list(grid)} does not fit the output {explain.features_output!r} "
+                              f"{list(dims)}", _FIX)
+        return cls(explain.features_output, (int(grid[0]), int(grid[1])), input_hw)
+
+    def model_map(self, outputs: dict[str, np.ndarray], index: int) -> np.ndarray:
+        return recipro_map(outputs[self.features_output][0], index, self.grid)
+
+    def input_map(self, outputs: dict[str, np.ndarray], index: int) -> np.ndarray:
+        return to_frame(self.model_map(outputs, index), self.input_hw, [])
+
+    def pending(self, outputs: dict[str, np.ndarray], index: int, geometry: list) -> LazySaliency | None:
+        logits = outputs.get(self.features_output)
+        if logits is None:
+            return None
+        return LazySaliency(lambda: recipro_map(logits[0], index, self.grid), self.input_hw, geometry)
+
+
+def open_explainer(bundle_path: Path, explain: Any, engine: Any, classes: int, input_hw: tuple[int, int]) -> Any:
+    """The bundle's explainer for its method (``explain.method``): the one place a method name is read at run time."""
+    if explain.method == "recipro-cam":
+        return ReciproExplainer.open(explain, engine, classes, input_hw)
+    return CamExplainer.open(bundle_path, explain, engine, classes, input_hw)
