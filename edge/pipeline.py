@@ -60,8 +60,7 @@ class Pipeline:
         shape = tuple(getattr(self.preprocessor, "input_shape", ()))
         self._bind_shape = (1,) + shape[1:] if len(shape) > 1 and all(d > 0 for d in shape[1:]) else None
         self.features = FeatureFeeds(m.features)  # the inputs beside the main one (predict's features=)
-        if self.features:
-            self._bind_shape = None  # one bound input array per engine: a several-input feed goes through infer
+        self._bind_extra = {spec.name: (1, len(spec.features)) for spec in m.features} or None  # bound beside it
         self.explainer = None
         if m.explain is not None:  # convert --explain cam: r.saliency (edgemed.saliency)
             from .saliency import open_explainer
@@ -77,14 +76,15 @@ class Pipeline:
         the main one (the manifest's ``features``) takes them by name: ``features={"rr_pre": 0.81, ...}``."""
         return self._prepare(image, None, describe)
 
-    def _prepare(self, image: Any, out: np.ndarray | None, describe: dict[str, Any]) -> Prepared:
+    def _prepare(self, image: Any, out: np.ndarray | None, describe: dict[str, Any],
+                 out_extra: dict[str, np.ndarray] | None = None) -> Prepared:
         if self.features or "features" in describe:
             features = describe.pop("features", None)
             if not self.features:
                 raise InputError("features: this model reads no input beside the "
                                  f"{'beat' if self.input_kind == 'signal' else 'image'}", "leave features out")
             prepared = self._prepare_main(image, out, describe)
-            prepared.extra = self.features.one(features, getattr(image, "features", None))
+            prepared.extra = self.features.one(features, getattr(image, "features", None), out_extra)
             return prepared
         return self._prepare_main(image, out, describe)
 
@@ -139,7 +139,8 @@ class Pipeline:
         """One frame (or one pre-cut beat) in, one result out, with per-stage timings in seconds."""
         t0 = time.perf_counter()
         binding = self._binding()
-        prepared = self._prepare(image, None if binding is None else binding.input, describe)
+        prepared = self._prepare(image, None if binding is None else binding.input, describe,
+                                 None if binding is None else binding.extra)
         t1 = time.perf_counter()
         # the bound call when the preprocessor wrote into the bound array (it writes a new one for a shape it
         # does not fit, e.g. a signal model's batch of windows)
@@ -157,7 +158,8 @@ class Pipeline:
             return local.binding
         except AttributeError:
             bind = getattr(self.engine, "bind", None)
-            local.binding = bind(self._bind_shape) if bind is not None and self._bind_shape else None
+            local.binding = bind(self._bind_shape, self._bind_extra) if bind is not None and self._bind_shape \
+                else None
             return local.binding
 
     def stream(self, frames: Iterable[np.ndarray], fps: float | None = None, maxsize: int = 2, results: int = 2):

@@ -22,10 +22,12 @@ class Binding:
     """One thread's input array bound to the engine in place: write ``input``, call ``run()`` for fresh outputs.
 
     What a tuned hand-written pipeline does (ONNX Runtime IO binding, an OpenVINO tensor sharing the array's
-    memory): the preprocessor writes straight into ``input`` and no call builds a feed. Not thread-safe: one per
-    thread (the Pipeline keeps them so)."""
+    memory): the preprocessor writes straight into ``input`` and no call builds a feed. A model with feature inputs
+    beside the main one has each bound too (``extra``, by input name). Not thread-safe: one per thread (the
+    Pipeline keeps them so)."""
 
     input: np.ndarray
+    extra: dict[str, np.ndarray] = {}
 
     def run(self) -> dict[str, np.ndarray]:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -54,10 +56,17 @@ class Engine:
     def _run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
-    def bind(self, shape: tuple[int, ...]) -> Binding | None:
-        """A :class:`Binding` for inputs of ``shape`` (float32), or None where the backend has none (then
-        ``infer`` serves)."""
+    def bind(self, shape: tuple[int, ...], extra: dict[str, tuple[int, ...]] | None = None) -> Binding | None:
+        """A :class:`Binding` for a main input of ``shape`` (float32) and the feature inputs ``extra`` (name ->
+        shape) beside it, or None where the backend has none (then ``infer`` serves)."""
         return None
+
+    def _main_input(self, extra: dict | None) -> str | None:
+        """The one float32 input that is not a feature input, or None where the inputs are not that."""
+        rest = [t for t in self.inputs if t.name not in (extra or {})]
+        if len(rest) != 1 or rest[0].dtype != "float32" or len(self.inputs) != 1 + len(extra or {}):
+            return None
+        return rest[0].name
 
     def close(self) -> None:  # pragma: no cover - overridden
         pass
