@@ -267,3 +267,19 @@ def test_predict_writes_the_explanation_capture_by_default(cnn_cam_bundle, tmp_p
     assert names == {f"examples_rgb_color.{k}.dcm" for k in ("sr", "sc", "saliency")}, names
     png = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(out / "examples_rgb_color_saliency.png"))
     np.testing.assert_array_equal(pydicom.dcmread(out / "examples_rgb_color.saliency.dcm").pixel_array, png)
+
+
+def test_a_node_asked_for_explanations_does_not_wait_for_one_a_bundle_cannot_make(cnn_bundle, tmp_path):
+    """listen --dicom sr,sc,saliency with a bundle converted without --explain: once its SR and SC were delivered,
+    a source sent again counts as answered (before, it waited for a saliency capture that never comes and
+    analysed and sent the source again every time)."""
+    from edgemed.dicom_node import Node
+    from edgemed.dicom_results import Algorithm, result_uid
+
+    source = pydicom.dcmread(DICOM / "examples_rgb_color.dcm")
+    with edgemed.load(cnn_bundle) as pipe:
+        node = Node({"*": pipe}, None, tmp_path / "outbox", kinds=("sr", "sc", "saliency"))
+        assert not node._already_sent(pipe, source)
+        for kind in ("sr", "sc"):
+            node._record_delivery(result_uid(source, Algorithm.of(pipe), kind))
+        assert node._already_sent(pipe, source)
