@@ -103,7 +103,8 @@ def convert(model: Path, out: Path, task: str, **kw) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @accept_option("Run the named --backend/--precision artifact although its verdict is this.")
 @click.option("--dicom", "dicom_kinds", help="With --out and DICOM inputs: the DICOM results to write, any of "
-              "seg,sr,sc (default: every one that applies), or none.")
+              "seg,sr,sc,saliency (default: every one that applies; saliency: the explanation of a bundle "
+              "converted with --explain, a secondary capture labelled as such), or none.")
 @click.option("--server", help="A Triton server (edgemed serve) URL, e.g. http://127.0.0.1:8000: BUNDLE is then the "
               "served model's name and the frames go there (KServe v2).")
 @click.option("--fs", type=click.FloatRange(1, 100_000), help="Signal bundles, .npy recordings: the sampling rate "
@@ -135,6 +136,11 @@ def predict(bundle: Path, inputs: tuple[Path, ...], device: str, backend: str | 
 
             raise OptionError(f"--dicom {dicom_kinds}: a SEG holds masks, and {pipe.bundle.name} is a {pipe.task} "
                               "model", "use --dicom sr,sc (its findings go into the SR and the overlay capture)")
+        if "saliency" in kinds and dicom_kinds is not None and getattr(pipe, "explainer", None) is None:
+            from .errors import OptionError
+
+            raise OptionError(f"--dicom {dicom_kinds}: {pipe.bundle.name} makes no explanation (it was converted "
+                              "without --explain)", "leave saliency out of --dicom, or convert with --explain cam")
         signal = pipe.input_kind == "signal"
         described = {"fs": fs, "units": units, "leads": tuple(x.strip() for x in leads.split(",")) if leads else None}
         if not signal and any(v is not None for v in described.values()):
@@ -225,7 +231,8 @@ def _dicom_kinds(text: str | None, out: Path | None, server: str | None) -> tupl
         return ()
     bad = [k for k in kinds if k not in KINDS]
     if bad or not kinds:
-        raise OptionError(f"--dicom {text!r}: unknown kind(s) {', '.join(bad) or '(none)'}", "use seg,sr,sc or none")
+        raise OptionError(f"--dicom {text!r}: unknown kind(s) {', '.join(bad) or '(none)'}",
+                          "use seg,sr,sc,saliency or none")
     if out is None:
         raise OptionError("--dicom needs --out", "pass --out DIR for the DICOM objects")
     if server is not None:

@@ -125,7 +125,8 @@ def serve(bundles: tuple[Path, ...], host: str, http_port: int, grpc_port: int, 
               help="On-disk outbox: results wait here until the destination has confirmed them.")
 @click.option("--route", multiple=True, help="MODALITY=BUNDLE_NAME, e.g. US=unet_busi (default: the first bundle "
               "takes every modality).")
-@click.option("--dicom", "dicom_kinds", default="seg,sr,sc", show_default=True, help="Results to make: seg,sr,sc.")
+@click.option("--dicom", "dicom_kinds", default="seg,sr,sc", show_default=True,
+              help="Results to make: seg,sr,sc,saliency.")
 @accept_option("Run an artifact with this verdict (never by default).")
 def listen(bundles: tuple[Path, ...], ae_title: str, host: str, port: int, send_to: str | None, queue: Path,
            route: tuple[str, ...], dicom_kinds: str, accept: str | None) -> None:
@@ -139,7 +140,7 @@ def listen(bundles: tuple[Path, ...], ae_title: str, host: str, port: int, send_
 
     kinds = tuple(k.strip() for k in dicom_kinds.split(","))
     if not kinds or any(k not in KINDS for k in kinds):
-        raise OptionError(f"--dicom {dicom_kinds!r}", "use any of seg,sr,sc")
+        raise OptionError(f"--dicom {dicom_kinds!r}", "use any of seg,sr,sc,saliency")
     destination = Destination.parse(send_to) if send_to else None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s edgemed listen: %(message)s")
     for chatty in ("pynetdicom", "highdicom", "pydicom"):  # ~15 INFO lines per image otherwise; warnings still show

@@ -98,7 +98,8 @@ class Node:
         """Every result this source would get from this artifact has been delivered before."""
         from .dicom_results import Algorithm, result_uid
 
-        kinds = [k for k in self.kinds if k != "seg" or pipe.task == "segmentation"]
+        kinds = [k for k in self.kinds if (k != "seg" or pipe.task == "segmentation")
+                 and (k != "saliency" or getattr(pipe, "explainer", None) is not None)]
         algo = Algorithm.of(pipe)
         return bool(kinds) and all(self.delivered(result_uid(ds, algo, k)) for k in kinds)
 

@@ -12,6 +12,8 @@ algorithm: the bundle's name and hash, the artifact, its backend and precision a
   image regions (closed polylines on the source frame); lesion areas from masks, in mm² where the
   source states its pixel spacing and in pixels otherwise (the text says which).
 - SC: the frame with the overlay drawn, for viewers that read neither.
+- Saliency SC (bundles converted with ``--explain``): the explanation's heat map over the frame, labelled as an
+  explanation, not a finding, in its own series.
 """
 
 from __future__ import annotations
@@ -160,23 +162,58 @@ def write_seg(source, masks: list[np.ndarray], labels: list[str], algo: Algorith
     return _save(seg, out.with_name(out.name + ".seg.dcm"))
 
 
-def write_sc(source, overlay_rgb: np.ndarray, algo: Algorithm, out: Path) -> Path:
+def _capture(source, rgb: np.ndarray, algo: Algorithm, kind: str, series_number: int, description: str):
+    """A secondary capture of an 8-bit RGB picture in the source's study, in its own series (UIDs from ``kind``)."""
     import highdicom as hd
 
-    series, instance = result_uid(source, algo, "sc", "series"), result_uid(source, algo, "sc")
+    series, instance = result_uid(source, algo, kind, "series"), result_uid(source, algo, kind)
     spacing = getattr(source, "PixelSpacing", None)
     orientation = _orientation(source)
     sc = hd.sc.SCImage.from_ref_dataset(
-        ref_dataset=source, pixel_array=np.ascontiguousarray(overlay_rgb, dtype=np.uint8),
+        ref_dataset=source, pixel_array=np.ascontiguousarray(rgb, dtype=np.uint8),
         photometric_interpretation=hd.PhotometricInterpretationValues.RGB, bits_allocated=8,
         coordinate_system=hd.CoordinateSystemNames.PATIENT, patient_orientation=orientation or ("L", "P"),
-        series_instance_uid=series, series_number=9103, sop_instance_uid=instance, instance_number=1,
+        series_instance_uid=series, series_number=series_number, sop_instance_uid=instance, instance_number=1,
         manufacturer=MANUFACTURER, pixel_spacing=tuple(float(v) for v in spacing) if spacing else None,
-        series_description=f"edgemed {algo.name} overlay ({algo.verdict})"[:64])
+        series_description=description[:64])
     if orientation is None:
         sc.PatientOrientation = None  # unknown in the source: empty (type 2), never a guess (highdicom wants one)
     _copy_or_empty(sc, source, "Laterality")  # type 2C (paired body parts): the source's, or empty (dciodvfy)
+    return sc
+
+
+def write_sc(source, overlay_rgb: np.ndarray, algo: Algorithm, out: Path) -> Path:
+    sc = _capture(source, overlay_rgb, algo, "sc", 9103, f"edgemed {algo.name} overlay ({algo.verdict})")
     return _save(sc, out.with_name(out.name + ".sc.dcm"))
+
+
+EXPLANATION = "EXPLANATION (saliency), not a finding"
+
+
+def write_saliency_sc(source, picture_rgb: np.ndarray, method: str, target: str, algo: Algorithm, out: Path) -> Path:
+    """The saliency picture (``predict --out``'s ``STEM_saliency.png``: the map over the first frame) as a secondary
+    capture: never a diagnostic object (no SEG, no SR finding), because a map shows what the model weighted, not
+    where a lesion is. A reader meets the word "explanation" wherever a PACS or viewer shows an image's text: the
+    series description, the derivation description and the image comments; the Source Image Sequence names the
+    frame it was made from. Its own series (9104) beside the overlay capture's, UIDs derived like every result's."""
+    from pydicom.dataset import Dataset
+
+    sc = _capture(source, picture_rgb, algo, "saliency", 9104, f"{EXPLANATION}: edgemed {algo.name}")
+    statement = (f"{EXPLANATION}. {method} saliency map of {target} from edgemed {algo.name} ({algo.artifact}, "
+                 f"{algo.backend}/{algo.precision}, {algo.verdict}), laid over the source frame: it shows which image "
+                 "regions the model weighted, for quality assurance; it does not locate a lesion.")
+    sc.DerivationDescription = statement[:1024]  # ST
+    sc.ImageComments = statement  # LT
+    ref = Dataset()
+    ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = source.SOPClassUID, source.SOPInstanceUID
+    if int(getattr(source, "NumberOfFrames", 1) or 1) > 1:
+        ref.ReferencedFrameNumber = 1  # the first frame, as for the overlay capture
+    sc.SourceImageSequence = [ref]
+    # The source frame's pixels are in the picture: whatever identifying text the scanner burned into them is too.
+    # The caption edgemed draws identifies nobody, so it changes nothing here; a source that does not say is unknown.
+    if "BurnedInAnnotation" in source:
+        sc.BurnedInAnnotation = source.BurnedInAnnotation
+    return _save(sc, out.with_name(out.name + ".saliency.dcm"))
 
 
 def _orientation(source) -> tuple[str, str] | None:
@@ -276,7 +313,7 @@ def write_sr(source, results: list, task: str, labels: list[str], algo: Algorith
     return _save(sr, out.with_name(out.name + ".sr.dcm"))
 
 
-KINDS = ("seg", "sr", "sc")
+KINDS = ("seg", "sr", "sc", "saliency")  # saliency: bundles converted with --explain
 
 
 def check_source(source, path: Path) -> None:
@@ -321,4 +358,22 @@ def write_objects(pipe: Any, path: Path, images: list[np.ndarray], results: list
         written.append(write_sr(source, results, pipe.task, pipe.labels, algo, out))
     if "sc" in kinds:  # the first frame: a viewer's key image, not a second copy of a cine loop
         written.append(write_sc(source, render(images[0], results[0], pipe.task, pipe.labels), algo, out))
+    if "saliency" in kinds:
+        saliency = getattr(results[0], "saliency", None)
+        if saliency is not None:
+            written.append(write_saliency_sc(source, _saliency_rgb(images[0], saliency), _method(pipe),
+                                             f"{results[0].label!r}", algo, out))
+        elif strict:
+            raise InputError(f"{path}: {pipe.bundle.name} makes no explanation to store",
+                             "convert it with --explain cam, or leave saliency out of --dicom")
     return written
+
+
+def _saliency_rgb(image: np.ndarray, saliency: np.ndarray) -> np.ndarray:
+    from .saliency_overlay import saliency_picture
+
+    return np.asarray(saliency_picture(image, saliency).convert("RGB"))
+
+
+def _method(pipe: Any) -> str:
+    return str(pipe.bundle.manifest.explain.method).upper()

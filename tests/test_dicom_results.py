@@ -196,3 +196,90 @@ def test_result_objects_are_refused_wherever_frames_are_read(unet_bundle, tmp_pa
         ds.save_as(tmp_path / "r.dcm")
         with pytest.raises(InputError, match="is a result, not an image"):
             read_frames(tmp_path / "r.dcm")
+
+
+def _dciodvfy_errors(path) -> list[str]:
+    validator = shutil.which("dciodvfy")  # dicom3tools' IOD validator (.ci/run installs it); skipped where missing
+    if not validator:
+        return []
+    report = subprocess.run([validator, str(path)], capture_output=True, text=True, timeout=60)
+    return [ln for ln in (report.stdout + report.stderr).splitlines() if ln.startswith("Error")]
+
+
+def test_an_explanation_is_stored_as_a_capture_labelled_explanation_not_a_finding(cnn_cam_bundle, tmp_path):
+    """Issue 22: a bundle converted with --explain adds its saliency picture as a secondary capture (the PNG predict
+    --out writes, pixel for pixel), in the source's study, its own series, referencing the source frame, and
+    labelled an explanation wherever a viewer shows an image's text; never a SEG or an SR finding."""
+    from edgemed.dicom_results import KINDS
+    from edgemed.saliency_overlay import saliency_picture
+
+    path = DICOM / "examples_rgb_color.dcm"  # 8-bit RGB ultrasound, what the classifier reads
+    frames = read_frames(path)
+    with edgemed.load(cnn_cam_bundle) as pipe:
+        results = [pipe.predict(f) for f in frames]
+        written = write_objects(pipe, path, frames, results, tmp_path / "e", KINDS)
+    assert [p.name for p in written] == ["e.sr.dcm", "e.sc.dcm", "e.saliency.dcm"]
+    source = pydicom.dcmread(path)
+    sc, exp = pydicom.dcmread(written[1]), pydicom.dcmread(written[2])
+    np.testing.assert_array_equal(exp.pixel_array, np.asarray(saliency_picture(frames[0], results[0].saliency)))
+    assert results[0].saliency.max() > 0  # a picture with a map on it, not the bare frame
+    assert exp.SOPClassUID == sc.SOPClassUID == pydicom.uid.SecondaryCaptureImageStorage
+    assert exp.StudyInstanceUID == source.StudyInstanceUID and exp.PatientID == source.PatientID
+    assert len({exp.SeriesInstanceUID, sc.SeriesInstanceUID, source.SeriesInstanceUID}) == 3
+    assert exp.SOPInstanceUID not in (sc.SOPInstanceUID, source.SOPInstanceUID) and exp.SeriesNumber == 9104
+    (ref,) = exp.SourceImageSequence
+    assert (ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID) == (source.SOPClassUID, source.SOPInstanceUID)
+    for text in (exp.SeriesDescription, exp.DerivationDescription, exp.ImageComments):
+        assert text.startswith("EXPLANATION (saliency), not a finding")
+    assert "CAM" in exp.ImageComments and repr(results[0].label) in exp.ImageComments
+    assert list(exp.ImageType)[:2] == ["DERIVED", "SECONDARY"] and exp.Manufacturer == "edgemed"
+    with edgemed.load(cnn_cam_bundle) as pipe:  # the same source and artifact again: the same UIDs
+        again = write_objects(pipe, path, frames, [pipe.predict(f) for f in frames], tmp_path / "a", ("saliency",))
+    assert pydicom.dcmread(again[0]).SOPInstanceUID == exp.SOPInstanceUID
+    with pytest.raises(InputError, match="is a result"):  # never analysed again as an image
+        read_frames(written[2])
+    assert not _dciodvfy_errors(written[2])
+
+
+def test_a_bundle_without_explanation_writes_no_explanation(cnn_bundle, tmp_path):
+    from edgemed.dicom_results import KINDS
+
+    path = DICOM / "examples_rgb_color.dcm"
+    frames = read_frames(path)
+    with edgemed.load(cnn_bundle) as pipe:
+        results = [pipe.predict(f) for f in frames]
+        written = write_objects(pipe, path, frames, results, tmp_path / "n", KINDS, strict=False)
+        assert [p.name for p in written] == ["n.sr.dcm", "n.sc.dcm"]
+        with pytest.raises(InputError, match="makes no explanation"):
+            write_objects(pipe, path, frames, results, tmp_path / "m", ("saliency",))
+    cli = [sys.executable, "-m", "edgemed.cli", "predict", str(cnn_bundle), str(path), "--out", str(tmp_path / "o"),
+           "--dicom", "sr,saliency"]
+    proc = subprocess.run(cli, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "makes no explanation" in proc.stderr and len(proc.stderr.splitlines()) == 1
+
+
+def test_predict_writes_the_explanation_capture_by_default(cnn_cam_bundle, tmp_path):
+    out = tmp_path / "o"
+    cli = [sys.executable, "-m", "edgemed.cli", "predict", str(cnn_cam_bundle), str(DICOM / "examples_rgb_color.dcm")]
+    proc = subprocess.run(cli + ["--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    names = {p.name for p in out.glob("*.dcm")}
+    assert names == {f"examples_rgb_color.{k}.dcm" for k in ("sr", "sc", "saliency")}, names
+    png = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(out / "examples_rgb_color_saliency.png"))
+    np.testing.assert_array_equal(pydicom.dcmread(out / "examples_rgb_color.saliency.dcm").pixel_array, png)
+
+
+def test_a_node_asked_for_explanations_does_not_wait_for_one_a_bundle_cannot_make(cnn_bundle, tmp_path):
+    """listen --dicom sr,sc,saliency with a bundle converted without --explain: once its SR and SC were delivered,
+    a source sent again counts as answered (before, it waited for a saliency capture that never comes and
+    analysed and sent the source again every time)."""
+    from edgemed.dicom_node import Node
+    from edgemed.dicom_results import Algorithm, result_uid
+
+    source = pydicom.dcmread(DICOM / "examples_rgb_color.dcm")
+    with edgemed.load(cnn_bundle) as pipe:
+        node = Node({"*": pipe}, None, tmp_path / "outbox", kinds=("sr", "sc", "saliency"))
+        assert not node._already_sent(pipe, source)
+        for kind in ("sr", "sc"):
+            node._record_delivery(result_uid(source, Algorithm.of(pipe), kind))
+        assert node._already_sent(pipe, source)
