@@ -103,6 +103,17 @@ def cnn_bundle(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def det_fp32(tmp_path_factory) -> Path:
+    """The shipped BUSI detector as one FP32 ONNX Runtime artifact (NMS on the host), calibrated on the shipped
+    240 train frames: one conversion for every test that needs a detector bundle and nothing more (each made its
+    own: 10-30 s apiece)."""
+    from edgemed.samples import calibration_set
+
+    return convert_shipped("det_busi", tmp_path_factory.mktemp("bundles") / "det_fp32",
+                           calib=calibration_set("detection"), targets=("onnx",), precisions=("fp32",))
+
+
+@pytest.fixture(scope="session")
 def cnn_cam_bundle(tmp_path_factory) -> Path:
     """The shipped classifier converted with --explain cam, as ORT and OpenVINO FP32 and INT8, calibrated and judged
     on the first 96 BreastMNIST train images (the saliency tests measure on test images)."""

@@ -121,12 +121,8 @@ def test_results_and_sources_without_pixels_are_refused(unet_bundle, tmp_path):
     assert not list(tmp_path.glob("x*")) and not list(tmp_path.glob("y*"))
 
 
-def test_detection_sr_holds_each_box_as_a_region_on_the_source(tmp_path_factory, tmp_path):
-    from edgemed.samples import calibration_set
-
-    from .conftest import convert_shipped
-
-    bundle = convert_shipped("det_busi", tmp_path_factory.mktemp("det") / "det", calib=calibration_set("detection"))
+def test_detection_sr_holds_each_box_as_a_region_on_the_source(det_fp32, tmp_path):
+    bundle = det_fp32
     path = DICOM / "examples_palette.dcm"
     frames = read_frames(path)
     with edgemed.load(bundle) as pipe:

@@ -82,18 +82,6 @@ def test_an_output_holding_nan_is_refused_not_read_as_no_change(cnn_bundle, brea
             occlusion(pipe, breastmnist["test_images"][0], budget=10)
 
 
-@pytest.fixture(scope="module")
-def det_fp32(tmp_path_factory):
-    """The shipped BUSI detector as one FP32 ONNX Runtime artifact, calibrated on the shipped samples (no session
-    fixture converts the detector; this is the one conversion occlusion's tests make, 33 s here)."""
-    from edgemed.samples import calibration_set
-
-    from .conftest import convert_shipped
-
-    return convert_shipped("det_busi", tmp_path_factory.mktemp("det") / "det", calib=calibration_set("detection"),
-                           targets=("onnx",), precisions=("fp32",))
-
-
 def test_covering_a_detected_lesion_is_what_lowers_its_boxs_score(det_fp32, busi):
     """Per-box occlusion on BUSI test frames with a clear lesion (the detector's best box scores >= 0.5 and overlaps
     the lesion's true box at IoU >= 0.5): the box's map is hotter inside the box than far from it (outside the box
