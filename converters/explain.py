@@ -17,7 +17,7 @@ convolution, a Linear on flattened features, two Linear layers), a TorchScript/E
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,6 +93,38 @@ def _refuse(problem: str) -> OptionError:
     return OptionError(f"--explain cam: {problem}", _FIX)
 
 
+def traced_run(module: Any, input_shape: tuple[int, ...], kind: str, method: str,
+               select: Callable[[str, Any], bool], refuse: Callable[[str], OptionError]
+               ) -> tuple[list[tuple[str, Any, Any, Any]], Any, Any]:
+    """Run ``module`` once on a seeded random input of ``input_shape`` with forward hooks on the modules ``select``
+    picks: ((name, module, inputs, output) in the order they finished, the output, the input). A source that cannot
+    be hooked, or a model failing on the shape, is one line (``refuse``)."""
+    import torch
+    from torch import nn
+
+    if kind in ("torchscript", "torch.export", "onnx") or not isinstance(module, nn.Module) \
+            or isinstance(module, torch.jit.ScriptModule):
+        raise OptionError(f"--explain {method} needs a PyTorch module to hook; a {kind} source cannot be inspected",
+                          "convert the state_dict with --arch, or the pickled nn.Module with --allow-pickle, or "
+                          "drop --explain")
+    events: list[tuple[str, Any, Any, Any]] = []
+    handles = [m.register_forward_hook(lambda m, i, o, name=name: events.append((name, m, i, o)))
+               for name, m in module.named_modules() if select(name, m)]
+    x = torch.randn(tuple(input_shape), generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.no_grad():
+            out = module(x)
+    except Exception as exc:  # noqa: BLE001 - the user's model on the declared shape
+        from edgemed.errors import error_line
+
+        raise refuse(f"the model fails on a {'x'.join(map(str, input_shape))} input ({error_line(exc, 160)})") \
+            from exc
+    finally:
+        for h in handles:
+            h.remove()
+    return events, out, x
+
+
 def find_cam_head(module: Any, input_shape: tuple[int, ...], kind: str) -> CamHead:
     """Find the global-average-pooling + Linear head of ``module`` by running it once on a seeded random input of
     ``input_shape``; raises OptionError (one line) if the module does not end that way or the head does not
@@ -100,26 +132,7 @@ def find_cam_head(module: Any, input_shape: tuple[int, ...], kind: str) -> CamHe
     import torch
     from torch import nn
 
-    if kind in ("torchscript", "torch.export", "onnx") or not isinstance(module, nn.Module) \
-            or isinstance(module, torch.jit.ScriptModule):
-        raise OptionError(f"--explain cam needs a PyTorch module to find the pooling and Linear head in; a {kind} "
-                          "source cannot be inspected", "convert the state_dict with --arch, or the pickled "
-                          "nn.Module with --allow-pickle, or drop --explain")
-    events: list[tuple[str, Any, Any, Any]] = []  # (name, module, inputs, output) in the order modules finished
-    handles = [m.register_forward_hook(lambda m, i, o, name=name: events.append((name, m, i, o)))
-               for name, m in module.named_modules() if name]
-    generator = torch.Generator().manual_seed(0)
-    try:
-        with torch.no_grad():
-            out = module(torch.randn(tuple(input_shape), generator=generator))
-    except Exception as exc:  # noqa: BLE001 - the user's model on the declared shape
-        from edgemed.errors import error_line
-
-        raise _refuse(f"the model fails on a {'x'.join(map(str, input_shape))} input ({error_line(exc, 160)})") \
-            from exc
-    finally:
-        for h in handles:
-            h.remove()
+    events, out, _ = traced_run(module, input_shape, kind, "cam", lambda name, m: bool(name), _refuse)
     leaves = [e for e in events if not any(True for _ in e[1].children())]
     last = f"{type(leaves[-1][1]).__name__} {leaves[-1][0]!r}" if leaves else "no layer"
     if not isinstance(out, torch.Tensor) or out.ndim != 2:

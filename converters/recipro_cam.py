@@ -27,7 +27,7 @@ import numpy as np
 
 from edgemed.errors import OptionError
 
-from .explain import SANITY_CASES, SANITY_MAX_MEAN_RANK, SanityCheck
+from .explain import SANITY_CASES, SANITY_MAX_MEAN_RANK, SanityCheck, traced_run
 
 RECIPRO_OUTPUT = "recipro_logits"  # the extra graph output: the head's logits on each masked copy, (N, h*w, C)
 KERNEL = np.array([[0.25, 0.5, 0.25], [0.5, 1.0, 0.5], [0.25, 0.5, 0.25]], np.float32)  # the mask around (i, j)
@@ -99,26 +99,9 @@ def find_recipro_target(module: Any, input_shape: tuple[int, ...], kind: str) ->
     import torch
     from torch import nn
 
-    if kind in ("torchscript", "torch.export", "onnx") or not isinstance(module, nn.Module) \
-            or isinstance(module, torch.jit.ScriptModule):
-        raise OptionError(f"--explain recipro-cam needs a PyTorch module to hook; a {kind} source cannot be "
-                          "inspected", "convert the state_dict with --arch, or the pickled nn.Module with "
-                          "--allow-pickle, or drop --explain")
-    ran: list[tuple[str, Any]] = []
-    handles = [m.register_forward_hook(lambda m, i, o, name=name: ran.append((name, o)))
-               for name, m in module.named_modules() if isinstance(m, nn.Conv2d)]
-    x = torch.randn(tuple(input_shape), generator=torch.Generator().manual_seed(0))
-    try:
-        with torch.no_grad():
-            out = module(x)
-    except Exception as exc:  # noqa: BLE001 - the user's model on the declared shape
-        from edgemed.errors import error_line
-
-        raise _refuse(f"the model fails on a {'x'.join(map(str, input_shape))} input ({error_line(exc, 160)})") \
-            from exc
-    finally:
-        for h in handles:
-            h.remove()
+    events, out, x = traced_run(module, input_shape, kind, "recipro-cam", lambda name, m: isinstance(m, nn.Conv2d),
+                                _refuse)
+    ran = [(name, o) for name, _, _, o in events]
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
         raise _refuse(f"the model's output ({list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__})"
                       " is not one (N, classes) tensor")

@@ -103,6 +103,19 @@ def cnn_bundle(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def torch_cnn():
+    """The shipped BreastMNIST classifier as a PyTorch module (eval mode): what maps are computed by hand from."""
+    import torch
+
+    from edgemed.zoo import build
+
+    weights, card = shipped_model("cnn_breastmnist")
+    model = build(card["arch"], **card["arch_args"])
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
 def det_fp32(tmp_path_factory) -> Path:
     """The shipped BUSI detector as one FP32 ONNX Runtime artifact (NMS on the host), calibrated on the shipped
     240 train frames: one conversion for every test that needs a detector bundle and nothing more (each made its

@@ -17,7 +17,6 @@ import edgemed
 from edgemed.converters.recipro_cam import ReciproTarget, find_recipro_target, masks, run_with_branch
 from edgemed.errors import BundleError, OptionError
 from edgemed.saliency import recipro_map, to_frame
-from edgemed.samples import shipped_model
 
 from .conftest import SHARED, convert_shipped
 
@@ -33,16 +32,6 @@ def recipro_bundle(tmp_path_factory):
         np.savez(folder / "calib.npz", images=d["train_images"][:64])
     return convert_shipped("cnn_breastmnist", folder / "bundle", explain="recipro-cam", targets=("onnx", "openvino"),
                            precisions=("fp32",), calib=folder / "calib.npz")
-
-
-@pytest.fixture(scope="module")
-def torch_cnn():
-    from edgemed.zoo import build
-
-    weights, card = shipped_model("cnn_breastmnist")
-    model = build(card["arch"], **card["arch_args"])
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    return model.eval()
 
 
 def test_masks_are_the_kernel_around_each_location():

@@ -27,18 +27,6 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a.ravel(), b.ravel()).statistic)
 
 
-@pytest.fixture(scope="module")
-def torch_cnn():
-    import torch
-
-    from edgemed.zoo import build
-
-    weights, card = shipped_model("cnn_breastmnist")
-    model = build(card["arch"], **card["arch_args"])
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    return model.eval()
-
-
 def _hand_cam(model, tensor: np.ndarray, geometry: list) -> tuple[np.ndarray, int]:
     """CAM of the predicted class from the PyTorch module: hook on ``features``, the head's weights, ReLU, divided
     by the maximum, then upsampled onto the frame as edgemed upsamples (edgemed.saliency.to_frame)."""
