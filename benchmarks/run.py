@@ -12,6 +12,17 @@ without the explanation, with it and with the map read, on one engine side by si
 are drift records (verdict, budget, cases, metrics) judged on this device by the same rule.
 ``selectable``: whether the artifact passed its gate (only those are ever selected); ``--all``
 measures every artifact, failed and uncertified ones too, marked so (``note``).
+
+An ensemble (``edgemed ensemble``) is measured by :mod:`edgemed.benchmarks.ensemble_bench`, same schema:
+``bundle_sha256`` is its ``ensemble.json``'s; ``artifacts[]`` holds one row per configuration timed side by side
+(``configuration``: ``ensemble``, ``ensemble without flips`` where it has flips and several members, ``member``;
+each with ``file``, ``backend``, ``precision`` (``mixed`` where members differ), ``bytes``, ``runs_per_frame``,
+``verdict``, ``selectable``, ``latency.end_to_end``, ``cost_vs_member`` (p50 over the best member's, or the first
+member's without labels), with labels ``accuracy`` and ``score``, on ensemble rows ``vs_best_member``
+(``member``, ``gain``, ``low``, ``high``: a two-sided 95% interval, ``cases``, ``method``; for accuracy also
+``only_member_right``, ``only_ensemble_right``, ``p_mcnemar``), on the ensemble row ``point_of_care`` with
+``--scenario point-of-care``); and a new key ``ensemble``: ``combine``, ``tta``, ``members``, ``weights``,
+``runs_per_frame``, ``best_member``, ``cost_reference``, ``combination_gate``.
 """
 
 from __future__ import annotations
@@ -60,6 +71,13 @@ def run_bench(bundle: Path, device: str = "cpu", backend: str | None = None, pre
               labels: Path | None = None, fps: float = 30.0, duration: float = 10.0, threads: int | None = None,
               runs: int = 300, warmup: int = 20, limit: int | None = None, data_key: str | None = None,
               accept: str | None = None, record: Path | None = None, log=lambda s: None) -> dict:
+    from edgemed.ensemble.files import is_ensemble
+
+    if is_ensemble(bundle):  # the ensemble against its members, side by side (edgemed.benchmarks.ensemble_bench)
+        from .ensemble_bench import run_ensemble_bench
+
+        return run_ensemble_bench(Path(bundle), device, backend, precision, all_artifacts, scenario, data, labels, fps,
+                                  duration, threads, runs, warmup, limit, data_key, accept, record, log)
     b = Bundle.open(bundle)
     # The device first: asking for a Jetson on a laptop is said before any data is read.
     chosen = select(b, device, backend, precision, threads, accept)
