@@ -309,7 +309,7 @@ def bench(bundle: Path, json_out: Path | None, history: Path | None, no_history:
         click.echo(_ensemble_table(report))
     else:
         click.echo(format_table(BENCH_HEADERS, [_bench_row(report, a) for a in report["artifacts"]]))
-    if any(not a.get("selectable", True) for a in report["artifacts"]):
+    if "ensemble" not in report and any(not a.get("selectable", True) for a in report["artifacts"]):
         click.echo("not selectable: measured for comparison only; load, predict, auto and serve never use such an "
                    "artifact unless it is named with --accept")
     for a in report["artifacts"]:
