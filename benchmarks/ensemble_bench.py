@@ -34,6 +34,7 @@ from edgemed.hashing import sha256_file
 from edgemed.metrics import classification_report, dice, segmentation_report
 
 from .bench_data import bench_data
+from .bench_header import SCHEMA, bench_versions, bench_workload
 from .harness import latency_stats
 from .scenarios import point_of_care
 from .side_by_side import BLOCK, paired_gain, permuted_latency
@@ -47,8 +48,6 @@ def run_ensemble_bench(path: Path, device: str = "cpu", backend: str | None = No
                        threads: int | None = None, runs: int = 300, warmup: int = 20, limit: int | None = None,
                        data_key: str | None = None, accept: str | None = None, record: Path | None = None,
                        log: Callable[[str], None] = lambda s: None) -> dict:
-    from .run import SCHEMA, _versions, _workload
-
     if all_artifacts:
         raise OptionError(f"--all on the ensemble {path}: an ensemble serves one artifact per member",
                           f"bench a member with --all (edgemed bench {path}/members/NAME --all)")
@@ -107,9 +106,9 @@ def run_ensemble_bench(path: Path, device: str = "cpu", backend: str | None = No
         "scenario": scenario or "latency",
         "data": {"from": source.source, "images": len(frames), "available": source.available,
                  "labels": truth is not None},
-        "workload": _workload(source.images, scenario, fps, duration, threads),
+        "workload": bench_workload(source.images, scenario, fps, duration, threads),
         "artifacts": list(rows.values()), "ensemble": summary,
-        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(), "versions": _versions(),
+        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(), "versions": bench_versions(),
     }
 
 

@@ -28,7 +28,6 @@ member's without labels), with labels ``accuracy`` and ``score``, on ensemble ro
 from __future__ import annotations
 
 import datetime as _dt
-import platform
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,6 @@ import numpy as np
 
 from edgemed import load
 from edgemed.bundle import Bundle
-from edgemed.datasets import ImageSet
 from edgemed.drift import compare, population_margins
 from edgemed.errors import BackendUnavailable
 from edgemed.gate import recheck
@@ -46,24 +44,13 @@ from edgemed.metrics import classification_report, segmentation_report
 from edgemed.selection import select
 
 from .bench_data import bench_data
+from .bench_header import SCHEMA, bench_versions, bench_workload
 from .harness import bench_drift, bench_latency
 from .saliency_cases import class_maps, has_saliency_term
 from .saliency_cases import versus_fp32 as saliency_versus_fp32
 from .saliency_cost import explanation_cost
 from .scenarios import point_of_care, remote
 from .worst_cases import versus_fp32, versus_truth
-
-SCHEMA = "edgemed-bench/2"
-
-
-def _versions() -> dict:
-    out = {"python": platform.python_version(), "numpy": np.__version__}
-    for name in ("edgemed", "onnxruntime", "openvino"):
-        try:
-            out[name] = __import__(name).__version__ if name != "openvino" else __import__(name).get_version()
-        except ImportError:
-            pass
-    return out
 
 
 def run_bench(bundle: Path, device: str = "cpu", backend: str | None = None, precision: str | None = None,
@@ -176,9 +163,9 @@ def run_bench(bundle: Path, device: str = "cpu", backend: str | None = None, pre
         "scenario": scenario or "latency",
         "data": {"from": source.source, "images": len(images), "available": source.available,
                  "labels": truth is not None},
-        "workload": _workload(images, scenario, fps, duration, threads),
+        "workload": bench_workload(images, scenario, fps, duration, threads),
         "artifacts": per_artifact,
-        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(), "versions": _versions(),
+        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(), "versions": bench_versions(),
     }
 
 
@@ -205,15 +192,6 @@ def _run_frames(pipe, frames: list) -> tuple[Any, list]:
         outputs.append(pipe.reader.one(output))
         results.append(pipe.finish(output, prepared))
     return pipe.reader.collect(outputs), results
-
-
-def _workload(images: ImageSet, scenario: str | None, fps: float, duration: float, threads: int | None) -> dict:
-    """What the run measured, beyond the artifact and device: runs are compared only within one workload."""
-    w = {"data": f"{images.path.name} sha256:{images.sha256()[:12]} ({len(images)} images)",
-         "threads": threads or "profile default"}
-    if scenario == "point-of-care":
-        w.update(fps=fps, duration_s=duration)
-    return w
 
 
 def history_rows(report: dict) -> list[dict]:
