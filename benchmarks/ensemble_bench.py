@@ -15,7 +15,8 @@ Dice difference for masks), so a gain whose interval holds zero reads as "not sh
 The report keeps ``edgemed-bench/2``: ``artifacts[]`` holds one row per configuration (``configuration``:
 ``ensemble``, ``ensemble without flips`` or ``member``; ``latency.end_to_end`` as for a bundle; ``accuracy``;
 ``score`` (mean per-case accuracy or Dice); ``cost_vs_member``; ``vs_best_member`` on the ensemble rows;
-``point_of_care`` on the ensemble row), and ``ensemble`` the recipe, the best member and the combination's gate.
+``point_of_care`` and ``drift_on_data`` (the combination against the FP32 combination on the bench data) on the
+ensemble row), and ``ensemble`` the recipe, the best member and the combination's gate.
 """
 
 from __future__ import annotations
@@ -90,6 +91,8 @@ def run_ensemble_bench(path: Path, device: str = "cpu", backend: str | None = No
             if scores and row["configuration"] != "member":
                 row["vs_best_member"] = {"member": best, "confidence": 0.95, "interval": "two-sided",
                                          **paired_gain(scores[name], scores[best], ens.task, TWO_SIDED_95)}
+        rows["ensemble"]["drift_on_data"] = _drift_on_data(path, ens, source.images, device, backend, precision,
+                                                           accept, log)
         if scenario == "point-of-care":
             log(f"point-of-care: the ensemble at {fps:g} fps for {duration:g} s")
             rows["ensemble"]["point_of_care"] = point_of_care(ens, frames, fps, duration)
@@ -140,6 +143,22 @@ def _configurations(ens: EnsemblePipeline) -> dict[str, tuple[dict, object]]:
                             "precision": a.precision, "bytes": a.size_bytes, "runs_per_frame": 1,
                             "weight": rec.weight, "verdict": a.verdict, "selectable": a.verdict == "passed"}, pipe)
     return out
+
+
+def _drift_on_data(path: Path, ens: EnsemblePipeline, images, device: str, backend: str | None,
+                   precision: str | None, accept: str | None, log: Callable[[str], None]) -> dict | None:
+    """The combination as it serves against the FP32 combination on the bench data, by the gate's rule (what
+    ``make_ensemble`` judged on its few stored frames); None where a member has no passed ONNX Runtime FP32 artifact
+    to be the reference."""
+    from edgemed.ensemble.gate import judge_combination
+
+    if not all((a := b.manifest.artifact("onnxruntime", "fp32")) is not None and a.verdict == "passed"
+               for b in ens.ensemble.members):
+        log("drift on the bench data not judged: every member needs a passed ONNX Runtime FP32 artifact")
+        return None
+    gate = judge_combination(path, images, device, f"the bench data ({len(images)} frames)", log, backend=backend,
+                             precision=precision, accept=accept)
+    return msgspec.to_builtins(gate.drift)
 
 
 def _scored(task: str, truth: list, results: list, labels: list[str]) -> tuple[dict, np.ndarray]:

@@ -21,7 +21,8 @@ each with ``file``, ``backend``, ``precision`` (``mixed`` where members differ),
 member's without labels), with labels ``accuracy`` and ``score``, on ensemble rows ``vs_best_member``
 (``member``, ``gain``, ``low``, ``high``: a two-sided 95% interval, ``cases``, ``method``; for accuracy also
 ``only_member_right``, ``only_ensemble_right``, ``p_mcnemar``), on the ensemble row ``point_of_care`` with
-``--scenario point-of-care``); and a new key ``ensemble``: ``combine``, ``tta``, ``members``, ``weights``,
+``--scenario point-of-care`` and ``drift_on_data``, the combination against the FP32 combination on the bench
+data); and a new key ``ensemble``: ``combine``, ``tta``, ``members``, ``weights``,
 ``runs_per_frame``, ``best_member``, ``cost_reference``, ``combination_gate``.
 """
 

@@ -410,10 +410,19 @@ def _ensemble_table(report: dict) -> str:
     lines = [f"ensemble: {len(e['members'])} member(s), combined by {e['combine']}, flips: "
              f"{', '.join(e['tta']) or 'none'}; combination gate: "
              + (f"{gate['drift']['verdict']} ({', '.join(gate['served'])} on {gate['device']})" if gate else "none"),
-             format_table(ENSEMBLE_HEADERS, rows),
-             f"cost: p50 over {e['cost_reference']}'s"
-             + (" (the best member on these labels)" if e.get("best_member") else " (no labels: the first member)")
-             + f"; {report['artifacts'][0]['latency']['method']}"]
+             format_table(ENSEMBLE_HEADERS, rows)]
+    drift = report["artifacts"][0].get("drift_on_data")
+    if drift is not None:
+        import msgspec
+
+        from .gate import summary
+        from .manifest import DriftRecord
+
+        lines.append(f"combination on the bench data against the FP32 combination: "
+                     f"{summary(msgspec.convert(drift, DriftRecord))}")
+    lines.append(f"cost: p50 over {e['cost_reference']}'s"
+                 + (" (the best member on these labels)" if e.get("best_member") else " (no labels: the first member)")
+                 + f"; {report['artifacts'][0]['latency']['method']}")
     return "\n".join(lines)
 
 

@@ -307,11 +307,14 @@ def test_bench_puts_the_ensemble_beside_its_members_on_the_same_labelled_cases(c
     assert vs["gain"] == pytest.approx(right["ensemble"].mean() - right[best].mean())
     assert vs["cases"] == 156 and vs["low"] <= vs["gain"] <= vs["high"] and vs["interval"] == "two-sided"
     assert "vs_best_member" in rows[1] and all("vs_best_member" not in a for a in rows[2:])
+    drift = rows[0]["drift_on_data"]  # every member serves FP32 here: the combination is judged by parity
+    assert drift["cases"] == 156 and drift["budget"] == "parity" and drift["verdict"] == "passed"
     poc = rows[0]["point_of_care"]
     assert poc["frames"] == 30 and poc["processed"] + poc["dropped"] == 30
     assert 0 <= poc["deadline_misses"] <= poc["delivered"]
     for text in ("ensemble without flips (comparison only)", "members/1-cnn_breastmnist_seed1", "McNemar p=",
-                 "point-of-care ensemble: ", "deadline misses"):
+                 "point-of-care ensemble: ", "deadline misses",
+                 "combination on the bench data against the FP32 combination: agreement 1.0000"):
         assert text in ran.output
     history = History(store)
     assert sorted(r["artifact"] for r in history.runs()) == sorted(a["file"] for a in rows)
