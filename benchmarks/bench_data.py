@@ -33,7 +33,9 @@ class BenchData:
 
 
 def bench_data(b: Bundle, data: Path | None, labels: Path | None, limit: int | None,
-               data_key: str | None = None) -> BenchData:
+               data_key: str | None = None, shipped_samples: bool = True) -> BenchData:
+    """``shipped_samples=False``: never the shipped labelled samples, although ``b`` is a shipped model (an ensemble
+    in which another member is not: the user's model is not graded on edgemed's data)."""
     if data is not None:
         everything = ImageSet.open(data, key=data_key)
         limited = everything.subset(limit)
@@ -42,7 +44,7 @@ def bench_data(b: Bundle, data: Path | None, labels: Path | None, limit: int | N
         note = f" (--limit: {len(limited)} of {len(everything)}, evenly spaced)" \
             if len(limited) < len(everything) else ""
         return BenchData(images, [im for _, im in images], truth, f"{data}{note}{dropped}", len(everything))
-    if b.manifest.model.shipped is not None and b.manifest.model.input_kind == "signal":
+    if shipped_samples and b.manifest.model.shipped is not None and b.manifest.model.input_kind == "signal":
         from edgemed.samples import ecg_beats
 
         everything = ImageSet.open(ecg_beats())
@@ -51,7 +53,7 @@ def bench_data(b: Bundle, data: Path | None, labels: Path | None, limit: int | N
                          f"edgemed's labelled MIT-BIH DS2 beats for its shipped {b.manifest.model.shipped} (stratified "
                          f"by class: sensitivities hold, PPV does not; pass --data for all of DS2){note}",
                          len(everything))
-    if b.manifest.model.shipped is not None:
+    if shipped_samples and b.manifest.model.shipped is not None:
         images = ImageSet.open(samples_for_task(b.task))
         truth = load_labels(labels or (samples_dir("busi_masks") if b.task in ("segmentation", "detection")
                                        else samples_dir("breastmnist") / "labels.csv"), images, b.task, b.labels)

@@ -18,20 +18,18 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 import edgemed
-from edgemed import stats
+from edgemed.benchmarks.side_by_side import BLOCK, paired_gain, permuted_latency
 from edgemed.ensemble import make_ensemble
 from edgemed.samples import calibration_set, shipped_model
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 SEED1_CNN = ROOT / "tests" / "fixtures" / "ensemble" / "cnn_breastmnist_seed1.pt"
-BLOCK = 10
 
 
 def _bundle(weights: Path, name: str, out: Path, shipped: str) -> Path:
@@ -67,37 +65,6 @@ def _scores(pipe, images: np.ndarray, truth: np.ndarray, task: str) -> np.ndarra
     return np.asarray(out)
 
 
-def _paired(ens: np.ndarray, best: np.ndarray, task: str) -> dict:
-    """The ensemble minus the best member on the same cases, with one-sided 95% bounds each side."""
-    n = len(ens)
-    if task == "classification":
-        b = int(((best == 1) & (ens == 0)).sum())  # right only for the best member
-        c = int(((best == 0) & (ens == 1)).sum())  # right only for the ensemble
-        lo, hi = stats.paired_drop_bounds(b, c, n)
-        return {"gain": (c - b) / n, "low": -hi, "high": -lo, "only_member_right": b, "only_ensemble_right": c,
-                "p_mcnemar": stats.mcnemar_exact(b, c), "method": "exact, conditional on the discordant cases"}
-    lo, hi = stats.bootstrap_mean(ens - best)
-    return {"gain": float((ens - best).mean()), "low": lo, "high": hi, "method": f"bootstrap over {n} cases"}
-
-
-def _latency(pipes: dict, frames: np.ndarray, calls: int, seed: int = 0) -> dict[str, float]:
-    """p50 ms of predict per configuration, blocks of frames in a permuted order each round."""
-    rng = np.random.default_rng(seed)
-    names = list(pipes)
-    times: dict[str, list[float]] = {k: [] for k in names}
-    for p in pipes.values():  # warm-up: first calls allocate
-        for f in frames[:3]:
-            p.predict(f)
-    for r in range(max(1, calls // BLOCK)):
-        for name in rng.permutation(names):
-            pipe = pipes[name]
-            for k in range(BLOCK):
-                t0 = time.perf_counter()
-                pipe.predict(frames[(r * BLOCK + k) % len(frames)])
-                times[name].append(time.perf_counter() - t0)
-    return {k: float(np.median(v)) * 1e3 for k, v in times.items()}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", choices=["classification", "segmentation"], default="classification")
@@ -128,7 +95,7 @@ def main() -> None:
             pipes[f"ensemble x{len(bundles)} tta={setting or 'none'}"] = edgemed.load(
                 out, backend="onnxruntime", precision="fp32")
         scores = {name: _scores(p, images, truth, args.task) for name, p in pipes.items()}
-        p50 = _latency(pipes, images, args.calls)
+        p50 = {k: float(np.median(v)) * 1e3 for k, v in permuted_latency(pipes, images, args.calls).items()}
         for p in pipes.values():
             p.close()
     members = [k for k in scores if k.startswith("member")]
@@ -141,7 +108,7 @@ def main() -> None:
         row = {"score": float(scores[name].mean()), "p50_ms": p50[name], "cost_vs_best": p50[name] / p50[best]}
         line = f"  {name:34s} {figure} {row['score']:.4f}  p50 {row['p50_ms']:7.3f} ms  x{row['cost_vs_best']:.2f}"
         if name.startswith("ensemble"):
-            row["vs_best_member"] = _paired(scores[name], scores[best], args.task)
+            row["vs_best_member"] = paired_gain(scores[name], scores[best], args.task)
             g = row["vs_best_member"]
             line += f"  gain {g['gain']:+.4f} (95% bounds {g['low']:+.4f} .. {g['high']:+.4f})"
         rows[name] = row

@@ -12,12 +12,23 @@ without the explanation, with it and with the map read, on one engine side by si
 are drift records (verdict, budget, cases, metrics) judged on this device by the same rule.
 ``selectable``: whether the artifact passed its gate (only those are ever selected); ``--all``
 measures every artifact, failed and uncertified ones too, marked so (``note``).
+
+An ensemble (``edgemed ensemble``) is measured by :mod:`edgemed.benchmarks.ensemble_bench`, same schema:
+``bundle_sha256`` is its ``ensemble.json``'s; ``artifacts[]`` holds one row per configuration timed side by side
+(``configuration``: ``ensemble``, ``ensemble without flips`` where it has flips and several members, ``member``;
+each with ``file``, ``backend``, ``precision`` (``mixed`` where members differ), ``bytes``, ``runs_per_frame``,
+``verdict``, ``selectable``, ``latency.end_to_end``, ``cost_vs_member`` (p50 over the best member's, or the first
+member's without labels), with labels ``accuracy`` and ``score``, on ensemble rows ``vs_best_member``
+(``member``, ``gain``, ``low``, ``high``: a two-sided 95% interval, ``cases``, ``method``; for accuracy also
+``only_member_right``, ``only_ensemble_right``, ``p_mcnemar``), on the ensemble row ``point_of_care`` with
+``--scenario point-of-care`` and ``drift_on_data``, the combination against the FP32 combination on the bench
+data); and a new key ``ensemble``: ``combine``, ``tta``, ``members``, ``weights``,
+``runs_per_frame``, ``best_member``, ``cost_reference``, ``combination_gate``.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import platform
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,7 +38,6 @@ import numpy as np
 
 from edgemed import load
 from edgemed.bundle import Bundle
-from edgemed.datasets import ImageSet
 from edgemed.drift import compare, population_margins
 from edgemed.errors import BackendUnavailable
 from edgemed.gate import recheck
@@ -35,6 +45,7 @@ from edgemed.metrics import classification_report, segmentation_report
 from edgemed.selection import select
 
 from .bench_data import bench_data
+from .bench_header import SCHEMA, bench_versions, bench_workload
 from .harness import bench_drift, bench_latency
 from .saliency_cases import class_maps, has_saliency_term
 from .saliency_cases import versus_fp32 as saliency_versus_fp32
@@ -42,24 +53,19 @@ from .saliency_cost import explanation_cost
 from .scenarios import point_of_care, remote
 from .worst_cases import versus_fp32, versus_truth
 
-SCHEMA = "edgemed-bench/2"
-
-
-def _versions() -> dict:
-    out = {"python": platform.python_version(), "numpy": np.__version__}
-    for name in ("edgemed", "onnxruntime", "openvino"):
-        try:
-            out[name] = __import__(name).__version__ if name != "openvino" else __import__(name).get_version()
-        except ImportError:
-            pass
-    return out
-
 
 def run_bench(bundle: Path, device: str = "cpu", backend: str | None = None, precision: str | None = None,
               all_artifacts: bool = False, scenario: str | None = None, data: Path | None = None,
               labels: Path | None = None, fps: float = 30.0, duration: float = 10.0, threads: int | None = None,
               runs: int = 300, warmup: int = 20, limit: int | None = None, data_key: str | None = None,
               accept: str | None = None, record: Path | None = None, log=lambda s: None) -> dict:
+    from edgemed.ensemble.files import is_ensemble
+
+    if is_ensemble(bundle):  # the ensemble against its members, side by side (edgemed.benchmarks.ensemble_bench)
+        from .ensemble_bench import run_ensemble_bench
+
+        return run_ensemble_bench(Path(bundle), device, backend, precision, all_artifacts, scenario, data, labels, fps,
+                                  duration, threads, runs, warmup, limit, data_key, accept, record, log)
     b = Bundle.open(bundle)
     # The device first: asking for a Jetson on a laptop is said before any data is read.
     chosen = select(b, device, backend, precision, threads, accept)
@@ -158,9 +164,9 @@ def run_bench(bundle: Path, device: str = "cpu", backend: str | None = None, pre
         "scenario": scenario or "latency",
         "data": {"from": source.source, "images": len(images), "available": source.available,
                  "labels": truth is not None},
-        "workload": _workload(images, scenario, fps, duration, threads),
+        "workload": bench_workload(images, scenario, fps, duration, threads),
         "artifacts": per_artifact,
-        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(), "versions": _versions(),
+        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(), "versions": bench_versions(),
     }
 
 
@@ -187,15 +193,6 @@ def _run_frames(pipe, frames: list) -> tuple[Any, list]:
         outputs.append(pipe.reader.one(output))
         results.append(pipe.finish(output, prepared))
     return pipe.reader.collect(outputs), results
-
-
-def _workload(images: ImageSet, scenario: str | None, fps: float, duration: float, threads: int | None) -> dict:
-    """What the run measured, beyond the artifact and device: runs are compared only within one workload."""
-    w = {"data": f"{images.path.name} sha256:{images.sha256()[:12]} ({len(images)} images)",
-         "threads": threads or "profile default"}
-    if scenario == "point-of-care":
-        w.update(fps=fps, duration_s=duration)
-    return w
 
 
 def history_rows(report: dict) -> list[dict]:

@@ -312,8 +312,11 @@ def bench(bundle: Path, json_out: Path | None, history: Path | None, no_history:
     unit = "beat windows" if report.get("input_kind") == "signal" else "images"
     click.echo(f"data: {report['data']['from']}: {report['data']['images']} {unit}"
                + ("" if report["data"]["labels"] else " (unlabelled: no accuracy vs ground truth)"))
-    click.echo(format_table(BENCH_HEADERS, [_bench_row(report, a) for a in report["artifacts"]]))
-    if any(not a.get("selectable", True) for a in report["artifacts"]):
+    if "ensemble" in report:  # an ensemble: its configurations side by side, not artifacts
+        click.echo(_ensemble_table(report))
+    else:
+        click.echo(format_table(BENCH_HEADERS, [_bench_row(report, a) for a in report["artifacts"]]))
+    if "ensemble" not in report and any(not a.get("selectable", True) for a in report["artifacts"]):
         click.echo("not selectable: measured for comparison only; load, predict, auto and serve never use such an "
                    "artifact unless it is named with --accept")
     for a in report["artifacts"]:
@@ -323,7 +326,7 @@ def bench(bundle: Path, json_out: Path | None, history: Path | None, no_history:
         if "point_of_care" in a:
             p = a["point_of_care"]
             stages = ", ".join(f"{k} {v:.1f}" for k, v in p["stage_p50_ms"].items())
-            click.echo(f"point-of-care {a['backend']}/{a['precision']}: {p['delivered']}/{p['frames']} frames "
+            click.echo(f"point-of-care {_artifact_name(a)}: {p['delivered']}/{p['frames']} frames "
                        f"delivered at {p['achieved_fps']:.1f} fps (target {p['fps_target']:g}), "
                        f"{p['deadline_misses']} deadline misses (> {p['deadline_ms']:.1f} ms capture to delivery), "
                        f"{p['dropped']} frames dropped, {p['results_dropped']} results dropped, latency p50 "
@@ -382,6 +385,52 @@ def _forwarded(kw: dict) -> list[str]:
         elif value is not None and value is not False:
             out += [flag, str(value)]
     return out
+
+
+def _artifact_name(a: dict) -> str:
+    """backend/precision, or for an ensemble's configuration its name (members may differ in backend)."""
+    if a.get("configuration") == "member":
+        return f"member {a['file'].rsplit('/', 1)[0]} ({a['backend']}/{a['precision']})"
+    return a.get("configuration") or f"{a['backend']}/{a['precision']}"
+
+
+ENSEMBLE_HEADERS = ["configuration", "runs/frame", "e2e p50", "e2e p99", "cost", "vs ground truth",
+                    "vs best member, paired (95% interval)"]
+
+
+def _ensemble_table(report: dict) -> str:
+    """The ensemble, each member alone and the ensemble without flips, timed side by side; paired with the best
+    member on the same cases where there are labels."""
+    from .table import format_table
+
+    e = report["ensemble"]
+    rows = []
+    for a in report["artifacts"]:
+        lat = a["latency"]["end_to_end"]
+        vs = a.get("vs_best_member")
+        paired = "" if vs is None else (f"{vs['gain']:+.4f} [{vs['low']:+.4f}, {vs['high']:+.4f}] n={vs['cases']}"
+                                        + (f", McNemar p={vs['p_mcnemar']:.3f}" if "p_mcnemar" in vs else ""))
+        rows.append([_artifact_name(a) + ("" if a.get("selectable", True) else " (comparison only)"),
+                     a["runs_per_frame"], f"{lat['p50_ms']:.3f}", f"{lat['p99_ms']:.3f}", f"x{a['cost_vs_member']:.2f}",
+                     _truth(a.get("accuracy")), paired])
+    gate = e.get("combination_gate")
+    lines = [f"ensemble: {len(e['members'])} member(s), combined by {e['combine']}, flips: "
+             f"{', '.join(e['tta']) or 'none'}; combination gate: "
+             + (f"{gate['drift']['verdict']} ({', '.join(gate['served'])} on {gate['device']})" if gate else "none"),
+             format_table(ENSEMBLE_HEADERS, rows)]
+    drift = report["artifacts"][0].get("drift_on_data")
+    if drift is not None:
+        import msgspec
+
+        from .gate import summary
+        from .manifest import DriftRecord
+
+        lines.append(f"combination on the bench data against the FP32 combination: "
+                     f"{summary(msgspec.convert(drift, DriftRecord))}")
+    lines.append(f"cost: p50 over {e['cost_reference']}'s"
+                 + (" (the best member on these labels)" if e.get("best_member") else " (no labels: the first member)")
+                 + f"; {report['artifacts'][0]['latency']['method']}")
+    return "\n".join(lines)
 
 
 BENCH_HEADERS = ["artifact", "MB", "gate", "e2e p50", "e2e p90", "e2e p99", "infer p50", "raw ORT p50",

@@ -264,3 +264,74 @@ def test_an_ensemble_streams_like_a_pipeline(cnn_bundle, cnn_seed1, breastmnist,
         stats = pipe.last_stream_stats
         assert stats["processed"] + stats["dropped"] == len(frames) * 20 and stats["processed"] >= 1
         assert all(s.dropped or s.result.label in pipe.labels for s in live)
+
+
+def test_bench_puts_the_ensemble_beside_its_members_on_the_same_labelled_cases(cnn_bundle, cnn_seed1, shared_data,
+                                                                                tmp_path):
+    """edgemed bench ENSEMBLE on the 156 BreastMNIST test cases: the ensemble, each member alone and the ensemble
+    without its flips timed side by side; accuracies equal what predicting the cases gives; the paired difference
+    against the best member counts the same discordant cases a by-hand count does, inside its 95% interval; the
+    point-of-care stream runs the ensemble and counts its deadline misses; the history records every row."""
+    from edgemed.benchmarks.history import History
+
+    ens = make_ensemble([cnn_bundle, cnn_seed1], tmp_path / "ens", tta="hflip")
+    data = shared_data / "breastmnist.npz"
+    out, store = tmp_path / "bench.json", tmp_path / "history.sqlite"
+    ran = CliRunner().invoke(main, ["bench", str(ens), "--data", str(data), "--data-key", "test_images", "--runs", "20",
+                                    "--warmup", "2", "--scenario", "point-of-care", "--duration", "1", "--json",
+                                    str(out), "--history", str(store)])
+    assert ran.exit_code == 0, ran.output
+    report = json.loads(out.read_text())
+    assert report["schema"] == "edgemed-bench/2" and report["task"] == "classification"
+    assert report["data"]["labels"] and report["data"]["images"] == 156
+    rows = report["artifacts"]
+    assert [a["configuration"] for a in rows] == ["ensemble", "ensemble without flips", "member", "member"]
+    assert [a["runs_per_frame"] for a in rows] == [4, 2, 1, 1]
+    for a in rows:
+        lat = a["latency"]["end_to_end"]
+        assert lat["runs"] == 20 and 0 < lat["p50_ms"] <= lat["p99_ms"]
+    with edgemed.load(ens) as pipe:
+        truth = np.load(data)["test_labels"].reshape(-1)
+        results = [pipe.predict(f, members=True) for f in np.load(data)["test_images"]]
+    right = {"ensemble": np.array([r.index == t for r, t in zip(results, truth)])}
+    for i in range(2):
+        right[i] = np.array([r.members[i].index == t for r, t in zip(results, truth)])
+    assert rows[0]["accuracy"]["accuracy"] == pytest.approx(right["ensemble"].mean(), abs=1e-12)
+    assert [a["accuracy"]["accuracy"] for a in rows[2:]] == pytest.approx([right[0].mean(), right[1].mean()])
+    best = int(right[1].mean() > right[0].mean())
+    assert report["ensemble"]["best_member"] == rows[2 + best]["file"].rsplit("/", 1)[0]
+    vs = rows[0]["vs_best_member"]
+    assert vs["only_member_right"] == int((right[best] & ~right["ensemble"]).sum())
+    assert vs["only_ensemble_right"] == int((~right[best] & right["ensemble"]).sum())
+    assert vs["gain"] == pytest.approx(right["ensemble"].mean() - right[best].mean())
+    assert vs["cases"] == 156 and vs["low"] <= vs["gain"] <= vs["high"] and vs["interval"] == "two-sided"
+    assert "vs_best_member" in rows[1] and all("vs_best_member" not in a for a in rows[2:])
+    drift = rows[0]["drift_on_data"]  # every member serves FP32 here: the combination is judged by parity
+    assert drift["cases"] == 156 and drift["budget"] == "parity" and drift["verdict"] == "passed"
+    poc = rows[0]["point_of_care"]
+    assert poc["frames"] == 30 and poc["processed"] + poc["dropped"] == 30
+    assert 0 <= poc["deadline_misses"] <= poc["delivered"]
+    for text in ("ensemble without flips (comparison only)", "members/1-cnn_breastmnist_seed1", "McNemar p=",
+                 "point-of-care ensemble: ", "deadline misses",
+                 "combination on the bench data against the FP32 combination: agreement 1.0000"):
+        assert text in ran.output
+    history = History(store)
+    assert sorted(r["artifact"] for r in history.runs()) == sorted(a["file"] for a in rows)
+    history.close()
+
+
+def test_bench_an_ensemble_without_labels_and_refusals(cnn_bundle, cnn_seed1, tmp_path):
+    """Without --data: the first member's own held-out frames, unlabelled (one member is a user's model: never
+    graded on edgemed's samples), no pairing; --all and --scenario remote are refused in one line."""
+    from edgemed.benchmarks.run import run_bench
+
+    ens = make_ensemble([cnn_bundle, cnn_seed1], tmp_path / "ens")
+    report = run_bench(ens, runs=10, warmup=1)
+    assert not report["data"]["labels"] and report["ensemble"]["best_member"] is None
+    assert "held-out" in report["data"]["from"] and "edgemed's labelled samples" not in report["data"]["from"]
+    assert [a["configuration"] for a in report["artifacts"]] == ["ensemble", "member", "member"]  # no flips
+    assert all("vs_best_member" not in a and "accuracy" not in a for a in report["artifacts"])
+    assert report["artifacts"][1]["cost_vs_member"] == 1.0  # the first member is the yardstick without labels
+    for flags, said in ((["--all"], "--all on the ensemble"), (["--scenario", "remote"], "--scenario remote")):
+        r = CliRunner().invoke(main, ["bench", str(ens), "--no-history", *flags])
+        assert r.exit_code != 0 and said in r.output and len(r.output.strip().splitlines()) == 1

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from ..errors import BundleError
@@ -133,6 +134,13 @@ class EnsemblePipeline:
                     "budget": m.gate.drift.budget, "cases": m.gate.drift.cases, "missed": list(m.gate.drift.missed)},
                 "members": [{"folder": rec.folder, "weight": rec.weight, **p.describe()}
                             for rec, p in zip(m.members, self.members)]}
+
+    def without_flips(self) -> EnsemblePipeline:
+        """The same members, on the same engines, combined without test-time flips (bench times the two side by
+        side). The engines are shared: closing either pipeline closes them for both."""
+        m = self.ensemble.manifest
+        opened = OpenedEnsemble(self.path, msgspec.structs.replace(m, tta=[]), self.ensemble.members)
+        return EnsemblePipeline(opened, self.members)
 
     def close(self) -> None:
         for p in self.members:
