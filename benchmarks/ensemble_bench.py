@@ -101,7 +101,7 @@ def run_ensemble_bench(path: Path, device: str = "cpu", backend: str | None = No
                    "weights": [r.weight for r in m.members], "runs_per_frame": len(m.views) * len(m.members),
                    "best_member": best if scores else None, "cost_reference": best,
                    "combination_gate": None if m.gate is None else {
-                       "served": list(m.gate.served), "device": m.gate.device,
+                       "served": list(m.gate.served), "device": m.gate.device, "verdict": m.gate.drift.verdict,
                        "drift": msgspec.to_builtins(m.gate.drift)}}
     return {
         "schema": SCHEMA, "bundle": str(path), "bundle_sha256": sha256_file(Path(path) / ENSEMBLE),

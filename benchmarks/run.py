@@ -23,7 +23,8 @@ member's without labels), with labels ``accuracy`` and ``score``, on ensemble ro
 ``only_member_right``, ``only_ensemble_right``, ``p_mcnemar``), on the ensemble row ``point_of_care`` with
 ``--scenario point-of-care`` and ``drift_on_data``, the combination against the FP32 combination on the bench
 data); and a new key ``ensemble``: ``combine``, ``tta``, ``members``, ``weights``,
-``runs_per_frame``, ``best_member``, ``cost_reference``, ``combination_gate``.
+``runs_per_frame``, ``best_member``, ``cost_reference``, ``combination_gate`` (``served``, ``device``, ``verdict``,
+``drift``).
 """
 
 from __future__ import annotations

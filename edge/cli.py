@@ -416,7 +416,7 @@ def _ensemble_table(report: dict) -> str:
     gate = e.get("combination_gate")
     lines = [f"ensemble: {len(e['members'])} member(s), combined by {e['combine']}, flips: "
              f"{', '.join(e['tta']) or 'none'}; combination gate: "
-             + (f"{gate['drift']['verdict']} ({', '.join(gate['served'])} on {gate['device']})" if gate else "none"),
+             + (f"{gate['verdict']} ({', '.join(gate['served'])} on {gate['device']})" if gate else "none"),
              format_table(ENSEMBLE_HEADERS, rows)]
     drift = report["artifacts"][0].get("drift_on_data")
     if drift is not None:
