@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
 def load(bundle: str | Path, device: str = "cpu", backend: str | None = None, precision: str | None = None,
          threads: int | None = None, require_signature: str | Path | None = None, accept: str | None = None,
-         certifiers: Sequence[str | Path] = (), callers: int = 1) -> Pipeline | EnsemblePipeline:
+         certifiers: Sequence[str | Path] = (), callers: int = 1, form: str | None = None
+         ) -> Pipeline | EnsemblePipeline:
     """Open and verify a bundle, choose an artifact for the device, and start its engine. An ensemble folder
     (``edgemed ensemble``) gives an :class:`edgemed.ensemble.EnsemblePipeline` with the same ``predict``.
 
@@ -31,7 +32,8 @@ def load(bundle: str | Path, device: str = "cpu", backend: str | None = None, pr
     ``edgemed certify`` count (:mod:`edgemed.certification`); with a required signature only those signed by
     that key or by one of ``certifiers`` (public key files). A device folder (``edgemed update --into DIR``)
     loads the version its pointer names. ``callers``: how many threads will call ``predict`` at once; the engine
-    then splits the cores between them and never busy-waits (:func:`edgemed.selection.shared_by`).
+    then splits the cores between them and never busy-waits (:func:`edgemed.selection.shared_by`). ``form``
+    (ensembles only): ``"baked"`` or ``"members"`` overrides the form measured faster when the ensemble was made.
     """
     from .device_pointer import is_device, serving_bundle
 
@@ -45,6 +47,10 @@ def load(bundle: str | Path, device: str = "cpu", backend: str | None = None, pr
         from .ensemble.runtime import load_ensemble
 
         return load_ensemble(bundle, device, backend, precision, threads, require_signature, accept, certifiers,
-                             callers)
+                             callers, form)
+    if form is not None:
+        from .errors import OptionError
+
+        raise OptionError(f"form={form!r} is for ensembles; {bundle} is a bundle", "leave form out")
     b = Bundle.open(bundle, require_signature=require_signature, certifiers=certifiers)
     return open_pipeline(b, device, backend, precision, threads, accept, callers)

@@ -335,3 +335,52 @@ def test_bench_an_ensemble_without_labels_and_refusals(cnn_bundle, cnn_seed1, tm
     for flags, said in ((["--all"], "--all on the ensemble"), (["--scenario", "remote"], "--scenario remote")):
         r = CliRunner().invoke(main, ["bench", str(ens), "--no-history", *flags])
         assert r.exit_code != 0 and said in r.output and len(r.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("combine", ["mean-logits", "mean-probabilities"])
+def test_the_baked_graph_equals_the_members_combination(combine, cnn_bundle, cnn_seed1, breastmnist, tmp_path):
+    """Two CNNs (weights 2 and 1) with hflip baked into one ONNX graph: on real frames the one call gives the
+    members' combination (to 1e-5), whichever form the measurement made serve; the choice is recorded."""
+    ens = make_ensemble([cnn_bundle, cnn_seed1], tmp_path / "ens", combine=combine, weights=[2.0, 1.0], tta=["hflip"])
+    baked = json.loads((ens / "ensemble.json").read_text())["baked"]
+    assert baked["file"]["file"] == "ensemble.onnx" and baked["max_abs_diff"] <= 1e-4 and baked["frames"] > 0
+    assert baked["baked_ms"] > 0 and baked["members_ms"] > 0 and baked["serves"] == (
+        baked["baked_ms"] < baked["members_ms"])
+    with edgemed.load(ens, form="baked") as one, edgemed.load(ens, form="members") as apart:
+        assert one.describe()["form"] == "baked: one graph" and apart.describe()["form"].startswith("members")
+        for frame in breastmnist["test_images"][:16]:
+            a, b = one.predict(frame), apart.predict(frame)
+            np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-5)
+            assert a.index == b.index
+        r = one.predict(breastmnist["test_images"][0], members=True)  # members' own answers: their own runs
+        assert len(r.members) == 2
+    with edgemed.load(ens) as default:  # what the measurement chose
+        assert default.describe()["form"].startswith("baked" if baked["serves"] else "members")
+
+
+def test_a_baked_unet_with_flips_gives_the_members_masks(unet_bundle, busi, tmp_path):
+    ens = make_ensemble([unet_bundle, unet_bundle], tmp_path / "ens", combine="mean-logits", weights=[2.0, 1.0],
+                        tta=["hflip", "vflip"])
+    with edgemed.load(ens, form="baked") as one, edgemed.load(ens, form="members") as apart:
+        for frame in busi["images"][:3]:
+            p = one.prepare(frame)
+            a, kind = one.combined_output(p, one.infer(p))
+            b, _ = apart.combined_output(*apart.member_outputs(frame))
+            assert kind == "logits"
+            np.testing.assert_allclose(a, b, atol=1e-5)
+            np.testing.assert_array_equal(one.predict(frame).mask, apart.predict(frame).mask)
+
+
+def test_what_cannot_be_baked_says_why_and_a_changed_graph_is_refused(cnn_bundle, cnn_seed1, tmp_path):
+    from edgemed.errors import BundleError, OptionError
+
+    vote = make_ensemble([cnn_bundle, cnn_seed1], tmp_path / "vote", combine="vote")
+    manifest = json.loads((vote / "ensemble.json").read_text())
+    assert "baked" not in manifest and "counts votes" in manifest["bake_note"]
+    with pytest.raises(OptionError, match="no baked graph"):
+        edgemed.load(vote, form="baked")
+    ens = make_ensemble([cnn_bundle, cnn_seed1], tmp_path / "ens")
+    with open(ens / "ensemble.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(BundleError, match="ensemble.onnx does not match"):
+        edgemed.load(ens)

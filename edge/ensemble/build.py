@@ -11,8 +11,10 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import msgspec
+import numpy as np
 
 from .._version import __version__
 from ..atomic import write_atomic
@@ -100,7 +102,10 @@ def make_ensemble(members: Sequence[str | Path], out: str | Path, combine: str =
         write_atomic(tmp / ENSEMBLE, manifest.to_json())
         gate = _judge(tmp, opened, eval, eval_key, device, log)
         if gate is not None:
-            write_atomic(tmp / ENSEMBLE, msgspec.structs.replace(manifest, gate=gate).to_json())
+            manifest = msgspec.structs.replace(manifest, gate=gate)
+            write_atomic(tmp / ENSEMBLE, manifest.to_json())
+        baked, note = _bake(tmp, manifest, eval, eval_key, log)
+        write_atomic(tmp / ENSEMBLE, msgspec.structs.replace(manifest, baked=baked, bake_note=note).to_json())
         open_ensemble(tmp)  # the folder as a device will read it, before it takes the name
     return Path(out)
 
@@ -122,3 +127,63 @@ def _judge(root: Path, members: Sequence[Bundle], eval: str | Path | None, eval_
         return None
     frames = ImageSet.open(source, eval_key)
     return judge_combination(root, frames, device, f"{len(frames)} frames of {source.name}", log)
+
+
+BAKE_FRAMES = 32  # frames the baked graph is compared and timed on when the ensemble is made
+BAKE_ROUNDS = 5  # alternating rounds over them (p50 of every call)
+BAKE_ATOL = 1e-4  # the one graph must give the members' combination to FP32 round-off
+
+
+def _bake(root: Path, manifest: EnsembleManifest, eval: str | Path | None, eval_key: str | None,
+          log: Callable[[str], None]) -> tuple[Any, str]:
+    """Bake the members and flips into one graph where they can be (edgemed.converters.ensemble_graph), compare it
+    with the members' FP32 combination on real frames, time both side by side, and record which is faster: the
+    runtime serves the graph only where it won. Returns (the record or None, why not)."""
+    from ..datasets import ImageSet
+    from ..runtimes.onnxruntime import OnnxRuntimeEngine
+    from .combine import normalised
+    from .manifest import BakedGraph
+    from .runtime import EnsemblePipeline, load_ensemble
+
+    members = [Bundle.open(root / m.folder) for m in manifest.members]
+    try:
+        from edgemed.converters.ensemble_graph import BAKED_FILE, bake, why_not
+    except ImportError:  # the runtime-only install has no onnx: the ensemble runs member by member
+        return None, "not baked: onnx is not installed (pip install 'edgemed[convert]')"
+    reason = why_not(members, manifest.combine)
+    if reason is not None:
+        log(f"not baked into one graph: {reason}")
+        return None, f"not baked: {reason}"
+    bake(members, normalised([m.weight for m in manifest.members], len(manifest.views)), manifest.views,
+         manifest.task, manifest.combine, root / BAKED_FILE)
+    source = Path(eval) if eval is not None else members[0].path / SAMPLES
+    frames = [f for _, f in ImageSet.open(source, eval_key).subset(BAKE_FRAMES)] if source.exists() else []
+    if not frames:
+        (root / BAKED_FILE).unlink()
+        return None, f"not baked: no frames to compare it on ({source.name} is missing; pass --eval)"
+    with load_ensemble(root, backend="onnxruntime", precision="fp32", form="members") as members_form, \
+            OnnxRuntimeEngine(root / BAKED_FILE, device="cpu") as engine:
+        baked_form = EnsemblePipeline(members_form.ensemble, members_form.members, engine)
+        diff = 0.0
+        for frame in frames:
+            a, _ = members_form.combined_output(*members_form.member_outputs(frame))
+            prepared = baked_form.prepare(frame)
+            b, _ = baked_form.combined_output(prepared, baked_form.infer(prepared))
+            diff = max(diff, float(np.abs(np.asarray(a, np.float64) - b).max()))
+        times: dict[str, list[float]] = {"baked": [], "members": []}
+        for r in range(BAKE_ROUNDS):
+            order = (("baked", baked_form), ("members", members_form))
+            for frame in frames:
+                for name, pipe in order if r % 2 else order[::-1]:
+                    t0 = time.perf_counter()
+                    pipe.predict(frame)
+                    times[name].append(time.perf_counter() - t0)
+    p50 = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
+    serves = diff <= BAKE_ATOL and p50["baked"] < p50["members"]
+    log(f"baked into one graph: max |diff| {diff:.2e} from the members' combination on {len(frames)} frames; p50 "
+        f"{p50['baked']:.3f} ms against {p50['members']:.3f} ms member by member: "
+        + ("it serves" if serves else "the members serve"))
+    from ..bundle import file_record
+
+    return BakedGraph(file=file_record(root, BAKED_FILE), serves=serves, baked_ms=round(p50["baked"], 4),
+                      members_ms=round(p50["members"], 4), max_abs_diff=diff, frames=len(frames)), ""

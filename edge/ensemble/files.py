@@ -7,6 +7,8 @@ from pathlib import Path
 
 ENSEMBLE = "ensemble.json"
 MEMBERS = "members"
+BAKED_FILE = "ensemble.onnx"  # the members and flips as one graph (edgemed.converters.ensemble_graph)
+BAKED_OUTPUT = "combined"  # its one output: the combination
 
 
 def is_ensemble(path: str | Path) -> bool:

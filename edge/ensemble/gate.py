@@ -26,7 +26,7 @@ def judge_combination(path: str | Path, frames, device: str = "cpu", evaluated_o
     choose what serves as ``edgemed.load`` does (default: the device's usual selection, which ``make_ensemble``
     records)."""
     with load_ensemble(path, device, backend, precision, accept=accept) as served, \
-            load_ensemble(path, backend="onnxruntime", precision="fp32") as ref:
+            load_ensemble(path, backend="onnxruntime", precision="fp32", form="members") as ref:
         cands, refs, kind = [], [], "logits"
         for _, frame in frames:
             c, kind = served.combined_output(*served.member_outputs(frame))

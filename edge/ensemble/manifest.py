@@ -18,7 +18,7 @@ import msgspec
 from msgspec import Meta
 
 from ..errors import BundleError
-from ..manifest import DriftRecord, FileName, Name, Record, Sha256, Text, _field_message
+from ..manifest import Count, DriftRecord, FileName, FileRecord, Name, Record, Sha256, Text, _field_message
 
 FORMAT = "edgemed-ensemble"
 SCHEMA_VERSION = 1
@@ -52,6 +52,20 @@ class EnsembleGate(Record, kw_only=True):
     drift: DriftRecord
 
 
+class BakedGraph(Record, kw_only=True):
+    """The ensemble as one graph (``edgemed.converters.ensemble_graph``): its file, how it compared with the members'
+    combination when the ensemble was made (largest difference of the combined output, frames), the two p50s
+    measured side by side, and whether it serves (only where it was faster; the runtime also needs every member
+    on its ONNX Runtime FP32 artifact, which the graph is made of)."""
+
+    file: FileRecord
+    serves: bool
+    baked_ms: Annotated[float, Meta(ge=0)]
+    members_ms: Annotated[float, Meta(ge=0)]
+    max_abs_diff: Annotated[float, Meta(ge=0)]
+    frames: Count
+
+
 class EnsembleManifest(Record, kw_only=True):
     format: Literal["edgemed-ensemble"]
     schema_version: Annotated[int, Meta(ge=SCHEMA_VERSION, le=SCHEMA_VERSION)]
@@ -61,6 +75,8 @@ class EnsembleManifest(Record, kw_only=True):
     tta: Annotated[list[Flip], Meta(max_length=len(FLIPS))] = []
     members: Annotated[list[EnsembleMember], Meta(min_length=1, max_length=MAX_MEMBERS)]
     gate: EnsembleGate | None = None  # absent: the combination was not judged (no ONNX Runtime FP32 in a member)
+    baked: BakedGraph | None = None  # absent: not bakeable (``bake_note`` says why) or an ensemble made before it
+    bake_note: Text = ""
     created: Text = ""
     edgemed: Text = ""
 

@@ -100,4 +100,13 @@ def open_ensemble(path: str | Path, verify: bool = True, require_signature: str 
         if b.task != manifest.task or b.labels != manifest.labels:
             raise BundleError(f"ensemble {root}: member {b.path.name} is {b.task} with labels {b.labels}, the "
                               f"ensemble says {manifest.task} with {manifest.labels}", "rebuild the ensemble")
+    if verify and manifest.baked is not None:  # the one-graph form is vouched for like every member file
+        _check_file(root, manifest.baked.file, "baked.file")
     return OpenedEnsemble(root, manifest, members)
+
+
+def _check_file(root: Path, record, field: str) -> None:
+    path = _safe_member(root, record.file, field)
+    if not path.is_file() or path.stat().st_size != record.bytes or sha256_file(path) != record.sha256:
+        raise BundleError(f"ensemble {root}: {record.file} does not match its size and SHA-256 ({field}: missing, "
+                          "changed or corrupt)", "copy the ensemble again or rebuild it")
