@@ -55,7 +55,7 @@ def why_not(members: Sequence[Any], combine: str) -> str | None:
 
 def bake(members: Sequence[Any], weights: Sequence[float], views: Sequence[str], task: str, combine: str,
          target: Path) -> None:
-    """Write the baked graph: input ``input`` (the members' own), output ``combined`` ((N, C) or (N, C, h, w), logits
+    """Write the baked graph: input named as the members' own, output ``combined`` ((N, C) or (N, C, h, w), logits
     for mean-logits, probabilities otherwise). ``weights``: per (member, view), member-major, as the runtime's."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -80,9 +80,9 @@ def bake(members: Sequence[Any], weights: Sequence[float], views: Sequence[str],
 
     first = onnx.load(str(members[0].file(members[0].manifest.artifact("onnxruntime", "fp32").file)))
     x_info = next(i for i in first.graph.input if i.name == members[0].manifest.input.name)
-    stacked = [flip("input", v, f"view_{v}", 2) for v in views]
-    nodes.append(helper.make_node("Concat", stacked, ["views"], axis=0) if len(stacked) > 1
-                 else helper.make_node("Identity", stacked, ["views"]))
+    stacked = [flip(x_info.name, v, f"ens.view_{v}", 2) for v in views]  # the members' own input name
+    nodes.append(helper.make_node("Concat", stacked, ["ens.views"], axis=0) if len(stacked) > 1
+                 else helper.make_node("Identity", stacked, ["ens.views"]))
     terms = []
     opset = 0
     for i, b in enumerate(members):
@@ -92,21 +92,22 @@ def bake(members: Sequence[Any], weights: Sequence[float], views: Sequence[str],
         prefix = f"m{i}_"
         model = onnx.compose.add_prefix(model, prefix)
         graph = model.graph
-        nodes.append(helper.make_node("Identity", ["views"], [prefix + m.input.name]))
+        nodes.append(helper.make_node("Identity", ["ens.views"], [prefix + m.input.name]))
         nodes.extend(graph.node)
         inits.extend(graph.initializer)
         out = prefix + m.output.names[0]
         rest = [int(d) for d in m.output.shape[1:]]
-        nodes.append(helper.make_node("Reshape", [out, const(f"{prefix}per_view_shape", [len(views), -1, *rest])],
-                                      [f"{prefix}per_view"]))
+        own = f"ens.m{i}."  # this module's own tensor names: never one of a member's, which all start with m{i}_
+        nodes.append(helper.make_node("Reshape", [out, const(f"{own}per_view_shape", [len(views), -1, *rest])],
+                                      [f"{own}per_view"]))
         for j, view in enumerate(views):
-            y = f"{prefix}v{j}"
-            nodes.append(helper.make_node("Gather", [f"{prefix}per_view", const(f"{y}_index", j)], [y], axis=0))
+            y = f"{own}v{j}"
+            nodes.append(helper.make_node("Gather", [f"{own}per_view", const(f"{y}_index", j)], [y], axis=0))
             if task == "segmentation":
                 y = flip(y, view, f"{y}_back", 2)
             if combine == "mean-probabilities" and m.output.kind == "logits":
-                y = _probabilities(nodes, y, rest[0], f"{prefix}v{j}_p", const)
-            w = f"{prefix}v{j}_w"
+                y = _probabilities(nodes, y, rest[0], f"{own}v{j}_p", const)
+            w = f"{own}v{j}_w"
             nodes.append(helper.make_node("Mul", [y, const(f"{w}_value", weights[i * len(views) + j], np.float32)],
                                           [w]))
             terms.append(w)
