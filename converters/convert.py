@@ -50,7 +50,7 @@ from edgemed.manifest import (
 from edgemed.output_reader import OutputReader
 from edgemed.preprocess import Preprocessor, default_spec
 from edgemed.preprocessors import make_preprocessor
-from edgemed.probes import pack
+from edgemed.probes import pack, probe_input_key
 from edgemed.rr_intervals import RR_FEATURES
 from edgemed.samples import samples_dir
 from edgemed.table import format_table
@@ -482,7 +482,8 @@ def write(tmp: Path, opts: ConvertOptions, source: SourceModel, exported: Export
     stored = pack("outputs", verdict.first_outputs(PROBE_COUNT))
     for b in built:
         stored.update(pack(f"artifact:{b.artifact.file}", b.probes))
-    extra = {f"inputs:{name}": array for (name, _), array in zip(opts.features, verdict.first_extra(PROBE_COUNT))}
+    extra = {probe_input_key(name): array
+             for (name, _), array in zip(opts.features, verdict.first_extra(PROBE_COUNT))}
     np.savez_compressed(tmp / REFERENCE, inputs=probes, **extra, **stored)
     if opts.input_kind == "signal":
         data.plan.verdict.save(tmp / SAMPLES, SAMPLE_FRAMES)

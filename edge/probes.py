@@ -33,16 +33,21 @@ def unpack(data: dict[str, np.ndarray], prefix: str, task: str, cases: int):
             for i in range(cases)]
 
 
+def probe_input_key(name: str) -> str:
+    """Where ``reference.npz`` keeps the probes' feature input ``name``, beside their main tensors (``inputs``)."""
+    return f"inputs:{name}"
+
+
 def engine_outputs(pipe, reference: dict[str, np.ndarray]):
     """A pipeline's engine on the bundle's preprocessed probes (``reference.npz``: ``inputs``, and each feature
     input's beside them as ``inputs:NAME``), read as drift compares them."""
-    missing = [s.name for s in pipe.features.specs if f"inputs:{s.name}" not in reference] if pipe.features else []
+    missing = [s.name for s in pipe.features.specs if probe_input_key(s.name) not in reference]
     if missing:
         from .errors import InputError
 
         raise InputError(f"the probes lack the model's {', '.join(missing)} input(s)",
                          "probe a model with inputs beside the main one with its bundle's own reference probes")
-    extra = {s.name: reference[f"inputs:{s.name}"] for s in pipe.features.specs} if pipe.features else None
+    extra = {s.name: reference[probe_input_key(s.name)] for s in pipe.features.specs} or None
     return pipe.reader.run(pipe.engine, pipe.input_name, reference["inputs"], extra)
 
 
@@ -53,5 +58,5 @@ def probe_feed(bundle, count: int = 1) -> dict[str, np.ndarray]:
     m = bundle.manifest
     feed = {m.input.name: reference["inputs"][:count]}
     for spec in m.features:
-        feed[spec.name] = reference[f"inputs:{spec.name}"][:count]
+        feed[spec.name] = reference[probe_input_key(spec.name)][:count]
     return feed
