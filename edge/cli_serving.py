@@ -89,7 +89,7 @@ def export_triton(bundles: tuple[Path, ...], out: Path, backend: str, storage_ur
 def serve(bundles: tuple[Path, ...], host: str, http_port: int, grpc_port: int, metrics_port: int, device: str,
           max_batch: int, max_queue_delay_us: int, instances: int, callers: int, accept: str | None,
           pubkey: Path | None) -> None:
-    """Serve bundles on Triton (KServe v2 over HTTP and gRPC, Prometheus metrics) until interrupted."""
+    """Serve bundles and ensembles on Triton (KServe v2 over HTTP and gRPC, Prometheus metrics) until interrupted."""
     from .errors import OptionError
     from .triton_repository import export_repository
     from .triton_server import check_numpy, start

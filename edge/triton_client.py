@@ -34,8 +34,12 @@ class RemotePipeline:
         if "task" not in params:
             raise InputError(f"{model} on {server} was not exported by edgemed", "serve a bundle with edgemed serve")
         self.task, self.labels = params["task"], params["labels"].split(",")
-        self.reason = (f"{params['artifact']} ({params['backend']}/{params['precision']}, verdict {params['verdict']}) "
-                       f"of bundle {params['bundle_sha256'][:12]} on {server}")
+        if "ensemble_sha256" in params:  # an ensemble: its members' artifacts and the combination's verdict
+            self.reason = (f"ensemble {params['ensemble_sha256'][:12]} of {params['artifact']} (combination verdict "
+                           f"{params['verdict']}) on {server}")
+        else:
+            self.reason = (f"{params['artifact']} ({params['backend']}/{params['precision']}, verdict "
+                           f"{params['verdict']}) of bundle {params['bundle_sha256'][:12]} on {server}")
 
     def _get(self, path: str) -> dict:
         try:

@@ -10,7 +10,8 @@ are served. Runs inside Triton's Python stub: no torch, no onnx, as on a device.
 Inputs (exactly one of them per request, batch axis first, frames of one request the same size; a request with
 two is refused, never answered for one of them):
 ``IMAGE_UINT8``, ``IMAGE_UINT16``, ``IMAGE_FP32``: (B, H, W, C) frames as ``predict`` takes them
-(C = 1 for grey); ``TENSOR``: (B, *model input without batch) already preprocessed float32.
+(C = 1 for grey); ``TENSOR``: (B, *model input without batch) already preprocessed float32 (not for an
+ensemble, whose members each preprocess the frame their own way).
 Outputs by task: ``PROBABILITIES`` (B, C) and ``LABEL`` (B, 1) bytes; ``MASK`` (B, H, W) uint8;
 ``BOXES`` (B, K, 4), ``SCORES`` (B, K), ``CLASSES`` (B, K) int32 (detectors: B = 1).
 """
@@ -42,7 +43,8 @@ class TritonPythonModel:
         self.pipe = edgemed.load(bundle, device=params.get("device") or "cpu", backend=params.get("backend") or None,
                                  precision=params.get("precision") or None, accept=params.get("accept") or None,
                                  callers=int(params.get("callers") or 1))
-        self.batched = self.pipe.dynamic_batch
+        self.ensemble = hasattr(self.pipe, "members")  # an EnsemblePipeline: its members run frame by frame
+        self.batched = not self.ensemble and self.pipe.dynamic_batch
 
     def execute(self, requests: list) -> list:
         import triton_python_backend_utils as pb
@@ -59,7 +61,7 @@ class TritonPythonModel:
                 prepared.append([])
                 errors.append(str(exc))
         flat = [p for group in prepared for p in group]
-        outputs = self._infer([p.tensor for p in flat]) if flat else []
+        outputs = self._infer(flat) if flat else []
         responses, at = [], 0
         for group, error in zip(prepared, errors):
             if error is not None:
@@ -67,7 +69,7 @@ class TritonPythonModel:
                 continue
             mine, at = outputs[at:at + len(group)], at + len(group)
             try:  # finish refuses outputs holding NaN/Inf: that request's error, not its group's
-                results = [self.pipe.finish(out, p) for out, p in zip(mine, group)]
+                results = [self._finish(out, p) for out, p in zip(mine, group)]
                 responses.append(pb.InferenceResponse(output_tensors=self._tensors(results, pb)))
             except EdgemedError as exc:
                 responses.append(pb.InferenceResponse(output_tensors=[], error=_bad_request(pb, str(exc))))
@@ -82,6 +84,9 @@ class TritonPythonModel:
             raise InputError(f"the request carries {len(given)} inputs ({', '.join(given)}); each request is one "
                              "frame or one batch", f"send exactly one of {', '.join([*IMAGE_INPUTS, TENSOR_INPUT])}")
         tensor = pb.get_input_tensor_by_name(request, TENSOR_INPUT)
+        if tensor is not None and self.ensemble:  # the config declares no TENSOR for an ensemble; never guess one
+            raise InputError("an ensemble takes frames: each member preprocesses them its own way",
+                             f"send raw frames as one of {', '.join(IMAGE_INPUTS)}")
         if tensor is not None:
             x = tensor.as_numpy()
             want = tuple(self.pipe.bundle.manifest.input.static_shape[1:])
@@ -102,12 +107,30 @@ class TritonPythonModel:
                 return [self.pipe.prepare(f) for f in frames]
         raise InputError("the request has no input", f"send one of {', '.join([*IMAGE_INPUTS, TENSOR_INPUT])}")
 
-    def _infer(self, tensors: list[np.ndarray]) -> list[dict]:
+    def _infer(self, prepared: list) -> list:
+        """Each prepared frame's engine output: one batched call where the artifact takes a batch; an ensemble's
+        members and views frame by frame (what its ``finish`` combines)."""
+        if self.ensemble:
+            from edgemed.errors import EdgemedError
+
+            outputs: list = []
+            for p in prepared:
+                try:  # a member answering NaN/Inf is that frame's request's error (raised again by _finish)
+                    outputs.append(self.pipe.infer(p))
+                except EdgemedError as exc:
+                    outputs.append(exc)
+            return outputs
         name = self.pipe.input_name
+        tensors = [p.tensor for p in prepared]
         if self.batched and len(tensors) > 1:
             out = self.pipe.engine.infer({name: np.concatenate(tensors)}, validate=False)
             return [{k: v[i:i + 1] for k, v in out.items()} for i in range(len(tensors))]
         return [self.pipe.engine.infer({name: t}, validate=False) for t in tensors]
+
+    def _finish(self, out, prepared):
+        if isinstance(out, Exception):
+            raise out
+        return self.pipe.finish(out, prepared)
 
     def _tensors(self, results: list, pb) -> list:
         task = self.pipe.task

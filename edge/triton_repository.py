@@ -11,34 +11,54 @@ The verdicts travel: exporting selects the artifact exactly as ``load`` would on
 (never a failed or uncertified one unless ``accept`` names the verdict), so a repository never
 serves what the device would refuse. A signed bundle's signature is checked first when a public
 key is given.
+
+An ensemble (``edgemed ensemble``) is one model the same way: its whole folder (members and, where made, the
+baked graph) in the version folder, ``edgemed.load`` running it in the stub, raw frames in (its members each
+preprocess for themselves, so no ``TENSOR`` input), the task's usual outputs out. Each member's artifact is
+chosen as ``load`` would; the combination of those must have passed its own gate.
 """
 
 from __future__ import annotations
 
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from .backends import TRITON_EXPORTS
 from .bundle import Bundle, atomic_directory
+from .ensemble.files import ENSEMBLE, is_ensemble
 from .errors import InputError
-from .selection import select
+from .hashing import sha256_file
+from .manifest import Artifact
+from .selection import VERDICTS, select
 
 MODEL_PY = '''"""Triton Python-backend entry point written by edgemed export triton: the edgemed pipeline."""
 from edgemed.triton_model import TritonPythonModel  # noqa: F401
 '''
 
 
-def model_name(bundle: Bundle) -> str:
+def model_name(name: str) -> str:
     """Triton model names: letters, digits, '_', '-', '.' only."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", bundle.name)[:120] or "model"
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:120] or "model"
 
 
-def _outputs(bundle: Bundle) -> list[str]:
-    task = bundle.task
+@dataclass(frozen=True)
+class ServedModel:
+    """One Python-backend model of the repository: what its config declares (task outputs, the TENSOR input where
+    frames can arrive preprocessed) and the parameters it carries to ``initialize`` and to any client."""
+
+    name: str
+    task: str
+    labels: list[str]
+    tensor_dims: tuple[int, ...] | None  # (C, H, W) of a preprocessed frame; None: an ensemble (members preprocess)
+    params: dict[str, str]
+    backends: frozenset[str]  # the runtime libraries its execution environment needs
+
+
+def _outputs(task: str, labels: list[str]) -> list[str]:
     if task == "classification":
-        n = len(bundle.labels)
-        return [f'  {{ name: "PROBABILITIES" data_type: TYPE_FP32 dims: [ {n} ] }}',
+        return [f'  {{ name: "PROBABILITIES" data_type: TYPE_FP32 dims: [ {len(labels)} ] }}',
                 '  { name: "LABEL" data_type: TYPE_STRING dims: [ 1 ] }']
     if task == "segmentation":
         return ['  { name: "MASK" data_type: TYPE_UINT8 dims: [ -1, -1 ] }']
@@ -47,23 +67,22 @@ def _outputs(bundle: Bundle) -> list[str]:
             '  { name: "CLASSES" data_type: TYPE_INT32 dims: [ -1 ] }']
 
 
-def config_pbtxt(bundle: Bundle, name: str, artifact, max_batch: int, queue_delay_us: int, instances: int,
-                 accept: str | None, env: str | None = None, callers: int = 1) -> str:
-    tensor_dims = ", ".join(str(d) for d in bundle.manifest.input.static_shape[1:])
+def config_pbtxt(model: ServedModel, max_batch: int, queue_delay_us: int, instances: int,
+                 env: str | None = None) -> str:
     # frames are (H, W, C) after the batch axis, C = 1 for grey: one rank for every frame, any size and channels
     inputs = [f'  {{ name: "{n}" data_type: {t} dims: [ -1, -1, -1 ] optional: true allow_ragged_batch: true }}'
               for n, t in (("IMAGE_UINT8", "TYPE_UINT8"), ("IMAGE_UINT16", "TYPE_UINT16"), ("IMAGE_FP32", "TYPE_FP32"))]
-    inputs.append(f'  {{ name: "TENSOR" data_type: TYPE_FP32 dims: [ {tensor_dims} ] optional: true }}')
-    params = {"bundle_sha256": bundle.manifest_sha256(), "artifact": artifact.file, "backend": artifact.backend,
-              "precision": artifact.precision, "verdict": artifact.verdict, "accept": accept or "",
-              "task": bundle.task, "labels": ",".join(bundle.labels), "device": "cpu", "callers": str(callers)}
+    if model.tensor_dims is not None:
+        dims = ", ".join(str(d) for d in model.tensor_dims)
+        inputs.append(f'  {{ name: "TENSOR" data_type: TYPE_FP32 dims: [ {dims} ] optional: true }}')
+    params = dict(model.params)
     if env is not None:  # Triton's Python backend starts this model's stub in that environment
         params["EXECUTION_ENV_PATH"] = env
-    outputs = _outputs(bundle)
+    outputs = _outputs(model.task, model.labels)
     if max_batch == 0:  # no batching: Triton then takes the dims as written, so the batch axis is spelled out
         inputs = [i.replace("dims: [ ", "dims: [ -1, ").replace(" allow_ragged_batch: true", "") for i in inputs]
         outputs = [o.replace("dims: [ ", "dims: [ -1, ") for o in outputs]
-    lines = [f'name: "{name}"', 'backend: "python"', f"max_batch_size: {max_batch}", "input ["]
+    lines = [f'name: "{model.name}"', 'backend: "python"', f"max_batch_size: {max_batch}", "input ["]
     lines += [",\n".join(inputs), "]", "output [", ",\n".join(outputs), "]"]
     if max_batch > 0:
         lines += ["dynamic_batching {", f"  max_queue_delay_microseconds: {queue_delay_us}", "}"]
@@ -123,44 +142,83 @@ def export_repository(bundles: list[Path], out: Path, max_batch: int = 8, queue_
                          "use a max batch 0..1024 (0: no batching) and at least one instance")
     names = []
     with atomic_directory(out, force=force) as tmp:
-        for path in bundles:
-            b = Bundle.open(path)
+        for path in map(Path, bundles):
             if pubkey is not None:
                 from .signing import verify_signature
 
-                verify_signature(Path(path), pubkey)
-            if b.manifest.model.input_kind != "image":
-                raise InputError(f"{path}: a {b.manifest.model.input_kind} model; edgemed serve takes image models",
-                                 "run signal bundles in process (pipe.beats / pipe.beat_reader)")
-            if b.manifest.features:
-                raise InputError(f"{path}: the model reads inputs beside the image ({b.manifest.features[0].name}); "
-                                 "edgemed serve takes one-input models", "run it in process (edgemed.load)")
-            chosen = select(b, "cpu", None if backend == "python" else backend, None, None, accept).artifact
-            if accept is None and chosen.verdict != "passed":
-                raise InputError(f"{path}: no passed artifact to serve", "pass --accept to serve an unverified one")
-            name = model_name(b)
-            if name in names:
-                raise InputError(f"two bundles are both named {name}", "rename one with convert --name")
-            names.append(name)
+                verify_signature(path, pubkey)
+            if is_ensemble(path):
+                if backend != "python":
+                    raise InputError(f"{path} is an ensemble; --backend {backend} exports one bundle's artifact on "
+                                     "Triton's native backend", "export ensembles with --backend python (add "
+                                     "--pack-env for a stock Triton image)")
+                model = _ensemble_model(path, accept, callers)
+            else:
+                model, chosen, bundle = _bundle_model(path, backend, accept, callers)
+            if model.name in names:
+                raise InputError(f"two bundles are both named {model.name}", "rename one with convert --name")
+            names.append(model.name)
             if backend != "python":
                 from .triton_native import write_native
 
-                params = {"bundle_sha256": b.manifest_sha256(), "artifact": chosen.file, "backend": chosen.backend,
-                          "precision": chosen.precision, "verdict": chosen.verdict, "task": b.task,
-                          "labels": ",".join(b.labels)}
-                write_native(tmp, Path(path), b, name, chosen, backend, max_batch, queue_delay_us, instances, params)
+                native = {k: v for k, v in model.params.items() if k not in ("accept", "device", "callers")}
+                write_native(tmp, path, bundle, model.name, chosen, backend, max_batch, queue_delay_us,
+                             instances, native)
                 continue
-            model_dir = tmp / name
+            model_dir = tmp / model.name
             (model_dir / "1").mkdir(parents=True)
-            shutil.copytree(Path(path), model_dir / "1" / "bundle")
+            shutil.copytree(path, model_dir / "1" / "bundle")
             env = None
             if env_python is not None:
                 from .triton_env import ENV_DIR, write_environment
 
-                write_environment(model_dir / ENV_DIR, {chosen.backend}, env_python, env_home, env_platforms)
+                write_environment(model_dir / ENV_DIR, set(model.backends), env_python, env_home, env_platforms)
                 env = f"$$TRITON_MODEL_DIRECTORY/{ENV_DIR}"
-            (model_dir / "config.pbtxt").write_text(config_pbtxt(b, name, chosen, max_batch, queue_delay_us,
-                                                                  instances, accept, env, callers))
+            (model_dir / "config.pbtxt").write_text(config_pbtxt(model, max_batch, queue_delay_us, instances, env))
             (model_dir / "1" / "model.py").write_text(MODEL_PY)
         (tmp / "inferenceservice.yaml").write_text(inference_service(names, storage_uri, backend, env_python))
     return names
+
+
+def _bundle_model(path: Path, backend: str, accept: str | None, callers: int
+                  ) -> tuple[ServedModel, Artifact, Bundle]:
+    """One bundle and the artifact that will serve it, chosen exactly as ``load`` would on the server."""
+    b = Bundle.open(path)
+    if b.manifest.model.input_kind != "image":
+        raise InputError(f"{path}: a {b.manifest.model.input_kind} model; edgemed serve takes image models",
+                         "run signal bundles in process (pipe.beats / pipe.beat_reader)")
+    if b.manifest.features:
+        raise InputError(f"{path}: the model reads inputs beside the image ({b.manifest.features[0].name}); "
+                         "edgemed serve takes one-input models", "run it in process (edgemed.load)")
+    chosen = select(b, "cpu", None if backend == "python" else backend, None, None, accept).artifact
+    if accept is None and chosen.verdict != "passed":
+        raise InputError(f"{path}: no passed artifact to serve", "pass --accept to serve an unverified one")
+    params = {"bundle_sha256": b.manifest_sha256(), "artifact": chosen.file, "backend": chosen.backend,
+              "precision": chosen.precision, "verdict": chosen.verdict, "accept": accept or "", "task": b.task,
+              "labels": ",".join(b.labels), "device": "cpu", "callers": str(callers)}
+    model = ServedModel(model_name(b.name), b.task, list(b.labels), tuple(b.manifest.input.static_shape[1:]),
+                        params, frozenset({chosen.backend}))
+    return model, chosen, b
+
+
+def _ensemble_model(path: Path, accept: str | None, callers: int) -> ServedModel:
+    """An ensemble: each member's artifact chosen as ``load`` would (passed ones only), and the combination of
+    exactly those judged by its own gate (:meth:`EnsembleManifest.combination_verdict`). A failed or never judged
+    combination serves only where ``accept`` names that verdict."""
+    from .ensemble.opening import open_ensemble
+
+    opened = open_ensemble(path)
+    chosen = [select(b, "cpu").artifact for b in opened.members]
+    keys = [a.key for a in chosen]
+    verdict = opened.manifest.combination_verdict(keys)
+    if VERDICTS.index(verdict) > VERDICTS.index(accept or "passed"):
+        why = "never judged" if verdict == "uncertified" else "failed its gate"
+        raise InputError(f"{path}: the combination that would serve ({', '.join(keys)}) {why}",
+                         f"rebuild the ensemble (edgemed ensemble ... --eval FRAMES), or pass --accept {verdict}")
+    pinned = {"backend": {a.backend for a in chosen}, "precision": {a.precision for a in chosen}}
+    params = {"ensemble_sha256": sha256_file(path / ENSEMBLE), "artifact": ",".join(keys), "verdict": verdict,
+              "members": ",".join(b.manifest_sha256() for b in opened.members), "task": opened.manifest.task,
+              "labels": ",".join(opened.manifest.labels), "device": "cpu", "callers": str(callers), "accept": "",
+              **{k: v.pop() if len(v) == 1 else "" for k, v in pinned.items()}}
+    return ServedModel(model_name(path.resolve().name), opened.manifest.task, list(opened.manifest.labels), None,
+                       params, frozenset(a.backend for a in chosen))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +101,28 @@ def unet_bundle(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def cnn_bundle(tmp_path_factory) -> Path:
     return convert_shipped("cnn_breastmnist", tmp_path_factory.mktemp("bundles") / "cnn_breastmnist")
+
+
+@pytest.fixture(scope="session")
+def cnn_seed1(tmp_path_factory) -> Path:
+    """The shipped classifier retrained with seed 1 (tests/fixtures/ensemble), as an FP32 ONNX bundle (~4 s)."""
+    from edgemed.converters.convert import convert
+    from edgemed.samples import samples_dir
+
+    fixtures = Path(__file__).parent / "fixtures" / "ensemble"
+    card = json.loads((fixtures / "cnn_breastmnist_seed1.json").read_text())
+    return convert(fixtures / "cnn_breastmnist_seed1.pt", tmp_path_factory.mktemp("bundles") / "cnn_seed1",
+                   task=card["task"], input_shape=tuple(card["input_shape"]), arch=card["arch"],
+                   arch_args=card["arch_args"], labels=tuple(card["labels"]), preprocess=tuple(card["preprocess"]),
+                   calib=samples_dir("breastmnist"), name=card["name"])
+
+
+@pytest.fixture(scope="session")
+def cnn_pair(cnn_bundle, cnn_seed1, tmp_path_factory) -> Path:
+    """Two differently trained shipped-type classifiers with hflip, as one ensemble (its combination gated)."""
+    from edgemed.ensemble import make_ensemble
+
+    return make_ensemble([cnn_bundle, cnn_seed1], tmp_path_factory.mktemp("ensembles") / "cnn_pair", tta="hflip")
 
 
 @pytest.fixture(scope="session")

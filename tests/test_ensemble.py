@@ -24,21 +24,7 @@ from edgemed.ensemble import make_ensemble
 from edgemed.errors import BundleError, OptionError
 from edgemed.postprocess import segmentation_mask
 
-FIXTURES = Path(__file__).parent / "fixtures" / "ensemble"
 FP32 = {"backend": "onnxruntime", "precision": "fp32"}
-
-
-@pytest.fixture(scope="module")
-def cnn_seed1(tmp_path_factory) -> Path:
-    """The shipped classifier retrained with seed 1 (tests/fixtures/ensemble), as an FP32 ONNX bundle (~4 s)."""
-    from edgemed.converters.convert import convert
-    from edgemed.samples import samples_dir
-
-    card = json.loads((FIXTURES / "cnn_breastmnist_seed1.json").read_text())
-    return convert(FIXTURES / "cnn_breastmnist_seed1.pt", tmp_path_factory.mktemp("ens") / "cnn_seed1",
-                   task=card["task"], input_shape=tuple(card["input_shape"]), arch=card["arch"],
-                   arch_args=card["arch_args"], labels=tuple(card["labels"]), preprocess=tuple(card["preprocess"]),
-                   calib=samples_dir("breastmnist"), name=card["name"])
 
 
 def _softmax(x: np.ndarray, axis: int) -> np.ndarray:

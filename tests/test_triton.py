@@ -83,9 +83,10 @@ def _frame(image: np.ndarray) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def server(cnn_bundle, unet_bundle):
+def server(cnn_bundle, unet_bundle, cnn_pair):
     http, grpc, metrics = free_ports(3)
     proc = subprocess.Popen([str(SERVE_PY), "-m", "edgemed.cli", "serve", str(cnn_bundle), str(unet_bundle),
+                             str(cnn_pair),
                              "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
                              "--max-batch", "8", "--max-queue-delay-us", "20000"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -154,6 +155,40 @@ def test_grpc_answers_equal_in_process_predict(server, cnn_bundle, tmp_path):
     assert proc.returncode == 0, proc.stderr
     with edgemed.load(cnn_bundle) as pipe:
         np.testing.assert_allclose(json.loads(proc.stdout), pipe.predict(image).probabilities, atol=1e-6)
+
+
+def test_an_ensemble_is_served_with_the_answers_of_its_in_process_predict(server, cnn_pair):
+    """Issue 23: the ensemble folder is one Triton model; its config carries the ensemble's hash, the members'
+    artifacts and the combination's verdict; concurrent HTTP answers (which the batcher groups) equal
+    ``edgemed.load(ENSEMBLE).predict``; a preprocessed TENSOR, which no ensemble can take, is a 400 and the server
+    goes on; ``predict --server`` reads the ensemble like a bundle."""
+    from edgemed.hashing import sha256_file
+    from edgemed.triton_client import RemotePipeline
+
+    base = server["http"]
+    status, config = _get(f"{base}/v2/models/cnn_pair/config")
+    assert status == 200, config
+    params = {k: v["string_value"] for k, v in config["parameters"].items()}
+    assert params["ensemble_sha256"] == sha256_file(cnn_pair / "ensemble.json") and params["verdict"] == "passed"
+    assert len(params["artifact"].split(",")) == 2 and params["task"] == "classification"
+    assert [i["name"] for i in config["input"]] == ["IMAGE_UINT8", "IMAGE_UINT16", "IMAGE_FP32"]
+    frames = [image for _, image in ImageSet.open(samples_dir("breastmnist"))]
+    with cf.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda f: infer(base, "cnn_pair", _frame(f)), frames))
+    remote = RemotePipeline(base, "cnn_pair")
+    assert remote.reason.startswith("ensemble ") and "combination verdict passed" in remote.reason
+    with edgemed.load(cnn_pair) as ens:
+        for frame, (status, out) in zip(frames, answers):
+            assert status == 200, out
+            got = {o["name"]: o for o in out["outputs"]}
+            local = ens.predict(frame)
+            np.testing.assert_allclose(got["PROBABILITIES"]["data"], local.probabilities, atol=1e-6)
+            assert got["LABEL"]["data"] == [local.label]
+        np.testing.assert_allclose(remote.predict(frames[0]).probabilities, ens.predict(frames[0]).probabilities,
+                                   atol=1e-6)
+    status, out = infer(base, "cnn_pair", {"TENSOR": np.zeros((1, 1, 28, 28), np.float32)})
+    assert status == 400 and "TENSOR" in out["error"], out
+    assert infer(base, "cnn_pair", _frame(frames[0]))[0] == 200
 
 
 def test_dynamic_batching_really_batches_frames_of_different_sizes(server):

@@ -430,3 +430,32 @@ def test_the_packed_environment_carries_every_package_the_runtime_path_imports()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     packages = set(out.stdout.split())
     assert packages and packages <= set(RUNTIME_PACKAGES), sorted(packages - set(RUNTIME_PACKAGES))
+
+
+def test_an_ensemble_exports_whole_for_the_python_backend_once_its_combination_passed(cnn_pair, tmp_path):
+    """Issue 23: an ensemble is one Python-backend model holding its whole folder (members hashed as at load);
+    the native export, which serves one artifact, refuses it in one line; a combination never judged (or judged on
+    other artifacts) serves only when that verdict is accepted, and nothing is left on disk by a refusal."""
+    import shutil
+
+    from edgemed.errors import InputError
+
+    names = export_repository([cnn_pair], tmp_path / "repo")
+    assert names == ["cnn_pair"]
+    copied = tmp_path / "repo" / "cnn_pair" / "1" / "bundle"
+    with edgemed.load(copied) as served, edgemed.load(cnn_pair) as here:
+        frame = next(iter(ImageSet.open(samples_dir("breastmnist"))))[1]
+        np.testing.assert_array_equal(served.predict(frame).probabilities, here.predict(frame).probabilities)
+    config = (tmp_path / "repo" / "cnn_pair" / "config.pbtxt").read_text()
+    assert '"TENSOR"' not in config and 'key: "ensemble_sha256"' in config
+    with pytest.raises(InputError, match="is an ensemble.*--backend python"):
+        export_repository([cnn_pair], tmp_path / "native", backend="onnxruntime")
+    unjudged = tmp_path / "unjudged"
+    shutil.copytree(cnn_pair, unjudged)
+    manifest = json.loads((unjudged / "ensemble.json").read_text())
+    del manifest["gate"]
+    (unjudged / "ensemble.json").write_text(json.dumps(manifest))
+    with pytest.raises(InputError, match="never judged.*--accept uncertified"):
+        export_repository([unjudged], tmp_path / "refused")
+    assert not (tmp_path / "native").exists() and not (tmp_path / "refused").exists()
+    assert export_repository([unjudged], tmp_path / "accepted", accept="uncertified") == ["unjudged"]

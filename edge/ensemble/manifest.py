@@ -87,6 +87,14 @@ class EnsembleManifest(Record, kw_only=True):
         if len(set(folders)) != len(folders):
             raise ValueError("members: two members share a folder")
 
+    def combination_verdict(self, served: list[str]) -> str:
+        """The verdict of the combination of exactly these member artifacts (``backend/precision`` keys, in member
+        order): the recorded gate's where it judged this very combination, else ``uncertified`` (never judged, or
+        judged on other artifacts, which says nothing about these)."""
+        if self.gate is None or list(self.gate.served) != list(served):
+            return "uncertified"
+        return self.gate.drift.verdict
+
     @property
     def views(self) -> list[str]:
         """The input views each member sees: the frame itself, then each flip."""
