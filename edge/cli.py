@@ -184,8 +184,10 @@ def _predict_file(pipe, path: Path, stem: str, out: Path | None, as_json: bool, 
     """One image file (every frame of it): print, write, and for DICOM write its SEG/SR/SC. Returns files written."""
     from .images import is_dicom
     from .inputs import file_frames
+    from .tasks import task_named
     from .writers import write_result
 
+    task = task_named(pipe.task)  # a local, remote or ensemble pipeline: the task says how to print its result
     written = 0
     frames = file_frames(path, stem)  # a result object is refused here, before any inference
     results = []
@@ -198,16 +200,8 @@ def _predict_file(pipe, path: Path, stem: str, out: Path | None, as_json: bool, 
             written += len(record["written"])
         if as_json:
             click.echo(json.dumps(record))
-        elif pipe.task == "classification":
-            probs = ", ".join(f"{k} {v:.3f}" for k, v in record["probabilities"].items())
-            click.echo(f"{frame.name}: {result.label} ({probs})")
-        elif pipe.task == "detection":
-            boxes = "; ".join(f"{d['label']} {d['score']:.2f} at [{', '.join(f'{v:.0f}' for v in d['box'])}]"
-                              for d in record["detections"])
-            click.echo(f"{frame.name}: {record['count']} detection(s)" + (f": {boxes}" if boxes else ""))
         else:
-            areas = ", ".join(f"{k} {v} px" for k, v in record["areas_px"].items())
-            click.echo(f"{frame.name}: mask {record['size'][0]}x{record['size'][1]}: {areas}")
+            click.echo(f"{frame.name}: {task.summary(record)}")
     if kinds and is_dicom(path):
         from .dicom_results import write_objects
 

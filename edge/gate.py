@@ -3,8 +3,8 @@
 Convert's parity check of the FP32 export, the verdicts on quantized artifacts, ``verify`` on
 the device and ``bench`` on the user's data all call :func:`judge` (or :func:`judge_parity`,
 its rule for the FP32 export) and print with :func:`summary`. A budget is text such as
-``"agreement>=0.999"`` parsed by :meth:`Budget.parse`; the defaults live in
-:func:`default_budget` and nowhere else.
+``"agreement>=0.999"`` parsed by :meth:`Budget.parse`; the defaults are each task's
+(:mod:`edgemed.tasks`), read through :func:`default_budget` and nowhere else.
 
 Every figure carries the number of cases it rests on and, where the cases are a sample, a
 one-sided 95% bound (:mod:`edgemed.stats`). A term ``metric >= v`` holds only when the lower
@@ -28,26 +28,10 @@ from . import stats
 from .drift import METRICS, STRATA, Comparison, Margins
 from .errors import OptionError
 from .manifest import DriftRecord, Estimate
+from .tasks import TASKS
 
-# Classifiers: MLPerf's "high accuracy" bar (99.9% of FP32's answers). Segmenters: what changes care
-# is a lesion that appears or vanishes, and per case the masks must still overlap at Dice >= 0.99:
-# boundary pixels that move by one do not fail an artifact, a changed finding does. Lesion agreement
-# is held at 99%: segmentation data sets have hundreds of masks, not thousands, and the lesion-level
-# certificate (a case keeps its call if no pixel's margin moves further than the call is from
-# changing) is conservative; at 99.9% every quantized segmenter here stayed uncertified, FP16 included.
-# A stricter budget is one --drift-budget away.
-# Detectors: the same lesion-level bar as segmenters (a lesion found or lost changes care), and the
-# boxes FP32 and the candidate both find must overlap at IoU >= 0.9 on average.
-# Every classifier (images and ECG beats): overall agreement hides the classes that matter (a model keeps 99.9% by
-# getting N beats right while flipping S beats; a chest X-ray INT8 kept 99.55% of 1,783 verdict images while
-# flipping 3.9% of the class FP32 calls normal, and flipped 1.6% of a test set holding that class 1.4 times as
-# often), so every class must also keep FP32's calls: of the cases FP32 calls S, at least 99% must stay S, and so
-# for every class (the worst class is the one judged). Unlike overall agreement, that term holds for any class mix.
-_DEFAULT_BUDGETS = {
-    "classification": "agreement>=0.999,class_agreement>=0.99",
-    "segmentation": "lesion_agreement>=0.99,case_dice>=0.99",
-    "detection": "lesion_agreement>=0.99,box_iou>=0.9",
-}
+# Each task's default budget, and why, lives with the task (edgemed.tasks: Classification.default_budget, ...).
+_DEFAULT_BUDGETS = {name: task.default_budget for name, task in TASKS.items()}
 MIN_CASES_FOR_MARGINS = 30  # fewer verdict cases than this say too little about the margin shifts
 # metric -> per-case (per-detection for recall/precision) booleans, bounded by counting or margins
 COUNTED = {"agreement": "agree", "lesion_agreement": "lesion_agree", "recall": "recalled", "precision": "precise"}

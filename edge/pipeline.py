@@ -21,10 +21,11 @@ from .input_range import always_within, range_matters
 from .input_range import check as check_range
 from .manifest import Manifest
 from .output_reader import OutputReader
-from .postprocess import check_finite, class_probabilities, segmentation_mask
+from .postprocess import check_finite
 from .preprocess import Prepared
 from .results import ClassificationResult, DetectionResult, SegmentationResult
 from .selection import Selection, open_engine, select, shared_by
+from .tasks import task_named
 
 Result = ClassificationResult | SegmentationResult | DetectionResult
 SIGNAL_DESCRIPTION = {"fs", "units", "leads", "adc_gain"}  # what predict takes besides a beat (as_signal's)
@@ -44,6 +45,7 @@ class Pipeline:
         self.profile = selection.profile
         self.preprocessor = bundle.preprocessor()
         self.task = m.model.task
+        self.task_rules = task_named(self.task)  # what the task means: reading outputs, ... (edgemed.tasks)
         self.labels = list(m.model.labels)
         self.output_kind = m.output.kind
         self.output_name = m.output.names[0]
@@ -121,18 +123,7 @@ class Pipeline:
         """The result of one input from the engine's outputs; outputs holding NaN or Inf are refused here, where
         every task's result is made (``predict``, ``stream``, Triton and bench all pass through)."""
         check_finite(outputs, prepared.tensor)
-        if self.task == "classification":
-            probs = class_probabilities(outputs[self.output_name][0], self.output_kind)
-            index = int(np.argmax(probs))
-            explanation = None if self.explainer is None else self.explainer.pending(outputs, index, prepared.geometry)
-            return ClassificationResult(self.labels[index], index, probs, self.labels, explanation=explanation)
-        if self.task == "detection":
-            from .detection_post import finish
-
-            dets = finish(outputs, self.detection, prepared.geometry, prepared.original_size)
-            return DetectionResult(dets.boxes, dets.scores, dets.classes, self.labels)
-        mask, _ = segmentation_mask(outputs[self.output_name], self.output_kind, prepared.geometry)
-        return SegmentationResult(mask, self.labels)
+        return self.task_rules.finish(outputs, self, prepared)
 
     # -- public ----------------------------------------------------------------------------
     def predict(self, image: np.ndarray | str | Path, **describe: Any) -> Result:

@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import BackendUnavailable, InputError
 from .preprocess import check_image
-from .results import ClassificationResult, DetectionResult, SegmentationResult
+from .tasks import task_named
 
 _DTYPES = {"FP32": np.float32, "UINT8": np.uint8, "INT32": np.int32, "INT64": np.int64, "UINT16": np.uint16}
 
@@ -34,6 +34,8 @@ class RemotePipeline:
         if "task" not in params:
             raise InputError(f"{model} on {server} was not exported by edgemed", "serve a bundle with edgemed serve")
         self.task, self.labels = params["task"], params["labels"].split(",")
+        self.task_rules = task_named(self.task)
+        self._output_names = [t.name for t in self.task_rules.served_outputs(self.labels)]
         if "ensemble_sha256" in params:  # an ensemble: its members' artifacts and the combination's verdict
             self.reason = (f"ensemble {params['ensemble_sha256'][:12]} of {params['artifact']} (combination verdict "
                            f"{params['verdict']}) on {server}")
@@ -58,7 +60,7 @@ class RemotePipeline:
         x = np.ascontiguousarray(x, dtype=_DTYPES[kind])
         header = json.dumps({"inputs": [{"name": name, "shape": list(x.shape), "datatype": kind,
                                          "parameters": {"binary_data_size": x.nbytes}}],
-                             "outputs": [{"name": n, "parameters": {"binary_data": False}} for n in self._outputs()]}
+                             "outputs": [{"name": n, "parameters": {"binary_data": False}} for n in self._output_names]}
                             ).encode()
         req = urllib.request.Request(f"{self.base}/v2/models/{self.model}/infer", data=header + x.tobytes(),
                                      headers={"Inference-Header-Content-Length": str(len(header))})
@@ -72,23 +74,9 @@ class RemotePipeline:
             raise BackendUnavailable(f"cannot reach {self.base} ({e})", "start it with edgemed serve") from e
         out = {o["name"]: np.array(o["data"], dtype=object if o["datatype"] == "BYTES" else _DTYPES[o["datatype"]])
                .reshape(o["shape"]) for o in body["outputs"]}
-        result = self._result(out)
+        result = self.task_rules.from_served(out, self.labels)
         result.timings = {"server_round_trip": time.perf_counter() - t0}
         return result
-
-    def _outputs(self) -> list[str]:
-        return {"classification": ["PROBABILITIES", "LABEL"], "segmentation": ["MASK"]}.get(
-            self.task, ["BOXES", "SCORES", "CLASSES"])
-
-    def _result(self, out: dict) -> Any:
-        if self.task == "classification":
-            probs = out["PROBABILITIES"][0].astype(np.float32)
-            index = int(np.argmax(probs))
-            return ClassificationResult(self.labels[index], index, probs, self.labels)
-        if self.task == "segmentation":
-            return SegmentationResult(out["MASK"][0].astype(np.uint8), self.labels)
-        return DetectionResult(out["BOXES"][0].reshape(-1, 4), out["SCORES"][0], out["CLASSES"][0].astype(int),
-                               self.labels)
 
     def close(self) -> None:
         pass

@@ -32,7 +32,8 @@ from .errors import EdgemedError, InputError
 ENV_DIR = "edgemed_env"
 # edgemed's packages the runtime path imports (the converters, benchmarks and zoo are the torch side); a package
 # `import edgemed` reaches but this list lacks fails the served model at start (tests/test_triton_export.py)
-RUNTIME_PACKAGES = ("edgemed", "edgemed.runtimes", "edgemed.devices", "edgemed.fleet", "edgemed.ensemble")
+RUNTIME_PACKAGES = ("edgemed", "edgemed.runtimes", "edgemed.devices", "edgemed.fleet", "edgemed.ensemble",
+                    "edgemed.tasks")
 # The Triton wheel this project serves with pins numpy<2, and a stub built against numpy 1 answers empty tensors
 # under numpy 2 (edgemed.triton_server.check_numpy): the environment keeps numpy 1.
 NUMPY = "numpy<2"

@@ -36,6 +36,7 @@ def _bad_request(pb, message: str):
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         import edgemed
+        from edgemed.tasks import task_named
 
         config = json.loads(args["model_config"])
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
@@ -43,6 +44,7 @@ class TritonPythonModel:
         self.pipe = edgemed.load(bundle, device=params.get("device") or "cpu", backend=params.get("backend") or None,
                                  precision=params.get("precision") or None, accept=params.get("accept") or None,
                                  callers=int(params.get("callers") or 1))
+        self.task = task_named(self.pipe.task)  # its served tensors (edgemed.tasks)
         self.ensemble = hasattr(self.pipe, "members")  # an EnsemblePipeline: its members run frame by frame
         self.batched = not self.ensemble and self.pipe.dynamic_batch
 
@@ -101,7 +103,7 @@ class TritonPythonModel:
                 if frames.ndim != 4:
                     raise InputError(f"{name} has shape {frames.shape}, not (B, H, W, C)",
                                      "send frames with a batch axis first and a channel axis last (1 for grey)")
-                if self.pipe.task == "detection" and len(frames) != 1:
+                if self.task.one_frame_per_call and len(frames) != 1:
                     raise InputError(f"a detector answers one frame per request, got {len(frames)}",
                                      "send one frame per request (Triton batches requests)")
                 return [self.pipe.prepare(f) for f in frames]
@@ -133,17 +135,7 @@ class TritonPythonModel:
         return self.pipe.finish(out, prepared)
 
     def _tensors(self, results: list, pb) -> list:
-        task = self.pipe.task
-        if task == "classification":
-            probs = np.stack([r.probabilities for r in results]).astype(np.float32)
-            labels = np.array([[r.label.encode()] for r in results], dtype=object)
-            return [pb.Tensor("PROBABILITIES", probs), pb.Tensor("LABEL", labels)]
-        if task == "segmentation":
-            return [pb.Tensor("MASK", np.stack([r.mask for r in results]).astype(np.uint8))]
-        r = results[0]
-        return [pb.Tensor("BOXES", np.asarray(r.boxes, np.float32).reshape(1, -1, 4)),
-                pb.Tensor("SCORES", np.asarray(r.scores, np.float32).reshape(1, -1)),
-                pb.Tensor("CLASSES", np.asarray(r.classes, np.int32).reshape(1, -1))]
+        return [pb.Tensor(name, array) for name, array in self.task.served_arrays(results).items()]
 
     def finalize(self) -> None:
         self.pipe.close()

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 from .backends import BACKENDS
 from .bundle import Bundle
 from .errors import InputError
+from .tasks import ServedTensor, task_named
 
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "float64": "TYPE_FP64", "int64": "TYPE_INT64",
                 "int32": "TYPE_INT32", "int16": "TYPE_INT16", "int8": "TYPE_INT8", "uint8": "TYPE_UINT8",
@@ -91,16 +91,6 @@ class TritonPythonModel:
 '''
 
 
-@dataclass(frozen=True)
-class Tensor:
-    name: str
-    dtype: str  # Triton's TYPE_*
-    dims: tuple[int, ...]  # without the batch axis where the model is batched
-
-    def pbtxt(self) -> str:
-        return f'  {{ name: "{self.name}" data_type: {self.dtype} dims: [ {", ".join(map(str, self.dims))} ] }}'
-
-
 def _dims(shape: tuple, batched: bool) -> tuple[int, ...]:
     dims = tuple(d if isinstance(d, int) and d > 0 else -1 for d in shape)
     return dims[1:] if batched else dims
@@ -147,17 +137,7 @@ def step_config(bundle: Bundle, outputs: list[str], batched: bool) -> dict:
     }
 
 
-def _task_outputs(bundle: Bundle) -> list[Tensor]:
-    task = bundle.task
-    if task == "classification":
-        return [Tensor("PROBABILITIES", "TYPE_FP32", (len(bundle.labels),)), Tensor("LABEL", "TYPE_STRING", (1,))]
-    if task == "segmentation":
-        return [Tensor("MASK", "TYPE_UINT8", (-1, -1))]
-    return [Tensor("BOXES", "TYPE_FP32", (-1, 4)), Tensor("SCORES", "TYPE_FP32", (-1,)),
-            Tensor("CLASSES", "TYPE_INT32", (-1,))]
-
-
-def _model(name: str, head: str, max_batch: int, inputs: list[Tensor], outputs: list[Tensor],
+def _model(name: str, head: str, max_batch: int, inputs: list[ServedTensor], outputs: list[ServedTensor],
            extra: list[str], params: dict) -> str:
     lines = [f'name: "{name}"', head, f"max_batch_size: {max_batch}", "input ["]
     lines += [",\n".join(t.pbtxt() for t in inputs), "]", "output [", ",\n".join(t.pbtxt() for t in outputs), "]"]
@@ -184,23 +164,24 @@ def write_native(tmp: Path, bundle_dir: Path, bundle: Bundle, name: str, artifac
     if bundle.manifest.model.input_kind != "image":
         raise InputError(f"{bundle_dir}: a {bundle.manifest.model.input_kind} model; the Triton export takes images",
                          "run signal bundles in process (pipe.beats / pipe.beat_reader)")
+    task = task_named(bundle.task)
     inputs, outputs = engine_io(bundle_dir, artifact)
     if len(inputs) != 1:
         raise InputError(f"{bundle_dir}: the model has {len(inputs)} inputs", "export with --backend python")
-    batched = (max_batch > 0 and bundle.task != "detection" and bundle.manifest.input.dynamic_batch
+    batched = (max_batch > 0 and not task.one_frame_per_call and bundle.manifest.input.dynamic_batch
                and all(not isinstance(o.shape[0], int) or o.shape[0] <= 0 for o in outputs if o.shape))
     mb = max_batch if batched else 0
     config = step_config(bundle, [o.name for o in outputs], batched)
     vr = bundle.manifest.input.value_range
     frame_dtype = next((d for d in (vr.dtypes if vr else []) if d in FRAME_TYPES), "uint8")
-    frame = Tensor("IMAGE", FRAME_TYPES[frame_dtype], (-1, -1, -1) if batched else (1, -1, -1, -1))
-    tensor = Tensor("TENSOR", "TYPE_FP32", _dims(inputs[0].shape, batched) if batched
+    frame = ServedTensor("IMAGE", FRAME_TYPES[frame_dtype], (-1, -1, -1) if batched else (1, -1, -1, -1))
+    tensor = ServedTensor("TENSOR", "TYPE_FP32", _dims(inputs[0].shape, batched) if batched
                     else (1, *bundle.manifest.input.static_shape[1:]))
-    geometry = Tensor("GEOMETRY", "TYPE_FP64", (triton_steps.GEOMETRY_ROWS + 1, 9) if batched
+    geometry = ServedTensor("GEOMETRY", "TYPE_FP64", (triton_steps.GEOMETRY_ROWS + 1, 9) if batched
                       else (1, triton_steps.GEOMETRY_ROWS + 1, 9))
-    raw = [Tensor(o.name, TRITON_TYPES.get(o.dtype, "TYPE_FP32"), _dims(o.shape, batched)) for o in outputs]
-    raw_in = [Tensor(f"RAW_{i}", t.dtype, t.dims) for i, t in enumerate(raw)]
-    final = [Tensor(t.name, t.dtype, t.dims if batched else (1, *t.dims)) for t in _task_outputs(bundle)]
+    raw = [ServedTensor(o.name, TRITON_TYPES.get(o.dtype, "TYPE_FP32"), _dims(o.shape, batched)) for o in outputs]
+    raw_in = [ServedTensor(f"RAW_{i}", t.dtype, t.dims) for i, t in enumerate(raw)]
+    final = [t if batched else t.batched() for t in task.served_outputs(bundle.labels)]
     group = ["instance_group [", f"  {{ kind: KIND_CPU count: {instances} }}", "]"]
     names = [name, f"{name}_pre", f"{name}_engine", f"{name}_post"]
 
@@ -213,7 +194,7 @@ def write_native(tmp: Path, bundle_dir: Path, bundle: Bundle, name: str, artifac
         shutil.copyfile(bundle_dir / artifact.weights.file, engine_dir / "model.bin")
     batching = ["dynamic_batching {", f"  max_queue_delay_microseconds: {queue_delay_us}", "}"] if batched else []
     (tmp / names[2] / "config.pbtxt").write_text(_model(
-        names[2], head, mb, [Tensor(inputs[0].name, "TYPE_FP32", tensor.dims)], raw, batching + group, params))
+        names[2], head, mb, [ServedTensor(inputs[0].name, "TYPE_FP32", tensor.dims)], raw, batching + group, params))
 
     for step, model_py, ins, outs in ((names[1], PRE_MODEL_PY, [frame], [tensor, geometry]),
                                       (names[3], POST_MODEL_PY, [geometry, *raw_in], final)):

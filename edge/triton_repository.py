@@ -32,6 +32,7 @@ from .errors import InputError
 from .hashing import sha256_file
 from .manifest import Artifact
 from .selection import VERDICTS, select
+from .tasks import task_named
 
 MODEL_PY = '''"""Triton Python-backend entry point written by edgemed export triton: the edgemed pipeline."""
 from edgemed.triton_model import TritonPythonModel  # noqa: F401
@@ -56,17 +57,6 @@ class ServedModel:
     backends: frozenset[str]  # the runtime libraries its execution environment needs
 
 
-def _outputs(task: str, labels: list[str]) -> list[str]:
-    if task == "classification":
-        return [f'  {{ name: "PROBABILITIES" data_type: TYPE_FP32 dims: [ {len(labels)} ] }}',
-                '  { name: "LABEL" data_type: TYPE_STRING dims: [ 1 ] }']
-    if task == "segmentation":
-        return ['  { name: "MASK" data_type: TYPE_UINT8 dims: [ -1, -1 ] }']
-    return ['  { name: "BOXES" data_type: TYPE_FP32 dims: [ -1, 4 ] }',
-            '  { name: "SCORES" data_type: TYPE_FP32 dims: [ -1 ] }',
-            '  { name: "CLASSES" data_type: TYPE_INT32 dims: [ -1 ] }']
-
-
 def config_pbtxt(model: ServedModel, max_batch: int, queue_delay_us: int, instances: int,
                  env: str | None = None) -> str:
     # frames are (H, W, C) after the batch axis, C = 1 for grey: one rank for every frame, any size and channels
@@ -78,7 +68,7 @@ def config_pbtxt(model: ServedModel, max_batch: int, queue_delay_us: int, instan
     params = dict(model.params)
     if env is not None:  # Triton's Python backend starts this model's stub in that environment
         params["EXECUTION_ENV_PATH"] = env
-    outputs = _outputs(model.task, model.labels)
+    outputs = [t.pbtxt() for t in task_named(model.task).served_outputs(model.labels)]
     if max_batch == 0:  # no batching: Triton then takes the dims as written, so the batch axis is spelled out
         inputs = [i.replace("dims: [ ", "dims: [ -1, ").replace(" allow_ragged_batch: true", "") for i in inputs]
         outputs = [o.replace("dims: [ ", "dims: [ -1, ") for o in outputs]

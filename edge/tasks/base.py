@@ -1,0 +1,74 @@
+"""The Task protocol: every way the four concerns of a task differ (reading the engine's output into a result,
+the gate's default budget, the tensors a Triton model answers with, the line a CLI prints) stated once per task.
+
+Why a protocol rather than branches: a task's rules were spread over pipeline, gate, CLI and three Triton
+modules, each with its own ``if task == ...``; a new task then meant finding every branch. Here a task is one
+module (:mod:`edgemed.tasks.classification`, ...), and code elsewhere asks :func:`edgemed.tasks.task_named`.
+No torch, no onnx: the runtime path imports this.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from ..preprocess import Prepared
+
+
+class RunContext(Protocol):
+    """What a task's ``finish`` reads of the pipeline that ran the engine (a protocol, so tasks sit below the
+    pipeline in the layers: edgemed.pipeline asks the task, never the other way round)."""
+
+    output_name: str
+    output_kind: str
+    labels: list[str]
+    explainer: Any  # classifiers converted with --explain: edgemed.saliency's explainer, else None
+    detection: Any  # detectors: the manifest's detection record, else None
+
+
+@dataclass(frozen=True)
+class ServedTensor:
+    """One tensor of a Triton model's configuration: its name, Triton's ``TYPE_*`` and its dims (without the batch
+    axis where the model is batched; -1 where a size varies)."""
+
+    name: str
+    dtype: str
+    dims: tuple[int, ...]
+
+    def pbtxt(self, extra: str = "") -> str:
+        """The tensor as a ``config.pbtxt`` entry (``extra``: further fields, e.g. ``optional: true``)."""
+        tail = f" {extra}" if extra else ""
+        return f'  {{ name: "{self.name}" data_type: {self.dtype} dims: [ {", ".join(map(str, self.dims))} ]{tail} }}'
+
+    def batched(self) -> ServedTensor:
+        """The same tensor with its batch axis spelled out (a model without Triton's batching)."""
+        return ServedTensor(self.name, self.dtype, (-1, *self.dims))
+
+
+class Task(Protocol):
+    """What one task (classification, segmentation, detection) means to every part of edgemed."""
+
+    name: str
+    #: the gate's budget when the user sets none (:func:`edgemed.gate.default_budget` reads it, nothing else)
+    default_budget: str
+    #: one frame per engine call and per served request (a detector's boxes are per frame); others batch
+    one_frame_per_call: bool
+
+    def finish(self, outputs: Mapping[str, np.ndarray], pipe: RunContext, prepared: Prepared) -> Any:
+        """The result ``predict`` returns, from the engine's outputs of one input (already checked finite)."""
+
+    def served_outputs(self, labels: Sequence[str]) -> list[ServedTensor]:
+        """The tensors a served model of this task answers with (the Python-backend and native exports)."""
+
+    def served_arrays(self, results: Sequence[Any]) -> dict[str, np.ndarray]:
+        """Those tensors for a batch of results, batch axis first (what the Python backend sends back)."""
+
+    def from_served(self, arrays: Mapping[str, np.ndarray], labels: list[str]) -> Any:
+        """The first result of served tensors read back (``predict --server``), the same object ``predict`` gives."""
+
+    def summary(self, record: Mapping[str, Any]) -> str:
+        """The line the CLI prints after an input's name, from the result's JSON form."""
