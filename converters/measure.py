@@ -15,12 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from edgemed.clinical import judge_clinical
+from edgemed.clinical import clinical_record
 from edgemed.drift import Comparison, start_comparison
 from edgemed.gate import Budget, Population, Prediction, judge_artifact, predict
 from edgemed.manifest import ClinicalRecord, DriftRecord
 from edgemed.output_reader import OutputReader
 from edgemed.runtimes import create_engine
+from edgemed.tasks import task_named
 
 from .cases import CaseStore, as_feed
 
@@ -133,8 +134,10 @@ class Gauge:
         clinical = None
         if self.labelled is not None:
             outputs = _outputs(self.labelled.cases.inputs(), run)
-            clinical = judge_clinical(self.labelled.truth, self.labelled.cases.outputs(), outputs, self.task,
-                                      self.output_kind, self.labels, self.labelled.margin, self.labelled.source)
+            truth = self.labelled.truth
+            tests = task_named(self.task).clinical_tests(truth, self.labelled.cases.outputs(), outputs,
+                                                         self.output_kind, self.labels, self.labelled.margin)
+            clinical = clinical_record(tests, self.labelled.margin, len(truth), self.labelled.source)
         return Measured(drift, clinical, self.reader.collect(probes) if probes else probes)
 
 

@@ -18,6 +18,7 @@ from .errors import InputError
 from .images import list_images, read_frames
 from .set_base import IndexedSet, Npz
 from .signal_sets import SignalSet, is_signal_set
+from .tasks import task_named
 
 NPZ_IMAGE_KEYS = ("images", "test_images", "val_images", "train_images")
 
@@ -105,9 +106,8 @@ def load_labels(labels: str | Path | None, images: ImageSet, task: str, label_na
     Accepted: a CSV ``file,label`` (label as a name or an index), a folder of masks named like the
     images (any image type; 0/255 masks read as 0/1), or an ``.npz`` with ``labels``/``masks`` in
     the same order as the images (the images' own .npz when ``labels`` is None and it has them).
+    Which of these a task reads is the task's (:mod:`edgemed.tasks`, :mod:`edgemed.truth`).
     """
-    import csv
-
     if labels is None:
         if images._array is None:
             return None
@@ -115,93 +115,4 @@ def load_labels(labels: str | Path | None, images: ImageSet, task: str, label_na
     path = Path(labels)
     if not path.exists():
         raise InputError(f"{path}: no such labels file or folder", "check the path given with --labels")
-    if task == "detection" and path.suffix.lower() != ".npz":
-        from .detection_truth import load_boxes
-
-        return load_boxes(path, images.names, label_names, lambda p: read_frames(p)[0])
-    if path.suffix.lower() == ".npz":
-        with Npz(path, "labels file") as data:
-            key = "masks" if task in ("segmentation", "detection") else "labels"
-            # Images read from "test_images" are labelled by "test_labels" (MedMNIST's layout).
-            array = images.names[0].split("[")[0] if images._array is not None and images.path == path else ""
-            paired = array.removesuffix("images") + key if array.endswith("images") else None
-            if paired in data.files:
-                key = paired
-            elif key not in data.files:
-                key = next((k for k in data.files if k.endswith(f"_{key}")), None)
-            if key is None:
-                return None if labels == images.path else _missing(path, task)
-            values = data[key]
-        if values.ndim == 0 or values.dtype.kind not in "uifb":
-            raise InputError(f"{path}: {key!r} holds {values.dtype} of shape {values.shape}, not one label per image",
-                             "store an integer array, one class index (or mask) per image")
-        if images._array is not None and len(values) >= len(images) and images.path == path:
-            idx = [int(n.split("[")[1].rstrip("]")) for n in images.names]
-            values = values[idx]
-        if len(values) != len(images):
-            raise InputError(f"{path}: {len(values)} labels for {len(images)} images", "give one label per image")
-        if task == "detection":
-            from .detection_truth import from_masks
-
-            return from_masks(values, label_names)
-        if task == "segmentation":
-            return [np.asarray(v) for v in values]
-        return _class_indices(values, path, label_names)
-    if path.is_dir():
-        if task != "segmentation":
-            raise InputError(f"{path}: a folder of masks is for segmentation", "give a CSV file,label for classes")
-        masks = []
-        by_stem = {p.stem: p for p in path.iterdir() if p.is_file()}
-        for name in images.names:
-            stem = Path(name.split("#")[0]).stem
-            if stem not in by_stem:
-                raise InputError(f"{path}: no mask for image {name}", "name each mask like its image")
-            mask = read_frames(by_stem[stem])[0]
-            masks.append((mask > 0).astype(np.uint8) if mask.max() == 255 and len(label_names) == 2 else mask)
-        return masks
-    if path.suffix.lower() == ".csv":
-        if task == "segmentation":
-            raise InputError(f"{path}: a CSV of class labels cannot grade a segmenter, which is compared with masks",
-                             "pass a folder of masks named like the images, or an .npz with a 'masks' array")
-        try:
-            with open(path, newline="", encoding="utf-8") as f:
-                reader = csv.DictReader(f)
-                if not {"file", "label"} <= set(reader.fieldnames or ()):
-                    raise InputError(f"{path}: the CSV header is {reader.fieldnames}, not file,label",
-                                     "write a header line: file,label")
-                rows = {r["file"]: r["label"] for r in reader}
-        except (UnicodeDecodeError, csv.Error) as exc:
-            raise InputError(f"{path}: not a readable CSV ({str(exc)[:120]})", "write UTF-8 text: file,label") from exc
-        out = []
-        for name in images.names:
-            value = rows.get(name.split("#")[0])
-            if not value:
-                raise InputError(f"{path}: no label for {name}", "add a row file,label for every image")
-            out.append(label_names.index(value) if value in label_names else _index(value, path, label_names))
-        return out
-    return _missing(path, task)
-
-
-def _class_indices(values: np.ndarray, path: Path, names: list[str]) -> list[int]:
-    """One whole-number class index per image, each naming one of the model's classes (an index beyond them
-    reached the metrics as an IndexError)."""
-    flat = values.reshape(len(values), -1)
-    classes = max(2, len(names))
-    if flat.shape[1] != 1 or not np.isfinite(flat).all() or (flat != np.round(flat)).any() \
-            or ((flat < 0) | (flat >= classes)).any():
-        raise InputError(f"{path}: labels must be one class index 0..{classes - 1} per image, got values of shape "
-                         f"{values.shape} in {values.min()}..{values.max()}" if values.size else
-                         f"{path}: the labels are empty", "store the index of each image's class")
-    return [int(v) for v in flat[:, 0]]
-
-
-def _index(value: str, path: Path, names: list[str]) -> int:
-    if value.isdigit() and int(value) < max(2, len(names)):
-        return int(value)
-    raise InputError(f"{path}: label {value!r} is neither a class name ({', '.join(names)}) nor an index",
-                     "use the bundle's class names")
-
-
-def _missing(path: Path, task: str):
-    raise InputError(f"{path}: not a labels file", "pass a CSV file,label, a mask folder, or an .npz with "
-                     + ("masks" if task == "segmentation" else "labels"))
+    return task_named(task).load_truth(path, images, label_names, implicit=labels == images.path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -72,3 +73,12 @@ class Task(Protocol):
 
     def summary(self, record: Mapping[str, Any]) -> str:
         """The line the CLI prints after an input's name, from the result's JSON form."""
+
+    def clinical_tests(self, truth: Any, fp32: Any, cand: Any, kind: str, labels: list[str],
+                       margin: float) -> dict[str, Any]:
+        """The candidate against ground truth beside FP32 on the same labelled cases, one paired test per figure
+        this task is held to (:mod:`edgemed.clinical` has the statistics and the verdict rule)."""
+
+    def load_truth(self, path: Path, images: Any, label_names: list[str], implicit: bool) -> list | None:
+        """Ground truth aligned with ``images`` from a file or folder in the forms this task reads
+        (:mod:`edgemed.truth`); ``implicit``: ``path`` is the images' own .npz, which may hold none (None then)."""

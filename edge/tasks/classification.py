@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .. import truth
+from ..clinical import paired_test, stacked_scores
+from ..errors import InputError
+from ..manifest import PairedTest
 from ..postprocess import class_probabilities
 from ..results import ClassificationResult
 from .base import ServedTensor
@@ -43,3 +48,31 @@ class Classification:
     def summary(self, record: Mapping[str, Any]) -> str:
         probs = ", ".join(f"{k} {v:.3f}" for k, v in record["probabilities"].items())
         return f"{record['label']} ({probs})"
+
+    def load_truth(self, path: Path, images: Any, label_names: list[str], implicit: bool) -> list | None:
+        if path.suffix.lower() == ".npz":
+            found = truth.npz_values(path, images, "labels")
+            if found is None:
+                return None if implicit else truth.not_truth(path, "labels")
+            return truth.class_indices(found[1], path, label_names)
+        if path.is_dir():
+            raise InputError(f"{path}: a folder of masks is for segmentation", "give a CSV file,label for classes")
+        if path.suffix.lower() == ".csv":
+            return truth.csv_classes(path, images, label_names)
+        return truth.not_truth(path, "labels")
+
+    def clinical_tests(self, truth, fp32, cand, kind: str, labels: list[str], margin: float) -> dict[str, PairedTest]:
+        """Accuracy, and each class's sensitivity (and specificity beyond two classes), paired case by case."""
+        truth, fp32, cand = np.asarray(truth, int), stacked_scores(fp32), stacked_scores(cand)
+        pf = np.array([int(np.argmax(class_probabilities(o, kind))) for o in fp32])
+        pc = np.array([int(np.argmax(class_probabilities(o, kind))) for o in cand])
+        tests = {"accuracy": paired_test(pf == truth, pc == truth, margin, "accuracy")}
+        for k, name in enumerate(labels):
+            pos, neg = truth == k, truth != k
+            if pos.any():
+                tests[f"sensitivity[{name}]"] = paired_test(pf[pos] == k, pc[pos] == k, margin,
+                                                            f"sensitivity of {name}")
+            if neg.any() and len(labels) > 2:  # with two classes, one class's specificity is the other's sensitivity
+                tests[f"specificity[{name}]"] = paired_test(pf[neg] != k, pc[neg] != k, margin,
+                                                            f"specificity of {name}")
+        return tests

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .. import truth
+from ..clinical import paired_test
+from ..manifest import PairedTest
 from ..results import DetectionResult
 from .base import ServedTensor
 
@@ -42,3 +46,36 @@ class Detection:
         boxes = "; ".join(f"{d['label']} {d['score']:.2f} at [{', '.join(f'{v:.0f}' for v in d['box'])}]"
                           for d in record["detections"])
         return f"{record['count']} detection(s)" + (f": {boxes}" if boxes else "")
+
+    def load_truth(self, path: Path, images: Any, label_names: list[str], implicit: bool) -> list | None:
+        """(boxes, classes) per image: from an .npz of masks (each connected region a box), or the box files
+        :mod:`edgemed.detection_truth` reads (CSV, COCO JSON, a mask folder)."""
+        from ..detection_truth import from_masks, load_boxes
+        from ..images import read_frames
+
+        if path.suffix.lower() != ".npz":
+            return load_boxes(path, images.names, label_names, lambda p: read_frames(p)[0])
+        found = truth.npz_values(path, images, "masks")
+        if found is None:
+            return None if implicit else truth.not_truth(path, "labels")
+        return from_masks(found[1], label_names)
+
+    def clinical_tests(self, truth, fp32, cand, kind: str, labels: list[str], margin: float) -> dict[str, PairedTest]:
+        """Per class, lesion sensitivity at the operating threshold, paired lesion by lesion: a lesion found by
+        one model and missed by the other is a discordant pair."""
+        from ..detection import Detections, match
+
+        found_f, found_c, classes = [], [], []
+        for (boxes, cls), f, c in zip(truth, fp32, cand):
+            gt = Detections(np.asarray(boxes, np.float32), np.ones(len(boxes), np.float32), np.asarray(cls, np.int64))
+            found_f.append(match(gt, f)[0] >= 0)
+            found_c.append(match(gt, c)[0] >= 0)
+            classes.append(gt.classes)
+        ff, fc, k = (np.concatenate(x) if x else np.zeros(0) for x in (found_f, found_c, classes))
+        tests = {}
+        for index, name in enumerate(labels):
+            mine = k == index
+            if mine.any():
+                tests[f"sensitivity[{name}]"] = paired_test(ff[mine].astype(bool), fc[mine].astype(bool), margin,
+                                                        f"lesion sensitivity of {name} (IoU >= 0.5)")
+        return tests

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..postprocess import segmentation_mask
+from .. import stats, truth
+from ..clinical import noninferiority_state
+from ..errors import InputError
+from ..manifest import PairedTest
+from ..metrics import dice
+from ..postprocess import segmentation_mask, segmentation_probabilities
 from ..results import SegmentationResult
 from .base import ServedTensor
 
@@ -39,3 +45,46 @@ class Segmentation:
     def summary(self, record: Mapping[str, Any]) -> str:
         areas = ", ".join(f"{k} {v} px" for k, v in record["areas_px"].items())
         return f"mask {record['size'][0]}x{record['size'][1]}: {areas}"
+
+    def load_truth(self, path: Path, images: Any, label_names: list[str], implicit: bool) -> list | None:
+        if path.suffix.lower() == ".npz":
+            found = truth.npz_values(path, images, "masks")
+            if found is None:
+                return None if implicit else truth.not_truth(path, "masks")
+            return [np.asarray(v) for v in found[1]]
+        if path.is_dir():
+            return truth.mask_folder(path, images, label_names)
+        if path.suffix.lower() == ".csv":
+            raise InputError(f"{path}: a CSV of class labels cannot grade a segmenter, which is compared with masks",
+                             "pass a folder of masks named like the images, or an .npz with a 'masks' array")
+        return truth.not_truth(path, "masks")
+
+    def clinical_tests(self, truth, fp32, cand, kind: str, labels: list[str], margin: float) -> dict[str, PairedTest]:
+        """Per-case Dice of FP32 and the candidate against the masks, in one pass over the cases (outputs may
+        stream from disk: a large segmenter's outputs are never all held at once)."""
+        from PIL import Image
+
+        def mask(output: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+            m = np.argmax(segmentation_probabilities(output, kind), axis=0).astype(np.uint8)
+            if m.shape == shape:
+                return m
+            return np.asarray(Image.fromarray(m).resize(shape[::-1], Image.Resampling.NEAREST))
+
+        classes = range(1, max(2, len(labels)))
+        df: dict[int, list[float]] = {k: [] for k in classes}
+        dc: dict[int, list[float]] = {k: [] for k in classes}
+        for f, c, t in zip(fp32, cand, truth):
+            mf, mc = mask(np.asarray(f), t.shape), mask(np.asarray(c), t.shape)
+            for k in classes:
+                df[k].append(dice(mf, t, k))
+                dc[k].append(dice(mc, t, k))
+        tests = {}
+        for k in classes:
+            a, b = np.array(df[k]), np.array(dc[k])
+            lo, hi = stats.bootstrap_mean(a - b)
+            name = labels[k] if k < len(labels) else str(k)
+            tests[f"dice[{name}]"] = PairedTest(
+                cases=len(a), fp32=float(a.mean()), candidate=float(b.mean()), drop=float((a - b).mean()),
+                drop_low=lo, drop_high=hi, verdict=noninferiority_state(lo, hi, margin),
+                method=f"mean per-case Dice vs ground truth of {name}, paired bootstrap over {len(a)} cases")
+        return tests
