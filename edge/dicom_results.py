@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
+from .tasks import task_named
 
 MANUFACTURER = "edgemed"
 LOCAL_SCHEME = "99EDGEMED"  # private coding scheme for the model's own class names
@@ -322,19 +323,6 @@ def check_source(source, path: Path) -> None:
     check_not_result(source, path)
 
 
-def render(image: np.ndarray, result: Any, task: str, labels: list[str]) -> np.ndarray:
-    """The frame as 8-bit RGB with the answer drawn on it (mask, boxes; a classification's label is in the SR)."""
-    from .overlay import display_gray, draw_boxes, overlay
-
-    if task == "segmentation":
-        return overlay(image, result.mask)
-    if task == "detection":
-        return draw_boxes(image, result.boxes, [labels[int(c)] for c in result.classes], result.scores,
-                          result.classes)
-    base = display_gray(image)
-    return np.repeat(base[:, :, None], 3, axis=2) if base.ndim == 2 else base[:, :, :3]
-
-
 def write_objects(pipe: Any, path: Path, images: list[np.ndarray], results: list, out: Path,
                   kinds: tuple[str, ...], strict: bool = True, note=lambda s: None) -> list[Path]:
     """The DICOM objects for one source file's frames, written next to ``out`` (a path stem). ``strict``:
@@ -357,7 +345,8 @@ def write_objects(pipe: Any, path: Path, images: list[np.ndarray], results: list
     if "sr" in kinds:
         written.append(write_sr(source, results, pipe.task, pipe.labels, algo, out))
     if "sc" in kinds:  # the first frame: a viewer's key image, not a second copy of a cine loop
-        written.append(write_sc(source, render(images[0], results[0], pipe.task, pipe.labels), algo, out))
+        frame = task_named(pipe.task).render(images[0], results[0], pipe.labels)
+        written.append(write_sc(source, frame, algo, out))
     if "saliency" in kinds:
         saliency = getattr(results[0], "saliency", None)
         if saliency is not None:

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from .tasks import task_named
+
 MAX_UPLOAD = 64 * 1024 * 1024
 
 PAGE = """<!doctype html>
@@ -101,15 +103,7 @@ def _png(rgb: np.ndarray) -> str:
 def summary(pipe: Any, result: Any) -> dict[str, str]:
     out = {"artifact": f"{pipe.artifact.file} ({pipe.artifact.backend}/{pipe.artifact.precision})",
            "verdict": pipe.artifact.verdict}
-    if pipe.task == "classification":
-        out["label"] = result.label
-        out.update({f"p({k})": f"{float(v):.4f}" for k, v in zip(pipe.labels, result.probabilities)})
-    elif pipe.task == "segmentation":
-        out.update({f"area {k}": f"{v} px" for k, v in result.areas.items()})
-    else:
-        out["detections"] = str(len(result.boxes))
-        for i, (b, s, c) in enumerate(zip(result.boxes, result.scores, result.classes)):
-            out[f"box {i}"] = f"{pipe.labels[int(c)]} {float(s):.2f} at [{', '.join(f'{v:.0f}' for v in b)}]"
+    out.update(task_named(pipe.task).figures(result, pipe.labels))
     out.update({f"{k} ms": f"{v * 1e3:.2f}" for k, v in result.timings.items()})
     return out
 
@@ -127,7 +121,7 @@ def make_app(pipe: Any, workdir: Path):
     from flask import Flask, abort, jsonify, request, send_from_directory
     from werkzeug.utils import secure_filename
 
-    from .dicom_results import KINDS, render, write_objects
+    from .dicom_results import KINDS, write_objects
     from .errors import EdgemedError, InputError, first_line
     from .images import is_dicom, read_frames
     from .saliency_overlay import saliency_picture
@@ -178,7 +172,7 @@ def make_app(pipe: Any, workdir: Path):
                     for path in write_objects(pipe, src, frames, results, folder / stem, KINDS, strict=False):
                         kind = path.name.split(".")[-2]
                         downloads.append({"kind": kind, "name": path.name, "url": f"download/{job}/{path.name}"})
-            answer = {"overlay_png": _png(render(frames[0], result, pipe.task, pipe.labels)),
+            answer = {"overlay_png": _png(task_named(pipe.task).render(frames[0], result, pipe.labels)),
                       "summary": summary(pipe, result), "result": result.to_json(), "downloads": downloads}
             saliency = getattr(result, "saliency", None)  # made here, on demand: only --explain bundles have one
             if saliency is not None:

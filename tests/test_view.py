@@ -253,15 +253,15 @@ def _frame_box(browser: Browser) -> tuple[int, int, int, int]:
 def test_the_explanation_is_shown_over_the_frame_on_request(cam_page, cnn_cam_bundle):
     """Issue 22.3: a bundle converted with --explain cam gets a "show explanation" toggle and an opacity slider; the
     map drawn is the one predict --out writes (edgemed.saliency_overlay), over the plain frame, at the opacity set."""
-    from edgemed.dicom_results import render
     from edgemed.saliency_overlay import saliency_picture
+    from edgemed.tasks import task_named
 
     browser, url = cam_page
     with edgemed.load(cnn_cam_bundle) as pipe:  # the real BUSI frame whose map has the most to show
         path = max(sorted(samples_dir("busi").glob("*.png")), key=lambda p: float(pipe.predict(p).saliency.mean()))
         frame = edgemed.read_image(path)
         result = pipe.predict(frame)
-        plain = render(frame, result, pipe.task, pipe.labels).astype(int)
+        plain = task_named(pipe.task).render(frame, result, pipe.labels).astype(int)
         heat = np.asarray(saliency_picture(frame, result.saliency)).astype(int)
     assert np.abs(heat - plain).mean() > 10  # the map changes the picture enough to be seen on screen
     browser.upload(url, path)

@@ -74,6 +74,12 @@ class Task(Protocol):
     def summary(self, record: Mapping[str, Any]) -> str:
         """The line the CLI prints after an input's name, from the result's JSON form."""
 
+    def figures(self, result: Any, labels: list[str]) -> dict[str, str]:
+        """The result as named lines for a person (the page's answer panel)."""
+
+    def render(self, image: np.ndarray, result: Any, labels: list[str]) -> np.ndarray:
+        """The frame as 8-bit RGB with the answer drawn on it (a DICOM SC, the page's overlay)."""
+
     def clinical_tests(self, truth: Any, fp32: Any, cand: Any, kind: str, labels: list[str],
                        margin: float) -> dict[str, Any]:
         """The candidate against ground truth beside FP32 on the same labelled cases, one paired test per figure

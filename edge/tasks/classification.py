@@ -49,6 +49,16 @@ class Classification:
         probs = ", ".join(f"{k} {v:.3f}" for k, v in record["probabilities"].items())
         return f"{record['label']} ({probs})"
 
+    def figures(self, result: ClassificationResult, labels: list[str]) -> dict[str, str]:
+        return {"label": result.label, **{f"p({k})": f"{float(v):.4f}" for k, v in zip(labels, result.probabilities)}}
+
+    def render(self, image: np.ndarray, result: ClassificationResult, labels: list[str]) -> np.ndarray:
+        """The frame itself in RGB: a label is text, which the SR and the page carry."""
+        from ..overlay import display_gray
+
+        base = display_gray(image)
+        return np.repeat(base[:, :, None], 3, axis=2) if base.ndim == 2 else base[:, :, :3]
+
     def load_truth(self, path: Path, images: Any, label_names: list[str], implicit: bool) -> list | None:
         if path.suffix.lower() == ".npz":
             found = truth.npz_values(path, images, "labels")

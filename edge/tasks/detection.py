@@ -47,6 +47,18 @@ class Detection:
                           for d in record["detections"])
         return f"{record['count']} detection(s)" + (f": {boxes}" if boxes else "")
 
+    def figures(self, result: DetectionResult, labels: list[str]) -> dict[str, str]:
+        out = {"detections": str(len(result.boxes))}
+        for i, (b, s, c) in enumerate(zip(result.boxes, result.scores, result.classes)):
+            out[f"box {i}"] = f"{labels[int(c)]} {float(s):.2f} at [{', '.join(f'{v:.0f}' for v in b)}]"
+        return out
+
+    def render(self, image: np.ndarray, result: DetectionResult, labels: list[str]) -> np.ndarray:
+        from ..overlay import draw_boxes
+
+        return draw_boxes(image, result.boxes, [labels[int(c)] for c in result.classes], result.scores,
+                          result.classes)
+
     def load_truth(self, path: Path, images: Any, label_names: list[str], implicit: bool) -> list | None:
         """(boxes, classes) per image: from an .npz of masks (each connected region a box), or the box files
         :mod:`edgemed.detection_truth` reads (CSV, COCO JSON, a mask folder)."""

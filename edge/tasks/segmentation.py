@@ -46,6 +46,14 @@ class Segmentation:
         areas = ", ".join(f"{k} {v} px" for k, v in record["areas_px"].items())
         return f"mask {record['size'][0]}x{record['size'][1]}: {areas}"
 
+    def figures(self, result: SegmentationResult, labels: list[str]) -> dict[str, str]:
+        return {f"area {k}": f"{v} px" for k, v in result.areas.items()}
+
+    def render(self, image: np.ndarray, result: SegmentationResult, labels: list[str]) -> np.ndarray:
+        from ..overlay import overlay
+
+        return overlay(image, result.mask)
+
     def load_truth(self, path: Path, images: Any, label_names: list[str], implicit: bool) -> list | None:
         if path.suffix.lower() == ".npz":
             found = truth.npz_values(path, images, "masks")
