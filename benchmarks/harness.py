@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from edgemed.drift import Comparison, compare
+from edgemed.comparison import Comparison
+from edgemed.drift import compare
 
 
 def latency_stats(seconds: Sequence[float]) -> dict:

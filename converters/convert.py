@@ -29,7 +29,7 @@ from edgemed import __version__
 from edgemed.backends import BACKENDS
 from edgemed.bundle import MANIFEST, REFERENCE, REPORT, atomic_directory, file_record, write_json
 from edgemed.datasets import ImageSet
-from edgemed.drift import MAX_POPULATION, Margins, case_margins, spaced_population, start_comparison
+from edgemed.drift import case_margins, start_comparison
 from edgemed.errors import ConversionError, InputError, OptionError, first_line
 from edgemed.feature_inputs import FeatureFeeds
 from edgemed.gate import PARITY_ATOL, PARITY_RTOL, judge_parity, summary
@@ -47,6 +47,7 @@ from edgemed.manifest import (
     Postprocess,
     Provenance,
 )
+from edgemed.margins import MAX_POPULATION, Margins, spaced_population
 from edgemed.output_reader import OutputReader
 from edgemed.preprocess import Preprocessor, default_spec
 from edgemed.preprocessors import make_preprocessor

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from edgemed.clinical import clinical_record
-from edgemed.drift import Comparison, start_comparison
+from edgemed.comparison import Comparison
+from edgemed.drift import start_comparison
 from edgemed.gate import Budget, Population, Prediction, judge_artifact, predict
 from edgemed.manifest import ClinicalRecord, DriftRecord
 from edgemed.output_reader import OutputReader

@@ -25,9 +25,10 @@ from .backends import BACKENDS
 from .bundle import Bundle
 from .certification import ArtifactCertification, Certification, DataRecord, sign, write
 from .datasets import ImageSet
-from .drift import Margins, case_margins, spaced_population
+from .drift import case_margins
 from .errors import BundleError, OptionError
 from .gate import PARITY, PARITY_ATOL, PARITY_RTOL, Budget, default_budget, summary
+from .margins import Margins, spaced_population
 from .output_reader import OutputReader
 
 

@@ -25,9 +25,10 @@ import msgspec
 import numpy as np
 
 from . import stats
-from .drift import METRICS, STRATA, Comparison, Margins
+from .comparison import METRICS, STRATA, Comparison
 from .errors import OptionError
 from .manifest import DriftRecord, Estimate
+from .margins import Margins
 from .tasks import TASKS
 
 # Each task's default budget, and why, lives with the task (edgemed.tasks: Classification.default_budget, ...).

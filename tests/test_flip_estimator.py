@@ -11,9 +11,10 @@ import pytest
 
 from edgemed import load
 from edgemed.bundle import Bundle, file_record
-from edgemed.drift import compare, decision_scores, population_margins
+from edgemed.drift import compare, population_margins
 from edgemed.errors import NoEligibleArtifact
 from edgemed.gate import default_budget, judge
+from edgemed.margins import decision_scores
 from edgemed.stats import flip_rate_bound
 
 from .conftest import SHARED
@@ -156,7 +157,7 @@ def test_flips_hidden_in_one_class_never_pass_on_another_class_mix(population, c
     """The wrong pass of issue 18 in kind: a real INT8 classifier whose flips concentrate in one class, verdict data
     holding that class less often than the test data: the default budget (with the worst class) never passes it,
     and the worst class's bound covers the agreement of any class mix."""
-    from edgemed.drift import Margins
+    from edgemed.margins import Margins
 
     inputs, logits = population
     cand = _int8_logits(cnn_bundle, inputs, tmp_path)

@@ -59,6 +59,18 @@ class Task(Protocol):
     #: one frame per engine call and per served request (a detector's boxes are per frame); others batch
     one_frame_per_call: bool
 
+    def start_comparison(self, kind: str, label_names: list[str] | None) -> Any:
+        """An empty drift comparison to feed case by case (``add(reference, candidate)``, then ``finish()``)."""
+
+    def compare(self, reference: Any, candidate: Any, kind: str, label_names: list[str] | None) -> Any:
+        """A candidate's outputs against FP32's on the same cases, as a :class:`edgemed.comparison.Comparison`."""
+
+    def case_margins(self, output: Any, kind: str) -> dict[str, Any]:
+        """One case's FP32 decision margins per agreement metric (:class:`edgemed.margins.Margins`)."""
+
+    def population_margins(self, reference: Any, kind: str) -> dict[str, Any]:
+        """The FP32 margins of every case (at most MAX_POPULATION, spaced) the gate's flip-rate estimate takes."""
+
     def finish(self, outputs: Mapping[str, np.ndarray], pipe: RunContext, prepared: Prepared) -> Any:
         """The result ``predict`` returns, from the engine's outputs of one input (already checked finite)."""
 
@@ -88,3 +100,10 @@ class Task(Protocol):
     def load_truth(self, path: Path, images: Any, label_names: list[str], implicit: bool) -> list | None:
         """Ground truth aligned with ``images`` from a file or folder in the forms this task reads
         (:mod:`edgemed.truth`); ``implicit``: ``path`` is the images' own .npz, which may hold none (None then)."""
+
+
+def compare_cases(comparison: Any, reference: Any, candidate: Any) -> Any:
+    """Feed a comparison the cases of two equally long sequences and finish it."""
+    for r, c in zip(reference, candidate, strict=True):
+        comparison.add(r, c)
+    return comparison.finish()

@@ -10,11 +10,13 @@ import numpy as np
 
 from .. import truth
 from ..clinical import paired_test, stacked_scores
+from ..comparison import Comparison, output_mismatch
 from ..errors import InputError
 from ..manifest import PairedTest
+from ..margins import Margins, decision_scores, margin_shifts, spaced_population
 from ..postprocess import class_probabilities
 from ..results import ClassificationResult
-from .base import ServedTensor
+from .base import ServedTensor, compare_cases
 
 
 class Classification:
@@ -71,6 +73,28 @@ class Classification:
             return truth.csv_classes(path, images, label_names)
         return truth.not_truth(path, "labels")
 
+    def start_comparison(self, kind: str, label_names: list[str] | None) -> ClassComparison:
+        return ClassComparison(kind, label_names)
+
+    def compare(self, reference, candidate, kind: str, label_names: list[str] | None) -> Comparison:
+        """Stacked outputs (N, C) in one go, or per-case outputs one by one."""
+        if isinstance(reference, np.ndarray) and isinstance(candidate, np.ndarray):
+            if reference.shape != candidate.shape:
+                raise output_mismatch(reference.shape, candidate.shape)
+            comparison = self.start_comparison(kind, label_names)
+            comparison.add(reference, candidate)
+            return comparison.finish()
+        return compare_cases(self.start_comparison(kind, label_names), reference, candidate)
+
+    def case_margins(self, output: np.ndarray, kind: str) -> dict[str, Margins]:
+        """Each case's top-1 margin, stratified by FP32's class."""
+        scores = decision_scores(output, kind)
+        s = np.sort(scores, axis=1)
+        return {"agreement": Margins(s[:, -1] - s[:, -2], scores.argmax(axis=1))}
+
+    def population_margins(self, reference, kind: str) -> dict[str, Margins]:
+        return spaced_population(self.case_margins(np.asarray(reference), kind))
+
     def clinical_tests(self, truth, fp32, cand, kind: str, labels: list[str], margin: float) -> dict[str, PairedTest]:
         """Accuracy, and each class's sensitivity (and specificity beyond two classes), paired case by case."""
         truth, fp32, cand = np.asarray(truth, int), stacked_scores(fp32), stacked_scores(cand)
@@ -86,3 +110,44 @@ class Classification:
                 tests[f"specificity[{name}]"] = paired_test(pf[neg] != k, pc[neg] != k, margin,
                                                             f"specificity of {name}")
         return tests
+
+
+class ClassComparison:
+    """Candidate vs FP32 classifier outputs, case by case."""
+
+    def __init__(self, kind: str = "logits", label_names: list[str] | None = None) -> None:
+        self.kind, self.label_names = kind, label_names
+        self.reference: list[np.ndarray] = []
+        self.candidate: list[np.ndarray] = []
+
+    def add(self, reference: np.ndarray, candidate: np.ndarray) -> None:
+        r, c = np.asarray(reference, np.float32), np.asarray(candidate, np.float32)
+        if r.shape != c.shape:
+            raise output_mismatch(r.shape, c.shape)
+        self.reference.append(r.reshape(-1, r.shape[-1]) if r.ndim > 1 else r[None])
+        self.candidate.append(c.reshape(-1, c.shape[-1]) if c.ndim > 1 else c[None])
+
+    def finish(self) -> Comparison:
+        reference = np.concatenate(self.reference) if self.reference else np.zeros((0, 2), np.float32)
+        candidate = np.concatenate(self.candidate) if self.candidate else np.zeros((0, 2), np.float32)
+        kind, label_names = self.kind, self.label_names
+        n = int(reference.shape[0])
+        diff = np.abs(reference - candidate).reshape(n, -1) if n else np.zeros((0, 1))
+        values = {"max_abs_diff": float(diff.max()) if diff.size else 0.0,
+                  "mean_abs_diff": float(diff.mean()) if diff.size else 0.0}
+        ref_class = decision_scores(reference, kind).argmax(axis=1) if n else np.zeros(0, np.int64)
+        cand_class = decision_scores(candidate, kind).argmax(axis=1) if n else np.zeros(0, np.int64)
+        agree = ref_class == cand_class
+        values["agreement"] = float(agree.mean()) if n else 1.0
+        figures = {}
+        for c in np.unique(ref_class):
+            name = label_names[c] if label_names and c < len(label_names) else str(c)
+            figures[f"class_agreement[{name}]"] = float(agree[ref_class == c].mean())
+        values["class_agreement"] = min(figures.values(), default=1.0)
+        values["max_prob_diff"] = float(max(
+            (np.abs(class_probabilities(r, kind) - class_probabilities(c, kind)).max()
+             for r, c in zip(reference, candidate)), default=0.0))
+        return Comparison("classification", n, values, figures=figures,
+                          per_case={"abs_diff": diff.mean(axis=1), "agree": agree, "fp32_class": ref_class},
+                          shifts={"agreement": margin_shifts(reference, candidate, kind) if n else np.zeros(0)},
+                          class_names=list(label_names) if label_names else None)

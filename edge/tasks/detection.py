@@ -10,7 +10,10 @@ import numpy as np
 
 from .. import truth
 from ..clinical import paired_test
+from ..comparison import Comparison
+from ..errors import BundleError
 from ..manifest import PairedTest
+from ..margins import Margins
 from ..results import DetectionResult
 from .base import ServedTensor
 
@@ -72,6 +75,21 @@ class Detection:
             return None if implicit else truth.not_truth(path, "labels")
         return from_masks(found[1], label_names)
 
+    def start_comparison(self, kind: str, label_names: list[str] | None) -> DetectionComparison:
+        return DetectionComparison(kind, label_names)
+
+    def compare(self, reference, candidate, kind: str, label_names: list[str] | None) -> Comparison:
+        """Lists of Detections, case by case."""
+        return compare_detections(reference, candidate)
+
+    def case_margins(self, output, kind: str) -> dict[str, Margins]:
+        """None: after NMS a box's appearing or vanishing has no single margin, so detectors' counts are bounded
+        by counting alone."""
+        return {}
+
+    def population_margins(self, reference, kind: str) -> dict[str, Margins]:
+        return {}
+
     def clinical_tests(self, truth, fp32, cand, kind: str, labels: list[str], margin: float) -> dict[str, PairedTest]:
         """Per class, lesion sensitivity at the operating threshold, paired lesion by lesion: a lesion found by
         one model and missed by the other is a discordant pair."""
@@ -91,3 +109,50 @@ class Detection:
                 tests[f"sensitivity[{name}]"] = paired_test(ff[mine].astype(bool), fc[mine].astype(bool), margin,
                                                         f"lesion sensitivity of {name} (IoU >= 0.5)")
         return tests
+
+
+class DetectionComparison:
+    """Candidate vs FP32 detections, case by case (each case: a Detections)."""
+
+    def __init__(self, kind: str = "detections", label_names: list[str] | None = None) -> None:
+        self.reference: list = []
+        self.candidate: list = []
+
+    def add(self, reference, candidate) -> None:
+        self.reference.append(reference)
+        self.candidate.append(candidate)
+
+    def finish(self) -> Comparison:
+        return compare_detections(self.reference, self.candidate)
+
+
+def compare_detections(reference: list, candidate: list, iou_threshold: float = 0.5) -> Comparison:
+    """Match each case's candidate boxes to FP32's (same class, IoU >= 0.5): recall and precision of the
+    FP32 detections, IoU and score change of matched boxes, and per case whether a lesion appeared or
+    vanished (a box of either side left unmatched)."""
+    from ..detection import match
+
+    if len(reference) != len(candidate):
+        raise BundleError(f"{len(candidate)} candidate cases for {len(reference)} reference cases",
+                          "the artifact was built from a different model; rebuild the bundle")
+    recalled, precise, ious, score_diffs, agree = [], [], [], [], []
+    for ref, cand in zip(reference, candidate):
+        hit, iou = match(ref, cand, iou_threshold)
+        found = hit >= 0
+        used = np.zeros(len(cand), bool)
+        used[hit[found]] = True
+        recalled += found.tolist()
+        precise += used.tolist()
+        ious += iou[found].tolist()
+        score_diffs += np.abs(ref.scores[found] - cand.scores[hit[found]]).tolist()
+        agree.append(bool(found.all() and used.all()))
+    n = len(reference)
+    recalled, precise, agree = np.array(recalled, bool), np.array(precise, bool), np.array(agree, bool)
+    values = {"recall": float(recalled.mean()) if recalled.size else 1.0,
+              "precision": float(precise.mean()) if precise.size else 1.0,
+              "box_iou": float(np.mean(ious)) if ious else 1.0, "min_iou": float(min(ious, default=1.0)),
+              "max_score_diff": float(max(score_diffs, default=0.0)),
+              "lesion_agreement": float(agree.mean()) if n else 1.0}
+    figures = {"fp32_detections": float(len(recalled)), "candidate_detections": float(len(precise))}
+    return Comparison("detection", n, values, figures,
+                      per_case={"recalled": recalled, "precise": precise, "iou": np.array(ious), "lesion_agree": agree})
