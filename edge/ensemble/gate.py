@@ -37,12 +37,10 @@ def judge_combination(path: str | Path, frames, device: str = "cpu", evaluated_o
         computed = {p.engine.computed_in for p in served.members}
         precision = "fp32" if {p.artifact.precision for p in served.members} == {"fp32"} else "reduced"
     task = served.task
-    reference = np.concatenate(refs) if task == "classification" else refs
-    candidate = np.concatenate(cands) if task == "classification" else cands
-    comparison = compare(reference, candidate, task, kind, served.labels)
+    comparison = compare(refs, cands, task, kind, served.labels)  # case by case, for every task
     stacked = np.stack(refs)
     drift = judge_artifact(comparison, default_budget(task), precision, parity_tolerance(stacked),
-                           population_margins(reference, task, kind), evaluated_on or f"{len(refs)} frames",
+                           population_margins(refs, task, kind), evaluated_on or f"{len(refs)} frames",
                            REFERENCE_BY, device=device,
                            computed_in=computed.pop() if len(computed) == 1 else "mixed")
     log(f"combination of {', '.join(keys)} on {device}: {drift.verdict} ({drift.budget}, {drift.cases} cases)")

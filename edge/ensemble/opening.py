@@ -13,6 +13,7 @@ from pathlib import Path
 from ..bundle import MANIFEST, Bundle, _safe_member, read_manifest_file
 from ..errors import BundleError
 from ..hashing import sha256_file
+from ..tasks import TASKS, task_named
 from .files import ENSEMBLE
 from .manifest import EnsembleManifest
 
@@ -35,10 +36,11 @@ def _geometry(bundle: Bundle) -> tuple:
 def check_members(members: Sequence[Bundle], combine: str) -> None:
     """Refuse members that cannot be combined, naming the first offender and the fix."""
     first = members[0]
-    if first.task == "detection":
-        raise BundleError(f"{first.path} is a detector: combining boxes needs box fusion (e.g. weighted boxes "
-                          "fusion), which edgemed ensembles do not do",
-                          "ensemble classifiers or segmenters; run detectors one by one")
+    task = task_named(first.task)
+    if task.ensemble_refusal:
+        raise BundleError(f"{first.path}: {task.ensemble_refusal}",
+                          f"ensemble {' or '.join(t.plural for t in TASKS.values() if not t.ensemble_refusal)}; "
+                          f"run {task.plural} one by one")
     if first.manifest.model.input_kind != "image":
         raise BundleError(f"{first.path} takes signals: ensembles combine image models only",
                           "run signal models one by one")
@@ -56,7 +58,7 @@ def check_members(members: Sequence[Bundle], combine: str) -> None:
         if b.manifest.model.input_kind != "image":
             raise BundleError(f"{b.path} takes signals: ensembles combine image models only",
                               "run signal models one by one")
-    if first.task == "segmentation":
+    if task.spatial:
         for b in members[1:]:
             if _geometry(b) != _geometry(first):
                 raise BundleError(f"{b.path} maps frames to the model differently from {first.path} (input size or "

@@ -17,8 +17,8 @@ import numpy as np
 from ..errors import BundleError, OptionError
 from ..images import read_image
 from ..pipeline import Pipeline, open_pipeline
-from ..postprocess import check_finite, class_probabilities, segmentation_mask
-from ..results import ClassificationResult, SegmentationResult
+from ..postprocess import check_finite
+from ..tasks import task_named
 from . import combine as comb
 from .files import BAKED_OUTPUT
 from .opening import OpenedEnsemble, open_ensemble
@@ -36,6 +36,7 @@ class EnsemblePipeline:
         self.path = opened.path
         self.members = members
         self.task = m.task
+        self.task_rules = task_named(m.task)  # how outputs combine and read (edgemed.tasks)
         self.labels = list(m.labels)
         self.combine = m.combine
         self.views = m.views
@@ -81,37 +82,28 @@ class EnsemblePipeline:
         outputs = pipe.engine.infer({pipe.input_name: seen}, validate=False)
         check_finite(outputs, seen)
         out = outputs[pipe.output_name]
-        return comb.unflip_output(out, view) if self.task == "segmentation" else out
+        return comb.unflip_output(out, view) if self.task_rules.spatial else out
 
     def combined_output(self, prepared: list, outputs: list[list[np.ndarray]]) -> tuple[np.ndarray, str]:
         """The ensemble's raw answer from :meth:`member_outputs` and how to read it: class scores (1, C) or maps
         (1, C, h, w) at the model's resolution, as ``logits`` (mean-logits) or ``probabilities`` (the mean of
         probabilities, or vote shares). The gate compares these like a single model's outputs."""
-        if isinstance(outputs, _Combined):  # the graph combined already (converters.ensemble_graph)
+        if isinstance(outputs, _Combined):  # the graph combined already (converters.ensemble_graph): read as one
             kind = "logits" if self.combine == "mean-logits" else "probabilities"
-            if self.task == "classification":
-                return class_probabilities(outputs.output[0], kind)[None], "probabilities"
-            return outputs.output, kind
+            return self.task_rules.combine([outputs.output], [kind], [1.0], f"mean-{kind}")
         flat = [o for per_member in outputs for o in per_member]
         kinds = [p.output_kind for p in self.members for _ in self.views]
-        if self.task == "classification":
-            probs = comb.classification([o[0] for o in flat], kinds, self.weights, self.combine)
-            return probs[None], "probabilities"
-        return comb.segmentation(flat, kinds, self.weights, self.combine)
+        return self.task_rules.combine(flat, kinds, self.weights, self.combine)
 
     def combined(self, prepared: list, outputs: list[list[np.ndarray]]):
         """The combined result from :meth:`member_outputs`."""
         output, kind = self.combined_output(prepared, outputs)
-        if self.task == "classification":
-            probs = output[0]
-            index = int(np.argmax(probs))
-            return ClassificationResult(self.labels[index], index, probs, self.labels)
         geometry = prepared[0].geometry
-        if any(p.geometry != geometry for p in prepared[1:]):  # check_members makes this impossible; never guess
+        if self.task_rules.spatial and any(p.geometry != geometry for p in prepared[1:]):
+            # check_members makes this impossible; never guess
             raise BundleError(f"ensemble {self.path}: members mapped the frame differently",
                               "rebuild the ensemble from segmenters with the same resize/crop steps")
-        mask, _ = segmentation_mask(output, kind, geometry)
-        return SegmentationResult(mask, self.labels)
+        return self.task_rules.combined_result(output, kind, geometry, self.labels)
 
     # -- streaming (edgemed.streaming runs an ensemble through prepare/infer/finish, as it runs a Pipeline) -----
     def finish(self, outputs: list[list[np.ndarray]], prepared: list):

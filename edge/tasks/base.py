@@ -54,10 +54,16 @@ class Task(Protocol):
     """What one task (classification, segmentation, detection) means to every part of edgemed."""
 
     name: str
+    plural: str  # what people call models of this task ("segmenters"), in messages
     #: the gate's budget when the user sets none (:func:`edgemed.gate.default_budget` reads it, nothing else)
     default_budget: str
     #: one frame per engine call and per served request (a detector's boxes are per frame); others batch
     one_frame_per_call: bool
+    #: outputs are maps on the frame's pixels: a flipped view's output is flipped back, and models combined must
+    #: map frames to their input alike
+    spatial: bool
+    #: why models of this task cannot be ensembled ("" where they can)
+    ensemble_refusal: str
 
     def start_comparison(self, kind: str, label_names: list[str] | None) -> Any:
         """An empty drift comparison to feed case by case (``add(reference, candidate)``, then ``finish()``)."""
@@ -70,6 +76,14 @@ class Task(Protocol):
 
     def population_margins(self, reference: Any, kind: str) -> dict[str, Any]:
         """The FP32 margins of every case (at most MAX_POPULATION, spaced) the gate's flip-rate estimate takes."""
+
+    def combine(self, outputs: Sequence[np.ndarray], kinds: Sequence[str], weights: Sequence[float],
+                combine: str) -> tuple[np.ndarray, str]:
+        """An ensemble's raw answer from one output per (member, view), and how to read it
+        (:mod:`edgemed.ensemble.combine` defines the combinations)."""
+
+    def combined_result(self, output: np.ndarray, kind: str, geometry: Any, labels: list[str]) -> Any:
+        """The result of an ensemble's combined raw answer, of the type ``predict`` returns."""
 
     def finish(self, outputs: Mapping[str, np.ndarray], pipe: RunContext, prepared: Prepared) -> Any:
         """The result ``predict`` returns, from the engine's outputs of one input (already checked finite)."""

@@ -21,6 +21,7 @@ from .base import ServedTensor, compare_cases
 
 class Classification:
     name = "classification"
+    plural = "classifiers"  # what people call models of this task, in messages
     # MLPerf's "high accuracy" bar (99.9% of FP32's answers), and every class must keep FP32's calls: overall
     # agreement hides the classes that matter (a model keeps 99.9% by getting N beats right while flipping S beats;
     # a chest X-ray INT8 kept 99.55% of 1,783 verdict images while flipping 3.9% of the class FP32 calls normal, and
@@ -28,12 +29,24 @@ class Classification:
     # must stay S, and so for every class (the worst class is the one judged); that term holds for any class mix.
     default_budget = "agreement>=0.999,class_agreement>=0.99"
     one_frame_per_call = False
+    spatial = False
+    ensemble_refusal = ""
 
     def finish(self, outputs, pipe, prepared) -> ClassificationResult:
         probs = class_probabilities(outputs[pipe.output_name][0], pipe.output_kind)
         index = int(np.argmax(probs))
         explanation = None if pipe.explainer is None else pipe.explainer.pending(outputs, index, prepared.geometry)
         return ClassificationResult(pipe.labels[index], index, probs, pipe.labels, explanation=explanation)
+
+    def combine(self, outputs, kinds, weights, combine) -> tuple[np.ndarray, str]:
+        from ..ensemble import combine as comb
+
+        return comb.classification([o[0] for o in outputs], kinds, weights, combine)[None], "probabilities"
+
+    def combined_result(self, output, kind: str, geometry, labels: list[str]) -> ClassificationResult:
+        probs = class_probabilities(output[0], kind)
+        index = int(np.argmax(probs))
+        return ClassificationResult(labels[index], index, probs, labels)
 
     def served_outputs(self, labels: Sequence[str]) -> list[ServedTensor]:
         return [ServedTensor("PROBABILITIES", "TYPE_FP32", (len(labels),)), ServedTensor("LABEL", "TYPE_STRING", (1,))]

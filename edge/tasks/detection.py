@@ -20,16 +20,26 @@ from .base import ServedTensor
 
 class Detection:
     name = "detection"
+    plural = "detectors"  # what people call models of this task, in messages
     # The same lesion-level bar as segmenters (a lesion found or lost changes care), and the boxes FP32 and the
     # candidate both find must overlap at IoU >= 0.9 on average.
     default_budget = "lesion_agreement>=0.99,box_iou>=0.9"
     one_frame_per_call = True
+    spatial = False  # boxes are in the frame's pixels already (detection_post), never flipped back as maps
+    ensemble_refusal = ("combining a detector's boxes needs box fusion (e.g. weighted boxes fusion), which edgemed "
+                        "ensembles do not do")
 
     def finish(self, outputs, pipe, prepared) -> DetectionResult:
         from ..detection_post import finish
 
         dets = finish(outputs, pipe.detection, prepared.geometry, prepared.original_size)
         return DetectionResult(dets.boxes, dets.scores, dets.classes, pipe.labels)
+
+    def combine(self, outputs, kinds, weights, combine) -> tuple[np.ndarray, str]:
+        raise BundleError(f"detectors cannot be ensembled: {self.ensemble_refusal}", "run detectors one by one")
+
+    def combined_result(self, output, kind: str, geometry, labels: list[str]) -> DetectionResult:
+        raise BundleError(f"detectors cannot be ensembled: {self.ensemble_refusal}", "run detectors one by one")
 
     def served_outputs(self, labels: Sequence[str]) -> list[ServedTensor]:
         return [ServedTensor("BOXES", "TYPE_FP32", (-1, 4)), ServedTensor("SCORES", "TYPE_FP32", (-1,)),

@@ -30,6 +30,7 @@ from .base import ServedTensor, compare_cases
 
 class Segmentation:
     name = "segmentation"
+    plural = "segmenters"  # what people call models of this task, in messages
     # What changes care is a lesion that appears or vanishes, and per case the masks must still overlap at
     # Dice >= 0.99: boundary pixels that move by one do not fail an artifact, a changed finding does. Lesion
     # agreement is held at 99%: segmentation data sets have hundreds of masks, not thousands, and the lesion-level
@@ -38,10 +39,21 @@ class Segmentation:
     # one --drift-budget away.
     default_budget = "lesion_agreement>=0.99,case_dice>=0.99"
     one_frame_per_call = False
+    spatial = True
+    ensemble_refusal = ""
 
     def finish(self, outputs, pipe, prepared) -> SegmentationResult:
         mask, _ = segmentation_mask(outputs[pipe.output_name], pipe.output_kind, prepared.geometry)
         return SegmentationResult(mask, pipe.labels)
+
+    def combine(self, outputs, kinds, weights, combine) -> tuple[np.ndarray, str]:
+        from ..ensemble import combine as comb
+
+        return comb.segmentation(outputs, kinds, weights, combine)
+
+    def combined_result(self, output, kind: str, geometry, labels: list[str]) -> SegmentationResult:
+        mask, _ = segmentation_mask(output, kind, geometry)
+        return SegmentationResult(mask, labels)
 
     def served_outputs(self, labels: Sequence[str]) -> list[ServedTensor]:
         return [ServedTensor("MASK", "TYPE_UINT8", (-1, -1))]
