@@ -55,6 +55,7 @@ from edgemed.probes import pack, probe_input_key
 from edgemed.rr_intervals import RR_FEATURES
 from edgemed.samples import samples_dir
 from edgemed.table import format_table
+from edgemed.tasks import task_named
 
 from .artifacts import Built, Context, Dropped
 from .calibration import MIN_INT8_CALIBRATION, DataPlan, named_tensors, plan
@@ -301,8 +302,8 @@ def population(reference: Reference, pre: Preprocessor, data: DataPlan, tuning: 
                task: str, kind: str) -> dict[str, Margins]:
     """FP32 decision margins over every case convert has (calibration, tuning and verdict cases), up to
     MAX_POPULATION, computed case by case: the population the gate's flip-rate estimate is taken over."""
-    if task == "detection":
-        return {}  # none: after NMS a box's appearing has no single margin
+    if not task_named(task).has_margins:
+        return {}
     parts: list[dict[str, Margins]] = []
     if data.overlap is False:
         for x in (t for _, t in named_tensors(data.calibration.subset(MAX_POPULATION), pre)):
@@ -352,7 +353,7 @@ def export(source: SourceModel, opts: ConvertOptions, target: Path, log: Callabl
     with OnnxRuntimeEngine(target, device="cpu") as engine:
         names = [o.name for o in engine.outputs]
     # A detector handles one image per call (NMS runs per image): its batch axis is fixed at 1.
-    dynamic = bool(record["dynamic_batch"]) and opts.task != "detection"
+    dynamic = bool(record["dynamic_batch"]) and not task_named(opts.task).one_frame_per_call
     return Exported(target, tuple(shape), input_name, facts.output, names, facts, dynamic, record, cam)
 
 

@@ -109,7 +109,7 @@ def run_canary(slot: Path, version: str, frames: list[np.ndarray], previous: Pat
             report.passed = True
             return report
         comparison = compare(reference, outputs, pipe.task, pipe.output_kind, pipe.labels)
-        population = population_margins(reference, pipe.task, pipe.output_kind) if pipe.task != "detection" else None
+        population = population_margins(reference, pipe.task, pipe.output_kind) if pipe.task_rules.has_margins else None
         where = f"this device's {len(frames)} reference frames"
         judged = recheck(art.drift, comparison, pipe.task, where, population)
         report.figures["device_frames"] = judged.verdict

@@ -64,6 +64,9 @@ class Task(Protocol):
     spatial: bool
     #: why models of this task cannot be ensembled ("" where they can)
     ensemble_refusal: str
+    #: FP32 decision margins exist per case (the gate's flip-rate estimate); detectors have none: after NMS a box's
+    #: appearing or vanishing has no single margin, so their counts are bounded by counting alone
+    has_margins: bool
 
     def start_comparison(self, kind: str, label_names: list[str] | None) -> Any:
         """An empty drift comparison to feed case by case (``add(reference, candidate)``, then ``finish()``)."""

@@ -30,6 +30,7 @@ class Classification:
     default_budget = "agreement>=0.999,class_agreement>=0.99"
     one_frame_per_call = False
     spatial = False
+    has_margins = True
     ensemble_refusal = ""
 
     def finish(self, outputs, pipe, prepared) -> ClassificationResult:

@@ -26,6 +26,7 @@ class Detection:
     default_budget = "lesion_agreement>=0.99,box_iou>=0.9"
     one_frame_per_call = True
     spatial = False  # boxes are in the frame's pixels already (detection_post), never flipped back as maps
+    has_margins = False
     ensemble_refusal = ("combining a detector's boxes needs box fusion (e.g. weighted boxes fusion), which edgemed "
                         "ensembles do not do")
 

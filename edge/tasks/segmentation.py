@@ -40,6 +40,7 @@ class Segmentation:
     default_budget = "lesion_agreement>=0.99,case_dice>=0.99"
     one_frame_per_call = False
     spatial = True
+    has_margins = True
     ensemble_refusal = ""
 
     def finish(self, outputs, pipe, prepared) -> SegmentationResult:
