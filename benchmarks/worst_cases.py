@@ -36,15 +36,9 @@ def _picture(frame: Any, result: Any, task: str, labels: list[str]) -> dict:
         x = np.asarray(samples)[:, 0]
         step = max(1, len(x) // TRACE_POINTS)
         return {"trace": [round(float(v), 4) for v in x[::step]]}
-    from edgemed.overlay import display_gray, draw_boxes, overlay
+    from edgemed.tasks import task_named
 
-    if task == "segmentation":
-        return {"png": _png(overlay(frame, result.mask))}
-    if task == "detection":
-        return {"png": _png(draw_boxes(frame, result.boxes, [labels[int(c)] for c in result.classes], result.scores,
-                                       result.classes))}
-    base = display_gray(frame)
-    return {"png": _png(base if base.ndim == 3 else np.repeat(base[:, :, None], 3, axis=2))}
+    return {"png": _png(task_named(task).render(frame, result, labels))}
 
 
 def versus_fp32(task: str, names: list[str], frames: list, results: list, comparison: Any, labels: list[str],
