@@ -30,6 +30,7 @@ from .errors import BundleError, OptionError
 from .gate import PARITY, PARITY_ATOL, PARITY_RTOL, Budget, default_budget, summary
 from .margins import Margins, spaced_population
 from .output_reader import OutputReader
+from .tasks import task_named
 
 
 def certify(bundle: str | Path, data: str | Path, data_key: str | None = None, val: str | Path | None = None,
@@ -128,7 +129,7 @@ def _magnitude(output) -> float:
 
 
 def _population(cases, task: str, kind: str) -> dict[str, Margins]:
-    if task == "detection":
+    if not task_named(task).has_margins:
         return {}
     parts = [case_margins(o, task, kind) for o in cases.outputs()]
     if not parts:
