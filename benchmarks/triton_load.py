@@ -36,6 +36,7 @@ import edgemed
 from edgemed.benchmarks.harness import run_threads
 from edgemed.bundle import Bundle
 from edgemed.datasets import ImageSet
+from edgemed.ensemble.files import ENSEMBLE, is_ensemble
 from edgemed.samples import samples_for_task
 from edgemed.triton_repository import export_repository
 from edgemed.triton_server import start
@@ -138,10 +139,22 @@ def _ceiling(bundle: Path, frames: list, requests: int, n: int) -> dict:
             "one_thread_per_s": single["per_s"], f"{n}_pipelines_per_s": spread["per_s"]}
 
 
+def _described(bundle: Path) -> tuple[str, str, str]:
+    """The name shown, the task and the SHA-256 of the manifest of a bundle, or of an ensemble (served as one model,
+    like a bundle)."""
+    if is_ensemble(bundle):
+        from edgemed.ensemble.opening import open_ensemble
+        from edgemed.hashing import sha256_file
+
+        return Path(bundle).resolve().name, open_ensemble(bundle).manifest.task, sha256_file(Path(bundle) / ENSEMBLE)
+    b = Bundle.open(bundle)
+    return b.name, b.task, b.manifest_sha256()
+
+
 def run(bundle: Path, requests: int, levels: list[int], protocols: list[str], max_batch: int | None,
         delay_us: int | None, callers: int | None) -> list[dict]:
-    b = Bundle.open(bundle)
-    frames = [im for _, im in ImageSet.open(samples_for_task(b.task))][:32]
+    name_shown, task, _ = _described(bundle)
+    frames = [im for _, im in ImageSet.open(samples_for_task(task))][:32]
     tensors = [_tensor(f) for f in frames]
     options = {k: v for k, v in (("max_batch", max_batch), ("queue_delay_us", delay_us), ("callers", callers))
                if v is not None}
@@ -159,11 +172,11 @@ def run(bundle: Path, requests: int, levels: list[int], protocols: list[str], ma
                     after = _ceiling(bundle, frames, requests, max(n, 2))
                     best = statistics.mean([before["best_per_s"], after["best_per_s"]])
                     p50 = statistics.mean([before["p50_ms"], after["p50_ms"]])
-                    rows.append({"model": b.name, "protocol": protocol, "in_flight": n, **served,
+                    rows.append({"model": name_shown, "protocol": protocol, "in_flight": n, **served,
                                  "in_process_best_per_s": best, "in_process_p50_ms": p50,
                                  "served_over_best": served["per_s"] / best, "p50_over_in_process_ms":
                                  served["p50_ms"] - p50, "config": options or "edgemed serve defaults"})
-                    print(f"{b.name} {protocol:11s} {n} in flight: {served['per_s']:7.1f}/s p50 "
+                    print(f"{name_shown} {protocol:11s} {n} in flight: {served['per_s']:7.1f}/s p50 "
                           f"{served['p50_ms']:7.2f} ms p99 {served['p99_ms']:7.2f} | in process best "
                           f"{best:7.1f}/s p50 {p50:6.2f} ms | served/best {served['per_s'] / best:4.2f}, "
                           f"p50 +{served['p50_ms'] - p50:.2f} ms", flush=True)
@@ -194,10 +207,11 @@ def main() -> None:
 
         created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         store = History(args.history or None)
-        store.append([{"created": created, "bundle_sha256": Bundle.open(b).manifest_sha256(), "model": r["model"],
+        described = [_described(b) for b in args.bundles]
+        store.append([{"created": created, "bundle_sha256": sha, "model": r["model"],
                        "artifact": "served", "backend": "triton", "precision": "-", "device": "cpu",
                        "scenario": f"serve-{r['protocol']}-{r['in_flight']}", "record": r}
-                      for b in args.bundles for r in rows if r["model"] == Bundle.open(b).name])
+                      for name, _, sha in described for r in rows if r["model"] == name])
         store.close()
 
 
