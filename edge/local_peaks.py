@@ -19,16 +19,14 @@ from types import ModuleType
 
 import numpy as np
 
-_ORIGINAL: dict[str, object] = {}
-
 
 def local_peaks(sig: np.ndarray, radius: int) -> np.ndarray:
     """Indices of the local peaks of a 1-D signal, as ``wfdb.processing.find_local_peaks(sig, radius)`` gives."""
     x = np.asarray(sig)
-    original = _ORIGINAL.get("find_local_peaks")
-    if original is not None and (radius < 1 or x.ndim != 1 or x.dtype.kind not in "fiu"
-                                 or not np.isfinite(x).all()):
-        return original(sig, radius)  # outside what was checked: wfdb's own loop
+    if radius < 1 or x.ndim != 1 or x.dtype.kind not in "fiu" or not np.isfinite(x).all():
+        from wfdb.processing.peaks import find_local_peaks
+
+        return find_local_peaks(sig, radius)  # outside what was checked: wfdb's own loop
     if x.size == 0 or np.min(x) == np.max(x):
         return np.empty(0)
     edge = np.full(radius, -np.inf)
@@ -46,7 +44,5 @@ def local_peaks(sig: np.ndarray, radius: int) -> np.ndarray:
 def install(qrs_module: ModuleType) -> None:
     """Have XQRS (``wfdb.processing.qrs``) use :func:`local_peaks`; idempotent, and only over wfdb's own function."""
     current = getattr(qrs_module, "find_local_peaks", None)
-    if current is local_peaks or getattr(current, "__module__", "") != "wfdb.processing.peaks":
-        return
-    _ORIGINAL["find_local_peaks"] = current
-    qrs_module.find_local_peaks = local_peaks
+    if getattr(current, "__module__", "") == "wfdb.processing.peaks":
+        qrs_module.find_local_peaks = local_peaks

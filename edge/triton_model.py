@@ -110,18 +110,10 @@ class TritonPythonModel:
         raise InputError("the request has no input", f"send one of {', '.join([*IMAGE_INPUTS, TENSOR_INPUT])}")
 
     def _infer(self, prepared: list) -> list:
-        """Each prepared frame's engine output: one batched call where the artifact takes a batch; an ensemble's
-        members and views frame by frame (what its ``finish`` combines)."""
+        """Each prepared frame's engine output: one batched call where the artifact takes a batch. An ensemble's
+        members and views run frame by frame in :meth:`_finish`, where an error is that request's alone."""
         if self.ensemble:
-            from edgemed.errors import EdgemedError
-
-            outputs: list = []
-            for p in prepared:
-                try:  # a member answering NaN/Inf is that frame's request's error (raised again by _finish)
-                    outputs.append(self.pipe.infer(p))
-                except EdgemedError as exc:
-                    outputs.append(exc)
-            return outputs
+            return prepared
         name = self.pipe.input_name
         tensors = [p.tensor for p in prepared]
         if self.batched and len(tensors) > 1:
@@ -130,8 +122,8 @@ class TritonPythonModel:
         return [self.pipe.engine.infer({name: t}, validate=False) for t in tensors]
 
     def _finish(self, out, prepared):
-        if isinstance(out, Exception):
-            raise out
+        if self.ensemble:  # check_finite in the members' runs raises here, inside the request's own try
+            out = self.pipe.infer(prepared)
         return self.pipe.finish(out, prepared)
 
     def _tensors(self, results: list, pb) -> list:

@@ -68,10 +68,11 @@ def config_pbtxt(model: ServedModel, max_batch: int, queue_delay_us: int, instan
     params = dict(model.params)
     if env is not None:  # Triton's Python backend starts this model's stub in that environment
         params["EXECUTION_ENV_PATH"] = env
-    outputs = [t.pbtxt() for t in task_named(model.task).served_outputs(model.labels)]
-    if max_batch == 0:  # no batching: Triton then takes the dims as written, so the batch axis is spelled out
+    served = task_named(model.task).served_outputs(model.labels)
+    # no batching: Triton then takes the dims as written, so the batch axis is spelled out
+    outputs = [(t if max_batch else t.batched()).pbtxt() for t in served]
+    if max_batch == 0:
         inputs = [i.replace("dims: [ ", "dims: [ -1, ").replace(" allow_ragged_batch: true", "") for i in inputs]
-        outputs = [o.replace("dims: [ ", "dims: [ -1, ") for o in outputs]
     lines = [f'name: "{model.name}"', 'backend: "python"', f"max_batch_size: {max_batch}", "input ["]
     lines += [",\n".join(inputs), "]", "output [", ",\n".join(outputs), "]"]
     if max_batch > 0:

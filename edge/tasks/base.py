@@ -40,10 +40,9 @@ class ServedTensor:
     dtype: str
     dims: tuple[int, ...]
 
-    def pbtxt(self, extra: str = "") -> str:
-        """The tensor as a ``config.pbtxt`` entry (``extra``: further fields, e.g. ``optional: true``)."""
-        tail = f" {extra}" if extra else ""
-        return f'  {{ name: "{self.name}" data_type: {self.dtype} dims: [ {", ".join(map(str, self.dims))} ]{tail} }}'
+    def pbtxt(self) -> str:
+        """The tensor as a ``config.pbtxt`` entry."""
+        return f'  {{ name: "{self.name}" data_type: {self.dtype} dims: [ {", ".join(map(str, self.dims))} ] }}'
 
     def batched(self) -> ServedTensor:
         """The same tensor with its batch axis spelled out (a model without Triton's batching)."""

@@ -34,10 +34,10 @@ class Classification:
     ensemble_refusal = ""
 
     def finish(self, outputs, pipe, prepared) -> ClassificationResult:
-        probs = class_probabilities(outputs[pipe.output_name][0], pipe.output_kind)
-        index = int(np.argmax(probs))
-        explanation = None if pipe.explainer is None else pipe.explainer.pending(outputs, index, prepared.geometry)
-        return ClassificationResult(pipe.labels[index], index, probs, pipe.labels, explanation=explanation)
+        result = self.combined_result(outputs[pipe.output_name], pipe.output_kind, prepared.geometry, pipe.labels)
+        if pipe.explainer is not None:
+            result.explanation = pipe.explainer.pending(outputs, result.index, prepared.geometry)
+        return result
 
     def combine(self, outputs, kinds, weights, combine) -> tuple[np.ndarray, str]:
         from ..ensemble import combine as comb
@@ -45,6 +45,7 @@ class Classification:
         return comb.classification([o[0] for o in outputs], kinds, weights, combine)[None], "probabilities"
 
     def combined_result(self, output, kind: str, geometry, labels: list[str]) -> ClassificationResult:
+        """The result of one (1, C) output row (an engine's, an ensemble's combination, a served answer)."""
         probs = class_probabilities(output[0], kind)
         index = int(np.argmax(probs))
         return ClassificationResult(labels[index], index, probs, labels)
@@ -57,9 +58,7 @@ class Classification:
                 "LABEL": np.array([[r.label.encode()] for r in results], dtype=object)}
 
     def from_served(self, arrays: Mapping[str, np.ndarray], labels: list[str]) -> ClassificationResult:
-        probs = np.asarray(arrays["PROBABILITIES"][0], np.float32)
-        index = int(np.argmax(probs))
-        return ClassificationResult(labels[index], index, probs, labels)
+        return self.combined_result(arrays["PROBABILITIES"], "probabilities", None, labels)
 
     def summary(self, record: Mapping[str, Any]) -> str:
         probs = ", ".join(f"{k} {v:.3f}" for k, v in record["probabilities"].items())

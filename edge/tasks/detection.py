@@ -37,10 +37,13 @@ class Detection:
         return DetectionResult(dets.boxes, dets.scores, dets.classes, pipe.labels)
 
     def combine(self, outputs, kinds, weights, combine) -> tuple[np.ndarray, str]:
-        raise BundleError(f"detectors cannot be ensembled: {self.ensemble_refusal}", "run detectors one by one")
+        raise self._not_ensembled()
 
     def combined_result(self, output, kind: str, geometry, labels: list[str]) -> DetectionResult:
-        raise BundleError(f"detectors cannot be ensembled: {self.ensemble_refusal}", "run detectors one by one")
+        raise self._not_ensembled()
+
+    def _not_ensembled(self) -> BundleError:
+        return BundleError(f"detectors cannot be ensembled: {self.ensemble_refusal}", "run detectors one by one")
 
     def served_outputs(self, labels: Sequence[str]) -> list[ServedTensor]:
         return [ServedTensor("BOXES", "TYPE_FP32", (-1, 4)), ServedTensor("SCORES", "TYPE_FP32", (-1,)),

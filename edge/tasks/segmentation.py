@@ -44,8 +44,7 @@ class Segmentation:
     ensemble_refusal = ""
 
     def finish(self, outputs, pipe, prepared) -> SegmentationResult:
-        mask, _ = segmentation_mask(outputs[pipe.output_name], pipe.output_kind, prepared.geometry)
-        return SegmentationResult(mask, pipe.labels)
+        return self.combined_result(outputs[pipe.output_name], pipe.output_kind, prepared.geometry, pipe.labels)
 
     def combine(self, outputs, kinds, weights, combine) -> tuple[np.ndarray, str]:
         from ..ensemble import combine as comb
@@ -53,6 +52,7 @@ class Segmentation:
         return comb.segmentation(outputs, kinds, weights, combine)
 
     def combined_result(self, output, kind: str, geometry, labels: list[str]) -> SegmentationResult:
+        """The mask at the frame's size from one (1, C, h, w) map (an engine's, or an ensemble's combination)."""
         mask, _ = segmentation_mask(output, kind, geometry)
         return SegmentationResult(mask, labels)
 
