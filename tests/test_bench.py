@@ -16,7 +16,7 @@ import pytest
 from edgemed.benchmarks.history import History
 from edgemed.benchmarks.report import html_report, regressions
 from edgemed.benchmarks.run import history_rows, run_bench
-from edgemed.cli import _bench_row
+from edgemed.cli.bench_tables import bench_row
 from edgemed.errors import EdgemedError
 from edgemed.metrics import auroc, hd95
 
@@ -51,7 +51,7 @@ def test_all_artifacts_both_scenarios_with_ground_truth(unet_all, busi_test_npz,
     for a in poc["artifacts"]:
         assert a["selectable"] == (a["verdict"] == "passed")
         if not a["selectable"]:
-            assert "never selected" in a["note"] and _bench_row(poc, a)[2].endswith("not selectable")
+            assert "never selected" in a["note"] and bench_row(poc, a)[2].endswith("not selectable")
         lesion = a["accuracy"]["per_class"]["lesion"]
         assert 0.3 < lesion["dice"] <= 1 and lesion["hd95_px"] is not None
         p = a["point_of_care"]

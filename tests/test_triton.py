@@ -326,7 +326,7 @@ def test_exported_repository_parses_with_tritons_model_config_protobuf(cnn_bundl
     configs = sorted(str(p) for p in out.glob("*/config.pbtxt"))
     proc = subprocess.run([str(SERVE_PY), "-c", script, *configs], capture_output=True, text=True, timeout=TIMEOUT)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split("\n")[0] == "cnn_breastmnist python 8 4 2 0"  # no batcher delay by default (cli_serving)
+    assert proc.stdout.split("\n")[0] == "cnn_breastmnist python 8 4 2 0"  # no batcher delay by default (cli.serve)
     assert (out / "inferenceservice.yaml").read_text().count("protocolVersion: v2") == 1
     assert (out / "cnn_breastmnist" / "1" / "bundle" / "edgemed.json").is_file()
 

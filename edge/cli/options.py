@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import click
 
-from .backends import BACKEND_NAMES, PRECISIONS
-from .selection import ACCEPTABLE
+from ..backends import BACKEND_NAMES, PRECISIONS
+from ..selection import ACCEPTABLE
 
 
 def backend_option(help: str = "Run this backend's artifact (default: the device profile's choice).") -> Callable:
@@ -22,3 +22,10 @@ def precision_option(help: str = "Run this precision's artifact (default: the de
 def accept_option(help: str) -> Callable:
     """``--accept VERDICT``: an unproven artifact runs only when named and accepted (``load(accept=)``)."""
     return click.option("--accept", type=click.Choice(ACCEPTABLE), help=help)
+
+
+def convert_options(command: Callable) -> Callable:
+    """``convert``'s options, generated from the options table (:mod:`edgemed.converters.options`)."""
+    from edgemed.converters.options import click_options
+
+    return click_options(command)

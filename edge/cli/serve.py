@@ -1,5 +1,4 @@
-"""Commands that put bundles on a network: ``serve`` and ``export triton`` (NVIDIA Triton, KServe v2) and
-``listen`` (a DICOM node), ``view`` (a local page)."""
+"""``edgemed serve`` and ``edgemed export triton``: bundles and ensembles on NVIDIA Triton (KServe v2)."""
 
 from __future__ import annotations
 
@@ -9,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from .backends import TRITON_EXPORTS
-from .cli_options import accept_option
+from ..backends import TRITON_EXPORTS
+from .options import accept_option
 
 # Measured side by side (benchmarks/triton_load.py, 2 cores, HTTP binary, max batch 8): a 2 ms delay made a lone
 # request wait it out (28x28 CNN p50 3.30 ms vs 1.11 ms with no delay; 128x128 U-Net 11.3 vs 10.5 ms), and bought
@@ -67,7 +66,7 @@ def export_triton(bundles: tuple[Path, ...], out: Path, backend: str, storage_ur
                   max_queue_delay_us: int, instances: int, callers: int, accept: str | None,
                   pubkey: Path | None) -> None:
     """A Triton model repository (config.pbtxt + model per bundle) and a KServe InferenceService manifest."""
-    from .triton_repository import DEFAULT_PLATFORMS, export_repository
+    from ..triton_repository import DEFAULT_PLATFORMS, export_repository
 
     names = export_repository(list(bundles), out, max_batch, max_queue_delay_us, instances, accept, pubkey,
                               storage_uri, force, backend, env_python, env_home, env_platforms or DEFAULT_PLATFORMS,
@@ -90,9 +89,9 @@ def serve(bundles: tuple[Path, ...], host: str, http_port: int, grpc_port: int, 
           max_batch: int, max_queue_delay_us: int, instances: int, callers: int, accept: str | None,
           pubkey: Path | None) -> None:
     """Serve bundles and ensembles on Triton (KServe v2 over HTTP and gRPC, Prometheus metrics) until interrupted."""
-    from .errors import OptionError
-    from .triton_repository import export_repository
-    from .triton_server import check_numpy, start
+    from ..errors import OptionError
+    from ..triton_repository import export_repository
+    from ..triton_server import check_numpy, start
 
     if device != "cpu":
         raise OptionError(f"--device {device}: edgemed serve runs Triton on CPU here", "use --device cpu")
@@ -113,76 +112,3 @@ def serve(bundles: tuple[Path, ...], host: str, http_port: int, grpc_port: int, 
                                        f"{server.log().strip().splitlines()[-1:]}")
         finally:
             server.stop()
-
-
-@click.command()
-@click.argument("bundles", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--ae-title", default="EDGEMED", show_default=True, help="This node's AE title.")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 for every interface).")
-@click.option("--port", default=11112, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--send", "send_to", help="Where results go: AE@HOST:PORT (a PACS). Without it they stay in --queue.")
-@click.option("--queue", type=click.Path(path_type=Path), default=Path("edgemed-outbox"), show_default=True,
-              help="On-disk outbox: results wait here until the destination has confirmed them.")
-@click.option("--route", multiple=True, help="MODALITY=BUNDLE_NAME, e.g. US=unet_busi (default: the first bundle "
-              "takes every modality).")
-@click.option("--dicom", "dicom_kinds", default="seg,sr,sc", show_default=True,
-              help="Results to make: seg,sr,sc,saliency.")
-@accept_option("Run an artifact with this verdict (never by default).")
-def listen(bundles: tuple[Path, ...], ae_title: str, host: str, port: int, send_to: str | None, queue: Path,
-           route: tuple[str, ...], dicom_kinds: str, accept: str | None) -> None:
-    """A DICOM node: C-STORE in, inference, SEG/SR/SC C-STOREd on (with an outbox that survives a PACS restart)."""
-    import logging
-
-    from . import load
-    from .dicom_node import Destination, Node
-    from .dicom_results import KINDS
-    from .errors import OptionError
-
-    kinds = tuple(k.strip() for k in dicom_kinds.split(","))
-    if not kinds or any(k not in KINDS for k in kinds):
-        raise OptionError(f"--dicom {dicom_kinds!r}", "use any of seg,sr,sc,saliency")
-    destination = Destination.parse(send_to) if send_to else None
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s edgemed listen: %(message)s")
-    for chatty in ("pynetdicom", "highdicom", "pydicom"):  # ~15 INFO lines per image otherwise; warnings still show
-        logging.getLogger(chatty).setLevel(logging.WARNING)
-    pipes = {}
-    opened = [load(b, accept=accept) for b in bundles]
-    try:
-        by_name = {p.bundle.name: p for p in opened}
-        pipes["*"] = opened[0]
-        for rule in route:
-            modality, _, name = rule.partition("=")
-            if name not in by_name or not modality:
-                raise OptionError(f"--route {rule!r}: no bundle named {name!r}", f"use one of {', '.join(by_name)}")
-            pipes[modality.strip().upper()] = by_name[name]
-        Node(pipes, destination, queue, kinds).serve(host, port, ae_title)
-    finally:
-        for p in opened:
-            p.close()
-
-
-@click.command()
-@click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (keep it local: no login).")
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
-@accept_option("Run an artifact with this verdict (never by default).")
-def view(bundle: Path, host: str, port: int, accept: str | None) -> None:
-    """A local page: drop an image, see the mask/boxes/label, the artifact and its verdict; DICOM SEG/SR to download."""
-    from . import load
-    from .view import check_viewable
-    from .view import serve as serve_page
-
-    with load(bundle, accept=accept) as pipe:
-        check_viewable(pipe)
-        click.echo(f"edgemed view: http://{host}:{port}/ ({pipe.bundle.name}, {pipe.artifact.key}, "
-                   f"{pipe.artifact.verdict})")
-        serve_page(pipe, host, port)
-
-
-def register(main: click.Group) -> None:
-    """Add serve, export and listen to the CLI (python -m edgemed.cli runs cli as __main__: it passes its own
-    group)."""
-    main.add_command(export)
-    main.add_command(serve)
-    main.add_command(listen)
-    main.add_command(view)
