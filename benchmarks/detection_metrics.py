@@ -112,8 +112,8 @@ def detection_report(truth: Sequence, detections: Sequence[Detections], labels: 
     """Against ground truth: lesion sensitivity and false positives per image at the bundle's operating
     threshold, mAP@0.5 and mAP@[.5:.95] (pycocotools), FROC; each with its counts and 95% bounds
     (exact for sensitivities, a bootstrap over images for mAP)."""
-    from edgemed.metrics import _proportion
-    from edgemed.stats import CONFIDENCE, SEED
+    from edgemed.measures.metrics import _proportion
+    from edgemed.measures.stats import CONFIDENCE, SEED
 
     hits, fps = zip(*[lesion_hits(t, d) for t, d in zip(truth, detections)]) if truth else ((), ())
     found = np.concatenate(hits) if hits else np.zeros(0, bool)

@@ -5,7 +5,7 @@ Builds FP32 ONNX Runtime bundles of the members, ensembles of them at each TTA s
   each round (the machine is shared: ratios from one run, never figures from two);
 - with labels, scores every configuration on the same test cases and compares each ensemble with the best single
   member, paired: accuracy (exact bounds on the paired difference from the discordant cases, exact McNemar test)
-  or per-case lesion Dice (bootstrap bounds on the mean paired difference), both from :mod:`edgemed.stats`
+  or per-case lesion Dice (bootstrap bounds on the mean paired difference), both from :mod:`edgemed.measures.stats`
   (one-sided 95% bounds, i.e. a two-sided 90% interval).
 
     python benchmarks/ensemble.py --task classification   # shipped CNN + the seed-1 CNN, BreastMNIST test (156)

@@ -32,7 +32,7 @@ from edgemed.ensemble.files import ENSEMBLE
 from edgemed.ensemble.runtime import EnsemblePipeline, load_ensemble
 from edgemed.errors import OptionError
 from edgemed.hashing import sha256_file
-from edgemed.metrics import classification_report, dice, segmentation_report
+from edgemed.measures.metrics import classification_report, dice, segmentation_report
 
 from .bench_data import bench_data
 from .bench_header import SCHEMA, bench_versions, bench_workload

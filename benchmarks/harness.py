@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from edgemed.comparison import Comparison
-from edgemed.drift import compare
+from edgemed.gate.drift import compare
+from edgemed.measures.comparison import Comparison
 
 
 def latency_stats(seconds: Sequence[float]) -> dict:
@@ -106,7 +106,7 @@ def bench_latency(pipe, images: Sequence[np.ndarray], runs: int = 300, warmup: i
 
 def bench_drift(pipe) -> Comparison:
     """The engine's outputs on the bundle's reference probes, compared with the stored FP32 outputs."""
-    from edgemed.probes import engine_outputs, unpack
+    from edgemed.gate.probes import engine_outputs, unpack
 
     reference = pipe.bundle.reference()
     fp32 = unpack(reference, "outputs", pipe.task, len(reference["inputs"]))

@@ -479,8 +479,8 @@ def cases_for(pipe, quick: bool) -> list[tuple[Case, np.ndarray, dict]]:
         cases = [(beat_case(pipe, beat, fs, f"beat {beat.size} @ {fs:g} Hz"), beat, describe)]
         if quick:
             return cases
+        from edgemed.io.signals import read_signal
         from edgemed.samples import ecg_record
-        from edgemed.signals import read_signal
 
         sig = read_signal(ecg_record())  # MIT-BIH 213, 10 min at 360 Hz
         peaks = np.array([b.sample for b in pipe.beats(sig).beats])  # the detector once, outside the timing

@@ -63,7 +63,7 @@ def regressions(runs: list[dict], latency_threshold: float = 0.10) -> list[dict]
         if last is not base and _p50(base) and _p50(last) and _p50(last) > _p50(base) * (1 + latency_threshold):
             found.append({**label, "kind": "latency", "baseline_p50_ms": _p50(base), "latest_p50_ms": _p50(last),
                           "change": _p50(last) / _p50(base) - 1})
-        # Drift: the bench judged each artifact on this device with the rule it was gated with (edgemed.gate).
+        # Drift: the bench judged each artifact on this device with the rule it was gated with (edgemed.gate.verdict).
         for part, where in (("drift_reference", "the bundle's reference probes"), ("drift_on_data", "the bench data")):
             drift = last["record"].get(part, {})
             if drift.get("verdict") == "failed":

@@ -39,10 +39,10 @@ import numpy as np
 
 from edgemed import load
 from edgemed.bundle import Bundle
-from edgemed.drift import compare, population_margins
 from edgemed.errors import BackendUnavailable
-from edgemed.gate import recheck
-from edgemed.metrics import classification_report, segmentation_report
+from edgemed.gate.drift import compare, population_margins
+from edgemed.gate.verdict import recheck
+from edgemed.measures.metrics import classification_report, segmentation_report
 from edgemed.selection import select
 
 from .bench_data import bench_data
@@ -216,7 +216,7 @@ def _thumb(frame: np.ndarray, mask: np.ndarray, side: int = 192) -> str:
 
     from PIL import Image
 
-    from edgemed.overlay import overlay
+    from edgemed.io.overlay import overlay
 
     img = Image.fromarray(overlay(frame, mask))
     img.thumbnail((side, side))

@@ -1,6 +1,6 @@
 """Saliency drift on the bench data, and its worst cases as pictures for the HTML report (issue 22.4).
 
-Convert gates every artifact of an ``--explain`` bundle on saliency drift (:mod:`edgemed.saliency_drift`) and
+Convert gates every artifact of an ``--explain`` bundle on saliency drift (:mod:`edgemed.gate.saliency_drift`) and
 records the figures, not the cases: a figure says how much a map moved, a picture says how. Bench already holds
 the raw frames, the FP32 reference and each artifact, so it judges the term again on its data by the gate's own
 rule (the candidate's map of FP32's class against FP32's map, at the model's input size) and keeps the few cases
@@ -16,8 +16,8 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from edgemed.saliency_drift import compare_maps, judge_saliency
-from edgemed.saliency_overlay import heat_overlay
+from edgemed.gate.saliency_drift import compare_maps, judge_saliency
+from edgemed.io.saliency_overlay import heat_overlay
 
 from .worst_cases import SHOWN, _png
 
@@ -29,8 +29,8 @@ def has_saliency_term(artifact: Any) -> bool:
 
 def class_maps(pipe: Any, frames: list, classes: list[int] | None = None) -> tuple[list[int], list[Any]]:
     """Per frame: the class whose map is taken (the pipeline's own answer, or ``classes[i]``: FP32's) and that
-    class's map, lazy (:class:`edgemed.saliency.LazySaliency`: the feature map is kept, the picture made only for
-    the cases shown)."""
+    class's map, lazy (:class:`edgemed.explain.saliency.LazySaliency`: the feature map is kept, the picture
+    made only for the cases shown)."""
     chosen, maps = [], []
     for i, frame in enumerate(frames):
         prepared = pipe.prepare(frame)
@@ -44,7 +44,7 @@ def class_maps(pipe: Any, frames: list, classes: list[int] | None = None) -> tup
 
 def _input_map(lazy: Any) -> np.ndarray:
     """The map at the model's input size, no frame geometry: what the gate compares."""
-    from edgemed.saliency import to_frame
+    from edgemed.explain.saliency import to_frame
 
     return to_frame(lazy.model_map(), lazy.input_hw, [])
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from edgemed import stats
+from edgemed.measures import stats
 
 BLOCK = 10  # predict calls per block; every round runs one block of each configuration, in a permuted order
 
@@ -41,7 +41,7 @@ def paired_gain(candidate: np.ndarray, best: np.ndarray, task: str, confidence: 
     """``candidate`` minus ``best`` on the same cases (per case: 1/0 correct for classification, Dice for
     segmentation), with bounds ``low``/``high`` each one-sided at ``confidence`` (0.975 each gives a two-sided 95%
     interval): for accuracy exact, conditional on the discordant cases, with the exact McNemar p-value; for Dice a
-    percentile bootstrap of the mean paired difference (:mod:`edgemed.stats`, seeded)."""
+    percentile bootstrap of the mean paired difference (:mod:`edgemed.measures.stats`, seeded)."""
     candidate, best = np.asarray(candidate, np.float64), np.asarray(best, np.float64)
     n = len(candidate)
     if task == "classification":

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgemed.metrics import _proportion
+from edgemed.measures.metrics import _proportion
 
 # MIT-BIH beat symbols by AAMI EC57 class (the non-beat annotations, rhythm changes and noise, are not beats)
 AAMI = {"N": "NLRej", "S": "AaJS", "V": "VE", "F": "F", "Q": "/fQ"}

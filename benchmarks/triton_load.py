@@ -38,8 +38,8 @@ from edgemed.bundle import Bundle
 from edgemed.datasets import ImageSet
 from edgemed.ensemble.files import ENSEMBLE, is_ensemble
 from edgemed.samples import samples_for_task
-from edgemed.triton_repository import export_repository
-from edgemed.triton_server import start
+from edgemed.serve.triton_repository import export_repository
+from edgemed.serve.triton_server import start
 
 KINDS = {np.dtype(np.uint8): ("IMAGE_UINT8", "UINT8"), np.dtype(np.uint16): ("IMAGE_UINT16", "UINT16"),
          np.dtype(np.float32): ("IMAGE_FP32", "FP32")}

@@ -72,7 +72,7 @@ def versus_fp32(task: str, names: list[str], frames: list, results: list, compar
             item = {"name": names[i], "caption": f"{names[i]}: Dice vs FP32 {dice[i]:.4f} (left FP32, right this "
                     "artifact)", **_picture(frames[i], results[i], task, labels)}
             if fp32_masks is not None:
-                from edgemed.overlay import overlay
+                from edgemed.io.overlay import overlay
 
                 item["fp32_png"] = _png(overlay(frames[i], fp32_masks[i]))
             out.append(item)
@@ -102,7 +102,7 @@ def versus_truth(task: str, names: list[str], frames: list, results: list, truth
             out.append({"name": names[i], "caption": f"{names[i]}: {found}, {false} false positive(s)",
                         **_picture(frames[i], results[i], task, labels)})
     else:
-        from edgemed.metrics import dice
+        from edgemed.measures.metrics import dice
 
         scores = [dice(np.asarray(t), r.mask, 1) for t, r in zip(truth, results)]
         for i in np.argsort(scores, kind="stable")[:SHOWN]:

@@ -1,10 +1,10 @@
 """Building each (backend, precision) artifact and passing it through the drift gate.
 
 One function per artifact kind keeps the loaders (build) apart from the runners (measure,
-:mod:`edgemed.converters.measure`), as Polygraphy does; the gate (:mod:`edgemed.gate`) and the fallback
+:mod:`edgemed.converters.measure`), as Polygraphy does; the gate (:mod:`edgemed.gate.verdict`) and the fallback
 ladder are shared. The fallback aims at the bound the verdict will be held to: each attempt is measured on
 the tuning cases, and the verdict's bounds are predicted at the verdict set's size
-(:func:`edgemed.gate.predict`); it stops at the first attempt predicted to be certified, else keeps the one
+(:func:`edgemed.gate.verdict.predict`); it stops at the first attempt predicted to be certified, else keeps the one
 predicted best. Where even a candidate with no flip could not be certified on the verdict cases given, it aims
 at what a site's certification on ``SITE_CASES`` cases could prove (``edgemed certify``). The verdict is
 taken once, on the verdict cases, with bounds. An "INT8" artifact with no INT8 layer left is not kept: it
@@ -23,7 +23,7 @@ from typing import Any
 
 from edgemed.bundle import file_record
 from edgemed.datasets import ImageSet
-from edgemed.gate import Prediction
+from edgemed.gate.verdict import Prediction
 from edgemed.manifest import Artifact, BuildRecord, QuantizedLayers
 from edgemed.preprocess import Preprocessor
 

@@ -29,10 +29,11 @@ from edgemed import __version__
 from edgemed.backends import BACKENDS
 from edgemed.bundle import MANIFEST, REFERENCE, REPORT, atomic_directory, file_record, write_json
 from edgemed.datasets import ImageSet
-from edgemed.drift import case_margins, start_comparison
 from edgemed.errors import ConversionError, InputError, OptionError, first_line
 from edgemed.feature_inputs import FeatureFeeds
-from edgemed.gate import PARITY_ATOL, PARITY_RTOL, judge_parity, summary
+from edgemed.gate.drift import case_margins, start_comparison
+from edgemed.gate.probes import pack, probe_input_key
+from edgemed.gate.verdict import PARITY_ATOL, PARITY_RTOL, judge_parity, summary
 from edgemed.input_range import observe as observe_range
 from edgemed.manifest import (
     SCHEMA_VERSION,
@@ -47,11 +48,10 @@ from edgemed.manifest import (
     Postprocess,
     Provenance,
 )
-from edgemed.margins import MAX_POPULATION, Margins, spaced_population
+from edgemed.measures.margins import MAX_POPULATION, Margins, spaced_population
 from edgemed.output_reader import OutputReader
 from edgemed.preprocess import Preprocessor, default_spec
 from edgemed.preprocessors import make_preprocessor
-from edgemed.probes import pack, probe_input_key
 from edgemed.rr_intervals import RR_FEATURES
 from edgemed.samples import samples_dir
 from edgemed.table import format_table

@@ -7,7 +7,7 @@ module by running it once with forward hooks (the order modules really ran in, n
 checks on that run that the head reproduces the logits from the feature map, and exports the graph with the
 feature map entering the pooling as one extra output, so every artifact built from that ONNX (ORT FP32/FP16/INT8,
 OpenVINO FP32/FP16/INT8, TensorRT) carries it. The head's weights go into the bundle as a hashed file; the
-runtime (:mod:`edgemed.saliency`) needs numpy only.
+runtime (:mod:`edgemed.explain.saliency`) needs numpy only.
 
 Anything else is refused in one line before a file is written: a model that ends otherwise (a U-Net's last
 convolution, a Linear on flattened features, two Linear layers), a TorchScript/ExportedProgram/ONNX source
@@ -67,7 +67,7 @@ class CamHead:
         return with_features(module, self)
 
     def explainer(self, input_hw: tuple[int, int]) -> Any:
-        from edgemed.saliency import CamExplainer
+        from edgemed.explain.saliency import CamExplainer
 
         return CamExplainer(self.weight, FEATURES_OUTPUT, tuple(input_hw))
 
@@ -212,11 +212,11 @@ def with_features(module: Any, head: CamHead) -> Iterator[Any]:
 class SaliencyReference:
     """FP32's class and class activation map on every verdict case (at the feature map's resolution: 49 floats a
     case for the shipped CNN), against which each candidate's map of the same class is judged
-    (:func:`edgemed.saliency_drift.judge_saliency`) when the gauge measures it."""
+    (:func:`edgemed.gate.saliency_drift.judge_saliency`) when the gauge measures it."""
 
     input_name: str
     output_name: str
-    explainer: Any  # edgemed.saliency.CamExplainer or ReciproExplainer
+    explainer: Any  # edgemed.explain.saliency.CamExplainer or ReciproExplainer
     cases: list[tuple[int, np.ndarray]]
 
     @classmethod
@@ -232,8 +232,8 @@ class SaliencyReference:
 
     def judge(self, engine: Any, verdict: Any) -> Any:
         """The saliency-drift term of one candidate engine on the verdict cases."""
-        from edgemed.saliency import to_frame
-        from edgemed.saliency_drift import judge_saliency
+        from edgemed.explain.saliency import to_frame
+        from edgemed.gate.saliency_drift import judge_saliency
 
         hw = self.explainer.input_hw
         name = engine.inputs[0].name
@@ -321,8 +321,8 @@ def randomisation_check(module: Any, head: CamHead, inputs: Any, cases: int = SA
 
     import torch
 
-    from edgemed.saliency import class_activation_map
-    from edgemed.saliency_drift import rank_correlation
+    from edgemed.explain.saliency import class_activation_map
+    from edgemed.gate.saliency_drift import rank_correlation
 
     batch = [torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) for x in itertools.islice(inputs, cases)]
     layer = _last_convolution(module, head, batch[0]) if batch else None

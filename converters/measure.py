@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from edgemed.clinical import clinical_record
-from edgemed.comparison import Comparison
-from edgemed.drift import start_comparison
-from edgemed.gate import Budget, Population, Prediction, judge_artifact, predict
+from edgemed.gate.drift import start_comparison
+from edgemed.gate.verdict import Budget, Population, Prediction, judge_artifact, predict
 from edgemed.manifest import ClinicalRecord, DriftRecord
+from edgemed.measures.clinical import clinical_record
+from edgemed.measures.comparison import Comparison
 from edgemed.output_reader import OutputReader
 from edgemed.runtimes import create_engine
 from edgemed.tasks import task_named
@@ -128,8 +128,8 @@ class Gauge:
         drift = judge_artifact(comparison, self.budget, precision, self.tolerance, self.population,
                                f"{comparison.cases} verdict {self.unit}",
                                self.reference_by, device=engine.device, computed_in=engine.computed_in)
-        if self.saliency is not None:  # did the candidate move where the model looks? (edgemed.saliency_drift)
-            from edgemed.saliency_drift import with_saliency
+        if self.saliency is not None:  # did the candidate move where the model looks? (edgemed.gate.saliency_drift)
+            from edgemed.gate.saliency_drift import with_saliency
 
             drift = with_saliency(drift, self.saliency.judge(engine, self.verdict))
         clinical = None

@@ -20,7 +20,7 @@ from typing import Any
 
 from edgemed.backends import PRECISIONS, TARGETS, by_target
 from edgemed.errors import OptionError
-from edgemed.gate import Budget, default_budget, default_budgets
+from edgemed.gate.verdict import Budget, default_budget, default_budgets
 from edgemed.preprocess import validate_spec
 
 TASKS = ("classification", "segmentation", "detection")
@@ -107,7 +107,7 @@ def _arch_args(value: Any) -> dict:
 
 def _budget(value: Any) -> Budget | None:
     if value is not None and not isinstance(value, Budget):
-        raise OptionError("budget must be an edgemed.gate.Budget", "use Budget.parse('agreement>=0.999', task)")
+        raise OptionError("budget must be an edgemed.gate.verdict.Budget", "use Budget.parse('agreement>=0.999', task)")
     return value
 
 

@@ -7,7 +7,7 @@ the network is run on every copy; the class's softmax score per copy, min-max sc
 into the exported graph as a batched branch: a forward hook on the target convolution appends the h*w masked copies
 to the batch, so everything after it runs once on 1 + h*w items and the graph gets one extra output, the copies'
 logits (N, h*w, C). Every artifact built from that ONNX carries it (so the drift gate can compare maps); the
-runtime's part is a softmax and a reshape (:class:`edgemed.saliency.ReciproExplainer`), numpy only.
+runtime's part is a softmax and a reshape (:class:`edgemed.explain.saliency.ReciproExplainer`), numpy only.
 
 What the branch costs is h*w runs of the layers after the target (the shipped CNN: 49 runs of its last block and
 head); ``bench`` reports predict's latency with and without it. A model whose layers after the target mix items of a
@@ -74,7 +74,7 @@ class ReciproTarget:
         return with_recipro(module, self)
 
     def explainer(self, input_hw: tuple[int, int]) -> Any:
-        from edgemed.saliency import ReciproExplainer
+        from edgemed.explain.saliency import ReciproExplainer
 
         return ReciproExplainer(RECIPRO_OUTPUT, self.grid, tuple(input_hw))
 
@@ -184,8 +184,8 @@ def randomisation_check(module: Any, target: ReciproTarget, inputs: Any, cases: 
 
     import torch
 
-    from edgemed.saliency import recipro_map
-    from edgemed.saliency_drift import rank_correlation
+    from edgemed.explain.saliency import recipro_map
+    from edgemed.gate.saliency_drift import rank_correlation
 
     batch = [np.ascontiguousarray(x, dtype=np.float32) for x in itertools.islice(inputs, cases)]
     if not batch:

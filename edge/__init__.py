@@ -5,7 +5,7 @@
 
 from ._version import __version__
 from .errors import BackendUnavailable, BundleError, ConversionError, EdgemedError, InputError
-from .images import read_frames, read_image
+from .io.images import read_frames, read_image
 from .loading import load
 from .pipeline import Pipeline
 

@@ -103,7 +103,7 @@ BACKEND_NAMES: tuple[str, ...] = tuple(BACKENDS)
 TARGETS: tuple[str, ...] = tuple(b.target for b in BACKENDS.values())
 TRITON_NATIVE: tuple[str, ...] = tuple(name for name, b in BACKENDS.items() if b.triton is not None)
 # ``export triton --backend``: "python" runs the edgemed pipeline in Triton's Python backend; the others put the
-# artifact on Triton's own backend (edgemed.triton_native)
+# artifact on Triton's own backend (edgemed.serve.triton_native)
 TRITON_EXPORTS: tuple[str, ...] = ("python", *TRITON_NATIVE)
 
 # The manifest's and device profiles' vocabulary, derived from the table (msgspec validates against it).

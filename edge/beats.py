@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import InputError, SignalQualityError
+from .io.signals import Signal, as_signal, stored_to_mv
 from .postprocess import check_finite, class_probabilities_rows
 from .rr_intervals import RR_FEATURES
 from .signal_quality import FLAT_MV, bad_runs, usable
-from .signals import Signal, as_signal, stored_to_mv
 
 BLOCK_S = 10.0
 MARGIN_S = 2.0
@@ -349,7 +349,7 @@ def read_beats(pipe, signal: Signal | np.ndarray | str, positions: np.ndarray | 
     counts)."""
     from pathlib import Path
 
-    from .signals import read_signal
+    from .io.signals import read_signal
 
     if isinstance(signal, (str, Path)):
         signal = read_signal(signal, fs, units, adc_gain)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .images import list_images, read_frames
+from .io.images import list_images, read_frames
 from .set_base import IndexedSet, Npz
 from .signal_sets import SignalSet, is_signal_set
 from .tasks import task_named
@@ -106,7 +106,7 @@ def load_labels(labels: str | Path | None, images: ImageSet, task: str, label_na
     Accepted: a CSV ``file,label`` (label as a name or an index), a folder of masks named like the
     images (any image type; 0/255 masks read as 0/1), or an ``.npz`` with ``labels``/``masks`` in
     the same order as the images (the images' own .npz when ``labels`` is None and it has them).
-    Which of these a task reads is the task's (:mod:`edgemed.tasks`, :mod:`edgemed.truth`).
+    Which of these a task reads is the task's (:mod:`edgemed.tasks`, :mod:`edgemed.measures.truth`).
     """
     if labels is None:
         if images._array is None:

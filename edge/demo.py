@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from .datasets import ImageSet
-from .images import read_image
-from .metrics import dice
+from .io.images import read_image
+from .measures.metrics import dice
 from .samples import (
     calibration_set,
     card_features,
@@ -38,7 +38,7 @@ DEMO_PRECISIONS = ("fp32", "int8")
 
 
 def _score(pipe, task: str, out: Path, echo: Callable[[str], None]) -> None:
-    from .overlay import write_detections, write_segmentation
+    from .io.overlay import write_detections, write_segmentation
 
     if pipe.input_kind == "signal":
         from edgemed.benchmarks.signal_stream import stream_record
@@ -95,7 +95,7 @@ def run_demo(out: Path, runs: int = 300, echo: Callable[[str], None] = print) ->
 
     from . import load
     from .bundle import Bundle
-    from .gate import summary
+    from .gate.verdict import summary
 
     out = Path(out)
     rows = []

@@ -16,9 +16,9 @@ import numpy as np
 from .bundle import Bundle
 from .errors import BundleError, InputError, NoEligibleArtifact, OptionError, PipelineClosed
 from .feature_inputs import FeatureFeeds
-from .images import read_image
 from .input_range import always_within, range_matters
 from .input_range import check as check_range
+from .io.images import read_image
 from .manifest import Manifest
 from .output_reader import OutputReader
 from .postprocess import check_finite
@@ -64,8 +64,8 @@ class Pipeline:
         self.features = FeatureFeeds(m.features)  # the inputs beside the main one (predict's features=)
         self._bind_extra = {spec.name: (1, len(spec.features)) for spec in m.features} or None  # bound beside it
         self.explainer = None
-        if m.explain is not None:  # convert --explain cam: r.saliency (edgemed.saliency)
-            from .saliency import open_explainer
+        if m.explain is not None:  # convert --explain cam: r.saliency (edgemed.explain.saliency)
+            from .explain.saliency import open_explainer
 
             hw = m.input.static_shape[1:3] if m.input.layout == "NHWC" else m.input.static_shape[2:4]
             self.explainer = open_explainer(bundle.path, m.explain, engine, len(self.labels), hw)
@@ -97,7 +97,7 @@ class Pipeline:
                 raise OptionError(f"{', '.join(unknown)}: not a description of a signal",
                                   f"describe a beat with {', '.join(sorted(SIGNAL_DESCRIPTION))} only")
             if isinstance(image, (str, Path)):
-                from .signals import read_signal
+                from .io.signals import read_signal
 
                 image = read_signal(image, describe.get("fs"), describe.get("units"), describe.pop("adc_gain", None))
             return self.preprocessor(image, out=out, **describe)
@@ -189,7 +189,7 @@ class Pipeline:
 
     def describe(self) -> dict:
         """Which artifact serves, why, its verdict, the device and the backend's versions."""
-        from .gate import budget_metrics, describe_estimate
+        from .gate.verdict import budget_metrics, describe_estimate
 
         art = self.artifact
         return {
@@ -238,9 +238,9 @@ class _Closed:
 
 
 def _holds_for(record: Any, computed_in: str) -> bool:
-    """:func:`edgemed.gate.holds_for`, imported when needed: the gate module cost 6 ms of a cold start
+    """:func:`edgemed.gate.verdict.holds_for`, imported when needed: the gate module cost 6 ms of a cold start
     (``python -X importtime``) that only an engine computing in something else than FP32 needs."""
-    from .gate import holds_for
+    from .gate.verdict import holds_for
 
     return holds_for(record, computed_in)
 

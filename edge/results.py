@@ -15,7 +15,7 @@ class ClassificationResult:
     probabilities: np.ndarray
     labels: list[str]
     timings: dict[str, float] = field(default_factory=dict)
-    # bundles converted with --explain: the map, made when first read (edgemed.saliency says why)
+    # bundles converted with --explain: the map, made when first read (edgemed.explain.saliency says why)
     explanation: Any = field(default=None, repr=False, compare=False)
 
     @property

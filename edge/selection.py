@@ -150,7 +150,7 @@ def select(bundle: Bundle, device: str = "cpu", backend: str | None = None, prec
     requested = "/".join(x for x in (backend, precision) if x)
     if device == "auto" and len(ranked) > 1:
         from . import autoselect
-        from .probes import probe_feed
+        from .gate.probes import probe_feed
 
         artifact, reason = autoselect.choose(
             ranked, lambda a: open_engine(bundle, candidate(a, profile, threads)), probe_feed(bundle),

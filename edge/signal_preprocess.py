@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError, SignalQualityError
+from .io.signals import Signal, as_signal, stored_to_mv
 from .preprocess import Prepared
 from .signal_quality import FLAT_MV
-from .signals import Signal, as_signal, stored_to_mv
 
 
 @dataclass(frozen=True)

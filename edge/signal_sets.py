@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .io.signals import Signal, stored_to_mv
 from .set_base import IndexedSet, Npz
-from .signals import Signal, stored_to_mv
 
 SIGNAL_KEYS = ("signals",)
 

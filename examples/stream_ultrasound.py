@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 import edgemed
-from edgemed.overlay import write_segmentation
+from edgemed.io.overlay import write_segmentation
 
 DEFAULT_CLIP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dicom" / "examples_ybr_color.dcm"
 

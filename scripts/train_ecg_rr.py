@@ -155,7 +155,7 @@ def int8_check(model: torch.nn.Module, beats: dict, rr: dict, y: dict, seed: int
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from edgemed.converters.ort_quantize import OP_TYPES
-    from edgemed.stats import clopper_pearson as one_sided
+    from edgemed.measures.stats import clopper_pearson as one_sided
 
     calib = stratified(y["train"], CALIBRATION, seed)
 

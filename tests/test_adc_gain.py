@@ -1,5 +1,5 @@
 """Raw digitiser counts with their gain (``adc_gain=``, counts per unit) at every signal entry point, by the one rule
-signal-set files follow (:func:`edgemed.signals.stored_to_mv`), on a real MIT-BIH record's own integer samples."""
+signal-set files follow (:func:`edgemed.io.signals.stored_to_mv`), on a real MIT-BIH record's own integer samples."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 
 import edgemed
 from edgemed.errors import InputError
+from edgemed.io.signals import read_signal
 from edgemed.signal_sets import SignalSet
-from edgemed.signals import read_signal
 
 from .conftest import SHARED
 

@@ -18,7 +18,7 @@ from edgemed.benchmarks.report import html_report, regressions
 from edgemed.benchmarks.run import history_rows, run_bench
 from edgemed.cli.bench_tables import bench_row
 from edgemed.errors import EdgemedError
-from edgemed.metrics import auroc, hd95
+from edgemed.measures.metrics import auroc, hd95
 
 from .conftest import convert_shipped
 from .test_cli import edgemed

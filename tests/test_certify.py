@@ -54,7 +54,7 @@ BUDGET = "agreement>=0.998,class_agreement>=0.99"
 def signed_bundle(tmp_path_factory):
     """The shipped classifier as ONNX Runtime FP32/FP16 and OpenVINO FP32, plus an INT8 artifact made by a plain
     quantization that flips (as conversion would leave it: uncertified), signed by its vendor."""
-    from edgemed.gate import Budget
+    from edgemed.gate.verdict import Budget
 
     from .conftest import convert_shipped
 

@@ -23,7 +23,7 @@ RUN = textwrap.dedent("""
     limit = int(sys.argv[1])
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     from edgemed.converters.convert import convert
-    from edgemed.gate import Budget
+    from edgemed.gate.verdict import Budget
     args = json.loads(sys.argv[2])
     convert(args["model"], args["out"], task="segmentation", input_shape=tuple(args["shape"]), arch="unet",
             arch_args=args["arch_args"], labels=("background", "lesion"), preprocess=tuple(args["spec"]),

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import edgemed
-from edgemed.dicom_results import write_objects
 from edgemed.errors import InputError
-from edgemed.images import read_frames
+from edgemed.io.images import read_frames
+from edgemed.pacs.results import write_objects
 
 from .conftest import DICOM
 
@@ -206,8 +206,8 @@ def test_an_explanation_is_stored_as_a_capture_labelled_explanation_not_a_findin
     """Issue 22: a bundle converted with --explain adds its saliency picture as a secondary capture (the PNG predict
     --out writes, pixel for pixel), in the source's study, its own series, referencing the source frame, and
     labelled an explanation wherever a viewer shows an image's text; never a SEG or an SR finding."""
-    from edgemed.dicom_results import KINDS
-    from edgemed.saliency_overlay import saliency_picture
+    from edgemed.io.saliency_overlay import saliency_picture
+    from edgemed.pacs.results import KINDS
 
     path = DICOM / "examples_rgb_color.dcm"  # 8-bit RGB ultrasound, what the classifier reads
     frames = read_frames(path)
@@ -238,7 +238,7 @@ def test_an_explanation_is_stored_as_a_capture_labelled_explanation_not_a_findin
 
 
 def test_a_bundle_without_explanation_writes_no_explanation(cnn_bundle, tmp_path):
-    from edgemed.dicom_results import KINDS
+    from edgemed.pacs.results import KINDS
 
     path = DICOM / "examples_rgb_color.dcm"
     frames = read_frames(path)
@@ -269,8 +269,8 @@ def test_a_node_asked_for_explanations_does_not_wait_for_one_a_bundle_cannot_mak
     """listen --dicom sr,sc,saliency with a bundle converted without --explain: once its SR and SC were delivered,
     a source sent again counts as answered (before, it waited for a saliency capture that never comes and
     analysed and sent the source again every time)."""
-    from edgemed.dicom_node import Node
-    from edgemed.dicom_results import Algorithm, result_uid
+    from edgemed.pacs.node import Node
+    from edgemed.pacs.results import Algorithm, result_uid
 
     source = pydicom.dcmread(DICOM / "examples_rgb_color.dcm")
     with edgemed.load(cnn_bundle) as pipe:

@@ -12,9 +12,9 @@ import pytest
 import edgemed
 from edgemed.bundle import Bundle
 from edgemed.converters.convert import convert
-from edgemed.drift import compare
 from edgemed.errors import InputError, OptionError
-from edgemed.gate import Budget, default_budget, judge
+from edgemed.gate.drift import compare
+from edgemed.gate.verdict import Budget, default_budget, judge
 from edgemed.samples import assets_dir, calibration_set, ecg_beats, ecg_record
 from edgemed.signal_sets import SignalSet
 from edgemed.zoo import build
@@ -172,7 +172,7 @@ def test_whole_record_beats_match_the_annotations(lstm_bundle):
 
 
 def test_chunked_stream_gives_exactly_the_whole_record_answer(lstm_bundle):
-    from edgemed.signals import read_signal
+    from edgemed.io.signals import read_signal
 
     sig = read_signal(ecg_record())
     with edgemed.load(lstm_bundle) as pipe:
@@ -192,7 +192,7 @@ def test_chunked_stream_gives_exactly_the_whole_record_answer(lstm_bundle):
 def test_dropouts_and_short_records_are_reported_not_guessed(lstm_bundle):
     """Issue 20.2: a 5 s NaN run costs the beats it touches, not the blocks around it; the gap is where the NaN is,
     in seconds from the record's start; chunking still changes nothing."""
-    from edgemed.signals import read_signal
+    from edgemed.io.signals import read_signal
 
     sig = read_signal(ecg_record())
     x = sig.samples[: 60 * 360].copy()
@@ -228,7 +228,7 @@ def test_a_lead_the_model_does_not_read_cannot_blank_the_record(lstm_bundle, tmp
     import subprocess
     import sys
 
-    from edgemed.signals import read_signal
+    from edgemed.io.signals import read_signal
 
     x = read_signal(ecg_record()).samples[: 60 * 360]
     flat, nan = x.copy(), x.copy()
@@ -249,8 +249,8 @@ def test_a_lead_the_model_does_not_read_cannot_blank_the_record(lstm_bundle, tmp
 
 def test_a_flat_stretch_inside_a_block_is_a_gap(lstm_bundle):
     """Issue 20.3: ten flat seconds inside a record are listed (before: no beats there and gaps == [])."""
+    from edgemed.io.signals import read_signal
     from edgemed.signal_quality import bad_runs
-    from edgemed.signals import read_signal
 
     x = read_signal(ecg_record()).samples[: 60 * 360].copy()
     x[30 * 360: 40 * 360, 0] = x[30 * 360, 0]  # the electrode held at its last value
@@ -273,7 +273,7 @@ def test_a_12_lead_ecg_at_1khz_gives_its_beats_and_no_beats_is_never_silent(lstm
 
     from pydicom.data import get_testdata_file
 
-    from edgemed.signals import Signal, read_signal
+    from edgemed.io.signals import Signal, read_signal
 
     ecg = read_signal(get_testdata_file("waveform_ecg.dcm"))
     assert ecg.fs == 1000 and ecg.leads[:2] == ("I", "II")  # "I (Einthoven)" is lead I
@@ -327,7 +327,7 @@ def test_signal_bundles_speak_of_signals_and_take_what_the_cli_can_describe(lstm
     import subprocess
     import sys
 
-    from edgemed.signals import read_signal
+    from edgemed.io.signals import read_signal
 
     run = [sys.executable, "-m", "edgemed.cli"]
     x = read_signal(ecg_record()).samples[: 30 * 360]

@@ -184,7 +184,7 @@ def test_the_combination_is_gated_against_the_fp32_combination(cnn_bundle_all, c
     serves on the CPU is judged against the FP32 combination by the task's default budget, with bounds, on 156
     BreastMNIST test frames, and the verdict says which artifact of each member served."""
     from edgemed.ensemble.opening import open_ensemble
-    from edgemed.gate import default_budget
+    from edgemed.gate.verdict import default_budget
 
     frames = tmp_path / "test.npz"
     np.savez(frames, images=breastmnist["test_images"])
@@ -221,7 +221,7 @@ def test_a_reduced_precision_combination_is_judged_by_the_budget_with_bounds(cnn
     a one-sided bound (the parity branch is the default test above on this CPU, whose profile serves FP32)."""
     from edgemed.datasets import ImageSet
     from edgemed.ensemble.gate import judge_combination
-    from edgemed.gate import default_budget
+    from edgemed.gate.verdict import default_budget
 
     frames = tmp_path / "test.npz"
     np.savez(frames, images=breastmnist["test_images"])

@@ -13,10 +13,10 @@ import edgemed
 from edgemed.bundle import MANIFEST
 from edgemed.converters.convert import convert
 from edgemed.errors import BundleError, EdgemedError, InputError, OptionError
+from edgemed.gate.verify import verify_artifact
 from edgemed.rr_intervals import RR_FEATURES, rr_rows
 from edgemed.samples import assets_dir, calibration_set, ecg_beats, ecg_record
 from edgemed.signal_sets import SignalSet
-from edgemed.verify import verify_artifact
 
 pytest.importorskip("wfdb", reason="wfdb not installed (pip install 'edgemed[signal]')")
 torch = pytest.importorskip("torch")
@@ -86,7 +86,7 @@ def test_the_beat_stream_derives_rr_intervals_and_matches_the_pipeline_written_b
     import wfdb
     from scipy import signal as ss
 
-    from edgemed.signals import read_signal
+    from edgemed.io.signals import read_signal
 
     peaks = np.asarray(wfdb.rdann(str(ecg_record().with_suffix("")), "atr").sample, np.int64)
     sig = read_signal(ecg_record())

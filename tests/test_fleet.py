@@ -33,11 +33,11 @@ from edgemed.fleet.client import UpdateRefused  # noqa: E402
 from edgemed.fleet.repository import FileRepository, RepositoryError, init_repository, publish, rotate  # noqa: E402
 from edgemed.fleet.slots import PAUSE_ENV  # noqa: E402
 from edgemed.fleet.update import rollback, update  # noqa: E402
+from edgemed.gate.verify import verify_artifact  # noqa: E402
 from edgemed.hashing import sha256_file  # noqa: E402
 from edgemed.manifest import FileRecord, Manifest  # noqa: E402
 from edgemed.samples import shipped_model  # noqa: E402
 from edgemed.signing_keys import generate_keypair  # noqa: E402
-from edgemed.verify import verify_artifact  # noqa: E402
 
 from .conftest import SHARED, convert_shipped, samples_dir  # noqa: E402
 
@@ -61,7 +61,7 @@ def v2_bundle(tmp_path_factory) -> Path:
     """A second conversion of the shipped classifier, now with an INT8 artifact beside FP32 (calibrated on
     BreastMNIST train images, judged on its 156 test images against a budget those can decide: the default
     agreement>=0.999 needs thousands of cases, and an uncertified INT8 is rightly refused by the canary)."""
-    from edgemed.gate import Budget
+    from edgemed.gate.verdict import Budget
 
     return convert_shipped("cnn_breastmnist", tmp_path_factory.mktemp("v2") / "b", precisions=("fp32", "int8"),
                            calib=SHARED / "breastmnist.npz", calib_key="train_images", calib_count=64,
@@ -381,7 +381,7 @@ def test_sigkill_mid_install_always_leaves_a_working_version(served, keys, cnn_b
 
 # -- the runtime: swaps, trial, rollback by itself -----------------------------------------------
 def _frames() -> list[np.ndarray]:
-    from edgemed.images import read_image
+    from edgemed.io.images import read_image
 
     return [read_image(p) for p in sorted(FRAMES.glob("*.png"))]
 

@@ -11,11 +11,11 @@ import pytest
 
 from edgemed import load
 from edgemed.bundle import Bundle, file_record
-from edgemed.drift import compare, population_margins
 from edgemed.errors import NoEligibleArtifact
-from edgemed.gate import default_budget, judge
-from edgemed.margins import decision_scores
-from edgemed.stats import flip_rate_bound
+from edgemed.gate.drift import compare, population_margins
+from edgemed.gate.verdict import default_budget, judge
+from edgemed.measures.margins import decision_scores
+from edgemed.measures.stats import flip_rate_bound
 
 from .conftest import SHARED
 from .site_images import breast_images
@@ -157,7 +157,7 @@ def test_flips_hidden_in_one_class_never_pass_on_another_class_mix(population, c
     """The wrong pass of issue 18 in kind: a real INT8 classifier whose flips concentrate in one class, verdict data
     holding that class less often than the test data: the default budget (with the worst class) never passes it,
     and the worst class's bound covers the agreement of any class mix."""
-    from edgemed.margins import Margins
+    from edgemed.measures.margins import Margins
 
     inputs, logits = population
     cand = _int8_logits(cnn_bundle, inputs, tmp_path)
@@ -188,7 +188,7 @@ def test_flips_hidden_in_one_class_never_pass_on_another_class_mix(population, c
 
 def test_margin_bounds_never_claim_more_than_the_cases_resolve(population, cnn_bundle, tmp_path):
     """A bound of 1.0, or equal to the counted agreement, claims certainty the cases cannot give (issue 18)."""
-    from edgemed.stats import count_floor
+    from edgemed.measures.stats import count_floor
 
     inputs, logits = population
     pop = population_margins(logits, "classification", "logits")

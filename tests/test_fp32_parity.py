@@ -8,8 +8,8 @@ import pytest
 
 from edgemed import load
 from edgemed.bundle import Bundle
-from edgemed.drift import compare
-from edgemed.gate import PARITY, default_budget, judge_artifact
+from edgemed.gate.drift import compare
+from edgemed.gate.verdict import PARITY, default_budget, judge_artifact
 from edgemed.samples import ecg_beats, shipped_model
 from edgemed.signal_sets import SignalSet
 
@@ -96,7 +96,7 @@ def test_fp32_weights_moved_beyond_round_off_are_judged_by_the_budget(bundles, n
 
 
 def test_an_fp32_artifact_computing_at_lower_precision_is_not_covered_by_parity(bundles):
-    from edgemed.gate import holds_for
+    from edgemed.gate.verdict import holds_for
 
     ov = Bundle.open(bundles["cnn_breastmnist"]).manifest.artifact("openvino", "fp32")
     assert holds_for(ov.drift, "fp32")

@@ -11,9 +11,9 @@ import pytest
 
 import edgemed
 from edgemed.errors import EdgemedError, InputError, OptionError, SignalQualityError
-from edgemed.images import read_frames
+from edgemed.io.images import read_frames
+from edgemed.io.signals import read_signal
 from edgemed.preprocess import Prepared
-from edgemed.signals import read_signal
 
 CORPUS = Path(__file__).parent / "fixtures" / "fuzz"
 BEAT = np.sin(np.arange(540) / 9.0)  # 1.5 s at 360 Hz: one window of the shipped beat models
@@ -205,7 +205,7 @@ def test_labels_that_do_not_fit_are_input_errors(cnn_bundle, tmp_path, labels, m
 @pytest.fixture
 def page(cnn_bundle, tmp_path):
     pytest.importorskip("flask", reason="flask not installed (pip install 'edgemed[view]')")
-    from edgemed.view import make_app
+    from edgemed.serve.view import make_app
 
     with edgemed.load(cnn_bundle) as pipe:
         yield make_app(pipe, tmp_path).test_client(), tmp_path
@@ -250,7 +250,7 @@ class _Event:
 ])
 def test_the_node_refuses_what_it_cannot_name_or_analyse(cnn_bundle, tmp_path, caplog, change, log):
     pydicom = pytest.importorskip("pydicom")
-    from edgemed.dicom_node import FAILURE_CANNOT_UNDERSTAND, Node
+    from edgemed.pacs.node import FAILURE_CANNOT_UNDERSTAND, Node
 
     from .conftest import DICOM
 
@@ -294,7 +294,7 @@ def test_a_dicom_whose_modality_has_an_unknown_vr_is_an_input_error(tmp_path):
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-    from edgemed.dicom import read_dicom
+    from edgemed.io.dicom import read_dicom
 
     ds = pydicom.Dataset()
     ds.file_meta = FileMetaDataset()

@@ -9,7 +9,7 @@ from PIL import Image
 from pydicom.pixels import apply_modality_lut
 
 from edgemed.errors import InputError
-from edgemed.images import read_frames, read_image
+from edgemed.io.images import read_frames, read_image
 
 from .conftest import DICOM
 

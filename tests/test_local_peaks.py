@@ -8,9 +8,9 @@ import numpy as np
 from wfdb import processing
 from wfdb.processing.peaks import find_local_peaks
 
+from edgemed.io.signals import read_signal
 from edgemed.local_peaks import install, local_peaks
 from edgemed.samples import ecg_record
-from edgemed.signals import read_signal
 
 
 def _lead() -> np.ndarray:

@@ -136,7 +136,7 @@ def test_the_int8_fallback_ranks_layers_by_their_own_quantization_noise(tmp_path
     """The shipped U-Net's layers once all scored 1.8-3.2 dB (a fused ReLU compared against its input);
     measured on what the quantized layer really outputs, they score tens of dB, worst first."""
     from edgemed.bundle import Bundle
-    from edgemed.gate import Budget
+    from edgemed.gate.verdict import Budget
     from edgemed.samples import calibration_set
 
     from .conftest import convert_shipped

@@ -8,7 +8,7 @@ import pytest
 
 import edgemed
 from edgemed.errors import OptionError
-from edgemed.occlusion import occlusion
+from edgemed.explain.occlusion import occlusion
 
 
 def _counted(pipe):

@@ -11,7 +11,7 @@ import pytest
 
 from edgemed.converters.options import ConvertOptions, cli_fields, option_flag
 from edgemed.errors import OptionError
-from edgemed.gate import default_budgets
+from edgemed.gate.verdict import default_budgets
 from edgemed.samples import shipped_model
 
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -70,8 +70,8 @@ def test_beat_baseline_computes_predicts_tensor_and_label(tmp_path):
             assert overhead.same(pipe, case, beat, {"fs": fs, "units": "mV", "leads": ("MLII",)}) is None
         # a whole record (2 minutes of MIT-BIH 213 at 360 Hz, resampled to the model's 120 Hz) through beats() at
         # the detector's R peaks, against the batched pipeline written by hand: the same beats, labels, probabilities
+        from edgemed.io.signals import Signal, read_signal
         from edgemed.samples import ecg_record
-        from edgemed.signals import Signal, read_signal
 
         sig = read_signal(ecg_record())
         sig = Signal(sig.samples[:120 * 360], sig.fs, sig.leads, sig.source)

@@ -108,7 +108,7 @@ def test_shipped_models_parity_within_1e_4(unet_bundle, cnn_bundle):
 
 
 def test_unet_masks_on_real_ultrasound_at_original_size(unet_bundle, busi):
-    from edgemed.metrics import dice
+    from edgemed.measures.metrics import dice
 
     test = np.where(busi["split"] == "test")[0]
     lesions = [i for i in test if busi["masks"][i].any()][:40]

@@ -11,7 +11,7 @@ from PIL import Image
 from edgemed import load
 from edgemed.bundle import Bundle
 from edgemed.errors import EdgemedError, InputError, NoEligibleArtifact, OptionError
-from edgemed.gate import Budget, default_budget
+from edgemed.gate.verdict import Budget, default_budget
 from edgemed.samples import shipped_model
 
 from .conftest import SHARED, convert_shipped
@@ -169,8 +169,8 @@ def test_each_passed_backend_agrees_with_the_pytorch_reference_engine(cnn_all, b
     """Fresh real images (the BreastMNIST test split), not the ones the gate saw."""
     import torch
 
-    from edgemed.drift import compare, population_margins
-    from edgemed.gate import judge
+    from edgemed.gate.drift import compare, population_margins
+    from edgemed.gate.verdict import judge
     from edgemed.zoo import build
 
     from .torch_reference import TorchReferenceEngine

@@ -16,7 +16,7 @@ import pytest
 import edgemed
 from edgemed.converters.recipro_cam import ReciproTarget, find_recipro_target, masks, run_with_branch
 from edgemed.errors import BundleError, OptionError
-from edgemed.saliency import recipro_map, to_frame
+from edgemed.explain.saliency import recipro_map, to_frame
 
 from .conftest import SHARED, convert_shipped
 

@@ -29,10 +29,10 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 def _hand_cam(model, tensor: np.ndarray, geometry: list) -> tuple[np.ndarray, int]:
     """CAM of the predicted class from the PyTorch module: hook on ``features``, the head's weights, ReLU, divided
-    by the maximum, then upsampled onto the frame as edgemed upsamples (edgemed.saliency.to_frame)."""
+    by the maximum, then upsampled onto the frame as edgemed upsamples (edgemed.explain.saliency.to_frame)."""
     import torch
 
-    from edgemed.saliency import to_frame
+    from edgemed.explain.saliency import to_frame
 
     seen = {}
     handle = model.features.register_forward_hook(lambda m, i, o: seen.update(f=o.detach().numpy()[0].copy()))
@@ -155,7 +155,7 @@ print(r.saliency.shape, sorted(m for m in sys.modules if m.split('.')[0] in ('to
 
 
 def test_class_activation_map_rule():
-    from edgemed.saliency import class_activation_map
+    from edgemed.explain.saliency import class_activation_map
 
     features = np.stack([np.eye(3, dtype=np.float32), -np.ones((3, 3), np.float32)])
     cam = class_activation_map(features, np.array([2.0, 0.5], np.float32))
@@ -214,7 +214,7 @@ def test_saliency_drift_term_passes_int8_and_fails_a_moved_map(cnn_cam_bundle, b
     rolled by half their width and height (every diagnosis unchanged: global pooling does not see the roll) fails
     the term on every figure."""
     import edgemed
-    from edgemed.saliency_drift import DEFAULT_SALIENCY_BUDGET, judge_saliency, with_saliency
+    from edgemed.gate.saliency_drift import DEFAULT_SALIENCY_BUDGET, judge_saliency, with_saliency
 
     frames = list(breastmnist["test_images"][:60])
     with edgemed.load(cnn_cam_bundle, backend="onnxruntime", precision="fp32") as fp32:
@@ -257,7 +257,7 @@ def test_convert_gates_every_candidate_on_saliency_drift(cnn_cam_bundle):
 
 
 def test_saliency_drift_figures_on_known_maps():
-    from edgemed.saliency_drift import compare_maps, judge_saliency, rank_correlation
+    from edgemed.gate.saliency_drift import compare_maps, judge_saliency, rank_correlation
 
     ramp = np.arange(100, dtype=np.float32).reshape(10, 10) / 99
     assert compare_maps(ramp, ramp) == (pytest.approx(1.0), 1.0, True)
@@ -276,7 +276,7 @@ def test_predict_out_writes_the_saliency_heat_map(cnn_cam_bundle, busi, tmp_path
     from PIL import Image
 
     import edgemed
-    from edgemed.saliency_overlay import heat_overlay
+    from edgemed.io.saliency_overlay import heat_overlay
 
     frame = busi["images"][np.flatnonzero(busi["labels"] == 2)[0]]
     Image.fromarray(frame).save(tmp_path / "case.png")
@@ -301,7 +301,7 @@ def test_parity_certificate_survives_a_term_left_open_by_few_cases(cnn_cam_bundl
     """OpenVINO FP32 passed by parity: a perfect map on 5 cases (open only for want of cases) keeps it passed; a
     moved map fails it."""
     from edgemed.bundle import Bundle
-    from edgemed.saliency_drift import judge_saliency, with_saliency
+    from edgemed.gate.saliency_drift import judge_saliency, with_saliency
 
     record = Bundle.open(cnn_cam_bundle).manifest.artifact("openvino", "fp32").drift
     assert record.budget == "parity" and record.passed

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from edgemed.errors import InputError
+from edgemed.io.signals import Signal, as_signal, read_signal
 from edgemed.samples import calibration_set, ecg_beats, ecg_record
 from edgemed.signal_preprocess import SignalPreprocessor, apply_beat_ops, apply_record_ops, validate_signal_spec
 from edgemed.signal_sets import SignalSet
-from edgemed.signals import Signal, as_signal, read_signal
 
 from .conftest import SHARED
 

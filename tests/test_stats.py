@@ -7,7 +7,7 @@ import pytest
 from scipy.stats import binomtest
 from statsmodels.stats.contingency_tables import mcnemar
 
-from edgemed.stats import (
+from edgemed.measures.stats import (
     bootstrap_mean,
     cases_to_certify,
     clopper_pearson,
@@ -80,7 +80,7 @@ def test_the_flip_rate_in_blocks_is_the_one_expression_sum(monkeypatch):
     sum the same: the kernel sum of every margin-shift pair, block by block."""
     from scipy.special import ndtr
 
-    from edgemed import stats
+    from edgemed.measures import stats
 
     rng = np.random.default_rng(7)
     margins, shifts = np.abs(rng.normal(0, 1, 3000)), rng.normal(-0.05, 0.2, 1500)

@@ -63,7 +63,7 @@ def test_ground_truth_in_each_tasks_forms_from_the_shipped_data():
 def test_clinical_tests_of_each_task_on_real_cases():
     """FP32 against itself passes every figure with no drop; a candidate that calls every malignant case benign
     fails the malignant class's sensitivity (classification); a candidate that erases every mask fails Dice."""
-    from edgemed.clinical import clinical_record
+    from edgemed.measures.clinical import clinical_record
 
     data = np.load(CALIBRATION / "breastmnist_train.npz")
     truth = data["labels"].ravel().astype(int)

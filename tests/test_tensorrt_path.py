@@ -175,7 +175,7 @@ def test_load_rebuilds_the_engine_with_exactly_the_options_the_gate_measured(tmp
     from edgemed.bundle import Bundle
     from edgemed.devices import detect as detect_module
     from edgemed.errors import DeviceNotFound
-    from edgemed.gate import Budget
+    from edgemed.gate.verdict import Budget
     from tests import fake_tensorrt
 
     from .conftest import SHARED, convert_shipped

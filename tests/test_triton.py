@@ -163,7 +163,7 @@ def test_an_ensemble_is_served_with_the_answers_of_its_in_process_predict(server
     ``edgemed.load(ENSEMBLE).predict``; a preprocessed TENSOR, which no ensemble can take, is a 400 and the server
     goes on; ``predict --server`` reads the ensemble like a bundle."""
     from edgemed.hashing import sha256_file
-    from edgemed.triton_client import RemotePipeline
+    from edgemed.serve.triton_client import RemotePipeline
 
     base = server["http"]
     status, config = _get(f"{base}/v2/models/cnn_pair/config")

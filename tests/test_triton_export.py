@@ -32,7 +32,7 @@ from PIL import Image
 import edgemed
 from edgemed.datasets import ImageSet
 from edgemed.samples import samples_dir
-from edgemed.triton_repository import export_repository
+from edgemed.serve.triton_repository import export_repository
 
 from .conftest import ROOT, SHARED, convert_shipped, free_ports
 from .test_layers import _installed_layout
@@ -81,7 +81,7 @@ def test_numpy_resize_is_pillows_bit_for_bit(busi):
 
 
 def _steps_module_from_source():
-    from edgemed import triton_steps
+    from edgemed.serve import triton_steps
 
     return triton_steps
 
@@ -308,7 +308,7 @@ LAUNCH = """
 import sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[2])  # edgemed for this launcher only
-from edgemed.triton_server import start
+from edgemed.serve.triton_server import start
 server = start(Path(sys.argv[1]), http_port=int(sys.argv[3]), grpc_port=int(sys.argv[4]),
                metrics_port=int(sys.argv[5]), ready_timeout=120)
 print("READY", flush=True)
@@ -421,9 +421,9 @@ def test_the_packed_environment_carries_every_package_the_runtime_path_imports()
     """--pack-env copies edgemed's runtime packages (triton_env.RUNTIME_PACKAGES) into the model's environment: a
     package that ``import edgemed`` and ``load`` reach but the list lacks fails the served model at start (the
     ensemble merge did: No module named 'edgemed.ensemble'). The packages a fresh process imports must be listed."""
-    from edgemed.triton_env import RUNTIME_PACKAGES
+    from edgemed.serve.triton_env import RUNTIME_PACKAGES
 
-    code = ("import sys, edgemed, edgemed.loading, edgemed.pipeline, edgemed.selection, edgemed.triton_model\n"
+    code = ("import sys, edgemed, edgemed.loading, edgemed.pipeline, edgemed.selection, edgemed.serve.triton_model\n"
             "mods = [m for m in sys.modules if m.startswith('edgemed')]\n"
             "print('\\n'.join(sorted({m if getattr(sys.modules[m], '__path__', None) else m.rpartition('.')[0]"
             " for m in mods})))")

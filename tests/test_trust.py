@@ -23,7 +23,7 @@ from PIL import Image
 from edgemed import load
 from edgemed.bundle import Bundle
 from edgemed.errors import BundleError, InputError
-from edgemed.images import read_frames
+from edgemed.io.images import read_frames
 from edgemed.preprocess import validate_spec
 from edgemed.signing import sign_bundle, verify_signature
 from edgemed.signing_keys import generate_keypair

@@ -215,7 +215,7 @@ def test_an_anonymous_dicom_gets_its_results_named_after_the_file(page, tmp_path
 def test_a_server_failure_reaches_the_page_as_a_message(page, unet_bundle, tmp_path):
     """An answer that is not JSON (a proxy's or the framework's 500 page) ends "analysing..." with a message; the
     app itself answers an internal error as JSON with one line."""
-    from edgemed.view import make_app
+    from edgemed.serve.view import make_app
 
     browser, url = page
     browser.call("Page.enable")
@@ -252,8 +252,9 @@ def _frame_box(browser: Browser) -> tuple[int, int, int, int]:
 
 def test_the_explanation_is_shown_over_the_frame_on_request(cam_page, cnn_cam_bundle):
     """Issue 22.3: a bundle converted with --explain cam gets a "show explanation" toggle and an opacity slider; the
-    map drawn is the one predict --out writes (edgemed.saliency_overlay), over the plain frame, at the opacity set."""
-    from edgemed.saliency_overlay import saliency_picture
+    map drawn is the one predict --out writes (edgemed.io.saliency_overlay), over the plain frame, at the
+    opacity set."""
+    from edgemed.io.saliency_overlay import saliency_picture
     from edgemed.tasks import task_named
 
     browser, url = cam_page

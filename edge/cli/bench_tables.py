@@ -39,7 +39,7 @@ def ensemble_table(report: dict) -> str:
     if drift is not None:
         import msgspec
 
-        from ..gate import summary
+        from ..gate.verdict import summary
         from ..manifest import DriftRecord
 
         lines.append(f"combination on the bench data against the FP32 combination: "
@@ -57,7 +57,7 @@ BENCH_HEADERS = ["artifact", "MB", "gate", "e2e p50", "e2e p90", "e2e p99", "inf
 def bench_row(report: dict, a: dict) -> list:
     import msgspec
 
-    from ..gate import summary
+    from ..gate.verdict import summary
     from ..manifest import DriftRecord
 
     head = [f"{a['backend']}/{a['precision']}", f"{a['bytes'] / 1e6:.2f}",

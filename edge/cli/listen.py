@@ -28,9 +28,9 @@ def listen(bundles: tuple[Path, ...], ae_title: str, host: str, port: int, send_
     import logging
 
     from .. import load
-    from ..dicom_node import Destination, Node
-    from ..dicom_results import KINDS
     from ..errors import OptionError
+    from ..pacs.node import Destination, Node
+    from ..pacs.results import KINDS
 
     kinds = tuple(k.strip() for k in dicom_kinds.split(","))
     if not kinds or any(k not in KINDS for k in kinds):

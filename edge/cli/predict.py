@@ -41,11 +41,11 @@ def predict(bundle: Path, inputs: tuple[Path, ...], device: str, backend: str | 
     multi-frame file is a result of its own; with --out, each frame's files are named uniquely. Signal
     bundles take recordings (WFDB .hea, DICOM waveform, CSV) and classify every beat."""
     from .. import load
-    from ..inputs import expand, unique_stems
+    from ..io.inputs import expand, unique_stems
 
     kinds = _dicom_kinds(dicom_kinds, out, server)
     if server is not None:
-        from ..triton_client import RemotePipeline
+        from ..serve.triton_client import RemotePipeline
 
         opened = RemotePipeline(server, str(bundle))
         click.echo(f"edgemed: serving: {opened.reason}", err=True)
@@ -105,10 +105,10 @@ def predict(bundle: Path, inputs: tuple[Path, ...], device: str, backend: str | 
 def _predict_file(pipe, path: Path, stem: str, out: Path | None, as_json: bool, kinds: tuple[str, ...],
                   strict: bool) -> int:
     """One image file (every frame of it): print, write, and for DICOM write its SEG/SR/SC. Returns files written."""
-    from ..images import is_dicom
-    from ..inputs import file_frames
+    from ..io.images import is_dicom
+    from ..io.inputs import file_frames
+    from ..io.writers import write_result
     from ..tasks import task_named
-    from ..writers import write_result
 
     task = task_named(pipe.task)  # a local, remote or ensemble pipeline: the task says how to print its result
     written = 0
@@ -126,7 +126,7 @@ def _predict_file(pipe, path: Path, stem: str, out: Path | None, as_json: bool, 
         else:
             click.echo(f"{frame.name}: {task.summary(record)}")
     if kinds and is_dicom(path):
-        from ..dicom_results import write_objects
+        from ..pacs.results import write_objects
 
         objects = write_objects(pipe, path, [f.image for f in frames], results, out / stem, kinds, strict=strict,
                                 note=lambda s: click.echo(f"edgemed: note: {s}", err=True))
@@ -138,8 +138,8 @@ def _predict_file(pipe, path: Path, stem: str, out: Path | None, as_json: bool, 
 
 def _dicom_kinds(text: str | None, out: Path | None, server: str | None) -> tuple[str, ...]:
     """Which DICOM results predict writes: needs --out; not through --server (the algorithm record is local)."""
-    from ..dicom_results import KINDS
     from ..errors import OptionError
+    from ..pacs.results import KINDS
 
     if text is None:
         return KINDS if out is not None and server is None else ()

@@ -66,7 +66,7 @@ def export_triton(bundles: tuple[Path, ...], out: Path, backend: str, storage_ur
                   max_queue_delay_us: int, instances: int, callers: int, accept: str | None,
                   pubkey: Path | None) -> None:
     """A Triton model repository (config.pbtxt + model per bundle) and a KServe InferenceService manifest."""
-    from ..triton_repository import DEFAULT_PLATFORMS, export_repository
+    from ..serve.triton_repository import DEFAULT_PLATFORMS, export_repository
 
     names = export_repository(list(bundles), out, max_batch, max_queue_delay_us, instances, accept, pubkey,
                               storage_uri, force, backend, env_python, env_home, env_platforms or DEFAULT_PLATFORMS,
@@ -90,8 +90,8 @@ def serve(bundles: tuple[Path, ...], host: str, http_port: int, grpc_port: int, 
           pubkey: Path | None) -> None:
     """Serve bundles and ensembles on Triton (KServe v2 over HTTP and gRPC, Prometheus metrics) until interrupted."""
     from ..errors import OptionError
-    from ..triton_repository import export_repository
-    from ..triton_server import check_numpy, start
+    from ..serve.triton_repository import export_repository
+    from ..serve.triton_server import check_numpy, start
 
     if device != "cpu":
         raise OptionError(f"--device {device}: edgemed serve runs Triton on CPU here", "use --device cpu")

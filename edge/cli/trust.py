@@ -24,9 +24,9 @@ def verify(bundle: Path, device: str, pubkey: Path | None, certifiers: tuple[Pat
     from ..bundle import Bundle
     from ..device_pointer import is_device, serving_bundle
     from ..ensemble.files import is_ensemble
-    from ..gate import summary
+    from ..gate.verdict import summary
+    from ..gate.verify import verify_artifact
     from ..pipeline import open_pipeline
-    from ..verify import verify_artifact
 
     if is_device(bundle):  # a device folder (edgemed update --into): the version it serves
         bundle = serving_bundle(bundle)
@@ -89,10 +89,10 @@ def certify(bundle: Path, json_out: Path | None, **kw) -> None:
     """Judge every artifact again on a site's own data, where it runs, without rebuilding: an uncertified artifact
     becomes passed or failed. The verdict is a new record in BUNDLE/certifications/ (signed with --key); no
     artifact is touched."""
-    from ..certify import certify as run_certify
+    from ..converters.certify import certify as run_certify
 
     path, record = run_certify(bundle, log=lambda s: click.echo(s, err=True), **kw)
-    from ..gate import summary
+    from ..gate.verdict import summary
 
     for a in record.artifacts:
         click.echo(f"{a.file} {a.backend}/{a.precision}: {a.verdict}: {summary(a.drift)}")

@@ -17,8 +17,8 @@ from .options import accept_option
 def view(bundle: Path, host: str, port: int, accept: str | None) -> None:
     """A local page: drop an image, see the mask/boxes/label, the artifact and its verdict; DICOM SEG/SR to download."""
     from .. import load
-    from ..view import check_viewable
-    from ..view import serve as serve_page
+    from ..serve.view import check_viewable
+    from ..serve.view import serve as serve_page
 
     with load(bundle, accept=accept) as pipe:
         check_viewable(pipe)

@@ -26,7 +26,7 @@ def ensemble(bundles: tuple[Path, ...], out: Path, combine: str, weights: str | 
              eval_path: Path | None, eval_key: str | None, device: str, force: bool) -> None:
     """Combine bundles of one task and labels (classification or segmentation) into one ensemble folder that
     edgemed.load, predict and sign take like a bundle; each member keeps its preprocessing, artifacts and verdicts."""
-    from ..gate import summary
+    from ..gate.verdict import summary
     from .build import make_ensemble
     from .opening import open_ensemble
 

@@ -1,6 +1,6 @@
 """The combination gated: the ensemble as it serves (each member's selected artifact) against the FP32 combination
 (each member's ONNX Runtime FP32 artifact, combined the same way), on the same frames, by the gate's one rule for
-an artifact (:func:`edgemed.gate.judge_artifact`: parity when every served member computes in FP32, else the
+an artifact (:func:`edgemed.gate.verdict.judge_artifact`: parity when every served member computes in FP32, else the
 task's default budget with its bounds). Each member keeps its own verdicts; this one is about the combination.
 """
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..drift import compare, population_margins
-from ..gate import default_budget, judge_artifact, parity_tolerance
+from ..gate.drift import compare, population_margins
+from ..gate.verdict import default_budget, judge_artifact, parity_tolerance
 from .manifest import EnsembleGate
 from .runtime import load_ensemble
 

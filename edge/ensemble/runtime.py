@@ -15,7 +15,7 @@ import msgspec
 import numpy as np
 
 from ..errors import BundleError, OptionError
-from ..images import read_image
+from ..io.images import read_image
 from ..pipeline import Pipeline, open_pipeline
 from ..postprocess import check_finite
 from ..tasks import task_named

@@ -3,10 +3,10 @@
 Three checks, all with the gate's own rules (no second drift rule lives here):
 
 1. *Self-verification*, as ``edgemed verify``: the artifact that will serve gives, on this device, the
-   answers it gave at conversion on the bundle's reference probes (:func:`edgemed.verify.verify_artifact`).
+   answers it gave at conversion on the bundle's reference probes (:func:`edgemed.gate.verify.verify_artifact`).
 2. *The device's own reference frames* (stored in the device folder, e.g. a phantom scanned at install)
    through that artifact, judged against the new bundle's FP32 artifact on the same frames by the rule the
-   artifact was gated with (:func:`edgemed.gate.recheck`). A handful of frames rarely *certifies* a budget
+   artifact was gated with (:func:`edgemed.gate.verdict.recheck`). A handful of frames rarely *certifies* a budget
    such as 99.9% agreement: "uncertified" is reported and accepted, "failed" (the budget is surely missed)
    refuses the version. Outputs must be finite.
 3. *How much the answers changed* from the previous version on the same frames: reported (agreement,
@@ -24,11 +24,11 @@ import numpy as np
 
 from .. import load
 from ..datasets import ImageSet
-from ..drift import compare, population_margins
 from ..errors import EdgemedError
-from ..gate import describe_estimate, estimates, recheck, summary
-from ..probes import engine_outputs
-from ..verify import verify_artifact
+from ..gate.drift import compare, population_margins
+from ..gate.probes import engine_outputs
+from ..gate.verdict import describe_estimate, estimates, recheck, summary
+from ..gate.verify import verify_artifact
 
 CHANGE_METRICS = ("agreement", "lesion_agreement", "case_dice", "recall", "precision")
 MAX_FRAMES = 256

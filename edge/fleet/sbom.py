@@ -30,7 +30,7 @@ from ..atomic import write_atomic
 from ..backends import BACKENDS
 from ..bundle import MANIFEST, Bundle
 from ..errors import EdgemedError
-from ..gate import budget_metrics
+from ..gate.verdict import budget_metrics
 from ..samples import shipped_model
 
 MODEL_REF = "model"

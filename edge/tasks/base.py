@@ -27,7 +27,7 @@ class RunContext(Protocol):
     output_name: str
     output_kind: str
     labels: list[str]
-    explainer: Any  # classifiers converted with --explain: edgemed.saliency's explainer, else None
+    explainer: Any  # classifiers converted with --explain: edgemed.explain.saliency's explainer, else None
     detection: Any  # detectors: the manifest's detection record, else None
 
 
@@ -54,7 +54,7 @@ class Task(Protocol):
 
     name: str
     plural: str  # what people call models of this task ("segmenters"), in messages
-    #: the gate's budget when the user sets none (:func:`edgemed.gate.default_budget` reads it, nothing else)
+    #: the gate's budget when the user sets none (:func:`edgemed.gate.verdict.default_budget` reads it, nothing else)
     default_budget: str
     #: one frame per engine call and per served request (a detector's boxes are per frame); others batch
     one_frame_per_call: bool
@@ -71,10 +71,11 @@ class Task(Protocol):
         """An empty drift comparison to feed case by case (``add(reference, candidate)``, then ``finish()``)."""
 
     def compare(self, reference: Any, candidate: Any, kind: str, label_names: list[str] | None) -> Any:
-        """A candidate's outputs against FP32's on the same cases, as a :class:`edgemed.comparison.Comparison`."""
+        """A candidate's outputs against FP32's on the same cases, as a
+        :class:`edgemed.measures.comparison.Comparison`."""
 
     def case_margins(self, output: Any, kind: str) -> dict[str, Any]:
-        """One case's FP32 decision margins per agreement metric (:class:`edgemed.margins.Margins`)."""
+        """One case's FP32 decision margins per agreement metric (:class:`edgemed.measures.margins.Margins`)."""
 
     def population_margins(self, reference: Any, kind: str) -> dict[str, Any]:
         """The FP32 margins of every case (at most MAX_POPULATION, spaced) the gate's flip-rate estimate takes."""
@@ -111,11 +112,12 @@ class Task(Protocol):
     def clinical_tests(self, truth: Any, fp32: Any, cand: Any, kind: str, labels: list[str],
                        margin: float) -> dict[str, Any]:
         """The candidate against ground truth beside FP32 on the same labelled cases, one paired test per figure
-        this task is held to (:mod:`edgemed.clinical` has the statistics and the verdict rule)."""
+        this task is held to (:mod:`edgemed.measures.clinical` has the statistics and the verdict rule)."""
 
     def load_truth(self, path: Path, images: Any, label_names: list[str], implicit: bool) -> list | None:
         """Ground truth aligned with ``images`` from a file or folder in the forms this task reads
-        (:mod:`edgemed.truth`); ``implicit``: ``path`` is the images' own .npz, which may hold none (None then)."""
+        (:mod:`edgemed.measures.truth`); ``implicit``: ``path`` is the images' own .npz, which may hold none (None
+        then)."""
 
 
 def compare_cases(comparison: Any, reference: Any, candidate: Any) -> Any:

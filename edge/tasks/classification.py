@@ -8,12 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from .. import truth
-from ..clinical import paired_test, stacked_scores
-from ..comparison import Comparison, output_mismatch
 from ..errors import InputError
 from ..manifest import PairedTest
-from ..margins import Margins, decision_scores, margin_shifts, spaced_population
+from ..measures import truth
+from ..measures.clinical import paired_test, stacked_scores
+from ..measures.comparison import Comparison, output_mismatch
+from ..measures.margins import Margins, decision_scores, margin_shifts, spaced_population
 from ..postprocess import class_probabilities
 from ..results import ClassificationResult
 from .base import ServedTensor, compare_cases
@@ -69,7 +69,7 @@ class Classification:
 
     def render(self, image: np.ndarray, result: ClassificationResult, labels: list[str]) -> np.ndarray:
         """The frame itself in RGB: a label is text, which the SR and the page carry."""
-        from ..overlay import display_gray
+        from ..io.overlay import display_gray
 
         base = display_gray(image)
         return np.repeat(base[:, :, None], 3, axis=2) if base.ndim == 2 else base[:, :, :3]

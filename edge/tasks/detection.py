@@ -8,12 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from .. import truth
-from ..clinical import paired_test
-from ..comparison import Comparison
 from ..errors import BundleError
 from ..manifest import PairedTest
-from ..margins import Margins
+from ..measures import truth
+from ..measures.clinical import paired_test
+from ..measures.comparison import Comparison
+from ..measures.margins import Margins
 from ..results import DetectionResult
 from .base import ServedTensor
 
@@ -71,7 +71,7 @@ class Detection:
         return out
 
     def render(self, image: np.ndarray, result: DetectionResult, labels: list[str]) -> np.ndarray:
-        from ..overlay import draw_boxes
+        from ..io.overlay import draw_boxes
 
         return draw_boxes(image, result.boxes, [labels[int(c)] for c in result.classes], result.scores,
                           result.classes)
@@ -80,7 +80,7 @@ class Detection:
         """(boxes, classes) per image: from an .npz of masks (each connected region a box), or the box files
         :mod:`edgemed.detection_truth` reads (CSV, COCO JSON, a mask folder)."""
         from ..detection_truth import from_masks, load_boxes
-        from ..images import read_frames
+        from ..io.images import read_frames
 
         if path.suffix.lower() != ".npz":
             return load_boxes(path, images.names, label_names, lambda p: read_frames(p)[0])

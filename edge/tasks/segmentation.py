@@ -8,12 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from .. import stats, truth
-from ..clinical import noninferiority_state
-from ..comparison import Comparison, output_mismatch
 from ..errors import InputError
 from ..manifest import PairedTest
-from ..margins import (
+from ..measures import stats, truth
+from ..measures.clinical import noninferiority_state
+from ..measures.comparison import Comparison, output_mismatch
+from ..measures.margins import (
     Margins,
     foreground_margin,
     has_lesion,
@@ -22,7 +22,7 @@ from ..margins import (
     spaced_population,
     without_specks,
 )
-from ..metrics import dice
+from ..measures.metrics import dice
 from ..postprocess import segmentation_mask, segmentation_probabilities
 from ..results import SegmentationResult
 from .base import ServedTensor, compare_cases
@@ -73,7 +73,7 @@ class Segmentation:
         return {f"area {k}": f"{v} px" for k, v in result.areas.items()}
 
     def render(self, image: np.ndarray, result: SegmentationResult, labels: list[str]) -> np.ndarray:
-        from ..overlay import overlay
+        from ..io.overlay import overlay
 
         return overlay(image, result.mask)
 

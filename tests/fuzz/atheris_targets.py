@@ -1,5 +1,5 @@
 """Coverage-guided fuzzing (Atheris, libFuzzer for Python) of the two parsers where coverage guidance helps most:
-the DICOM reader (``edgemed.dicom.read_dicom``: pydicom's parser, pixel decoding, the modality LUT) and the manifest
+the DICOM reader (``edgemed.io.dicom.read_dicom``: pydicom's parser, pixel decoding, the modality LUT) and the manifest
 parser (``Manifest.from_json``: JSON, msgspec's typed records, the cross-field checks).
 
 Run by ``tests/fuzz/test_fuzz_atheris.py`` for a bounded number of runs in CI; for a nightly-length run:
@@ -21,12 +21,12 @@ import tempfile
 import atheris
 
 # Only the parsers under test are instrumented (everything edgemed imports, instrumented, took 30 s to start here).
-with atheris.instrument_imports(include=["pydicom", "edgemed.dicom", "edgemed.manifest", "edgemed.manifest_v1",
+with atheris.instrument_imports(include=["pydicom", "edgemed.io.dicom", "edgemed.manifest", "edgemed.manifest_v1",
                                          "edgemed.preprocess", "edgemed.signal_preprocess"]):
     import pydicom  # noqa: F401 - its parser is what the DICOM target explores
 
-    from edgemed import dicom as _dicom
     from edgemed import manifest as _manifest
+    from edgemed.io import dicom as _dicom
 from edgemed.errors import EdgemedError
 
 _SCRATCH = os.path.join(tempfile.mkdtemp(prefix="edgemed-atheris-"), "case.dcm")

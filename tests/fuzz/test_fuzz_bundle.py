@@ -140,7 +140,7 @@ def test_listed_files_damaged(work, data):
     outcome("load (damaged files)", lambda: _load_and_predict(root))
 
     def verify():  # what `edgemed verify` runs: the passed artifact against the bundle's reference probes
-        from edgemed.verify import verify_artifact
+        from edgemed.gate.verify import verify_artifact
 
         with edgemed.load(root) as pipe:
             return verify_artifact(pipe)

@@ -75,9 +75,9 @@ def _store(port: int, ds, timeout: float = 30) -> int | None:
 
 def _good_store(node) -> None:
     """The node still analyses a good image: success, and two more complete results (SR, SC) in its outbox.
-    Associations that pynetdicom's state machine dropped (see edgemed.dicom_node.ACSE_TIMEOUT_S) may hold the
+    Associations that pynetdicom's state machine dropped (see edgemed.pacs.node.ACSE_TIMEOUT_S) may hold the
     node's association slots until its ACSE timer frees them: a good peer gets in within that time."""
-    from edgemed.dicom_node import ACSE_TIMEOUT_S
+    from edgemed.pacs.node import ACSE_TIMEOUT_S
 
     before = len(list(node["outbox"].glob("*.dcm")))
     ds = pydicom.dcmread(DICOM / "examples_rgb_color.dcm")
@@ -96,7 +96,7 @@ def _good_store(node) -> None:
 def _clean(node) -> None:
     assert node["proc"].poll() is None, "the node died"
     log = node["log"].read_text(errors="replace")
-    bad = [ln for ln in log.splitlines() if "not analysed (unexpected" in ln]  # edgemed.dicom_node's marker
+    bad = [ln for ln in log.splitlines() if "not analysed (unexpected" in ln]  # edgemed.pacs.node's marker
     assert not bad, bad[:3]
     assert not (node["outbox"].parent / "outbox.sr.dcm").exists(), "results written beside the outbox"
     for f in node["outbox"].iterdir():

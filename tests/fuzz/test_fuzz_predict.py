@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from edgemed.images import read_frames
+from edgemed.io.images import read_frames
 
 from ..conftest import DICOM
 from . import strategies as fs

@@ -136,7 +136,7 @@ def test_signal_files(ecg_pipe, signal_seeds, tmp_path_factory, data):
     describe = data.draw(st.sampled_from([{}, {"fs": 360, "units": "mV"}, {"fs": 360, "units": "mV",
                                                                             "leads": ("MLII",)}]))
     outcome("predict signal (files)", lambda: ecg_pipe.predict(path, **describe))
-    from edgemed.signals import read_signal
+    from edgemed.io.signals import read_signal
 
     outcome("read_signal (files)", lambda: read_signal(path, describe.get("fs"), describe.get("units")))
 
@@ -175,7 +175,7 @@ _NPZ: list[bytes] = []
 def _beats_npz() -> bytes:
     """25 s of the shipped MIT-BIH excerpt, lead MLII at 360 Hz, in mV."""
     if not _NPZ:
-        from edgemed.signals import read_signal
+        from edgemed.io.signals import read_signal
 
         sig = read_signal(ecg_record())
         buf = io.BytesIO()

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .atomic import write_atomic
+from ..atomic import write_atomic
 
 _COLOURS = np.array([[0, 0, 0], [255, 64, 64], [64, 200, 255], [255, 220, 0], [120, 255, 120]], dtype=np.float32)
 

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from .detection import Detections, match
-from .errors import InputError, OptionError
-from .postprocess import check_finite, class_probabilities, segmentation_probabilities
+from ..detection import Detections, match
+from ..errors import InputError, OptionError
+from ..postprocess import check_finite, class_probabilities, segmentation_probabilities
 from .saliency import to_frame
 
 
@@ -101,7 +101,7 @@ def _cover(pipe: Any, x: np.ndarray, budget: int, drops) -> tuple[np.ndarray, tu
 def _boxes_occlusion(pipe: Any, frame: np.ndarray, budget: int) -> Occlusion:
     """Per-box occlusion of a detector: one map per box the uncovered frame gives (after NMS, in frame pixels,
     exactly ``predict``'s boxes), of how far that box's score falls when a patch is covered."""
-    from .detection_post import finish
+    from ..detection_post import finish
 
     prepared = pipe.prepare(frame)
     x = prepared.tensor

@@ -1,8 +1,8 @@
 """What a drift comparison reports: the metrics a budget may bound (which tasks each belongs to, which way is
 better) and the :class:`Comparison` record of a candidate against FP32 on the same cases.
 
-Each task computes its comparison (:meth:`edgemed.tasks.base.Task.start_comparison`); :mod:`edgemed.drift` is the
-entry point, :mod:`edgemed.gate` judges the figures against a budget.
+Each task computes its comparison (:meth:`edgemed.tasks.base.Task.start_comparison`); :mod:`edgemed.gate.drift` is the
+entry point, :mod:`edgemed.gate.verdict` judges the figures against a budget.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import BundleError
+from ..errors import BundleError
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..manifest import VERDICT_ORDER, ClinicalRecord, PairedTest
 from . import stats
-from .manifest import VERDICT_ORDER, ClinicalRecord, PairedTest
 
 DEFAULT_MARGIN = 0.005
 

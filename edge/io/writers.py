@@ -2,7 +2,7 @@
 overlay; for detections, the frame with its boxes drawn; for classifiers converted with ``--explain``, the
 saliency heat map over the frame.
 
-Every file is written atomically and named from the frame's unique stem (:mod:`edgemed.inputs`),
+Every file is written atomically and named from the frame's unique stem (:mod:`edgemed.io.inputs`),
 so no result overwrites another within a run.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .atomic import write_atomic
+from ..atomic import write_atomic
 from .inputs import Frame
 from .overlay import write_detections, write_segmentation
 

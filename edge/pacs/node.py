@@ -1,7 +1,7 @@
 """``edgemed listen``: a DICOM node that infers on what the scanner or PACS sends and sends the results on.
 
 A C-STORE SCP (pynetdicom) receives images; each is routed by modality to a bundle, run through the
-same pipeline as ``predict`` and turned into SEG/SR/SC (:mod:`edgemed.dicom_results`). The results
+same pipeline as ``predict`` and turned into SEG/SR/SC (:mod:`edgemed.pacs.results`). The results
 go into an on-disk outbox first (written whole, by atomic rename), and a sender thread C-STOREs them
 to the destination and deletes each only after the destination confirmed it. A destination that is
 down, refuses the association or fails a store leaves the file in the outbox, retried with backoff,
@@ -11,7 +11,7 @@ object, a decoding failure) gets a failure status back to the sender and one log
 goes on.
 
 Sent once: a result's UIDs follow from its source instance and the artifact
-(:func:`edgemed.dicom_results.result_uid`), and every UID the destination confirmed is recorded in
+(:func:`edgemed.pacs.results.result_uid`), and every UID the destination confirmed is recorded in
 the outbox (``.delivered/``), so a source sent again (a scanner retrying, a study re-pushed) is
 answered with success and its results are not stored a second time. Deleting ``.delivered/`` sends
 them again (the PACS then holds the same UIDs as before).
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import EdgemedError, OptionError
+from ..errors import EdgemedError, OptionError
 
 LOG = logging.getLogger("edgemed.listen")
 FAILURE_CANNOT_UNDERSTAND = 0xC000  # C-STORE "cannot understand": the sender learns this object was not analysed
@@ -96,7 +96,7 @@ class Node:
 
     def _already_sent(self, pipe, ds) -> bool:
         """Every result this source would get from this artifact has been delivered before."""
-        from .dicom_results import Algorithm, result_uid
+        from .results import Algorithm, result_uid
 
         kinds = [k for k in self.kinds if (k != "seg" or pipe.task == "segmentation")
                  and (k != "saliency" or getattr(pipe, "explainer", None) is not None)]
@@ -106,8 +106,8 @@ class Node:
     # -- receiving ------------------------------------------------------------------------------
     def handle_store(self, event) -> int:
         """One received object: analysed and queued (0x0000), or refused with a failure status."""
-        from .dicom_results import write_objects
-        from .images import read_frames
+        from ..io.images import read_frames
+        from .results import write_objects
 
         try:
             ds = event.dataset

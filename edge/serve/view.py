@@ -4,8 +4,8 @@ Flask (a well-kept framework) serves one self-contained page (no CDN: it works o
 endpoint that runs the very Pipeline ``predict`` uses. The page shows the frame with the mask or the
 boxes drawn, the label and probabilities, the per-stage timings, which artifact ran and its verdict;
 for a bundle converted with ``--explain`` a "show explanation" toggle lays the saliency map (the rendering
-``predict --out`` writes, :mod:`edgemed.saliency_overlay`) over the frame with an opacity slider, labelled as an
-explanation and not a finding; for a DICOM upload it offers the SEG/SR/SC (:mod:`edgemed.dicom_results`) for
+``predict --out`` writes, :mod:`edgemed.io.saliency_overlay`) over the frame with an opacity slider, labelled as an
+explanation and not a finding; for a DICOM upload it offers the SEG/SR/SC (:mod:`edgemed.pacs.results`) for
 download. Uploads are read from memory-bounded temporary files and deleted with their results when the server stops.
 """
 
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .tasks import task_named
+from ..tasks import task_named
 
 MAX_UPLOAD = 64 * 1024 * 1024
 
@@ -110,7 +110,7 @@ def summary(pipe: Any, result: Any) -> dict[str, str]:
 
 def check_viewable(pipe: Any) -> None:
     """The page shows frames; a signal bundle is refused before anything starts listening."""
-    from .errors import InputError
+    from ..errors import InputError
 
     if pipe.input_kind == "signal":
         raise InputError(f"edgemed view shows images, and {pipe.bundle.name} reads signals (ECG beats)",
@@ -121,14 +121,14 @@ def make_app(pipe: Any, workdir: Path):
     from flask import Flask, abort, jsonify, request, send_from_directory
     from werkzeug.utils import secure_filename
 
-    from .dicom_results import KINDS, write_objects
-    from .errors import EdgemedError, InputError, first_line
-    from .images import is_dicom, read_frames
-    from .saliency_overlay import saliency_picture
+    from ..errors import EdgemedError, InputError, first_line
+    from ..io.images import is_dicom, read_frames
+    from ..io.saliency_overlay import saliency_picture
+    from ..pacs.results import KINDS, write_objects
 
     check_viewable(pipe)
 
-    app = Flask("edgemed.view")
+    app = Flask("edgemed.serve.view")
     app.config["MAX_CONTENT_LENGTH"] = MAX_UPLOAD
     lock = threading.Lock()
     page = PAGE.replace("__MODEL__", pipe.bundle.name).replace(

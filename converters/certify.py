@@ -4,7 +4,7 @@ Conversion can only certify on the cases it was given; a hospital holds thousand
 images. Certify runs every artifact of the bundle on them where it will run (the device's engines and
 settings), compares each with the bundle's FP32 reference (the FP32 ONNX model, at parity with the source
 model since conversion) case by case from disk, and judges it by the same rule conversion used
-(:func:`edgemed.gate.judge_artifact`: FP32 at parity is certified as the reference is; FP16 and INT8 by their
+(:func:`edgemed.gate.verdict.judge_artifact`: FP32 at parity is certified as the reference is; FP16 and INT8 by their
 budget, with bounds). The result is a new record beside the bundle (:mod:`edgemed.certification`), optionally
 signed; no artifact file is touched, so ``verify`` still passes and the bundle's own signature still holds.
 No torch or onnx is needed: this runs on the device.
@@ -20,17 +20,17 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .backends import BACKENDS
-from .bundle import Bundle
-from .certification import ArtifactCertification, Certification, DataRecord, sign, write
-from .datasets import ImageSet
-from .drift import case_margins
-from .errors import BundleError, OptionError
-from .gate import PARITY, PARITY_ATOL, PARITY_RTOL, Budget, default_budget, summary
-from .margins import Margins, spaced_population
-from .output_reader import OutputReader
-from .tasks import task_named
+from edgemed import __version__
+from edgemed.backends import BACKENDS
+from edgemed.bundle import Bundle
+from edgemed.certification import ArtifactCertification, Certification, DataRecord, sign, write
+from edgemed.datasets import ImageSet
+from edgemed.errors import BundleError, OptionError
+from edgemed.gate.drift import case_margins
+from edgemed.gate.verdict import PARITY, PARITY_ATOL, PARITY_RTOL, Budget, default_budget, summary
+from edgemed.measures.margins import Margins, spaced_population
+from edgemed.output_reader import OutputReader
+from edgemed.tasks import task_named
 
 
 def certify(bundle: str | Path, data: str | Path, data_key: str | None = None, val: str | Path | None = None,
@@ -39,13 +39,14 @@ def certify(bundle: str | Path, data: str | Path, data_key: str | None = None, v
             log: Callable[[str], None] = lambda s: None) -> tuple[Path, Certification]:
     """Certify every artifact of ``bundle`` on ``data`` (a folder or .npz of images, or signal windows); returns
     the record's path and the record."""
-    from edgemed.converters.calibration import named_tensors
-    from edgemed.converters.cases import CaseStore, fill
-    from edgemed.converters.measure import Gauge
-    from edgemed.converters.reference import Reference
     from edgemed.devices.detect import detect, resolve_device
     from edgemed.devices.profiles import load_profiles
     from edgemed.selection import check_request, engine_options
+
+    from .calibration import named_tensors
+    from .cases import CaseStore, fill
+    from .measure import Gauge
+    from .reference import Reference
 
     b = Bundle.open(bundle)
     m = b.manifest
@@ -62,7 +63,7 @@ def certify(bundle: str | Path, data: str | Path, data_key: str | None = None, v
     pre = b.preprocessor()
     names = [m.input.name] + [f.name for f in m.features]
     if m.features:  # each site case carries the inputs beside the main one (a signal set's features, by name)
-        from .feature_inputs import FeatureFeeds
+        from edgemed.feature_inputs import FeatureFeeds
 
         pre.feature_feeds = FeatureFeeds(m.features)
     reader = OutputReader(m.output.names[0], m.postprocess.detection)
@@ -114,7 +115,7 @@ def certify(bundle: str | Path, data: str | Path, data_key: str | None = None, v
 
 
 def _check_kind(images, input_kind: str, option: str) -> None:
-    from .signal_sets import SignalSet
+    from edgemed.signal_sets import SignalSet
 
     if isinstance(images, SignalSet) != (input_kind == "signal"):
         have = "signal windows" if isinstance(images, SignalSet) else "images"
@@ -138,7 +139,7 @@ def _population(cases, task: str, kind: str) -> dict[str, Margins]:
 
 
 def _labelled(val, val_labels, val_key, b: Bundle, pre, ref, scratch: Path, margin: float):
-    from edgemed.converters.measure import labelled_cases
+    from .measure import labelled_cases
 
     images = ImageSet.open(val, key=val_key)
     cases = labelled_cases(images, val_labels, b.task, b.labels, pre, ref, scratch, margin, val)

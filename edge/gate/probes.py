@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .detection import Detections
+from ..detection import Detections
 
 
 def pack(prefix: str, outputs) -> dict[str, np.ndarray]:
@@ -43,7 +43,7 @@ def engine_outputs(pipe, reference: dict[str, np.ndarray]):
     input's beside them as ``inputs:NAME``), read as drift compares them."""
     missing = [s.name for s in pipe.features.specs if probe_input_key(s.name) not in reference]
     if missing:
-        from .errors import InputError
+        from ..errors import InputError
 
         raise InputError(f"the probes lack the model's {', '.join(missing)} input(s)",
                          "probe a model with inputs beside the main one with its bundle's own reference probes")

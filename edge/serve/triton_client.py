@@ -4,7 +4,7 @@ Speaks KServe v2 over HTTP with the binary tensor extension (raw bytes, no JSON 
 using only the standard library: scanner software that offloads needs neither tritonclient nor
 its numpy pin. Results are the same objects ``predict`` returns locally, so the CLI prints and
 writes them identically; the class names and task come from the served model's configuration,
-with its verdict and bundle hash (:mod:`edgemed.triton_repository` puts them there).
+with its verdict and bundle hash (:mod:`edgemed.serve.triton_repository` puts them there).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BackendUnavailable, InputError
-from .preprocess import check_image
-from .tasks import task_named
+from ..errors import BackendUnavailable, InputError
+from ..preprocess import check_image
+from ..tasks import task_named
 
 _DTYPES = {"FP32": np.float32, "UINT8": np.uint8, "INT32": np.int32, "INT64": np.int64, "UINT16": np.uint16}
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, first_line
+from ..errors import InputError, first_line
 
 # Result objects: analysing one as an image answers about a segmentation's label pixels or a report's
 # rendering, not about the patient. Refused by SOP class (prefix: every SR and every presentation state).
@@ -69,7 +69,7 @@ def read_dicom(path: str | Path) -> list[np.ndarray]:
     check_not_result(ds, path)
     if "PixelData" not in ds:
         raise InputError(f"{path}: DICOM file has no pixel data", "pass an image object, not a report or SR")
-    from .preprocess import MAX_IMAGE_PIXELS
+    from ..preprocess import MAX_IMAGE_PIXELS
 
     try:
         declared = int(ds.Rows) * int(ds.Columns) * int(ds.get("NumberOfFrames", 1) or 1)

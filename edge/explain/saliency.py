@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BundleError
-from .postprocess import _resize_plane, to_original_geometry
+from ..errors import BundleError
+from ..postprocess import _resize_plane, to_original_geometry
 
 _FIX = "the bundle's explanation does not fit its artifact; rebuild it with edgemed convert --explain"
 
@@ -93,7 +93,7 @@ class CamExplainer:
 
     def input_map(self, outputs: dict[str, np.ndarray], index: int) -> np.ndarray:
         """The map of class ``index`` at the model's input size (no frame geometry): what the saliency-drift term
-        compares between artifacts (:mod:`edgemed.saliency_drift`)."""
+        compares between artifacts (:mod:`edgemed.gate.saliency_drift`)."""
         return to_frame(self.model_map(outputs, index), self.input_hw, [])
 
     def pending(self, outputs: dict[str, np.ndarray], index: int, geometry: list) -> LazySaliency | None:

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import InputError
-from .preprocess import MAX_IMAGE_PIXELS
+from ..errors import InputError
+from ..preprocess import MAX_IMAGE_PIXELS
 
 PIL_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 DICOM_SUFFIXES = {".dcm", ".dicom"}

@@ -1,12 +1,12 @@
 """``edgemed export triton --backend onnxruntime|openvino``: a bundle as a Triton ensemble a stock image runs.
 
-The Python-backend export (:mod:`edgemed.triton_repository`) needs edgemed inside Triton's Python; the
+The Python-backend export (:mod:`edgemed.serve.triton_repository`) needs edgemed inside Triton's Python; the
 stock Triton image that KServe pulls has numpy and nothing else. This export writes four models:
 
 - ``NAME_engine``: the certified artifact itself on Triton's native ONNX Runtime (``model.onnx``) or
   OpenVINO (``model.xml`` + ``model.bin``) backend, batched where the artifact takes a batch;
 - ``NAME_pre``, ``NAME_post``: Python-backend steps whose only import is numpy, running
-  :mod:`edgemed.triton_steps` (copied beside their ``model.py``) with the bundle's spec, labels and
+  :mod:`edgemed.serve.triton_steps` (copied beside their ``model.py``) with the bundle's spec, labels and
   output reading in ``steps.json``;
 - ``NAME``: the ensemble a client calls, raw frames in (``IMAGE``, (B,) H, W, C of the dtype the
   bundle was calibrated on), ``predict``'s outputs out, under the same names as the Python-backend
@@ -25,10 +25,10 @@ import json
 import shutil
 from pathlib import Path
 
-from .backends import BACKENDS
-from .bundle import Bundle
-from .errors import InputError
-from .tasks import ServedTensor, task_named
+from ..backends import BACKENDS
+from ..bundle import Bundle
+from ..errors import InputError
+from ..tasks import ServedTensor, task_named
 
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "float64": "TYPE_FP64", "int64": "TYPE_INT64",
                 "int32": "TYPE_INT32", "int16": "TYPE_INT16", "int8": "TYPE_INT8", "uint8": "TYPE_UINT8",
@@ -111,7 +111,7 @@ def step_config(bundle: Bundle, outputs: list[str], batched: bool) -> dict:
     """What the numpy steps need from the manifest; refuses what they cannot compute exactly."""
     from PIL import __version__ as pillow_version
 
-    from .input_range import range_matters
+    from ..input_range import range_matters
     from .triton_steps import PORTABLE_OPS
 
     m = bundle.manifest

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
-from .tasks import task_named
+from ..errors import InputError
+from ..tasks import task_named
 
 MANUFACTURER = "edgemed"
 LOCAL_SCHEME = "99EDGEMED"  # private coding scheme for the model's own class names
@@ -45,7 +45,7 @@ class Algorithm:
 
     @classmethod
     def of(cls, pipe: Any) -> Algorithm:
-        from . import __version__
+        from .. import __version__
 
         a = pipe.artifact
         return cls(pipe.bundle.name, pipe.bundle.manifest_sha256(), a.file, a.backend, a.precision, a.verdict,
@@ -318,7 +318,7 @@ KINDS = ("seg", "sr", "sc", "saliency")  # saliency: bundles converted with --ex
 
 
 def check_source(source, path: Path) -> None:
-    from .dicom import check_not_result
+    from ..io.dicom import check_not_result
 
     check_not_result(source, path)
 
@@ -359,7 +359,7 @@ def write_objects(pipe: Any, path: Path, images: list[np.ndarray], results: list
 
 
 def _saliency_rgb(image: np.ndarray, saliency: np.ndarray) -> np.ndarray:
-    from .saliency_overlay import saliency_picture
+    from ..io.saliency_overlay import saliency_picture
 
     return np.asarray(saliency_picture(image, saliency).convert("RGB"))
 

@@ -4,19 +4,19 @@ Tensor differences alone hide what matters: a logit error of 0.3 may flip no dia
 flip the one that counts. So every comparison reports task metrics (top-1 agreement for
 classifiers; per-case Dice and lesion-level agreement for segmenters) next to raw output error,
 with the per-case values and the decision margins the gate needs to bound them
-(:mod:`edgemed.gate`). Judging those figures against a budget is the gate's job, not this module's.
+(:mod:`edgemed.gate.verdict`). Judging those figures against a budget is the gate's job, not this module's.
 
 These are the entry points; each task computes its own comparison and margins (:mod:`edgemed.tasks`),
-the record and metrics are :mod:`edgemed.comparison`'s, the margins :mod:`edgemed.margins`'.
+the record and metrics are :mod:`edgemed.measures.comparison`'s, the margins :mod:`edgemed.measures.margins`'.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .comparison import Comparison
-from .margins import Margins
-from .tasks import task_named
+from ..measures.comparison import Comparison
+from ..measures.margins import Margins
+from ..tasks import task_named
 
 
 def start_comparison(task: str, kind: str = "logits", label_names: list[str] | None = None):

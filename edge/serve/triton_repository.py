@@ -1,7 +1,7 @@
 """``edgemed export triton``: a standard Triton model repository (and a KServe InferenceService) from bundles.
 
 One Python-backend model per bundle, named from the bundle, running the edgemed pipeline
-(:mod:`edgemed.triton_model`) on a copy of the bundle inside the model's version folder, so the
+(:mod:`edgemed.serve.triton_model`) on a copy of the bundle inside the model's version folder, so the
 repository is self-contained and every file keeps the hash ``load`` checks. ``config.pbtxt``
 declares the inputs and outputs of the task, the maximum batch, dynamic batching and instance
 groups; its parameters carry the bundle hash, the artifact that will serve and that artifact's
@@ -25,17 +25,17 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .backends import TRITON_EXPORTS
-from .bundle import Bundle, atomic_directory
-from .ensemble.files import ENSEMBLE, is_ensemble
-from .errors import InputError
-from .hashing import sha256_file
-from .manifest import Artifact
-from .selection import VERDICTS, select
-from .tasks import task_named
+from ..backends import TRITON_EXPORTS
+from ..bundle import Bundle, atomic_directory
+from ..ensemble.files import ENSEMBLE, is_ensemble
+from ..errors import InputError
+from ..hashing import sha256_file
+from ..manifest import Artifact
+from ..selection import VERDICTS, select
+from ..tasks import task_named
 
 MODEL_PY = '''"""Triton Python-backend entry point written by edgemed export triton: the edgemed pipeline."""
-from edgemed.triton_model import TritonPythonModel  # noqa: F401
+from edgemed.serve.triton_model import TritonPythonModel  # noqa: F401
 '''
 
 
@@ -120,7 +120,7 @@ def export_repository(bundles: list[Path], out: Path, max_batch: int = 8, queue_
                       env_platforms: tuple[str, ...] = DEFAULT_PLATFORMS, callers: int = 1) -> list[str]:
     """Write the repository; returns the names of the models a client calls. All or nothing: a half-written
     repository is never left. ``env_python`` (Python backend only): give each model an execution environment
-    for that Python (edgemed.triton_env), so a stock image runs it."""
+    for that Python (edgemed.serve.triton_env), so a stock image runs it."""
     if env_python is not None and backend != "python":
         raise InputError(f"--pack-env is for the Python backend; --backend {backend} needs no environment",
                          "drop --pack-env, or export with --backend python")
@@ -135,7 +135,7 @@ def export_repository(bundles: list[Path], out: Path, max_batch: int = 8, queue_
     with atomic_directory(out, force=force) as tmp:
         for path in map(Path, bundles):
             if pubkey is not None:
-                from .signing import verify_signature
+                from ..signing import verify_signature
 
                 verify_signature(path, pubkey)
             if is_ensemble(path):
@@ -196,7 +196,7 @@ def _ensemble_model(path: Path, accept: str | None, callers: int) -> ServedModel
     """An ensemble: each member's artifact chosen as ``load`` would (passed ones only), and the combination of
     exactly those judged by its own gate (:meth:`EnsembleManifest.combination_verdict`). A failed or never judged
     combination serves only where ``accept`` names that verdict."""
-    from .ensemble.opening import open_ensemble
+    from ..ensemble.opening import open_ensemble
 
     opened = open_ensemble(path)
     chosen = [select(b, "cpu").artifact for b in opened.members]

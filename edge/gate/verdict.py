@@ -7,12 +7,12 @@ its rule for the FP32 export) and print with :func:`summary`. A budget is text s
 (:mod:`edgemed.tasks`), read through :func:`default_budget` and nowhere else.
 
 Every figure carries the number of cases it rests on and, where the cases are a sample, a
-one-sided 95% bound (:mod:`edgemed.stats`). A term ``metric >= v`` holds only when the lower
+one-sided 95% bound (:mod:`edgemed.measures.stats`). A term ``metric >= v`` holds only when the lower
 bound is at least ``v``; it fails when even the upper bound is below ``v``; in between, the data
 cannot decide and the artifact is *uncertified*, with the number of cases that would decide it.
 Agreement (top-1, or lesion present/absent) is bounded by counting flips (Clopper-Pearson) or,
 where the decision margins say more, by the flip rate the margins imply
-(:func:`edgemed.stats.flip_rate_bound`); means of per-case figures by bootstrap; maxima are
+(:func:`edgemed.measures.stats.flip_rate_bound`); means of per-case figures by bootstrap; maxima are
 observed values.
 """
 
@@ -24,12 +24,12 @@ from dataclasses import dataclass
 import msgspec
 import numpy as np
 
-from . import stats
-from .comparison import METRICS, STRATA, Comparison
-from .errors import OptionError
-from .manifest import DriftRecord, Estimate
-from .margins import Margins
-from .tasks import TASKS
+from ..errors import OptionError
+from ..manifest import DriftRecord, Estimate
+from ..measures import stats
+from ..measures.comparison import METRICS, STRATA, Comparison
+from ..measures.margins import Margins
+from ..tasks import TASKS
 
 # Each task's default budget, and why, lives with the task (edgemed.tasks: Classification.default_budget, ...).
 _DEFAULT_BUDGETS = {name: task.default_budget for name, task in TASKS.items()}
@@ -161,7 +161,8 @@ def _strata(name: str, comparison: Comparison) -> np.ndarray:
 
 def _margin_bound(margins: np.ndarray, shifts: np.ndarray, flips: int, n: int) -> float | None:
     """The margin model's upper bound on one stratum's flip rate, never below what ``n`` cases can resolve
-    (:func:`edgemed.stats.count_floor`); None where the stratum has too few cases for the margins to say more."""
+    (:func:`edgemed.measures.stats.count_floor`); None where the stratum has too few cases for the margins to say
+    more."""
     if n < MIN_CASES_FOR_MARGINS or margins.size < 2 or shifts.size < 2:
         return None
     return max(stats.flip_rate_bound(margins, shifts)[1], stats.count_floor(flips, n))

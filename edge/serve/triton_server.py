@@ -21,7 +21,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import BackendUnavailable, EdgemedError
+from ..errors import BackendUnavailable, EdgemedError
 
 
 def triton_dist() -> tuple[Path, Path]:

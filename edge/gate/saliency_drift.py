@@ -9,9 +9,9 @@ class with FP32's own, both at the model's input resolution (independent of the 
 - ``saliency_overlap``: the share of FP32's top-10% pixels that are also in the candidate's top 10%;
 - ``saliency_pointing``: whether the candidate's hottest pixel lies inside FP32's top-10% region (counted).
 
-Bounds follow the gate's rules (:mod:`edgemed.gate`, :mod:`edgemed.stats`): means of per-case figures by the
-seeded one-sided 95% bootstrap, the pointing rate by the exact (Clopper-Pearson) bound on the count; a term holds
-when its lower bound reaches the budget, fails when even its upper bound misses it, and is open otherwise.
+Bounds follow the gate's rules (:mod:`edgemed.gate.verdict`, :mod:`edgemed.measures.stats`): means of per-case
+figures by the seeded one-sided 95% bootstrap, the pointing rate by the exact (Clopper-Pearson) bound on the count; a
+term holds when its lower bound reaches the budget, fails when even its upper bound misses it, and is open otherwise.
 :func:`judge_saliency` owns the rule and :data:`DEFAULT_SALIENCY_BUDGET`.
 """
 
@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 import msgspec
 import numpy as np
 
-from . import stats
-from .gate import PARITY
-from .manifest import VERDICT_ORDER, DriftRecord, Estimate
+from ..manifest import VERDICT_ORDER, DriftRecord, Estimate
+from ..measures import stats
+from .verdict import PARITY
 
 TOP_FRACTION = 0.10  # the "region" a map points at: its hottest 10% of pixels
 # Default budget. Measured on the shipped cnn_breastmnist converted with --explain cam (calibrated on BreastMNIST

@@ -26,16 +26,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .backends import BACKENDS
-from .errors import EdgemedError, InputError
+from ..backends import BACKENDS
+from ..errors import EdgemedError, InputError
 
 ENV_DIR = "edgemed_env"
 # edgemed's packages the runtime path imports (the converters, benchmarks and zoo are the torch side); a package
 # `import edgemed` reaches but this list lacks fails the served model at start (tests/test_triton_export.py)
 RUNTIME_PACKAGES = ("edgemed", "edgemed.runtimes", "edgemed.devices", "edgemed.fleet", "edgemed.ensemble",
-                    "edgemed.tasks")
+                    "edgemed.tasks", "edgemed.io", "edgemed.measures", "edgemed.gate", "edgemed.serve",
+                    "edgemed.explain", "edgemed.pacs")
 # The Triton wheel this project serves with pins numpy<2, and a stub built against numpy 1 answers empty tensors
-# under numpy 2 (edgemed.triton_server.check_numpy): the environment keeps numpy 1.
+# under numpy 2 (edgemed.serve.triton_server.check_numpy): the environment keeps numpy 1.
 NUMPY = "numpy<2"
 
 ACTIVATE = """# written by edgemed export triton --pack-env: sourced by Triton's Python backend before its stub starts

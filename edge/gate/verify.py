@@ -2,17 +2,17 @@
 
 A bundle carries its reference probes and, per artifact, the outputs that artifact gave on them
 at conversion. On the device each artifact must give the same answers and outputs within its own
-conversion-time distance from FP32 (:func:`edgemed.gate.judge_reproduction`); then the verdict
+conversion-time distance from FP32 (:func:`edgemed.gate.verdict.judge_reproduction`); then the verdict
 the gate took on hundreds of cases at conversion holds here too. Bundles written before
 per-artifact outputs were stored are checked against the FP32 outputs by the artifact's own rule.
 """
 
 from __future__ import annotations
 
+from ..manifest import DriftRecord
 from .drift import compare
-from .gate import judge_reproduction, recheck
-from .manifest import DriftRecord
 from .probes import engine_outputs, unpack
+from .verdict import judge_reproduction, recheck
 
 
 def verify_artifact(pipe) -> DriftRecord:

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
-from .images import read_frames
-from .set_base import Npz
+from ..errors import InputError
+from ..io.images import read_frames
+from ..set_base import Npz
 
 
 def npz_values(path: Path, images: Any, key: str) -> tuple[str, np.ndarray] | None:
