@@ -18,7 +18,9 @@ import numpy as np
 
 from edgemed.bundle import Bundle
 from edgemed.datasets import ImageSet, load_labels
+from edgemed.input_kinds import input_kind
 from edgemed.samples import samples_dir, samples_for_task
+from edgemed.tasks import task_named
 
 SAMPLES = "samples.npz"
 
@@ -44,19 +46,18 @@ def bench_data(b: Bundle, data: Path | None, labels: Path | None, limit: int | N
         note = f" (--limit: {len(limited)} of {len(everything)}, evenly spaced)" \
             if len(limited) < len(everything) else ""
         return BenchData(images, [im for _, im in images], truth, f"{data}{note}{dropped}", len(everything))
-    if shipped_samples and b.manifest.model.shipped is not None and b.manifest.model.input_kind == "signal":
-        from edgemed.samples import ecg_beats
-
-        everything = ImageSet.open(ecg_beats())
+    beats = input_kind(b.manifest.model.input_kind).shipped_verdict  # signals: the labelled DS2 beats
+    if shipped_samples and b.manifest.model.shipped is not None and beats is not None:
+        everything = ImageSet.open(samples_dir(beats))
         images, note = _featured(b, everything)
-        return BenchData(images, [im for _, im in images], load_labels(labels or ecg_beats(), images, b.task, b.labels),
+        truth = load_labels(labels or samples_dir(beats), images, b.task, b.labels)
+        return BenchData(images, [im for _, im in images], truth,
                          f"edgemed's labelled MIT-BIH DS2 beats for its shipped {b.manifest.model.shipped} (stratified "
                          f"by class: sensitivities hold, PPV does not; pass --data for all of DS2){note}",
                          len(everything))
     if shipped_samples and b.manifest.model.shipped is not None:
         images = ImageSet.open(samples_for_task(b.task))
-        truth = load_labels(labels or (samples_dir("busi_masks") if b.task in ("segmentation", "detection")
-                                       else samples_dir("breastmnist") / "labels.csv"), images, b.task, b.labels)
+        truth = load_labels(labels or samples_dir(task_named(b.task).shipped_truth), images, b.task, b.labels)
         return BenchData(images, [im for _, im in images], truth,
                          f"edgemed's labelled samples for its shipped {b.manifest.model.shipped}", len(images))
     images, source = _verdict_images(b)

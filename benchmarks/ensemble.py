@@ -26,6 +26,7 @@ import edgemed
 from edgemed.benchmarks.side_by_side import BLOCK, paired_gain, permuted_latency
 from edgemed.ensemble import make_ensemble
 from edgemed.samples import calibration_set, shipped_model
+from edgemed.tasks import task_named
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -47,22 +48,12 @@ def _cases(task: str) -> tuple[np.ndarray, np.ndarray]:
             return d["test_images"], d["test_labels"].reshape(-1)
     with np.load(DATA / "busi_256.npz") as d:
         test = d["split"] == "test"
-        return d["images"][test], d["masks"][test] > 0
-
-
-def _dice(mask: np.ndarray, truth: np.ndarray) -> float:
-    pred = mask > 0
-    denom = int(pred.sum()) + int(truth.sum())
-    return 1.0 if denom == 0 else 2.0 * int((pred & truth).sum()) / denom
+        return d["images"][test], (d["masks"][test] > 0).astype(np.uint8)
 
 
 def _scores(pipe, images: np.ndarray, truth: np.ndarray, task: str) -> np.ndarray:
-    """Per case: 1/0 correct (classification) or lesion Dice (segmentation)."""
-    out = []
-    for image, t in zip(images, truth):
-        r = pipe.predict(image)
-        out.append(float(r.index == int(t)) if task == "classification" else _dice(r.mask, t))
-    return np.asarray(out)
+    """Per case: 1/0 correct (classification) or lesion Dice (segmentation), as the task scores a case."""
+    return task_named(task).truth_per_case(list(truth), [pipe.predict(image) for image in images], pipe.labels)
 
 
 def main() -> None:

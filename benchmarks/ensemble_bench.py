@@ -32,7 +32,7 @@ from edgemed.ensemble.files import ENSEMBLE
 from edgemed.ensemble.runtime import EnsemblePipeline, load_ensemble
 from edgemed.errors import OptionError
 from edgemed.hashing import sha256_file
-from edgemed.measures.metrics import classification_report, dice, segmentation_report
+from edgemed.tasks import task_named
 
 from .bench_data import bench_data
 from .bench_header import SCHEMA, bench_versions, bench_workload
@@ -164,11 +164,5 @@ def _drift_on_data(path: Path, ens: EnsemblePipeline, images, device: str, backe
 def _scored(task: str, truth: list, results: list, labels: list[str]) -> tuple[dict, np.ndarray]:
     """The report against ground truth (as a bundle's) and the per-case score the pairing uses: 1/0 correct, or
     the mean Dice over foreground classes."""
-    if task == "classification":
-        probs = np.stack([r.probabilities for r in results])
-        return (classification_report(np.array(truth), probs, labels),
-                (np.argmax(probs, axis=1) == np.asarray(truth, int)).astype(np.float64))
-    masks = [r.mask for r in results]
-    classes = range(1, max(2, len(labels)))
-    per_case = np.array([np.mean([dice(p, t, c) for c in classes]) for p, t in zip(masks, truth)])
-    return segmentation_report(truth, masks, labels), per_case
+    t = task_named(task)
+    return t.truth_report(truth, results, labels, None), t.truth_per_case(truth, results, labels)

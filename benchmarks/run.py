@@ -42,8 +42,9 @@ from edgemed.bundle import Bundle
 from edgemed.errors import BackendUnavailable
 from edgemed.gate.drift import compare, population_margins
 from edgemed.gate.verdict import recheck
-from edgemed.measures.metrics import classification_report, segmentation_report
+from edgemed.input_kinds import input_kind
 from edgemed.selection import select
+from edgemed.tasks import task_named
 
 from .bench_data import bench_data
 from .bench_header import SCHEMA, bench_versions, bench_workload
@@ -68,9 +69,10 @@ def run_bench(bundle: Path, device: str = "cpu", backend: str | None = None, pre
         return run_ensemble_bench(Path(bundle), device, backend, precision, all_artifacts, scenario, data, labels, fps,
                                   duration, threads, runs, warmup, limit, data_key, accept, record, log)
     b = Bundle.open(bundle)
+    task = task_named(b.task)
     # The device first: asking for a Jetson on a laptop is said before any data is read.
     chosen = select(b, device, backend, precision, threads, accept)
-    if record is not None and b.manifest.model.input_kind != "signal":
+    if record is not None and not input_kind(b.manifest.model.input_kind).recordings:
         from edgemed.errors import OptionError
 
         raise OptionError(f"--record {record}: {b.name} reads images, not signals", "drop --record")
@@ -115,8 +117,8 @@ def run_bench(bundle: Path, device: str = "cpu", backend: str | None = None, pre
             comparison = compare(reference_outputs[0], outputs, b.task, pipe.output_kind, b.labels)
             row["drift_on_data"] = msgspec.to_builtins(recheck(art.drift, comparison, b.task, "the bench data",
                                                                population))
-            if b.task == "segmentation":
-                case = comparison.per_case["dice"].tolist()
+            if task.spatial:  # maps: Dice per case, and the worst case's masks side by side
+                case = comparison.per_case[task.case_figure].tolist()
                 row["dice_per_case"] = case
                 worst = int(np.argmin(case))
                 row["worst_case"] = {
@@ -124,8 +126,7 @@ def run_bench(bundle: Path, device: str = "cpu", backend: str | None = None, pre
                     "fp32_overlay_png": _thumb(frames[worst], reference_outputs[1][worst]),
                     "overlay_png": _thumb(frames[worst], results[worst].mask)}
             else:  # per case: did this artifact keep FP32's call (classification) or its boxes (detection)
-                row["agreement_per_case"] = comparison.per_case[
-                    "agree" if b.task == "classification" else "lesion_agree"].astype(bool).tolist()
+                row["agreement_per_case"] = comparison.per_case[task.case_figure].astype(bool).tolist()
             if (art.backend, art.precision) != ("onnxruntime", "fp32"):  # the reference against itself shows nothing
                 row["worst_vs_fp32"] = versus_fp32(b.task, images.names, frames, results, comparison, b.labels,
                                                    reference_outputs[1])
@@ -137,16 +138,7 @@ def run_bench(bundle: Path, device: str = "cpu", backend: str | None = None, pre
                 row.update(saliency_versus_fp32(images.names, frames, b.labels, classes, fp32_maps,
                                                 class_maps(pipe, frames, classes)[1]))
             if truth is not None:
-                if b.task == "classification":
-                    row["accuracy"] = classification_report(np.array(truth), np.stack([r.probabilities for r in
-                                                                                      results]), b.labels)
-                elif b.task == "detection":
-                    from .detection_metrics import detection_report
-
-                    row["accuracy"] = detection_report(truth, [r.detections for r in results], b.labels)
-                    row["accuracy"]["operating_score_threshold"] = b.manifest.postprocess.detection.score_threshold
-                else:
-                    row["accuracy"] = segmentation_report(truth, [r.mask for r in results], b.labels)
+                row["accuracy"] = task.truth_report(truth, results, b.labels, b.manifest.postprocess)
                 row["worst_vs_truth"] = versus_truth(b.task, images.names, frames, results, truth, b.labels)
             if record is not None:
                 from .signal_stream import stream_record
@@ -175,7 +167,7 @@ def _fp32_outputs(bundle: Path, frames: list, device: str, threads: int | None):
     """Outputs and masks of the bundle's FP32 ONNX Runtime artifact on the same frames (the on-device reference)."""
     with load(bundle, device=device, backend="onnxruntime", precision="fp32", threads=threads) as ref:
         outputs, results = _run_frames(ref, frames)
-    return outputs, [r.mask for r in results] if ref.task == "segmentation" else None
+    return outputs, [r.mask for r in results] if task_named(ref.task).spatial else None
 
 
 def _fp32_saliency(bundle: Path, frames: list, device: str, threads: int | None) -> tuple[list[int], list]:

@@ -18,8 +18,9 @@ import numpy as np
 
 from edgemed.gate.saliency_drift import compare_maps, judge_saliency
 from edgemed.io.saliency_overlay import heat_overlay
+from edgemed.tasks.base import SHOWN
 
-from .worst_cases import SHOWN, _png
+from .worst_cases import _png
 
 
 def has_saliency_term(artifact: Any) -> bool:

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from edgemed.measures import stats
+from edgemed.tasks import task_named
 
 BLOCK = 10  # predict calls per block; every round runs one block of each configuration, in a permuted order
 
@@ -44,7 +45,7 @@ def paired_gain(candidate: np.ndarray, best: np.ndarray, task: str, confidence: 
     percentile bootstrap of the mean paired difference (:mod:`edgemed.measures.stats`, seeded)."""
     candidate, best = np.asarray(candidate, np.float64), np.asarray(best, np.float64)
     n = len(candidate)
-    if task == "classification":
+    if task_named(task).binary_case_scores:
         b = int(((best == 1) & (candidate == 0)).sum())  # right only for the best member
         c = int(((best == 0) & (candidate == 1)).sum())  # right only for the candidate
         lo, hi = stats.paired_drop_bounds(b, c, n, confidence)

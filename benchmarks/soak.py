@@ -17,6 +17,7 @@ import numpy as np
 import edgemed
 from edgemed.datasets import ImageSet
 from edgemed.samples import samples_for_task
+from edgemed.tasks import task_named
 
 
 def rss_mb() -> float:
@@ -33,6 +34,7 @@ def main() -> None:
     pipe = edgemed.load(args.bundle)
     frames = [im for _, im in ImageSet.open(samples_for_task(pipe.task))]
     want = [pipe.predict(f) for f in frames]
+    task = task_named(pipe.task)
     per_thread = args.frames // args.threads
     lat = np.zeros((args.threads, per_thread))
     mismatches = [0]
@@ -44,9 +46,7 @@ def main() -> None:
             t0 = time.perf_counter()
             r = pipe.predict(frames[j])
             lat[k, i] = time.perf_counter() - t0
-            same = np.array_equal(r.mask, want[j].mask) if pipe.task == "segmentation" else \
-                np.array_equal(r.probabilities, want[j].probabilities)
-            mismatches[0] += not same
+            mismatches[0] += not task.same_answer(r, want[j])
             if k == 0 and i == per_thread // 10:
                 rss["after_10pct"] = rss_mb()
 

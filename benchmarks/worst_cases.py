@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-SHOWN = 3  # cases per artifact and kind: enough to see a pattern, small enough to keep in every history row
+from edgemed.tasks import task_named
+
 THUMB = 192  # pixels on the longer side
 TRACE_POINTS = 180
 
@@ -36,79 +37,26 @@ def _picture(frame: Any, result: Any, task: str, labels: list[str]) -> dict:
         x = np.asarray(samples)[:, 0]
         step = max(1, len(x) // TRACE_POINTS)
         return {"trace": [round(float(v), 4) for v in x[::step]]}
-    from edgemed.tasks import task_named
-
     return {"png": _png(task_named(task).render(frame, result, labels))}
 
 
 def versus_fp32(task: str, names: list[str], frames: list, results: list, comparison: Any, labels: list[str],
                 fp32_masks: list | None = None) -> list[dict]:
-    """Where this artifact's answer differs most from FP32's on the bench data (empty when it never does)."""
-    per = comparison.per_case
+    """Where this artifact's answer differs most from FP32's on the bench data (empty when it never does); the task
+    chooses the cases and says how each differs."""
     out = []
-    if task == "classification":
-        order = np.lexsort((-per["abs_diff"], per["agree"]))  # changed calls first, then the largest shifts
-        for i in order[:SHOWN]:
-            i = int(i)
-            fp32 = labels[int(per["fp32_class"][i])]
-            r = results[i]
-            if per["agree"][i] and per["abs_diff"][i] == 0:
-                break
-            verb = "kept" if per["agree"][i] else "changed to"
-            out.append({"name": names[i], "caption": f"{names[i]}: FP32 calls {fp32}; this artifact {verb} {r.label} "
-                        f"(p {float(np.max(r.probabilities)):.3f}; mean |output change| {per['abs_diff'][i]:.4f})",
-                        **_picture(frames[i], r, task, labels)})
-    elif task == "detection":
-        for i in np.flatnonzero(~per["lesion_agree"])[:SHOWN]:
-            i = int(i)
-            out.append({"name": names[i], "caption": f"{names[i]}: a box appears or vanishes against FP32's "
-                        f"({len(results[i].boxes)} box(es) here)", **_picture(frames[i], results[i], task, labels)})
-    else:
-        dice = per["dice"]
-        for i in np.argsort(dice, kind="stable")[:SHOWN]:
-            i = int(i)
-            if dice[i] >= 1.0:
-                break
-            item = {"name": names[i], "caption": f"{names[i]}: Dice vs FP32 {dice[i]:.4f} (left FP32, right this "
-                    "artifact)", **_picture(frames[i], results[i], task, labels)}
-            if fp32_masks is not None:
-                from edgemed.io.overlay import overlay
+    for i, caption in task_named(task).worst_vs_fp32(comparison.per_case, results, labels):
+        item = {"name": names[i], "caption": f"{names[i]}: {caption}", **_picture(frames[i], results[i], task, labels)}
+        if fp32_masks is not None:  # maps: FP32's beside this artifact's
+            from edgemed.io.overlay import overlay
 
-                item["fp32_png"] = _png(overlay(frames[i], fp32_masks[i]))
-            out.append(item)
+            item["fp32_png"] = _png(overlay(frames[i], fp32_masks[i]))
+        out.append(item)
     return out
 
 
 def versus_truth(task: str, names: list[str], frames: list, results: list, truth: list,
                  labels: list[str]) -> list[dict]:
     """The cases this artifact gets most wrong against the ground truth."""
-    out = []
-    if task == "classification":
-        wrong = [(float(np.max(r.probabilities)), i) for i, (r, t) in enumerate(zip(results, truth)) if r.index != t]
-        for p, i in sorted(wrong, reverse=True)[:SHOWN]:  # the most confident mistakes first
-            out.append({"name": names[i], "caption": f"{names[i]}: called {results[i].label} (p {p:.3f}), truth "
-                        f"{labels[int(truth[i])]}", **_picture(frames[i], results[i], task, labels)})
-    elif task == "detection":
-        from .detection_metrics import lesion_hits
-
-        scored = []
-        for i, (t, r) in enumerate(zip(truth, results)):
-            hits, false = lesion_hits(t, r.detections)
-            missed = int((~hits).sum())
-            if missed or false:
-                scored.append((missed + false, missed, false, len(hits), i))
-        for _, missed, false, n, i in sorted(scored, reverse=True)[:SHOWN]:
-            found = f"{missed} of {n} lesion(s) missed" if n else "no lesion in the ground truth"
-            out.append({"name": names[i], "caption": f"{names[i]}: {found}, {false} false positive(s)",
-                        **_picture(frames[i], results[i], task, labels)})
-    else:
-        from edgemed.measures.metrics import dice
-
-        scores = [dice(np.asarray(t), r.mask, 1) for t, r in zip(truth, results)]
-        for i in np.argsort(scores, kind="stable")[:SHOWN]:
-            i = int(i)
-            if scores[i] >= 1.0:
-                break
-            out.append({"name": names[i], "caption": f"{names[i]}: Dice vs ground truth {scores[i]:.3f}",
-                        **_picture(frames[i], results[i], task, labels)})
-    return out
+    return [{"name": names[i], "caption": f"{names[i]}: {caption}", **_picture(frames[i], results[i], task, labels)}
+            for i, caption in task_named(task).worst_vs_truth(truth, results, labels)]

@@ -26,6 +26,7 @@ from edgemed.datasets import ImageSet
 from edgemed.gate.verdict import Prediction
 from edgemed.manifest import Artifact, BuildRecord, QuantizedLayers
 from edgemed.preprocess import Preprocessor
+from edgemed.tasks import task_named
 
 from .calibration import case_input, input_names
 from .measure import Gauge, Measured, open_candidate
@@ -268,7 +269,7 @@ def build_openvino(ctx: Context, precision: str) -> Built:
         settings = openvino_ir.quantize_ir_with_accuracy_control(
             ctx.fp32_onnx, target, ctx.calibration, ctx.pre, ctx.gauge.tuning, ctx.gauge.scorer(primary.metric),
             max_drop=max(0.0, 1.0 - primary.value) if primary.op == ">=" else 0.0, static_batch=ctx.static_batch,
-            preset=preset, bias_correction=bias, per_case=ctx.gauge.task == "detection")
+            preset=preset, bias_correction=bias, per_case=task_named(ctx.gauge.task).ragged_outputs)
         prediction, figures = attempt(ctx, "openvino", target, precision, **opts)
         attempts.append({"accuracy_control": True, "predicted": figures})
         kept = best.offer(prediction, settings)

@@ -25,9 +25,10 @@ from edgemed.backends import BACKENDS
 from edgemed.bundle import Bundle
 from edgemed.certification import ArtifactCertification, Certification, DataRecord, sign, write
 from edgemed.datasets import ImageSet
-from edgemed.errors import BundleError, OptionError
+from edgemed.errors import BundleError
 from edgemed.gate.drift import case_margins
 from edgemed.gate.verdict import PARITY, PARITY_ATOL, PARITY_RTOL, Budget, default_budget, summary
+from edgemed.input_kinds import input_kind
 from edgemed.measures.margins import Margins, spaced_population
 from edgemed.output_reader import OutputReader
 from edgemed.tasks import task_named
@@ -59,7 +60,7 @@ def certify(bundle: str | Path, data: str | Path, data_key: str | None = None, v
     task = m.model.task
     rule = Budget.parse(budget, task) if budget is not None else None
     images = ImageSet.open(data, key=data_key)
-    _check_kind(images, m.model.input_kind, "--eval")
+    input_kind(m.model.input_kind).check_holds(images, "--eval", "pass data of the model's own kind")
     pre = b.preprocessor()
     names = [m.input.name] + [f.name for f in m.features]
     if m.features:  # each site case carries the inputs beside the main one (a signal set's features, by name)
@@ -112,15 +113,6 @@ def certify(bundle: str | Path, data: str | Path, data_key: str | None = None, v
     if key is not None:
         record = sign(record, Path(key))
     return write(b.path, record), record
-
-
-def _check_kind(images, input_kind: str, option: str) -> None:
-    from edgemed.signal_sets import SignalSet
-
-    if isinstance(images, SignalSet) != (input_kind == "signal"):
-        have = "signal windows" if isinstance(images, SignalSet) else "images"
-        raise OptionError(f"{option} {images.path} holds {have}, but the bundle's model reads {input_kind}s",
-                          "pass data of the model's own kind")
 
 
 def _magnitude(output) -> float:

@@ -15,6 +15,7 @@ and each candidate (one session each). ``report.json`` records the peak resident
 from __future__ import annotations
 
 import datetime as _dt
+import importlib
 import platform
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from edgemed.feature_inputs import FeatureFeeds
 from edgemed.gate.drift import case_margins, start_comparison
 from edgemed.gate.probes import pack, probe_input_key
 from edgemed.gate.verdict import PARITY_ATOL, PARITY_RTOL, judge_parity, summary
+from edgemed.input_kinds import input_kind
 from edgemed.input_range import observe as observe_range
 from edgemed.manifest import (
     SCHEMA_VERSION,
@@ -45,7 +47,6 @@ from edgemed.manifest import (
     Manifest,
     ModelCard,
     OutputSpec,
-    Postprocess,
     Provenance,
 )
 from edgemed.measures.margins import MAX_POPULATION, Margins, spaced_population
@@ -75,16 +76,14 @@ from .sources import SourceModel, load_source
 MODEL_FILE = "model.onnx"
 SAMPLES = "samples.npz"
 SAMPLE_FRAMES = 32  # held-out frames stored in the bundle, so bench has real frames of this model's kind
+KIND_FIX = "pass a set of the model's own kind (signals: an .npz with signals, fs and units), or set --input-kind"
 
 
-def sample_images(input_kind: str = "image") -> Path:
+def sample_images(kind: str = "image") -> Path:
     """The real samples shipped with edgemed (the default probe set): ultrasound frames, or ECG beats
     (MIT-BIH DS1) for signal models."""
-    if input_kind == "signal":
-        from edgemed.samples import calibration_set
-
-        return calibration_set("classification", "signal")
-    return samples_dir("busi")
+    shipped = input_kind(kind).shipped_calibration
+    return samples_dir(shipped) if shipped is not None else samples_dir("busi")
 
 
 def tool_versions() -> dict:
@@ -172,11 +171,8 @@ def run(opts: ConvertOptions, log: Callable[[str], None] = lambda s: None) -> Pa
     with atomic_directory(opts.out, force=opts.force) as tmp, scratch_dir() as scratch:
         scratch = Path(scratch)
         exported = export(source, opts, tmp / MODEL_FILE, log, cam)
-        detector = None
-        if opts.task == "detection":
-            from .detection_setup import setup
-
-            detector = setup(exported.path, opts, scratch, log)
+        steps = conversion_steps(opts.task)
+        detector = steps.setup(exported.path, opts, scratch, log) if steps is not None else None
         spec, spec_reason = preprocessing(opts, exported.shape)
         pre = make_preprocessor(spec, exported.shape, layout(opts))
         if opts.features:  # cases carry the feature inputs beside the main tensor (converters.calibration)
@@ -226,7 +222,7 @@ def peak_rss_mb() -> float:
 
 
 def layout(opts: ConvertOptions) -> str:
-    return "NCL" if opts.input_kind == "signal" else "NCHW"
+    return input_kind(opts.input_kind).layouts[0]
 
 
 def read_outputs(opts: ConvertOptions, exported: Exported, first: Any, evidence: OutputEvidence, detector: Any,
@@ -238,7 +234,7 @@ def read_outputs(opts: ConvertOptions, exported: Exported, first: Any, evidence:
         where = "NMS in the graph" if post.nms == "graph" else "NMS on the host"
         return Reading(spec, spec_reason, detector.labels, "detections", f"{post.layout} layout, {where}", post)
     kind, kind_reason = output_kind(exported.terminal, evidence, opts.task, opts.output_kind)
-    return Reading(spec, spec_reason, check_outputs(opts.task, first, opts.labels), kind, kind_reason)
+    return Reading(spec, spec_reason, task_named(opts.task).output_labels(first, opts.labels), kind, kind_reason)
 
 
 @dataclass
@@ -252,11 +248,11 @@ def open_data(opts: ConvertOptions, log: Callable[[str], None] = lambda s: None)
     """The images given (or the shipped samples), split for calibration, tuning and the verdict."""
     images = ImageSet.open(opts.calib if opts.calib is not None else sample_images(opts.input_kind),
                            key=opts.calib_key)
-    _check_kind(images, opts, "--calib")
+    input_kind(opts.input_kind).check_holds(images, "--calib", KIND_FIX)
     images = keep_featured(images, opts, "--calib", log)
     evaluation = ImageSet.open(opts.eval, key=opts.eval_key) if opts.eval is not None else None
     if evaluation is not None:
-        _check_kind(evaluation, opts, "--eval")
+        input_kind(opts.input_kind).check_holds(evaluation, "--eval", KIND_FIX)
         evaluation = keep_featured(evaluation, opts, "--eval", log)
     return Data(images, evaluation, plan(images, opts.calib_count, evaluation))
 
@@ -286,17 +282,6 @@ def keep_featured(cases: Any, opts: ConvertOptions, option: str, log: Callable[[
     return kept
 
 
-def _check_kind(data: Any, opts: ConvertOptions, option: str) -> None:
-    """Signal models calibrate on signal windows, image models on images: a mix-up is one line, not a shape error."""
-    from edgemed.signal_sets import SignalSet
-
-    if isinstance(data, SignalSet) != (opts.input_kind == "signal"):
-        have = "signal windows" if isinstance(data, SignalSet) else "images"
-        raise OptionError(f"{option} {data.path} holds {have}, but the model's input kind is {opts.input_kind}",
-                          "pass a set of the model's own kind (signals: an .npz with signals, fs and units), "
-                          "or set --input-kind")
-
-
 
 def population(reference: Reference, pre: Preprocessor, data: DataPlan, tuning: CaseStore, verdict: CaseStore,
                task: str, kind: str) -> dict[str, Margins]:
@@ -320,7 +305,7 @@ def labelled(opts: ConvertOptions, reference: Reference, pre: Preprocessor, read
     if opts.val is None:
         return None
     images = ImageSet.open(opts.val, key=opts.val_key)
-    _check_kind(images, opts, "--val")
+    input_kind(opts.input_kind).check_holds(images, "--val", KIND_FIX)
     return labelled_cases(images, opts.val_labels, opts.task, reading.labels, pre, reference, cases, opts.margin,
                           opts.val)
 
@@ -331,12 +316,11 @@ def export(source: SourceModel, opts: ConvertOptions, target: Path, log: Callabl
     ``cam``: the feature map entering the pooling as a second output, :mod:`edgemed.converters.explain`)."""
     t0 = time.perf_counter()
     if source.is_onnx:
-        shape, record, input_name = _onnx_source(source, target, opts.input_shape, opts.input_kind == "signal",
+        shape, record, input_name = _onnx_source(source, target, opts.input_shape, input_kind(opts.input_kind),
                                                  opts.features)
     else:
-        names = output_names
-        if opts.task == "detection":
-            from .detection_setup import torch_output_names as names
+        steps = conversion_steps(opts.task)
+        names = steps.torch_output_names if steps is not None else output_names
         if cam is not None:
             with cam.exporting(source.module) as module:
                 rec = export_torch(module, list(opts.input_shape), target, lambda n: [OUTPUT_NAME, cam.output])
@@ -349,7 +333,8 @@ def export(source: SourceModel, opts: ConvertOptions, target: Path, log: Callabl
     log(f"exported with {record['exporter']} exporter (dynamic batch: {record['dynamic_batch']})")
     from edgemed.runtimes.onnxruntime import OnnxRuntimeEngine
 
-    facts = check_graph(target, opts.output or (OUTPUT_NAME if cam else None), several=opts.task == "detection")
+    facts = check_graph(target, opts.output or (OUTPUT_NAME if cam else None),
+                        several=task_named(opts.task).several_outputs)
     with OnnxRuntimeEngine(target, device="cpu") as engine:
         names = [o.name for o in engine.outputs]
     # A detector handles one image per call (NMS runs per image): its batch axis is fixed at 1.
@@ -372,7 +357,7 @@ def _op_text(op: dict) -> str:
     return f"{op['op']} {params}".strip()
 
 
-def _onnx_source(source: SourceModel, target: Path, input_shape: tuple[int, ...] | None, signal: bool = False,
+def _onnx_source(source: SourceModel, target: Path, input_shape: tuple[int, ...] | None, kind: Any,
                  features: tuple = ()) -> tuple[tuple[int, ...], dict, str]:
     import onnx
 
@@ -395,11 +380,9 @@ def _onnx_source(source: SourceModel, target: Path, input_shape: tuple[int, ...]
             raise ConversionError(f"{source.path}: input {n!r} has shape {d}, not (N, {wanted[n]}) as --features "
                                   "names its features", "name as many features as the input has columns")
     name, dims = main[0]
-    rank = 3 if signal else 4
+    rank = kind.rank
     if len(dims) != rank:
-        raise ConversionError(f"{source.path}: input {name!r} has shape {dims}, not {'NCL' if signal else 'NCHW'}",
-                              "export a 3-D (N, leads, samples) signal input" if signal else
-                              "export a 4-D image input, or pass --input-kind signal for a 1-D model")
+        raise ConversionError(f"{source.path}: input {name!r} has shape {dims}, not {kind.layouts[0]}", kind.export_fix)
     if input_shape is not None:
         mismatch = [i for i in range(1, rank) if isinstance(dims[i], int) and dims[i] != input_shape[i]]
         if mismatch:
@@ -407,7 +390,8 @@ def _onnx_source(source: SourceModel, target: Path, input_shape: tuple[int, ...]
                               "pass the model's real input shape, or omit --input-shape for ONNX files")
     shape = input_shape or tuple([1] + [d if isinstance(d, int) else -1 for d in dims[1:]])
     if any(d < 1 for d in shape[1:]):
-        raise OptionError(f"{source.path}: input {name!r} has symbolic dims {dims}", "pass --input-shape NxCxHxW")
+        raise OptionError(f"{source.path}: input {name!r} has symbolic dims {dims}",
+                          f"pass --input-shape {kind.shape_text}")
     onnx.save_model(proto, str(target), save_as_external_data=False)
     return tuple(shape), {"exporter": "none (ONNX source, checked and shape-inferred)",
                           "dynamic_batch": not isinstance(dims[0], int), "notes": []}, name
@@ -487,11 +471,7 @@ def write(tmp: Path, opts: ConvertOptions, source: SourceModel, exported: Export
     extra = {probe_input_key(name): array
              for (name, _), array in zip(opts.features, verdict.first_extra(PROBE_COUNT))}
     np.savez_compressed(tmp / REFERENCE, inputs=probes, **extra, **stored)
-    if opts.input_kind == "signal":
-        data.plan.verdict.save(tmp / SAMPLES, SAMPLE_FRAMES)
-    else:
-        np.savez_compressed(tmp / SAMPLES, **{f"frame_{i:03d}": image for i, (_, image)
-                                              in enumerate(data.plan.verdict.subset(SAMPLE_FRAMES))})
+    data.plan.verdict.save(tmp / SAMPLES, SAMPLE_FRAMES)  # in the set's own format
     created = _now()
     report = {
         "created": created,
@@ -526,7 +506,7 @@ def write(tmp: Path, opts: ConvertOptions, source: SourceModel, exported: Export
                         layout=layout(opts), value_range=observe_range(data.images)),
         output=output_spec(tmp / MODEL_FILE, exported, reading, first, batch),
         preprocess=reading.spec,
-        postprocess=_postprocess(opts.task, first, reading.detection),
+        postprocess=task_named(opts.task).postprocess(first, reading.detection),
         artifacts=artifacts,
         files=[file_record(tmp, REFERENCE), file_record(tmp, REPORT), file_record(tmp, SAMPLES)],
         provenance=Provenance(
@@ -571,36 +551,6 @@ def _table_row(a: Artifact) -> list:
             f"{q.int8}/{q.of}" if q else "-", summary(a.drift).split(" -> ")[0], a.verdict]
 
 
-def check_outputs(task: str, reference: np.ndarray, labels: tuple[str, ...] | None) -> list[str]:
-    if task == "classification":
-        if reference.ndim != 2:
-            raise OptionError(f"a classifier should output (N, classes), this model outputs {reference.shape}",
-                              "use --task segmentation for per-pixel outputs")
-        classes = max(2, reference.shape[1])
-        default = [str(i) for i in range(classes)]
-    else:
-        if reference.ndim != 4:
-            raise OptionError(f"a segmenter should output (N, C, H, W), this model outputs {reference.shape}",
-                              "use --task classification for per-image outputs")
-        classes = max(2, reference.shape[1])
-        default = ["background"] + [f"class{i}" for i in range(1, classes)]
-    if labels is None:
-        return default
-    if len(labels) != classes:
-        raise OptionError(f"--labels names {len(labels)} classes but the model outputs {classes}",
-                          f"give {classes} names, e.g. {','.join(default)}")
-    return list(labels)
-
-
-def _postprocess(task: str, reference: Any, detection: DetectionPost | None) -> Postprocess:
-    if detection is not None:
-        return Postprocess(activation="none", decision="nms", detection=detection)
-    activation = "sigmoid" if reference.shape[1] == 1 else "softmax"
-    if task == "classification":
-        return Postprocess(activation=activation, decision="argmax")
-    return Postprocess(activation=activation, decision="argmax", resize_to_input="bilinear on probabilities")
-
-
 def _report_row(a: Artifact) -> dict:
     q = a.build.quantized_layers
     return {"file": a.file, "backend": a.backend, "precision": a.precision, "bytes": a.size_bytes,
@@ -615,3 +565,10 @@ def _now() -> str:
 
 
 __all__ = ["convert", "run", "ConvertOptions", "sample_images"]
+
+
+def conversion_steps(task: str) -> Any:
+    """The task's own conversion steps (a module of edgemed.converters the task names), or None where the generic
+    steps convert it."""
+    name = task_named(task).conversion_steps
+    return None if name is None else importlib.import_module(name)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from edgemed.ensemble.files import BAKED_FILE, BAKED_OUTPUT
+from edgemed.tasks import task_named
 
 __all__ = ["BAKED_FILE", "BAKED_OUTPUT", "bake", "why_not"]
 _FLIP_AXES = {"none": (), "hflip": (3,), "vflip": (2,), "hvflip": (2, 3)}  # NCHW
@@ -103,7 +104,7 @@ def bake(members: Sequence[Any], weights: Sequence[float], views: Sequence[str],
         for j, view in enumerate(views):
             y = f"{own}v{j}"
             nodes.append(helper.make_node("Gather", [f"{own}per_view", const(f"{y}_index", j)], [y], axis=0))
-            if task == "segmentation":
+            if task_named(task).spatial:  # maps: a flipped view is flipped back
                 y = flip(y, view, f"{y}_back", 2)
             if combine == "mean-probabilities" and m.output.kind == "logits":
                 y = _probabilities(nodes, y, rest[0], f"{own}v{j}_p", const)

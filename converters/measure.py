@@ -58,10 +58,7 @@ def labelled_cases(images, labels, task: str, class_names, pre, reference: Calla
         store.add(name, prepared.tensor)
         store.add_output(reference(prepared.tensor))
         geometry.append(getattr(prepared, "geometry", None))
-    if task == "detection":
-        from edgemed.detection_post import to_input
-
-        truth = [(to_input(boxes, geo), classes) for (boxes, classes), geo in zip(truth, geometry)]
+    truth = task_named(task).truth_in_input(truth, geometry)
     return Labelled(store, truth, margin, f"{len(images)} labelled {images.unit} from {source}")
 
 

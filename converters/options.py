@@ -21,16 +21,18 @@ from typing import Any
 from edgemed.backends import PRECISIONS, TARGETS, by_target
 from edgemed.errors import OptionError
 from edgemed.gate.verdict import Budget, default_budget, default_budgets
-from edgemed.preprocess import validate_spec
+from edgemed.input_kinds import INPUT_KIND_NAMES, input_kind
+from edgemed.tasks import TASK_NAMES, TASKS, task_named
 
-TASKS = ("classification", "segmentation", "detection")
-INPUT_KINDS = ("image", "signal")
 DETECTION_LAYOUTS = ("edgemed", "yolo", "torchvision")
 NMS_PLACES = ("graph", "host")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 OUTPUT_KINDS = ("logits", "probabilities")
 EXPLAIN_METHODS = ("cam", "recipro-cam")  # edgemed.converters.explain.METHODS
-GROUPS = ("model", "outputs", "targets", "data", "gate", "detection", "tensorrt", "bundle")
+# The groups convert's options fall in; a task's own options are its group (Task.option_group: detectors' layout,
+# NMS and thresholds), so a new task with options of its own adds its group there, not here.
+GROUPS = ("model", "outputs", "targets", "data", "gate", *(t.option_group for t in TASKS.values() if t.option_group),
+          "tensorrt", "bundle")
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class Option:
 
 def opt(default: Any = None, **option: Any) -> Any:
     """A ConvertOptions field with its option."""
+    if option["group"] not in GROUPS:  # a typo here would leave an option out of its task's rules
+        raise ValueError(f"option group {option['group']!r} is not one of {GROUPS}")
     meta = {"option": Option(**option)}
     if callable(default) and not isinstance(default, (str, Path)):
         return field(default_factory=default, metadata=meta)
@@ -121,13 +125,14 @@ def _budget_help() -> str:
 class ConvertOptions:
     model: Path = opt(help="The trained model.", group="model", cli=False, check=_required("the model"))
     out: Path = opt(help="Bundle directory to write.", group="bundle", cli=False, check=_required("-o/--out"))
-    task: str = opt(help="What the model does.", group="model", kind="choice", choices=TASKS,
-                    check=_choice(TASKS, "--task"))
+    task: str = opt(help="What the model does.", group="model", kind="choice", choices=TASK_NAMES,
+                    check=_choice(TASK_NAMES, "--task"))
     # NCHW (images) or NCL (signals); optional for ONNX sources
     input_shape: tuple[int, ...] | None = opt(
         help="NxCxHxW, e.g. 1x1x256x256, or NxCxL for signals, e.g. 1x1x180 (optional for ONNX).", group="model")
     input_kind: str = opt("image", help="signal: 1-D windows (ECG beats), NCL input, a signal preprocessing spec.",
-                          group="model", kind="choice", choices=INPUT_KINDS, check=_choice(INPUT_KINDS, "--input-kind"))
+                          group="model", kind="choice", choices=INPUT_KIND_NAMES,
+                          check=_choice(INPUT_KIND_NAMES, "--input-kind"))
     arch: str | None = opt(help="Zoo architecture for a state_dict checkpoint (cnn, unet, centernet, ecg_cnn, "
                                 "ecg_rnn).", group="model")
     arch_args: dict[str, Any] = opt(dict, help="JSON constructor arguments for --arch.", group="model",
@@ -187,20 +192,20 @@ class ConvertOptions:
     budget: Budget | None = opt(help="", group="gate", flag="--drift-budget", check=_budget)
     detection_layout: str | None = opt(
         help="Detectors: what the outputs hold (default: recognised from their number and shapes).",
-        group="detection", kind="choice", choices=DETECTION_LAYOUTS,
+        group="detector", kind="choice", choices=DETECTION_LAYOUTS,
         check=_choice(DETECTION_LAYOUTS, "--detection-layout"))
     # Host NMS is the default: on the shipped detector it measured 0.5-0.8% (ONNX Runtime) and 3.3-3.5%
     # (OpenVINO) faster per predict than NMS in the graph, in three alternating runs
     # (benchmarks/nms_placement.py), and it needs no NMS op on the backend (TensorRT's differs).
     nms: str | None = opt(help="Detectors: NMS on the host after the engine (default, measured faster) or appended "
-                               "to the ONNX graph.", group="detection", kind="choice", choices=NMS_PLACES,
+                               "to the ONNX graph.", group="detector", kind="choice", choices=NMS_PLACES,
                           check=_choice(NMS_PLACES, "--nms"))
-    score_threshold: float = opt(0.25, help="Detectors: keep boxes scoring above this.", group="detection",
+    score_threshold: float = opt(0.25, help="Detectors: keep boxes scoring above this.", group="detector",
                                  kind="float", check=_fraction("--score-threshold", 0, 1, "use e.g. 0.25"))
     iou_threshold: float = opt(0.5, help="Detectors: NMS suppresses same-class boxes overlapping more.",
-                               group="detection", kind="float",
+                               group="detector", kind="float",
                                check=_fraction("--iou-threshold", 0, 1, "use e.g. 0.5"))
-    max_detections: int = opt(100, help="Detectors: at most this many boxes per image.", group="detection",
+    max_detections: int = opt(100, help="Detectors: at most this many boxes per image.", group="detector",
                               kind="int", check=_whole("--max-detections", 1, 10000, "use e.g. 100"))
     dla_core: int | None = opt(help="TensorRT: build for this Jetson DLA core (GPU fallback).", group="tensorrt",
                                kind="int", check=_whole("--dla-core", 0, 7, "use 0 or 1"))
@@ -210,7 +215,7 @@ class ConvertOptions:
 
     def __post_init__(self) -> None:
         if self.task is None:
-            raise OptionError("--task is required", f"pass one of {', '.join(TASKS)}")
+            raise OptionError("--task is required", f"pass one of {', '.join(TASK_NAMES)}")
         for f in dataclasses.fields(self):
             check = f.metadata["option"].check
             if check is not None:
@@ -220,33 +225,43 @@ class ConvertOptions:
     def _relations(self) -> None:
         """The rules that tie one option to another."""
         _set = object.__setattr__
-        signal = self.input_kind == "signal"
-        if signal and self.task != "classification":
-            raise OptionError(f"--input-kind signal supports classification (beat classifiers), not {self.task}",
-                              "pass --task classification")
+        task, kind = task_named(self.task), input_kind(self.input_kind)
+        if kind.name != "image" and kind.name not in task.other_input_kinds:
+            takers = [t.name for t in TASKS.values() if self.input_kind in t.other_input_kinds]
+            raise OptionError(f"--input-kind {self.input_kind} supports {' or '.join(takers)}, not {self.task}",
+                              f"pass --task {takers[0]}")
         if self.input_shape is not None:
-            _set(self, "input_shape", check_shape(self.input_shape, signal))
+            _set(self, "input_shape", kind.check_shape(self.input_shape))
         if self.preprocess is not None:
-            _set(self, "preprocess", tuple(check_spec(list(self.preprocess), signal)))
-        elif signal:
-            raise OptionError("a signal model needs its preprocessing spec (the rate and window it was trained on)",
+            _set(self, "preprocess", tuple(kind.validate_spec(list(self.preprocess))))
+        elif not kind.default_spec:
+            raise OptionError(f"a {kind.name} model needs its preprocessing spec (the rate and window it was trained "
+                              "on)",
                               "pass --preprocess SPEC.json, e.g. [{\"op\": \"resample\", \"fs\": 120}, "
                               "{\"op\": \"window\", \"before_s\": 0.75, \"after_s\": 0.75}]")
         if (self.val is None) != (self.val_labels is None) and not (self.val and self.val.suffix == ".npz"):
             raise OptionError("--val and --val-labels go together", "pass the labelled images and their labels "
                               "(a CSV file,label, a mask folder, or the labels inside a --val .npz)")
-        if self.task != "detection" and (self.detection_layout is not None or self.nms is not None):
-            raise OptionError(f"--detection-layout/--nms apply to detectors, not to {self.task}",
-                              "drop them, or pass --task detection")
-        if self.features and (self.explain is not None or self.task == "detection"):
-            raise OptionError(f"--features with {'--explain' if self.explain else 'a detector'} is not supported",
+        self._own_options_only(task)
+        if self.features and (self.explain is not None or not task.takes_features):
+            raise OptionError(f"--features with {'--explain' if self.explain else task.plural} is not supported",
                               "convert a model with inputs beside the main one as a classifier or segmenter, without "
                               "--explain")
-        if self.explain is not None and (self.task != "classification" or signal):
-            raise OptionError(f"--explain {self.explain} explains image classifiers, not "
-                              f"{'signal' if signal else 'image'} {self.task}", "drop --explain")
-        if self.task == "detection" and self.nms is None:
-            _set(self, "nms", "host")
+        if self.explain is not None and (not task.explainable or not kind.frames):
+            raise OptionError(f"--explain {self.explain} explains image classifiers, not {kind.name} {self.task}",
+                              "drop --explain")
+
+    def _own_options_only(self, task: Any) -> None:
+        """Options of another task's group (a detector's layout or NMS), set away from their default, are refused:
+        they would be silently ignored."""
+        for other in TASKS.values():
+            if other is task or other.option_group is None:
+                continue
+            theirs = [f for f in dataclasses.fields(self) if f.metadata["option"].group == other.option_group]
+            given = [option_flag(f) for f in theirs if getattr(self, f.name) != f.default]
+            if given:
+                raise OptionError(f"{'/'.join(given)}: options that apply to {other.plural}, not to {self.task}",
+                                  f"drop them, or pass --task {other.name}")
 
     @property
     def drift_budget(self) -> Budget:
@@ -260,7 +275,7 @@ class ConvertOptions:
     def from_cli(cls, model: Path, out: Path, task: str, **given: Any) -> ConvertOptions:
         """The command line's strings (by flag name: ``to``, ``precision``, ``drift_budget``, or by field name),
         parsed into typed options."""
-        signal = given.get("input_kind") == "signal"
+        kind = input_kind(given.get("input_kind") or "image")
         by_flag = {option_flag(f).lstrip("-").replace("-", "_"): f for f in dataclasses.fields(cls)}
         typed: dict[str, Any] = {}
         for key, value in given.items():
@@ -269,17 +284,17 @@ class ConvertOptions:
                 raise OptionError(f"unknown convert option {key!r}", "see edgemed convert --help")
             if value is None or value is False:
                 continue
-            typed[f.name] = _parse(f, value, task, signal)
+            typed[f.name] = _parse(f, value, task, kind)
         return cls(model=model, out=out, task=task, **typed)
 
 
-def _parse(f: dataclasses.Field, value: Any, task: str, signal: bool) -> Any:
+def _parse(f: dataclasses.Field, value: Any, task: str, kind: Any) -> Any:
     if not isinstance(value, str):
         return value
     if f.name == "input_shape":
-        return parse_shape(value, signal)
+        return parse_shape(value, kind)
     if f.name == "preprocess":
-        return read_preprocess(value, signal)
+        return read_preprocess(value, kind)
     if f.name == "budget":
         return Budget.parse(value, task)
     option = f.metadata["option"]
@@ -325,33 +340,11 @@ def click_options(command: Callable) -> Callable:
     return command
 
 
-def parse_shape(text: str, signal: bool = False) -> tuple[int, ...]:
-    dims, form, example = (2, "NxCxL", "1x1x180") if signal else (3, "NxCxHxW", "1x1x256x256")
-    if not isinstance(text, str) or not re.fullmatch(r"\s*\d+(\s*x\s*\d+){" + str(dims) + r"}\s*", text):
-        raise OptionError(f"--input-shape {text!r} is not {form}", f"write e.g. {example}")
-    return check_shape(tuple(int(d) for d in text.lower().split("x")), signal)
-
-
-def check_shape(shape: Any, signal: bool = False) -> tuple[int, ...]:
-    rank, form = (3, "three integers N, C, L") if signal else (4, "four integers N, C, H, W")
-    if (not isinstance(shape, (tuple, list)) or len(shape) != rank
-            or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)):
-        example = "(1, 1, 180)" if signal else "(1, 1, 256, 256)"
-        raise OptionError(f"input shape {shape!r} is not {form}", f"write e.g. {example}")
-    if signal and (any(d < 1 for d in shape) or shape[1] > 64 or shape[2] > 1 << 20):
-        raise OptionError(f"input shape {tuple(shape)} is out of range", "N, C >= 1, C <= 64 leads, L in 1..1048576")
-    if not signal and (any(d < 1 for d in shape) or shape[1] > 64 or max(shape[2:]) > 8192):
-        raise OptionError(f"input shape {tuple(shape)} is out of range", "N, C >= 1, C <= 64, H and W in 1..8192")
-    return tuple(shape)
-
-
-def check_spec(spec: list, signal: bool) -> list[dict]:
-    """An image spec, or (``signal``) a signal spec: each kind has its own ops."""
-    if signal:
-        from edgemed.signal_preprocess import validate_signal_spec
-
-        return validate_signal_spec(spec)
-    return validate_spec(spec)
+def parse_shape(text: str, kind: Any) -> tuple[int, ...]:
+    """``--input-shape`` as the command line writes it (``1x1x256x256``), for a model of input ``kind``."""
+    if not isinstance(text, str) or not re.fullmatch(r"\s*\d+(\s*x\s*\d+){" + str(kind.rank - 1) + r"}\s*", text):
+        raise OptionError(f"--input-shape {text!r} is not {kind.shape_text}", f"write e.g. {kind.shape_example}")
+    return kind.check_shape(tuple(int(d) for d in text.lower().split("x")))
 
 
 def parse_features(text: str | None) -> tuple[tuple[str, tuple[str, ...]], ...]:
@@ -412,7 +405,7 @@ def parse_arch_args(text: str | None) -> dict:
     return parsed
 
 
-def read_preprocess(value: str | Path | None, signal: bool = False) -> tuple[dict, ...] | None:
+def read_preprocess(value: str | Path | None, kind: Any) -> tuple[dict, ...] | None:
     """A spec given as a JSON file path, or as JSON text starting with '['."""
     if value is None:
         return None
@@ -427,7 +420,7 @@ def read_preprocess(value: str | Path | None, signal: bool = False) -> tuple[dic
         spec = json.loads(text)
     except json.JSONDecodeError as exc:
         raise OptionError(f"{where}: not valid JSON ({exc})", "fix the JSON") from exc
-    return tuple(check_spec(spec, signal))
+    return tuple(kind.validate_spec(spec))
 
 
 def check_choices(items: Any, allowed: tuple[str, ...], option: str) -> tuple[str, ...]:

@@ -83,6 +83,11 @@ class ImageSet(IndexedSet):
             for i, frame in enumerate(frames):
                 yield (f.name if len(frames) == 1 else f"{f.name}#{i}"), frame
 
+    def save(self, path: Path, count: int | None = None) -> None:
+        """Write (a subset of) the frames as an .npz of ``frame_000``, ``frame_001``, ... (a bundle's sample frames,
+        which may differ in size), which :meth:`open` reads back."""
+        np.savez_compressed(path, **{f"frame_{i:03d}": image for i, (_, image) in enumerate(self.subset(count))})
+
     def sha256(self) -> str:
         h = hashlib.sha256()
         if self._array is not None:

@@ -8,19 +8,16 @@ bundles, printing one table.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
-from .datasets import ImageSet
-from .io.images import read_image
-from .measures.metrics import dice
+from .datasets import ImageSet, load_labels
+from .input_kinds import input_kind
+from .io.inputs import Frame
+from .io.writers import write_result
 from .samples import (
     calibration_set,
     card_features,
-    ecg_beats,
     ecg_record,
     samples_dir,
     samples_for_task,
@@ -28,6 +25,7 @@ from .samples import (
     verdict_set,
 )
 from .table import format_table
+from .tasks import task_named
 
 # ecg_cnn and ecg_lstm ship too; one ECG model suffices, and ecg_rr (beat + RR intervals) is the one that does not
 # mislead: on record 213 the LSTM called 88% of normal beats something else, ecg_rr 15%
@@ -38,9 +36,7 @@ DEMO_PRECISIONS = ("fp32", "int8")
 
 
 def _score(pipe, task: str, out: Path, echo: Callable[[str], None]) -> None:
-    from .io.overlay import write_detections, write_segmentation
-
-    if pipe.input_kind == "signal":
+    if input_kind(pipe.input_kind).recordings:
         from edgemed.benchmarks.signal_stream import stream_record
 
         r = stream_record(pipe, ecg_record())
@@ -52,37 +48,21 @@ def _score(pipe, task: str, out: Path, echo: Callable[[str], None]) -> None:
              f"{r['beats']} beats found ({vs['detected']['value']:.3f} of {vs['annotated_beats']} annotated), "
              f"{r['realtime_factor']:.0f}x real time; per-class sensitivity vs the cardiologists' labels: {classes}")
         return
+    # Images: the shipped labelled samples of the task, each answer drawn (masks, boxes) and written beside its JSON,
+    # and the task's figures against the ground truth, each with its interval and case count.
+    spec = task_named(task)
     images = ImageSet.open(samples_for_task(task))
-    if task == "detection":
-        from .detection import box_iou
-        from .detection_truth import from_masks
-
-        found = lesions = boxes = 0
-        for name, image in images:
-            result = pipe.predict(image)
-            truth = from_masks([read_image(samples_dir("busi_masks") / name)], pipe.labels)[0][0]
-            lesions += len(truth)
-            boxes += len(result.boxes)
-            if len(truth) and len(result.boxes):
-                found += int((box_iou(truth, result.boxes) >= 0.5).any(axis=1).sum())
-            write_detections(out / "predictions", Path(name).stem, image, result)
-        echo(f"  {len(images)} ultrasound frames: {found}/{lesions} lesions found (IoU >= 0.5), {boxes} boxes; "
-             f"drawn in {out / 'predictions'}")
-        return
-    if task == "segmentation":
-        scores = []
-        for name, image in images:
-            result = pipe.predict(image)
-            truth = (read_image(samples_dir("busi_masks") / name) > 0).astype(np.uint8)
-            scores.append(dice(result.mask, truth, 1))
-            write_segmentation(out / "predictions", Path(name).stem, image, result.mask)
-        echo(f"  {len(scores)} ultrasound frames: lesion Dice vs ground truth mean {np.mean(scores):.3f}; "
-             f"overlays in {out / 'predictions'}")
-        return
-    with open(samples_dir("breastmnist") / "labels.csv") as f:
-        truth = {row["file"]: row["label"] for row in csv.DictReader(f)}
-    hits = sum(pipe.predict(image).label == truth[name] for name, image in images)
-    echo(f"  {len(images)} BreastMNIST images: {hits}/{len(images)} match their labels")
+    truth = load_labels(samples_dir(spec.shipped_truth), images, task, pipe.labels)
+    results = []
+    for name, image in images:
+        result = pipe.predict(image)
+        results.append(result)
+        stem = Path(name).stem
+        write_result(out / "predictions", Frame(name, stem, Path(name), None, image), result,
+                     {"input": name, **result.to_json()})
+    report = spec.truth_report(truth, results, pipe.labels, pipe.bundle.manifest.postprocess)
+    echo(f"  {len(images)} shipped {spec.name} samples vs their ground truth: {spec.truth_summary(report)}; "
+         f"answers in {out / 'predictions'}")
 
 
 DEMO_HEADERS = ["model", "artifact", "MB", "drift vs FP32", "verdict", "e2e p50 ms", "e2e p99 ms", "infer p50 ms",
@@ -110,7 +90,8 @@ def run_demo(out: Path, runs: int = 300, echo: Callable[[str], None] = print) ->
                 calib=calibration_set(card["task"], kind),
                 eval=verdict_set(card["task"], kind), targets=("onnx", "openvino"), precisions=DEMO_PRECISIONS,
                 name=name, force=True, log=lambda s: echo(f"  {s}"))
-        samples = ImageSet.open(ecg_beats()).subset(64) if kind == "signal" else \
+        held_out = input_kind(kind).shipped_verdict  # beats: 64 of the DS2 beats; images: the task's samples
+        samples = ImageSet.open(samples_dir(held_out)).subset(64) if held_out else \
             ImageSet.open(samples_for_task(card["task"]))
         images = [image for _, image in samples]
         with load(bundle, device="cpu") as pipe:

@@ -30,6 +30,7 @@ from msgspec import Meta, Struct
 
 from .backends import Backend, Precision
 from .errors import BundleError
+from .input_kinds import InputKindName, input_kind
 
 SCHEMA_VERSION = 3
 SCHEMA_FILE = Path(__file__).with_name("manifest.schema.json")
@@ -67,7 +68,7 @@ class ModelCard(Record, kw_only=True):
     name: Name
     task: Task
     labels: Annotated[list[Name], Meta(min_length=1, max_length=4096)]
-    input_kind: Literal["image", "signal"] = "image"
+    input_kind: InputKindName = "image"  # type: ignore[valid-type]  # edgemed.input_kinds
     # Set only for bundles made from edgemed's own shipped models: bench may then grade them on the
     # shipped labelled samples (never a user's model: that would grade it on someone else's data).
     shipped: Name | None = None
@@ -410,15 +411,13 @@ class Manifest(Record, kw_only=True):
 
     def __post_init__(self) -> None:
         from .errors import InputError
-        from .preprocess import validate_spec
-        from .signal_preprocess import validate_signal_spec
 
-        signal = self.model.input_kind == "signal"
-        if signal != (self.input.layout == "NCL"):
+        kind = input_kind(self.model.input_kind)
+        if self.input.layout not in kind.layouts:
             raise ValueError(f"input.layout: {self.input.layout} does not fit model.input_kind {self.model.input_kind} "
                              "(signals are NCL, images NCHW or NHWC)")
         try:
-            (validate_signal_spec if signal else validate_spec)(self.preprocess)
+            kind.validate_spec(self.preprocess)
         except InputError as exc:  # the spec validator's message names the op and its parameter
             raise ValueError(f"preprocess: {exc}") from exc
         names = [f.file for a in self.artifacts for f in a.files()] + [f.file for f in self.files] + \
@@ -440,7 +439,7 @@ class Manifest(Record, kw_only=True):
         if self.features and self.explain is not None:
             raise ValueError("explain: saliency maps of a model with inputs beside the image are not made")
         if self.explain is not None:
-            if self.model.task != "classification" or signal:
+            if self.model.task != "classification" or not kind.frames:
                 raise ValueError(f"explain: method {self.explain.method} explains image classifiers, not "
                                  f"{self.model.input_kind} {self.model.task}")
             if self.explain.features_output in self.output.names:

@@ -16,6 +16,7 @@ import numpy as np
 from .bundle import Bundle
 from .errors import BundleError, InputError, NoEligibleArtifact, OptionError, PipelineClosed
 from .feature_inputs import FeatureFeeds
+from .input_kinds import input_kind
 from .input_range import always_within, range_matters
 from .input_range import check as check_range
 from .io.images import read_image
@@ -53,6 +54,7 @@ class Pipeline:
         self.reader = OutputReader(self.output_name, self.detection)
         self.input_name = m.input.name
         self.input_kind = m.model.input_kind
+        self._kind = input_kind(self.input_kind)
         self.dynamic_batch = m.input.dynamic_batch
         # frames far outside what the spec was calibrated for are refused (edgemed.input_range)
         self.value_range = m.input.value_range if m.input.value_range and range_matters(m.preprocess) else None
@@ -84,14 +86,14 @@ class Pipeline:
             features = describe.pop("features", None)
             if not self.features:
                 raise InputError("features: this model reads no input beside the "
-                                 f"{'beat' if self.input_kind == 'signal' else 'image'}", "leave features out")
+                                 f"{self._kind.item}", "leave features out")
             prepared = self._prepare_main(image, out, describe)
             prepared.extra = self.features.one(features, getattr(image, "features", None), out_extra)
             return prepared
         return self._prepare_main(image, out, describe)
 
     def _prepare_main(self, image: Any, out: np.ndarray | None, describe: dict[str, Any]) -> Prepared:
-        if self.input_kind == "signal":
+        if self._kind.recordings:  # a beat window, or a recording to cut one from: described by rate and units
             unknown = sorted(set(describe) - SIGNAL_DESCRIPTION)
             if unknown:
                 raise OptionError(f"{', '.join(unknown)}: not a description of a signal",

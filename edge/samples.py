@@ -10,8 +10,10 @@ import json
 from importlib import resources
 from pathlib import Path
 
+from .input_kinds import input_kind
+from .tasks import task_named
+
 SHIPPED_MODELS = ("unet_busi", "cnn_breastmnist", "det_busi", "ecg_cnn", "ecg_lstm", "ecg_rr")
-_SAMPLES_FOR_TASK = {"segmentation": "busi", "classification": "breastmnist", "detection": "busi"}
 
 
 def assets_dir() -> Path:
@@ -24,26 +26,21 @@ def samples_dir(name: str) -> Path:
 
 
 def samples_for_task(task: str) -> Path:
-    return samples_dir(_SAMPLES_FOR_TASK[task])
+    return samples_dir(task_named(task).shipped_samples)
 
 
-def calibration_set(task: str, input_kind: str = "image") -> Path:
+def calibration_set(task: str, kind: str = "image") -> Path:
     """A small real calibration set (train-split images, or DS1 ECG beats) shipped so INT8 works out of the box."""
-    if input_kind == "signal":
-        return samples_dir("calibration") / "ecg_ds1.npz"
-    return samples_dir("calibration") / {"segmentation": "busi_train240.npz", "detection": "busi_train240.npz",
-                                         "classification": "breastmnist_train.npz"}[task]
+    return samples_dir(input_kind(kind).shipped_calibration or task_named(task).shipped_calibration)
 
 
-def verdict_set(task: str, input_kind: str = "image") -> Path | None:
+def verdict_set(task: str, kind: str = "image") -> Path | None:
     """Held-out real cases the shipped models' verdicts are taken on, beside their calibration set: the other 540
     BUSI frames for the segmenter and detector, the DS2 beats for the ECG models. None for the classifier, whose
     verdict takes the BreastMNIST images calibration leaves over."""
-    if input_kind == "signal":
-        return ecg_beats()
-    if task in ("segmentation", "detection"):
-        return samples_dir("calibration") / "busi_verdict540.npz"
-    return None
+    own = input_kind(kind)
+    verdict = own.shipped_verdict if own.shipped_calibration else task_named(task).shipped_verdict
+    return None if verdict is None else samples_dir(verdict)
 
 
 def ecg_beats() -> Path:

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 import edgemed
-from edgemed.benchmarks.detection_metrics import coco_ap, detection_report, froc
 from edgemed.detection import Detections, box_iou, boxes_from_mask, match, nms
 from edgemed.errors import EdgemedError, InputError, OptionError
+from edgemed.measures.detection_metrics import coco_ap, detection_report, froc
 
 from .conftest import convert_shipped
 

@@ -29,7 +29,7 @@ def ensemble_table(report: dict) -> str:
                                         + (f", McNemar p={vs['p_mcnemar']:.3f}" if "p_mcnemar" in vs else ""))
         rows.append([artifact_name(a) + ("" if a.get("selectable", True) else " (comparison only)"),
                      a["runs_per_frame"], f"{lat['p50_ms']:.3f}", f"{lat['p99_ms']:.3f}", f"x{a['cost_vs_member']:.2f}",
-                     truth_text(a.get("accuracy")), paired])
+                     truth_text(report, a), paired])
     gate = e.get("combination_gate")
     lines = [f"ensemble: {len(e['members'])} member(s), combined by {e['combine']}, flips: "
              f"{', '.join(e['tta']) or 'none'}; combination gate: "
@@ -68,25 +68,16 @@ def bench_row(report: dict, a: dict) -> list:
     raw = a["latency"].get("raw_onnxruntime", {}).get("p50_ms")
     drift = summary(msgspec.convert(a["drift_on_data"], DriftRecord))
     return head + [f"{e2e['p50_ms']:.2f}", f"{e2e['p90_ms']:.2f}", f"{e2e['p99_ms']:.2f}", f"{inf['p50_ms']:.2f}",
-                   f"{raw:.2f}" if raw else "-", drift, truth_text(a.get("accuracy"))]
+                   f"{raw:.2f}" if raw else "-", drift, truth_text(report, a)]
 
 
-def _interval(i: dict) -> str:
-    return f"{i['value']:.3f} [{i['low']:.3f}, {i['high']:.3f}] n={i['cases']}"
+def truth_text(report: dict, a: dict) -> str:
+    """Accuracy, Dice or lesion sensitivity vs ground truth, each with its 95% bounds and case count (the task's
+    words)."""
+    from ..tasks import task_named
 
-
-def truth_text(acc: dict | None) -> str:
-    """Accuracy or Dice vs ground truth, each with its 95% bounds and case count."""
-    if acc is None:
-        return "- (no labels)"
-    if "accuracy" in acc:
-        return f"acc {_interval(acc['accuracy_interval'])}"
-    if "sensitivity" in acc:  # a detector
-        fppi = acc["false_positives_per_image"]["value"]
-        text = f"lesion sensitivity {_interval(acc['sensitivity'])}, {fppi:.2f} FP/image"
-        m = acc.get("map50_interval")
-        return text + (f", mAP@0.5 {_interval(m)}" if m else f", mAP@0.5 {acc['map50']:.3f} n={acc['images']}")
-    return ", ".join(f"{k} dice {_interval(v['dice_interval'])}" for k, v in acc["per_class"].items())
+    acc = a.get("accuracy")
+    return "- (no labels)" if acc is None else task_named(report["task"]).truth_summary(acc)
 
 
 def record_line(a: dict) -> str:

@@ -41,7 +41,9 @@ def predict(bundle: Path, inputs: tuple[Path, ...], device: str, backend: str | 
     multi-frame file is a result of its own; with --out, each frame's files are named uniquely. Signal
     bundles take recordings (WFDB .hea, DICOM waveform, CSV) and classify every beat."""
     from .. import load
+    from ..input_kinds import input_kind
     from ..io.inputs import expand, unique_stems
+    from ..tasks import task_named
 
     kinds = _dicom_kinds(dicom_kinds, out, server)
     if server is not None:
@@ -54,7 +56,7 @@ def predict(bundle: Path, inputs: tuple[Path, ...], device: str, backend: str | 
     with opened as pipe:
         if accept:
             click.echo(f"edgemed: warning: {pipe.reason}", err=True)
-        if "seg" in kinds and dicom_kinds is not None and pipe.task != "segmentation":
+        if "seg" in kinds and dicom_kinds is not None and not task_named(pipe.task).spatial:
             from ..errors import OptionError
 
             raise OptionError(f"--dicom {dicom_kinds}: a SEG holds masks, and {pipe.bundle.name} is a {pipe.task} "
@@ -64,7 +66,7 @@ def predict(bundle: Path, inputs: tuple[Path, ...], device: str, backend: str | 
 
             raise OptionError(f"--dicom {dicom_kinds}: {pipe.bundle.name} makes no explanation (it was converted "
                               "without --explain)", "leave saliency out of --dicom, or convert with --explain cam")
-        signal = pipe.input_kind == "signal"
+        signal = input_kind(pipe.input_kind).recordings  # recordings in, every beat out
         described = {"fs": fs, "units": units, "leads": tuple(x.strip() for x in leads.split(",")) if leads else None}
         if not signal and any(v is not None for v in described.values()):
             from ..errors import OptionError

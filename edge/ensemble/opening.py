@@ -13,6 +13,7 @@ from pathlib import Path
 from ..bundle import MANIFEST, Bundle, _safe_member, read_manifest_file
 from ..errors import BundleError
 from ..hashing import sha256_file
+from ..input_kinds import input_kind
 from ..tasks import TASKS, task_named
 from .files import ENSEMBLE
 from .manifest import EnsembleManifest
@@ -41,7 +42,7 @@ def check_members(members: Sequence[Bundle], combine: str) -> None:
         raise BundleError(f"{first.path}: {task.ensemble_refusal}",
                           f"ensemble {' or '.join(t.plural for t in TASKS.values() if not t.ensemble_refusal)}; "
                           f"run {task.plural} one by one")
-    if first.manifest.model.input_kind != "image":
+    if not input_kind(first.manifest.model.input_kind).frames:
         raise BundleError(f"{first.path} takes signals: ensembles combine image models only",
                           "run signal models one by one")
     featured = next((b for b in members if b.manifest.features), None)
@@ -55,7 +56,7 @@ def check_members(members: Sequence[Bundle], combine: str) -> None:
         if b.labels != first.labels:
             raise BundleError(f"{b.path} has labels {b.labels}, {first.path} has {first.labels}",
                               "ensemble bundles with the same labels in the same order (convert with --labels)")
-        if b.manifest.model.input_kind != "image":
+        if not input_kind(b.manifest.model.input_kind).frames:
             raise BundleError(f"{b.path} takes signals: ensembles combine image models only",
                               "run signal models one by one")
     if task.spatial:

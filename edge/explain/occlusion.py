@@ -25,7 +25,8 @@ import numpy as np
 
 from ..detection import Detections, match
 from ..errors import InputError, OptionError
-from ..postprocess import check_finite, class_probabilities, segmentation_probabilities
+from ..postprocess import check_finite
+from ..tasks import TASKS
 from .saliency import to_frame
 
 
@@ -55,10 +56,10 @@ def occlusion(pipe: Any, frame: np.ndarray, *, budget: int) -> Occlusion:
         raise OptionError(f"occlusion budget {budget!r} is not a number of inferences of at least 5",
                           "give budget=N (N-1 patches, e.g. 65 for an 8x8 grid)")
     task = getattr(pipe, "task", None)
-    if task not in ("classification", "segmentation", "detection") or not hasattr(pipe, "engine"):
+    if task not in TASKS or not hasattr(pipe, "engine"):
         raise InputError(f"occlusion explains a classifier's, segmenter's or detector's pipeline, not a "
                          f"{task or 'this'} one", "use it on a bundle loaded with edgemed.load")
-    if task == "detection":
+    if TASKS[task].ragged_outputs:  # boxes: a map per box the uncovered frame gives
         return _boxes_occlusion(pipe, frame, budget)
     prepared = pipe.prepare(frame)
     x = prepared.tensor
@@ -141,20 +142,5 @@ def _target(pipe: Any, x: np.ndarray):
         return out[pipe.output_name]
 
     first = outputs(x)
-    if pipe.task == "classification":
-        index = int(np.argmax(class_probabilities(first[0], pipe.output_kind)))
-
-        def value(out: np.ndarray) -> float:
-            return float(class_probabilities(out[0], pipe.output_kind)[index])
-
-        target = f"probability of {pipe.labels[index]!r}"
-    else:
-        lesion = segmentation_probabilities(first, pipe.output_kind).argmax(axis=0) > 0
-
-        def value(out: np.ndarray) -> float:
-            foreground = segmentation_probabilities(out, pipe.output_kind)[1:].sum(axis=0)
-            return float(foreground[lesion].mean() if lesion.any() else foreground.max())
-
-        target = (f"mean foreground probability over the predicted lesion ({int(lesion.sum())} pixels)"
-                  if lesion.any() else "highest foreground probability (no lesion predicted)")
+    value, target = TASKS[pipe.task].explained_score(first, pipe.output_kind, pipe.labels)
     return (lambda tensor: value(outputs(tensor))), target, value(first)

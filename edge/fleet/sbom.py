@@ -32,12 +32,11 @@ from ..bundle import MANIFEST, Bundle
 from ..errors import EdgemedError
 from ..gate.verdict import budget_metrics
 from ..samples import shipped_model
+from ..tasks import task_named
 
 MODEL_REF = "model"
 # What load -> predict imports (pyproject's runtime dependencies), and each backend's own package.
 RUNTIME = ("numpy", "onnxruntime", "msgspec", "scipy", "pillow", "click")
-OUTPUT_FORMAT = {"classification": "class probabilities", "segmentation": "segmentation mask (per-pixel class)",
-                 "detection": "bounding boxes with class and score"}
 
 
 def _sha256(digest: str) -> list[HashType]:
@@ -123,7 +122,7 @@ def model_card(b: Bundle) -> dict[str, Any]:
     parameters: dict[str, Any] = {
         "task": b.task,
         "inputs": [{"format": f"{m.model.input_kind} {m.input.layout} {m.input.dtype} {list(m.input.shape)}"}],
-        "outputs": [{"format": f"{OUTPUT_FORMAT[b.task]}: {', '.join(b.labels)}"}],
+        "outputs": [{"format": f"{task_named(b.task).output_format}: {', '.join(b.labels)}"}],
     }
     card = shipped_card(b)
     if card:

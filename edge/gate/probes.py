@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..detection import Detections
+from ..tasks import task_named
 
 
 def pack(prefix: str, outputs) -> dict[str, np.ndarray]:
@@ -25,7 +26,7 @@ def pack(prefix: str, outputs) -> dict[str, np.ndarray]:
 
 def unpack(data: dict[str, np.ndarray], prefix: str, task: str, cases: int):
     """The stored outputs under ``prefix``, or None where the bundle has none."""
-    if task != "detection":
+    if not task_named(task).ragged_outputs:  # one array of every case's outputs
         return data.get(prefix)
     if f"{prefix}#0:boxes" not in data and cases:
         return None

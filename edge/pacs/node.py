@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EdgemedError, OptionError
+from ..tasks import task_named
 
 LOG = logging.getLogger("edgemed.listen")
 FAILURE_CANNOT_UNDERSTAND = 0xC000  # C-STORE "cannot understand": the sender learns this object was not analysed
@@ -98,7 +99,7 @@ class Node:
         """Every result this source would get from this artifact has been delivered before."""
         from .results import Algorithm, result_uid
 
-        kinds = [k for k in self.kinds if (k != "seg" or pipe.task == "segmentation")
+        kinds = [k for k in self.kinds if (k != "seg" or task_named(pipe.task).spatial)
                  and (k != "saliency" or getattr(pipe, "explainer", None) is not None)]
         algo = Algorithm.of(pipe)
         return bool(kinds) and all(self.delivered(result_uid(ds, algo, k)) for k in kinds)

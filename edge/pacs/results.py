@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..tasks import task_named
+from ..tasks.base import ReportFrame
 
 MANUFACTURER = "edgemed"
 LOCAL_SCHEME = "99EDGEMED"  # private coding scheme for the model's own class names
@@ -260,50 +261,12 @@ def write_sr(source, results: list, task: str, labels: list[str], algo: Algorith
             uid=algo.device_uid(), name=algo.name[:64], manufacturer_name=MANUFACTURER,
             model_name=algo.artifact[:64]))
     context = hd.sr.ObservationContext(observer_device_context=observer)
-    groups = []
     frame_area, unit = pixel_area(source)
-    for frame_no, result in enumerate(results, start=1):
-        if task == "classification":
-            tracking = hd.sr.TrackingIdentifier(uid=result_uid(source, algo, "sr", f"frame {frame_no}"),
-                                                identifier=f"frame {frame_no}")
-            findings = [hd.sr.QualitativeEvaluation(
-                name=codes.DCM.Finding, value=CodedConcept(value=result.label[:16], scheme_designator=LOCAL_SCHEME,
-                                                           meaning=result.label[:64]))]
-            measures = [hd.sr.Measurement(
-                name=CodedConcept(value=f"p-{i}", scheme_designator=LOCAL_SCHEME,
-                                  meaning=f"Probability of {name}"[:64]),
-                value=float(p), unit=codes.UCUM.NoUnits)
-                for i, (name, p) in enumerate(zip(labels, result.probabilities))]
-            groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
-                tracking_identifier=tracking, qualitative_evaluations=findings, measurements=measures,
-                source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)]))
-            continue
-        if task == "detection":
-            frames = {"referenced_frame_numbers": [frame_no]} if int(getattr(source, "NumberOfFrames", 1)) > 1 else {}
-            ref = hd.sr.SourceImageForRegion.from_source_image(source, **frames)
-            for k, (box, score, cls) in enumerate(zip(result.boxes, result.scores, result.classes)):
-                x1, y1, x2, y2 = (float(v) for v in box)
-                region = hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POLYLINE, source_image=ref,
-                                           graphic_data=np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2], [x1, y1]]))
-                groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-                    tracking_identifier=hd.sr.TrackingIdentifier(
-                        uid=result_uid(source, algo, "sr", f"frame {frame_no} box {k}"),
-                        identifier=f"frame {frame_no} box {k}"),
-                    referenced_region=region, finding_type=CodedConcept(
-                        value=labels[int(cls)][:16], scheme_designator=LOCAL_SCHEME, meaning=labels[int(cls)][:64]),
-                    measurements=[hd.sr.Measurement(name=codes.DCM.Probability, value=float(score),
-                                                    unit=codes.UCUM.NoUnits)]))
-            continue
-        for c in range(1, len(labels)):
-            px = int((result.mask == c).sum())
-            unit_code = codes.UCUM.SquareMillimeter if unit == "mm2" else CodedConcept("{pixels}", "UCUM", "pixels")
-            groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
-                tracking_identifier=hd.sr.TrackingIdentifier(
-                    uid=result_uid(source, algo, "sr", f"frame {frame_no} {labels[c]}"),
-                    identifier=f"frame {frame_no} {labels[c]}"),
-                finding_type=CodedConcept(value=labels[c][:16], scheme_designator=LOCAL_SCHEME, meaning=labels[c][:64]),
-                measurements=[hd.sr.Measurement(name=codes.SCT.Area, value=px * frame_area, unit=unit_code)],
-                source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)]))
+    groups = []
+    for number, result in enumerate(results, start=1):
+        frame = ReportFrame(source, number, lambda role: result_uid(source, algo, "sr", role), LOCAL_SCHEME,
+                            frame_area, unit)
+        groups += task_named(task).sr_groups(frame, result, labels)
     report = hd.sr.MeasurementReport(observation_context=context, imaging_measurements=groups,
                                      procedure_reported=CodedConcept("edgemed-ai", LOCAL_SCHEME, "AI analysis"))
     series, instance = result_uid(source, algo, "sr", "series"), result_uid(source, algo, "sr")
@@ -333,7 +296,7 @@ def write_objects(pipe: Any, path: Path, images: list[np.ndarray], results: list
     algo = Algorithm.of(pipe)
     out.parent.mkdir(parents=True, exist_ok=True)
     written = []
-    if "seg" in kinds and pipe.task == "segmentation":
+    if "seg" in kinds and task_named(pipe.task).spatial:  # a SEG holds maps
         if len(results) > 1 and "FrameOfReferenceUID" not in source:
             problem = (f"{path}: a multi-frame source without a frame of reference cannot be referenced frame by "
                        "frame from one SEG (highdicom refuses it)")

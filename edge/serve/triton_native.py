@@ -28,6 +28,7 @@ from pathlib import Path
 from ..backends import BACKENDS
 from ..bundle import Bundle
 from ..errors import InputError
+from ..input_kinds import input_kind
 from ..tasks import ServedTensor, task_named
 
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "float64": "TYPE_FP64", "int64": "TYPE_INT64",
@@ -129,7 +130,9 @@ def step_config(bundle: Bundle, outputs: list[str], batched: bool) -> dict:
         "size": [int(s) for s in size], "batched": batched, "pillow_major": int(pillow_version.split(".")[0]),
         "value_range": ({"low": vr.low, "high": vr.high, "frames": vr.frames}
                         if vr is not None and range_matters(m.preprocess) else None),
-        "task": m.model.task, "output_kind": m.output.kind, "labels": list(m.model.labels), "outputs": outputs,
+        # the tensors the post step answers with (the task's, as the Python backend's): which it computes follows
+        "answers": [t.name for t in task_named(m.model.task).served_outputs(m.model.labels)],
+        "output_kind": m.output.kind, "labels": list(m.model.labels), "outputs": outputs,
         "detection": None if det is None else {
             "form": det.form, "outputs": dict(det.outputs), "score_threshold": det.score_threshold,
             "iou_threshold": det.iou_threshold, "max_detections": det.max_detections,
@@ -161,7 +164,7 @@ def write_native(tmp: Path, bundle_dir: Path, bundle: Bundle, name: str, artifac
     if artifact.backend != backend:
         raise InputError(f"{bundle_dir}: the artifact that would serve is {artifact.key}, not a {backend} one",
                          f"pass --backend {artifact.backend}, or convert the bundle with a {backend} artifact")
-    if bundle.manifest.model.input_kind != "image":
+    if not input_kind(bundle.manifest.model.input_kind).frames:
         raise InputError(f"{bundle_dir}: a {bundle.manifest.model.input_kind} model; the Triton export takes images",
                          "run signal bundles in process (pipe.beats / pipe.beat_reader)")
     task = task_named(bundle.task)

@@ -30,6 +30,7 @@ from ..bundle import Bundle, atomic_directory
 from ..ensemble.files import ENSEMBLE, is_ensemble
 from ..errors import InputError
 from ..hashing import sha256_file
+from ..input_kinds import input_kind
 from ..manifest import Artifact
 from ..selection import VERDICTS, select
 from ..tasks import task_named
@@ -175,7 +176,7 @@ def _bundle_model(path: Path, backend: str, accept: str | None, callers: int
                   ) -> tuple[ServedModel, Artifact, Bundle]:
     """One bundle and the artifact that will serve it, chosen exactly as ``load`` would on the server."""
     b = Bundle.open(path)
-    if b.manifest.model.input_kind != "image":
+    if not input_kind(b.manifest.model.input_kind).frames:
         raise InputError(f"{path}: a {b.manifest.model.input_kind} model; edgemed serve takes image models",
                          "run signal bundles in process (pipe.beats / pipe.beat_reader)")
     if b.manifest.features:

@@ -443,19 +443,19 @@ def post_step(inputs: dict[str, np.ndarray], config: dict) -> dict[str, np.ndarr
     """The engine's outputs (``RAW_0``…, batch first) and ``GEOMETRY`` → the task's named outputs."""
     raw = [inputs[f"RAW_{i}"] for i in range(len(config["outputs"]))]
     rows = inputs["GEOMETRY"]
-    task, kind = config["task"], config["output_kind"]
+    answers, kind = config["answers"], config["output_kind"]
     for name, value in zip(config["outputs"], raw):
         if value.dtype.kind == "f" and not np.isfinite(value).all():
             raise StepError(f"the model's output {name!r} holds NaN or Inf for this input",
                             "send data in the range the model was trained on")
-    if task == "classification":
+    if "PROBABILITIES" in answers:  # a classifier's
         probs = np.stack([class_probabilities(raw[0][i], kind) for i in range(len(rows))]).astype(np.float32)
         labels = np.array([[config["labels"][int(np.argmax(p))].encode()] for p in probs], dtype=object)
         return {"PROBABILITIES": probs, "LABEL": labels}
-    if task == "segmentation":
+    if "MASK" in answers:  # a segmenter's
         major = config["pillow_major"]
         return {"MASK": np.stack([segmentation_mask(raw[0][i], kind, rows[i], major) for i in range(len(rows))])}
-    outputs = dict(zip(config["outputs"], raw))
+    outputs = dict(zip(config["outputs"], raw))  # a detector's (BOXES, SCORES, CLASSES)
     boxes, scores, classes = detections(outputs, config["detection"], rows[0])
     return {"BOXES": boxes[None], "SCORES": scores[None], "CLASSES": classes[None]}
 

@@ -111,8 +111,9 @@ def summary(pipe: Any, result: Any) -> dict[str, str]:
 def check_viewable(pipe: Any) -> None:
     """The page shows frames; a signal bundle is refused before anything starts listening."""
     from ..errors import InputError
+    from ..input_kinds import input_kind
 
-    if pipe.input_kind == "signal":
+    if not input_kind(pipe.input_kind).frames:
         raise InputError(f"edgemed view shows images, and {pipe.bundle.name} reads signals (ECG beats)",
                          f"run edgemed predict {pipe.bundle.name} RECORD.hea for its beats")
 

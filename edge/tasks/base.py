@@ -9,12 +9,15 @@ No torch, no onnx: the runtime path imports this.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+from ..errors import OptionError
+from ..manifest import Postprocess
 
 if TYPE_CHECKING:
     from ..preprocess import Prepared
@@ -49,6 +52,34 @@ class ServedTensor:
         return ServedTensor(self.name, self.dtype, (-1, *self.dims))
 
 
+SHOWN = 3  # worst cases shown per artifact and kind: enough to see a pattern, small enough for every history row
+
+
+@dataclass(frozen=True)
+class ReportFrame:
+    """One frame of a DICOM source as a structured report's measurement groups see it (made by
+    :func:`edgemed.pacs.results.write_sr`): the source, the frame's number, how a group's stable UID is made from its
+    role ("frame 2 box 0"), the private coding scheme for the model's own class names, and one pixel's area."""
+
+    source: Any
+    number: int
+    uid: Callable[[str], str]
+    scheme: str
+    pixel_area: float  # mm² where the source states its spacing, else 1
+    area_unit: str  # "mm2" or "pixels"
+
+    def concept(self, name: str) -> Any:
+        """A class name of the model as a coded concept of the private scheme (DICOM's length limits kept)."""
+        from highdicom.sr import CodedConcept
+
+        return CodedConcept(value=name[:16], scheme_designator=self.scheme, meaning=name[:64])
+
+    def tracking(self, role: str) -> Any:
+        import highdicom as hd
+
+        return hd.sr.TrackingIdentifier(uid=self.uid(role), identifier=role)
+
+
 class Task(Protocol):
     """What one task (classification, segmentation, detection) means to every part of edgemed."""
 
@@ -66,6 +97,52 @@ class Task(Protocol):
     #: FP32 decision margins exist per case (the gate's flip-rate estimate); detectors have none: after NMS a box's
     #: appearing or vanishing has no single margin, so their counts are bounded by counting alone
     has_margins: bool
+
+    # -- converting a model of this task (read by edgemed.converters; data and checks only: a task's own conversion
+    #    steps live in the converters, named here as a module and imported there, so tasks stay below them)
+    #: the convert options only models of this task take (their group in ``convert --help``), None where none
+    option_group: str | None
+    #: the input kinds this task converts besides images (beat classifiers read "signal" windows)
+    other_input_kinds: tuple[str, ...]
+    #: models may read inputs beside the main one (``--features``)
+    takes_features: bool
+    #: ``--explain`` applies: one class score per image for a class activation map to explain
+    explainable: bool
+    #: the exported graph ends in several outputs read together (a detector's boxes and scores), not one
+    several_outputs: bool
+    #: an output's size differs case by case (boxes after NMS): measured case by case, never stacked
+    ragged_outputs: bool
+    #: the module of edgemed.converters holding this task's own conversion steps (``setup`` after export,
+    #: ``torch_output_names`` at export), or None where the generic steps do
+    conversion_steps: str | None
+
+    #: what the model outputs, in words (the SBOM's model card)
+    output_format: str
+    #: the per-case score against ground truth is 1/0 (a call right or wrong), not a fraction (Dice): paired
+    #: comparisons then use exact counts
+    binary_case_scores: bool
+    #: the comparison's per-case figure a bench row keeps for every case: FP32's call kept, its lesions kept, Dice
+    case_figure: str
+    #: what edgemed ships for this task (edgemed.samples; paths below assets/samples): a folder of sample frames, a
+    #: calibration set and the held-out set the shipped models' verdicts are taken on (None: the calibration
+    #: file's leftover cases); an input kind that ships its own (signals) overrides the last two
+    shipped_samples: str
+    shipped_calibration: str
+    shipped_verdict: str | None
+    #: the ground truth of the shipped sample frames (a file or folder under assets/samples)
+    shipped_truth: str
+
+    def output_labels(self, reference: np.ndarray, labels: tuple[str, ...] | None) -> list[str]:
+        """The class names of a model whose FP32 output on one case is ``reference``: ``labels`` checked against
+        the output's shape, or the defaults (a wrong task is refused here, in one line)."""
+
+    def postprocess(self, reference: np.ndarray, detection: Any = None) -> Postprocess:
+        """How a converted model's output becomes a decision (activation, decision, resizing), for the manifest
+        (``detection``: a detector's NMS record from its set-up)."""
+
+    def truth_in_input(self, truth: list, geometry: list) -> list:
+        """Ground truth in the model input's frame (boxes through each case's preprocessing geometry); labels and
+        masks, read at the input's size already, unchanged."""
 
     def start_comparison(self, kind: str, label_names: list[str] | None) -> Any:
         """An empty drift comparison to feed case by case (``add(reference, candidate)``, then ``finish()``)."""
@@ -106,6 +183,37 @@ class Task(Protocol):
     def figures(self, result: Any, labels: list[str]) -> dict[str, str]:
         """The result as named lines for a person (the page's answer panel)."""
 
+    def sr_groups(self, frame: ReportFrame, result: Any, labels: list[str]) -> list:
+        """The measurement groups (highdicom) one frame's result adds to the DICOM SR: the finding and its
+        probabilities, each box as a region, or each class's area."""
+
+    def truth_report(self, truth: list, results: Sequence[Any], labels: list[str], postprocess: Postprocess) -> dict:
+        """Accuracy against ground truth on a data set, each figure with its interval and case count (bench)."""
+
+    def truth_summary(self, report: Mapping[str, Any]) -> str:
+        """:meth:`truth_report`'s figures in one line, each with its 95% bounds and case count."""
+
+    def truth_per_case(self, truth: list, results: Sequence[Any], labels: list[str]) -> np.ndarray:
+        """Each case's score against ground truth (1/0 a call right, or mean Dice over foreground classes), what
+        paired comparisons of two models on the same cases pair."""
+
+    def same_answer(self, a: Any, b: Any) -> bool:
+        """Two results of this task are the same answer, bit for bit (a soak or a reload must give them)."""
+
+    def worst_vs_fp32(self, per_case: Mapping[str, np.ndarray], results: Sequence[Any],
+                      labels: list[str]) -> list[tuple[int, str]]:
+        """The few cases where a candidate differs most from FP32 (``per_case``: its comparison's figures), each
+        with its caption, most changed first; none where it never differs."""
+
+    def worst_vs_truth(self, truth: list, results: Sequence[Any], labels: list[str]) -> list[tuple[int, str]]:
+        """The few cases a model gets most wrong against the ground truth, each with its caption."""
+
+    def explained_score(self, output: np.ndarray, kind: str,
+                        labels: list[str]) -> tuple[Callable[[np.ndarray], float], str]:
+        """What occlusion explains, fixed by the uncovered frame's ``output``: a function of any output giving that
+        score, and its name ("probability of 'malignant'"). Detectors explain each box's score instead
+        (:mod:`edgemed.explain.occlusion`), and refuse this."""
+
     def render(self, image: np.ndarray, result: Any, labels: list[str]) -> np.ndarray:
         """The frame as 8-bit RGB with the answer drawn on it (a DICOM SC, the page's overlay)."""
 
@@ -125,3 +233,23 @@ def compare_cases(comparison: Any, reference: Any, candidate: Any) -> Any:
     for r, c in zip(reference, candidate, strict=True):
         comparison.add(r, c)
     return comparison.finish()
+
+
+def interval_text(i: Mapping[str, Any]) -> str:
+    """A figure with its 95% bounds and case count, as every table and line prints it."""
+    return f"{i['value']:.3f} [{i['low']:.3f}, {i['high']:.3f}] n={i['cases']}"
+
+
+def checked_labels(labels: Sequence[str] | None, default: list[str]) -> list[str]:
+    """``--labels`` held against the classes the model outputs, which ``default`` names when none are given."""
+    if labels is None:
+        return default
+    if len(labels) != len(default):
+        raise OptionError(f"--labels names {len(labels)} classes but the model outputs {len(default)}",
+                          f"give {len(default)} names, e.g. {','.join(default)}")
+    return list(labels)
+
+
+def activation_of(reference: np.ndarray) -> str:
+    """One output channel is a sigmoid's score; several are a softmax's."""
+    return "sigmoid" if reference.shape[1] == 1 else "softmax"

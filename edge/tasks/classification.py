@@ -8,15 +8,15 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
-from ..manifest import PairedTest
+from ..errors import InputError, OptionError
+from ..manifest import PairedTest, Postprocess
 from ..measures import truth
 from ..measures.clinical import paired_test, stacked_scores
 from ..measures.comparison import Comparison, output_mismatch
 from ..measures.margins import Margins, decision_scores, margin_shifts, spaced_population
 from ..postprocess import class_probabilities
 from ..results import ClassificationResult
-from .base import ServedTensor, compare_cases
+from .base import SHOWN, ReportFrame, ServedTensor, activation_of, checked_labels, compare_cases, interval_text
 
 
 class Classification:
@@ -32,6 +32,18 @@ class Classification:
     spatial = False
     has_margins = True
     ensemble_refusal = ""
+    option_group = None
+    other_input_kinds = ("signal",)  # beat classifiers
+    takes_features = True
+    explainable = True
+    several_outputs = False
+    ragged_outputs = False
+    conversion_steps = None
+    output_format = "class probabilities"
+    binary_case_scores = True
+    case_figure = "agree"
+    shipped_samples, shipped_calibration, shipped_verdict = "breastmnist", "calibration/breastmnist_train.npz", None
+    shipped_truth = "breastmnist/labels.csv"
 
     def finish(self, outputs, pipe, prepared) -> ClassificationResult:
         result = self.combined_result(outputs[pipe.output_name], pipe.output_kind, prepared.geometry, pipe.labels)
@@ -66,6 +78,73 @@ class Classification:
 
     def figures(self, result: ClassificationResult, labels: list[str]) -> dict[str, str]:
         return {"label": result.label, **{f"p({k})": f"{float(v):.4f}" for k, v in zip(labels, result.probabilities)}}
+
+    def sr_groups(self, frame: ReportFrame, result: ClassificationResult, labels: list[str]) -> list:
+        import highdicom as hd
+        from highdicom.sr import CodedConcept
+        from pydicom.sr.codedict import codes
+
+        findings = [hd.sr.QualitativeEvaluation(name=codes.DCM.Finding, value=frame.concept(result.label))]
+        measures = [hd.sr.Measurement(
+            name=CodedConcept(value=f"p-{i}", scheme_designator=frame.scheme, meaning=f"Probability of {name}"[:64]),
+            value=float(p), unit=codes.UCUM.NoUnits) for i, (name, p) in enumerate(zip(labels, result.probabilities))]
+        return [hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=frame.tracking(f"frame {frame.number}"), qualitative_evaluations=findings,
+            measurements=measures, source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(
+                frame.source)])]
+
+    def truth_report(self, truth: list, results: Sequence[ClassificationResult], labels: list[str],
+                     postprocess: Postprocess) -> dict:
+        from ..measures.metrics import classification_report
+
+        return classification_report(np.array(truth), np.stack([r.probabilities for r in results]), labels)
+
+    def truth_summary(self, report) -> str:
+        return f"acc {interval_text(report['accuracy_interval'])}"
+
+    def truth_per_case(self, truth, results, labels) -> np.ndarray:
+        calls = np.argmax(np.stack([r.probabilities for r in results]), axis=1)
+        return (calls == np.asarray(truth, int)).astype(np.float64)
+
+    def same_answer(self, a: ClassificationResult, b: ClassificationResult) -> bool:
+        return np.array_equal(a.probabilities, b.probabilities)
+
+    def worst_vs_fp32(self, per_case, results, labels) -> list[tuple[int, str]]:
+        out = []
+        for i in np.lexsort((-per_case["abs_diff"], per_case["agree"]))[:SHOWN]:  # changed calls, then largest shifts
+            i, r = int(i), results[int(i)]
+            if per_case["agree"][i] and per_case["abs_diff"][i] == 0:
+                break
+            verb = "kept" if per_case["agree"][i] else "changed to"
+            shift = per_case["abs_diff"][i]
+            out.append((i, f"FP32 calls {labels[int(per_case['fp32_class'][i])]}; this artifact {verb} {r.label} "
+                           f"(p {float(np.max(r.probabilities)):.3f}; mean |output change| {shift:.4f})"))
+        return out
+
+    def worst_vs_truth(self, truth, results, labels) -> list[tuple[int, str]]:
+        wrong = [(float(np.max(r.probabilities)), i) for i, (r, t) in enumerate(zip(results, truth)) if r.index != t]
+        return [(i, f"called {results[i].label} (p {p:.3f}), truth {labels[int(truth[i])]}")
+                for p, i in sorted(wrong, reverse=True)[:SHOWN]]  # the most confident mistakes first
+
+    def explained_score(self, output: np.ndarray, kind: str, labels: list[str]):
+        index = int(np.argmax(class_probabilities(output[0], kind)))
+
+        def value(out: np.ndarray) -> float:
+            return float(class_probabilities(out[0], kind)[index])
+
+        return value, f"probability of {labels[index]!r}"
+
+    def output_labels(self, reference: np.ndarray, labels: tuple[str, ...] | None) -> list[str]:
+        if reference.ndim != 2:
+            raise OptionError(f"a classifier should output (N, classes), this model outputs {reference.shape}",
+                              "use --task segmentation for per-pixel outputs")
+        return checked_labels(labels, [str(i) for i in range(max(2, reference.shape[1]))])
+
+    def postprocess(self, reference: np.ndarray, detection=None) -> Postprocess:
+        return Postprocess(activation=activation_of(reference), decision="argmax")
+
+    def truth_in_input(self, truth: list, geometry: list) -> list:
+        return truth
 
     def render(self, image: np.ndarray, result: ClassificationResult, labels: list[str]) -> np.ndarray:
         """The frame itself in RGB: a label is text, which the SR and the page carry."""

@@ -8,14 +8,14 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BundleError
-from ..manifest import PairedTest
+from ..errors import BundleError, InputError, OptionError
+from ..manifest import PairedTest, Postprocess
 from ..measures import truth
 from ..measures.clinical import paired_test
 from ..measures.comparison import Comparison
 from ..measures.margins import Margins
 from ..results import DetectionResult
-from .base import ServedTensor
+from .base import SHOWN, ReportFrame, ServedTensor, interval_text
 
 
 class Detection:
@@ -29,6 +29,19 @@ class Detection:
     has_margins = False
     ensemble_refusal = ("combining a detector's boxes needs box fusion (e.g. weighted boxes fusion), which edgemed "
                         "ensembles do not do")
+    option_group = "detector"  # layout, NMS placement and thresholds (convert --help's "detector" group)
+    other_input_kinds = ()
+    takes_features = False
+    explainable = False
+    several_outputs = True  # boxes and scores (or YOLO's one raw tensor, or NMS's outputs)
+    ragged_outputs = True  # a box count per image
+    conversion_steps = "edgemed.converters.detection_setup"  # reads the layout, appends NMS with --nms graph
+    output_format = "bounding boxes with class and score"
+    binary_case_scores = False
+    case_figure = "lesion_agree"
+    shipped_samples, shipped_calibration, shipped_verdict = ("busi", "calibration/busi_train240.npz",
+                                                              "calibration/busi_verdict540.npz")
+    shipped_truth = "busi_masks"
 
     def finish(self, outputs, pipe, prepared) -> DetectionResult:
         from ..detection_post import finish
@@ -69,6 +82,80 @@ class Detection:
         for i, (b, s, c) in enumerate(zip(result.boxes, result.scores, result.classes)):
             out[f"box {i}"] = f"{labels[int(c)]} {float(s):.2f} at [{', '.join(f'{v:.0f}' for v in b)}]"
         return out
+
+    def sr_groups(self, frame: ReportFrame, result: DetectionResult, labels: list[str]) -> list:
+        import highdicom as hd
+        from pydicom.sr.codedict import codes
+
+        source = frame.source
+        frames = {"referenced_frame_numbers": [frame.number]} if int(getattr(source, "NumberOfFrames", 1)) > 1 else {}
+        ref = hd.sr.SourceImageForRegion.from_source_image(source, **frames)
+        groups = []
+        for k, (box, score, cls) in enumerate(zip(result.boxes, result.scores, result.classes)):
+            x1, y1, x2, y2 = (float(v) for v in box)
+            region = hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POLYLINE, source_image=ref,
+                                       graphic_data=np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2], [x1, y1]]))
+            groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+                tracking_identifier=frame.tracking(f"frame {frame.number} box {k}"), referenced_region=region,
+                finding_type=frame.concept(labels[int(cls)]),
+                measurements=[hd.sr.Measurement(name=codes.DCM.Probability, value=float(score),
+                                                unit=codes.UCUM.NoUnits)]))
+        return groups
+
+    def truth_report(self, truth: list, results: Sequence[DetectionResult], labels: list[str],
+                     postprocess: Postprocess) -> dict:
+        from ..measures.detection_metrics import detection_report
+
+        report = detection_report(truth, [r.detections for r in results], labels)
+        report["operating_score_threshold"] = postprocess.detection.score_threshold
+        return report
+
+    def truth_summary(self, report) -> str:
+        fppi = report["false_positives_per_image"]["value"]
+        text = f"lesion sensitivity {interval_text(report['sensitivity'])}, {fppi:.2f} FP/image"
+        m = report.get("map50_interval")
+        return text + (f", mAP@0.5 {interval_text(m)}" if m else
+                       f", mAP@0.5 {report['map50']:.3f} n={report['images']}")
+
+    def truth_per_case(self, truth, results, labels) -> np.ndarray:
+        raise InputError("a detector has no one score per case to pair (its figures count lesions and false "
+                         "positives: FROC, mAP)", "compare detectors with edgemed bench's lesion sensitivity")
+
+    def same_answer(self, a: DetectionResult, b: DetectionResult) -> bool:
+        return all(np.array_equal(x, y) for x, y in ((a.boxes, b.boxes), (a.scores, b.scores),
+                                                      (a.classes, b.classes)))
+
+    def worst_vs_fp32(self, per_case, results, labels) -> list[tuple[int, str]]:
+        return [(int(i), f"a box appears or vanishes against FP32's ({len(results[int(i)].boxes)} box(es) here)")
+                for i in np.flatnonzero(~per_case["lesion_agree"])[:SHOWN]]
+
+    def worst_vs_truth(self, truth, results, labels) -> list[tuple[int, str]]:
+        from ..measures.detection_metrics import lesion_hits
+
+        scored = []
+        for i, (t, r) in enumerate(zip(truth, results)):
+            hits, false = lesion_hits(t, r.detections)
+            missed = int((~hits).sum())
+            if missed or false:
+                scored.append((missed + false, missed, false, len(hits), i))
+        return [(i, f"{f'{missed} of {n} lesion(s) missed' if n else 'no lesion in the ground truth'}, {false} false "
+                    "positive(s)") for _, missed, false, n, i in sorted(scored, reverse=True)[:SHOWN]]
+
+    def explained_score(self, output: np.ndarray, kind: str, labels: list[str]):
+        raise InputError("a detector's occlusion explains each box's score, not one score",
+                         "use edgemed.explain.occlusion.occlusion, which makes a map per box")
+
+    def output_labels(self, reference: np.ndarray, labels: tuple[str, ...] | None) -> list[str]:
+        raise OptionError("a detector's class names come from its layout", "convert it with --task detection, "
+                          "which reads them in the detector set-up")
+
+    def postprocess(self, reference: np.ndarray, detection=None) -> Postprocess:
+        return Postprocess(activation="none", decision="nms", detection=detection)
+
+    def truth_in_input(self, truth: list, geometry: list) -> list:
+        from ..detection_post import to_input
+
+        return [(to_input(boxes, geo), classes) for (boxes, classes), geo in zip(truth, geometry)]
 
     def render(self, image: np.ndarray, result: DetectionResult, labels: list[str]) -> np.ndarray:
         from ..io.overlay import draw_boxes

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
-from ..manifest import PairedTest
+from ..errors import InputError, OptionError
+from ..manifest import PairedTest, Postprocess
 from ..measures import stats, truth
 from ..measures.clinical import noninferiority_state
 from ..measures.comparison import Comparison, output_mismatch
@@ -25,7 +25,7 @@ from ..measures.margins import (
 from ..measures.metrics import dice
 from ..postprocess import segmentation_mask, segmentation_probabilities
 from ..results import SegmentationResult
-from .base import ServedTensor, compare_cases
+from .base import SHOWN, ReportFrame, ServedTensor, activation_of, checked_labels, compare_cases, interval_text
 
 
 class Segmentation:
@@ -42,6 +42,19 @@ class Segmentation:
     spatial = True
     has_margins = True
     ensemble_refusal = ""
+    option_group = None
+    other_input_kinds = ()
+    takes_features = True
+    explainable = False  # a class activation map explains one score per image, not a map
+    several_outputs = False
+    ragged_outputs = False
+    conversion_steps = None
+    output_format = "segmentation mask (per-pixel class)"
+    binary_case_scores = False
+    case_figure = "dice"
+    shipped_samples, shipped_calibration, shipped_verdict = ("busi", "calibration/busi_train240.npz",
+                                                              "calibration/busi_verdict540.npz")
+    shipped_truth = "busi_masks"
 
     def finish(self, outputs, pipe, prepared) -> SegmentationResult:
         return self.combined_result(outputs[pipe.output_name], pipe.output_kind, prepared.geometry, pipe.labels)
@@ -71,6 +84,70 @@ class Segmentation:
 
     def figures(self, result: SegmentationResult, labels: list[str]) -> dict[str, str]:
         return {f"area {k}": f"{v} px" for k, v in result.areas.items()}
+
+    def sr_groups(self, frame: ReportFrame, result: SegmentationResult, labels: list[str]) -> list:
+        import highdicom as hd
+        from highdicom.sr import CodedConcept
+        from pydicom.sr.codedict import codes
+
+        unit = codes.UCUM.SquareMillimeter if frame.area_unit == "mm2" else CodedConcept("{pixels}", "UCUM", "pixels")
+        return [hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=frame.tracking(f"frame {frame.number} {labels[c]}"),
+            finding_type=frame.concept(labels[c]),
+            measurements=[hd.sr.Measurement(name=codes.SCT.Area, value=int((result.mask == c).sum()) * frame.pixel_area,
+                                            unit=unit)],
+            source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(frame.source)])
+            for c in range(1, len(labels))]
+
+    def truth_report(self, truth: list, results: Sequence[SegmentationResult], labels: list[str],
+                     postprocess: Postprocess) -> dict:
+        from ..measures.metrics import segmentation_report
+
+        return segmentation_report(truth, [r.mask for r in results], labels)
+
+    def truth_summary(self, report) -> str:
+        return ", ".join(f"{k} dice {interval_text(v['dice_interval'])}" for k, v in report["per_class"].items())
+
+    def truth_per_case(self, truth, results, labels) -> np.ndarray:
+        classes = range(1, max(2, len(labels)))
+        return np.array([np.mean([dice(r.mask, t, c) for c in classes]) for r, t in zip(results, truth)])
+
+    def same_answer(self, a: SegmentationResult, b: SegmentationResult) -> bool:
+        return np.array_equal(a.mask, b.mask)
+
+    def worst_vs_fp32(self, per_case, results, labels) -> list[tuple[int, str]]:
+        order = [int(i) for i in np.argsort(per_case["dice"], kind="stable")[:SHOWN]]
+        return [(i, f"Dice vs FP32 {per_case['dice'][i]:.4f} (left FP32, right this artifact)") for i in order
+                if per_case["dice"][i] < 1.0]
+
+    def worst_vs_truth(self, truth, results, labels) -> list[tuple[int, str]]:
+        scores = [dice(np.asarray(t), r.mask, 1) for t, r in zip(truth, results)]
+        order = [int(i) for i in np.argsort(scores, kind="stable")[:SHOWN]]
+        return [(i, f"Dice vs ground truth {scores[i]:.3f}") for i in order if scores[i] < 1.0]
+
+    def explained_score(self, output: np.ndarray, kind: str, labels: list[str]):
+        lesion = segmentation_probabilities(output, kind).argmax(axis=0) > 0
+
+        def value(out: np.ndarray) -> float:
+            foreground = segmentation_probabilities(out, kind)[1:].sum(axis=0)
+            return float(foreground[lesion].mean() if lesion.any() else foreground.max())
+
+        return value, (f"mean foreground probability over the predicted lesion ({int(lesion.sum())} pixels)"
+                       if lesion.any() else "highest foreground probability (no lesion predicted)")
+
+    def output_labels(self, reference: np.ndarray, labels: tuple[str, ...] | None) -> list[str]:
+        if reference.ndim != 4:
+            raise OptionError(f"a segmenter should output (N, C, H, W), this model outputs {reference.shape}",
+                              "use --task classification for per-image outputs")
+        classes = max(2, reference.shape[1])
+        return checked_labels(labels, ["background"] + [f"class{i}" for i in range(1, classes)])
+
+    def postprocess(self, reference: np.ndarray, detection=None) -> Postprocess:
+        return Postprocess(activation=activation_of(reference), decision="argmax",
+                           resize_to_input="bilinear on probabilities")
+
+    def truth_in_input(self, truth: list, geometry: list) -> list:
+        return truth
 
     def render(self, image: np.ndarray, result: SegmentationResult, labels: list[str]) -> np.ndarray:
         from ..io.overlay import overlay

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from edgemed.detection import Detections, box_iou
+from ..detection import Detections, box_iou
 
 FROC_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
@@ -33,7 +33,7 @@ def coco_ap(truth: Sequence, detections: Sequence[Detections], labels: Sequence[
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
     except ImportError:
-        from edgemed.errors import BackendUnavailable
+        from ..errors import BackendUnavailable
 
         raise BackendUnavailable("grading a detector needs pycocotools, which is not installed here",
                                  "pip install 'edgemed[bench]'") from None
@@ -97,7 +97,7 @@ def froc(truth: Sequence, detections: Sequence[Detections], rates: Sequence[floa
 def lesion_hits(truth_item, det: Detections, iou_threshold: float = 0.5) -> tuple[np.ndarray, int]:
     """Which ground-truth lesions a detection finds (same class, IoU >= 0.5, one detection per lesion),
     and how many detections found none (false positives)."""
-    from edgemed.detection import match
+    from ..detection import match
 
     boxes, classes = _truth(truth_item)
     gt = Detections(boxes.astype(np.float32), np.ones(len(boxes), np.float32), classes)
@@ -112,8 +112,8 @@ def detection_report(truth: Sequence, detections: Sequence[Detections], labels: 
     """Against ground truth: lesion sensitivity and false positives per image at the bundle's operating
     threshold, mAP@0.5 and mAP@[.5:.95] (pycocotools), FROC; each with its counts and 95% bounds
     (exact for sensitivities, a bootstrap over images for mAP)."""
-    from edgemed.measures.metrics import _proportion
-    from edgemed.measures.stats import CONFIDENCE, SEED
+    from .metrics import _proportion
+    from .stats import CONFIDENCE, SEED
 
     hits, fps = zip(*[lesion_hits(t, d) for t, d in zip(truth, detections)]) if truth else ((), ())
     found = np.concatenate(hits) if hits else np.zeros(0, bool)
