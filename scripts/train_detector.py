@@ -35,11 +35,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from edgemed.measures.detection_metrics import coco_ap, froc, lesion_hits
 from edgemed.detection import Detections, boxes_from_mask
 from edgemed.detection_post import decode, to_original
 from edgemed.hashing import sha256_file
 from edgemed.manifest import DetectionPost
+from edgemed.measures.detection_metrics import coco_ap, froc, lesion_hits
 from edgemed.preprocess import Preprocessor
 from edgemed.zoo import build
 
