@@ -4,11 +4,11 @@ The unbaked ensemble (:mod:`edgemed.ensemble.runtime`) runs members x views engi
 numpy. Baked, the frame's views are stacked on the batch axis (a flip is a ``Slice`` with step -1), each member's
 FP32 graph runs once on the stack (its names prefixed, ``onnx.compose.add_prefix``), its outputs are split back per
 view, segmentation maps flipped back, read as probabilities where the combination says so (``Softmax``; a 1-channel
-sigmoid map becomes [1-p, p]) and summed with the same per-(member, view) weights (:mod:`edgemed.ensemble.combine`).
+sigmoid map becomes [1-p, p]) and summed with the same per-(member, view) weights (:mod:`edgemed.tasks.combine`).
 One session, one call, no per-view copies in Python: what nnU-Net's users pay 40x for, at the cost of the members'
 FP32 weights in one file. Whether it is faster on this device is measured when the ensemble is made, and recorded
-(:mod:`edgemed.ensemble.build`); the runtime serves it only where it won and every member would serve its FP32 ONNX
-artifact anyway (the graph is made of exactly those), so the verdicts it rests on are the members' own.
+(:mod:`edgemed.converters.ensemble_build`); the runtime serves it only where it won and every member would serve its
+FP32 ONNX artifact anyway (the graph is made of exactly those), so the verdicts it rests on are the members' own.
 
 Bakeable: mean-logits or mean-probabilities (a vote's argmax counting stays in numpy), members of one input tensor
 (same preprocessing, NCHW, a dynamic batch axis) with an ONNX Runtime FP32 artifact. Anything else is said in one

@@ -89,7 +89,7 @@ def test_two_cnns_with_hflip_equal_the_by_hand_combination(combine, cnn_bundle, 
 def test_unet_with_flips_equals_the_by_hand_combination(combine, unet_bundle, busi, tmp_path):
     """The shipped U-Net twice (weights 2 and 1) with hflip and vflip: 6 runs per frame, maps un-flipped, combined
     at the model's resolution, mapped back to the frame like a single model's."""
-    from edgemed.ensemble import combine as comb
+    from edgemed.tasks import combine as comb
 
     weights, flips = [2.0, 1.0], ["hflip", "vflip"]
     ens = make_ensemble([unet_bundle, unet_bundle], tmp_path / "ens", combine=combine, weights=weights, tta=flips)

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import click
 
-from ..ensemble.cli import ensemble
-from ..fleet.cli import register as register_fleet
 from .base import EXIT_INTERNAL, EXIT_USER_ERROR, Group
 from .bench import bench
 from .convert import convert
 from .demo import demo
 from .devices import devices
+from .ensemble import ensemble
+from .fleet import register as register_fleet
 from .listen import listen
 from .predict import predict
 from .report import report

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-_WHERE = {"make_ensemble": "build", "load_ensemble": "runtime", "EnsemblePipeline": "runtime",
-          "is_ensemble": "files", "ENSEMBLE": "files", "open_ensemble": "opening"}
+# make_ensemble is conversion work (it measures members and may bake one graph with onnx), so it lives with the
+# converters; the name stays here, where users find ensembles
+_WHERE = {"make_ensemble": "edgemed.converters.ensemble_build", "load_ensemble": ".runtime",
+          "EnsemblePipeline": ".runtime", "is_ensemble": ".files", "ENSEMBLE": ".files", "open_ensemble": ".opening"}
 __all__ = sorted(_WHERE)
 
 
@@ -19,4 +21,4 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'edgemed.ensemble' has no attribute {name!r}")
     from importlib import import_module
 
-    return getattr(import_module(f".{_WHERE[name]}", __name__), name)
+    return getattr(import_module(_WHERE[name], __name__), name)

@@ -18,8 +18,8 @@ from ..errors import BundleError, OptionError
 from ..io.images import read_image
 from ..pipeline import Pipeline, open_pipeline
 from ..postprocess import check_finite
+from ..tasks import combine as comb
 from ..tasks import task_named
-from . import combine as comb
 from .files import BAKED_OUTPUT
 from .opening import OpenedEnsemble, open_ensemble
 

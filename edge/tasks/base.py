@@ -160,7 +160,7 @@ class Task(Protocol):
     def combine(self, outputs: Sequence[np.ndarray], kinds: Sequence[str], weights: Sequence[float],
                 combine: str) -> tuple[np.ndarray, str]:
         """An ensemble's raw answer from one output per (member, view), and how to read it
-        (:mod:`edgemed.ensemble.combine` defines the combinations)."""
+        (:mod:`edgemed.tasks.combine` defines the combinations)."""
 
     def combined_result(self, output: np.ndarray, kind: str, geometry: Any, labels: list[str]) -> Any:
         """The result of an ensemble's combined raw answer, of the type ``predict`` returns."""

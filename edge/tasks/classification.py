@@ -52,7 +52,7 @@ class Classification:
         return result
 
     def combine(self, outputs, kinds, weights, combine) -> tuple[np.ndarray, str]:
-        from ..ensemble import combine as comb
+        from . import combine as comb
 
         return comb.classification([o[0] for o in outputs], kinds, weights, combine)[None], "probabilities"
 

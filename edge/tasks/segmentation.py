@@ -60,7 +60,7 @@ class Segmentation:
         return self.combined_result(outputs[pipe.output_name], pipe.output_kind, prepared.geometry, pipe.labels)
 
     def combine(self, outputs, kinds, weights, combine) -> tuple[np.ndarray, str]:
-        from ..ensemble import combine as comb
+        from . import combine as comb
 
         return comb.segmentation(outputs, kinds, weights, combine)
 

@@ -16,14 +16,14 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from .._version import __version__
-from ..atomic import write_atomic
-from ..bundle import MANIFEST, Bundle, atomic_directory
-from ..errors import BundleError, OptionError
-from ..hashing import sha256_file
-from .files import ENSEMBLE, MEMBERS, is_ensemble
-from .manifest import COMBINES, FLIPS, MAX_MEMBERS, EnsembleManifest, EnsembleMember
-from .opening import check_members, open_ensemble
+from edgemed._version import __version__
+from edgemed.atomic import write_atomic
+from edgemed.bundle import MANIFEST, Bundle, atomic_directory
+from edgemed.ensemble.files import ENSEMBLE, MEMBERS, is_ensemble
+from edgemed.ensemble.manifest import COMBINES, FLIPS, MAX_MEMBERS, EnsembleManifest, EnsembleMember
+from edgemed.ensemble.opening import check_members, open_ensemble
+from edgemed.errors import BundleError, OptionError
+from edgemed.hashing import sha256_file
 
 SAMPLES = "samples.npz"  # the frames convert keeps in a bundle (edgemed.converters.convert.SAMPLES)
 
@@ -66,7 +66,7 @@ def make_ensemble(members: Sequence[str | Path], out: str | Path, combine: str =
     """Write the ensemble of ``members`` (bundle folders of one task and labels) to ``out``.
 
     ``combine``: ``mean-logits`` (nnU-Net's choice), ``mean-probabilities`` or ``vote`` (see
-    :mod:`edgemed.ensemble.combine`); ``weights``: one per member; ``tta``: flips each member also sees
+    :mod:`edgemed.tasks.combine`); ``weights``: one per member; ``tta``: flips each member also sees
     (``hflip``, ``vflip``, ``hvflip``). Detectors are refused (box fusion is not implemented).
 
     The combination is then judged where it will serve (``device``) against the FP32 combination
@@ -114,8 +114,8 @@ def _judge(root: Path, members: Sequence[Bundle], eval: str | Path | None, eval_
            log: Callable[[str], None]):
     """The combination's verdict, or None (said in the log) where there is no FP32 combination to judge against
     or no frames."""
-    from ..datasets import ImageSet
-    from .gate import judge_combination
+    from edgemed.datasets import ImageSet
+    from edgemed.ensemble.gate import judge_combination
 
     if not all((a := b.manifest.artifact("onnxruntime", "fp32")) is not None and a.verdict == "passed"
                for b in members):
@@ -139,15 +139,15 @@ def _bake(root: Path, manifest: EnsembleManifest, eval: str | Path | None, eval_
     """Bake the members and flips into one graph where they can be (edgemed.converters.ensemble_graph), compare it
     with the members' FP32 combination on real frames, time both side by side, and record which is faster: the
     runtime serves the graph only where it won. Returns (the record or None, why not)."""
-    from ..datasets import ImageSet
-    from ..runtimes.onnxruntime import OnnxRuntimeEngine
-    from .combine import normalised
-    from .manifest import BakedGraph
-    from .runtime import EnsemblePipeline, load_ensemble
+    from edgemed.datasets import ImageSet
+    from edgemed.ensemble.manifest import BakedGraph
+    from edgemed.ensemble.runtime import EnsemblePipeline, load_ensemble
+    from edgemed.runtimes.onnxruntime import OnnxRuntimeEngine
+    from edgemed.tasks.combine import normalised
 
     members = [Bundle.open(root / m.folder) for m in manifest.members]
     try:
-        from edgemed.converters.ensemble_graph import BAKED_FILE, bake, why_not
+        from .ensemble_graph import BAKED_FILE, bake, why_not
     except ImportError:  # the runtime-only install has no onnx: the ensemble runs member by member
         return None, "not baked: onnx is not installed (pip install 'edgemed[convert]')"
     reason = why_not(members, manifest.combine)
@@ -183,7 +183,7 @@ def _bake(root: Path, manifest: EnsembleManifest, eval: str | Path | None, eval_
     log(f"baked into one graph: max |diff| {diff:.2e} from the members' combination on {len(frames)} frames; p50 "
         f"{p50['baked']:.3f} ms against {p50['members']:.3f} ms member by member: "
         + ("it serves" if serves else "the members serve"))
-    from ..bundle import file_record
+    from edgemed.bundle import file_record
 
     return BakedGraph(file=file_record(root, BAKED_FILE), serves=serves, baked_ms=round(p50["baked"], 4),
                       members_ms=round(p50["members"], 4), max_abs_diff=diff, frames=len(frames)), ""

@@ -20,7 +20,7 @@ def _need(module: str, package: str) -> None:
 
 
 def _expiry(items: tuple[str, ...]):
-    from .repository import parse_expiry
+    from ..fleet.repository import parse_expiry
 
     return parse_expiry(items)
 
@@ -52,7 +52,7 @@ def repo_init(path: Path, root_keys, targets_keys, snapshot_keys, timestamp_keys
     """Create root.json: which keys may sign for each role. Devices are provisioned with this file."""
     _need("tuf", "tuf")
     from ..errors import OptionError
-    from .repository import init_repository
+    from ..fleet.repository import init_repository
 
     parsed = {}
     for item in thresholds:
@@ -72,7 +72,7 @@ def repo_init(path: Path, root_keys, targets_keys, snapshot_keys, timestamp_keys
 def repo_refresh(path: Path, keys, expires) -> None:
     """Re-sign snapshot and timestamp with fresh expiry (run it periodically, e.g. daily from cron)."""
     _need("tuf", "tuf")
-    from .repository import refresh
+    from ..fleet.repository import refresh
 
     click.echo(f"timestamp version {refresh(path, list(keys), _expiry(expires))}")
 
@@ -90,7 +90,7 @@ def repo_refresh(path: Path, keys, expires) -> None:
 def repo_rotate(path: Path, role: str, add, remove, threshold, keys, expires) -> None:
     """Replace a role's keys in a new root version and re-sign what that role signs."""
     _need("tuf", "tuf")
-    from .repository import rotate
+    from ..fleet.repository import rotate
 
     version = rotate(path, role, list(add), list(remove), list(keys), threshold, _expiry(expires))
     click.echo(f"root version {version}: {role} keys rotated")
@@ -106,7 +106,7 @@ def repo_rotate(path: Path, role: str, add, remove, threshold, keys, expires) ->
 def publish(bundle: Path, repo_path: Path, keys, version: str, expires) -> None:
     """Add a bundle to a TUF repository as a signed target (hashes, length, model metadata)."""
     _need("tuf", "tuf")
-    from .repository import publish as run
+    from ..fleet.repository import publish as run
 
     target = run(bundle, repo_path, list(keys), version, _expiry(expires))
     info = target.custom["edgemed"]
@@ -136,7 +136,7 @@ def update(url: str, into: Path, root, model, version, canary, allow_downgrade: 
            backend: str | None, precision: str | None, as_json: bool) -> None:
     """Fetch the newest bundle with TUF, install it beside the current one, canary, then switch (or refuse)."""
     _need("tuf", "tuf")
-    from .update import update as run
+    from ..fleet.update import update as run
 
     result = run(url, into, root, model, version, canary, allow_downgrade, trial, device,
                  echo=(lambda s: None) if as_json else (lambda s: click.echo(s, err=True)), backend=backend,
@@ -156,7 +156,7 @@ def update(url: str, into: Path, root, model, version, canary, allow_downgrade: 
 @click.option("--reason", default="asked by the operator", show_default=True)
 def rollback(into: Path, reason: str) -> None:
     """Serve the previous version again (it stays refused by later updates until a newer one is published)."""
-    from .update import rollback as run
+    from ..fleet.update import rollback as run
 
     click.echo(f"serving {run(into, reason)} again")
 
@@ -168,7 +168,7 @@ def rollback(into: Path, reason: str) -> None:
 def sbom(bundle: Path, out: Path | None, version: str | None) -> None:
     """A CycloneDX 1.6 ML-BOM of a bundle: model card, every artifact's hash, the runtime libraries."""
     _need("cyclonedx", "cyclonedx-python-lib")
-    from .sbom import write_sbom
+    from ..fleet.sbom import write_sbom
 
     text = write_sbom(bundle, out, version)
     click.echo(str(out) if out is not None else text)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .manifest import COMBINES
+from ..ensemble.manifest import COMBINES
 
 
 @click.command()
@@ -26,9 +26,9 @@ def ensemble(bundles: tuple[Path, ...], out: Path, combine: str, weights: str | 
              eval_path: Path | None, eval_key: str | None, device: str, force: bool) -> None:
     """Combine bundles of one task and labels (classification or segmentation) into one ensemble folder that
     edgemed.load, predict and sign take like a bundle; each member keeps its preprocessing, artifacts and verdicts."""
+    from ..converters.ensemble_build import make_ensemble
+    from ..ensemble.opening import open_ensemble
     from ..gate.verdict import summary
-    from .build import make_ensemble
-    from .opening import open_ensemble
 
     path = make_ensemble(bundles, out, combine=combine, weights=weights, tta=tta, force=force, eval=eval_path,
                          eval_key=eval_key, device=device, log=lambda s: click.echo(s, err=True))
