@@ -168,14 +168,14 @@ def build(out: Path) -> tuple[Path, Path]:
     image, signal = out / "cnn_breastmnist", out / "ecg_cnn"
     if not image.exists():
         weights, card = shipped_model("cnn_breastmnist")
-        convert(weights, image, task="classification", input_shape=tuple(card["input_shape"]), arch=card["arch"],
+        convert(weights, image, task=card["task"], input_shape=tuple(card["input_shape"]), arch=card["arch"],
                 arch_args=card["arch_args"], labels=tuple(card["labels"]), preprocess=tuple(card["preprocess"]),
                 calib=samples_dir("breastmnist"), name="cnn_breastmnist", targets=("onnx",), precisions=("fp32",))
     if not signal.exists():
         card = json.loads((assets_dir() / "ecg_cnn.json").read_text())
         beats = out / "ecg_cnn_calibration.npz"
-        SignalSet.open(calibration_set("classification", "signal")).save(beats, 48)
-        convert(assets_dir() / "ecg_cnn.pt", signal, task="classification", input_kind="signal",
+        SignalSet.open(calibration_set(card["task"], card["input_kind"])).save(beats, 48)
+        convert(assets_dir() / "ecg_cnn.pt", signal, task=card["task"], input_kind=card["input_kind"],
                 input_shape=tuple(card["input_shape"]), arch=card["arch"], arch_args=card["arch_args"],
                 labels=tuple(card["labels"]), preprocess=tuple(card["preprocess"]), calib=beats,
                 targets=("onnx",), precisions=("fp32",))

@@ -29,9 +29,9 @@ def _bundle(out: Path, nms: str, targets: tuple[str, ...]) -> Path:
     from edgemed.converters.convert import convert
 
     weights, card = shipped_model("det_busi")
-    return convert(weights, out, task="detection", input_shape=tuple(card["input_shape"]), arch=card["arch"],
+    return convert(weights, out, task=card["task"], input_shape=tuple(card["input_shape"]), arch=card["arch"],
                    arch_args=card["arch_args"], labels=tuple(card["labels"]), preprocess=tuple(card["preprocess"]),
-                   calib=calibration_set("detection"), targets=targets, precisions=("fp32",), nms=nms)
+                   calib=calibration_set(card["task"]), targets=targets, precisions=("fp32",), nms=nms)
 
 
 def _same(a, b) -> bool:
@@ -44,7 +44,7 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=1000)
     ap.add_argument("--to", default="onnx,openvino")
     args = ap.parse_args()
-    frames = [im for _, im in ImageSet.open(samples_for_task("detection"))]
+    frames = [im for _, im in ImageSet.open(samples_for_task(shipped_model("det_busi")[1]["task"]))]
     targets = tuple(args.to.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         bundles = {nms: _bundle(Path(tmp) / nms, nms, targets) for nms in ("graph", "host")}

@@ -50,7 +50,7 @@ def _bundles(folder: Path) -> tuple[Path, Path]:
     from edgemed.samples import shipped_model
 
     weights, card = shipped_model("cnn_breastmnist")
-    common = dict(task="classification", input_shape=tuple(card["input_shape"]), arch=card["arch"],
+    common = dict(task=card["task"], input_shape=tuple(card["input_shape"]), arch=card["arch"],
                   arch_args=card["arch_args"], labels=tuple(card["labels"]), preprocess=tuple(card["preprocess"]),
                   targets=("onnx", "openvino"), precisions=("fp32",))
     return (convert(weights, folder / "plain", **common),
