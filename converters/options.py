@@ -340,8 +340,9 @@ def click_options(command: Callable) -> Callable:
     return command
 
 
-def parse_shape(text: str, kind: Any) -> tuple[int, ...]:
+def parse_shape(text: str, kind: Any = "image") -> tuple[int, ...]:
     """``--input-shape`` as the command line writes it (``1x1x256x256``), for a model of input ``kind``."""
+    kind = input_kind(kind) if isinstance(kind, str) else kind
     if not isinstance(text, str) or not re.fullmatch(r"\s*\d+(\s*x\s*\d+){" + str(kind.rank - 1) + r"}\s*", text):
         raise OptionError(f"--input-shape {text!r} is not {kind.shape_text}", f"write e.g. {kind.shape_example}")
     return kind.check_shape(tuple(int(d) for d in text.lower().split("x")))
@@ -405,8 +406,10 @@ def parse_arch_args(text: str | None) -> dict:
     return parsed
 
 
-def read_preprocess(value: str | Path | None, kind: Any) -> tuple[dict, ...] | None:
-    """A spec given as a JSON file path, or as JSON text starting with '['."""
+def read_preprocess(value: str | Path | None, kind: Any = "image") -> tuple[dict, ...] | None:
+    """A spec given as a JSON file path, or as JSON text starting with '['; ``kind``: the model's input kind (its
+    name or :mod:`edgemed.input_kinds` entry), whose ops the spec may use."""
+    kind = input_kind(kind) if isinstance(kind, str) else kind
     if value is None:
         return None
     if str(value).lstrip().startswith("["):
