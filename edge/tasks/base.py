@@ -1,9 +1,12 @@
-"""The Task protocol: every way the four concerns of a task differ (reading the engine's output into a result,
-the gate's default budget, the tensors a Triton model answers with, the line a CLI prints) stated once per task.
+"""The Task protocol: every way tasks differ, stated once per task: reading the engine's output into a result,
+the gate's budget, drift comparison and margins, clinical tests and ground truth, how ensembles combine, what
+conversion checks and which steps of its own it needs, the Triton tensors, the SR's groups, bench's figures and
+worst cases, the lines a person reads.
 
-Why a protocol rather than branches: a task's rules were spread over pipeline, gate, CLI and three Triton
-modules, each with its own ``if task == ...``; a new task then meant finding every branch. Here a task is one
-module (:mod:`edgemed.tasks.classification`, ...), and code elsewhere asks :func:`edgemed.tasks.task_named`.
+Why a protocol rather than branches: a task's rules were spread over the pipeline, gate, converters, bench, DICOM,
+CLI and Triton modules, each with its own ``if task == ...``; a new task then meant finding every branch. Here a
+task is one module (:mod:`edgemed.tasks.classification`, ...), and code elsewhere asks
+:func:`edgemed.tasks.task_named`.
 No torch, no onnx: the runtime path imports this.
 """
 
