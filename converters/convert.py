@@ -338,7 +338,7 @@ def export(source: SourceModel, opts: ConvertOptions, target: Path, log: Callabl
     with OnnxRuntimeEngine(target, device="cpu") as engine:
         names = [o.name for o in engine.outputs]
     # A detector handles one image per call (NMS runs per image): its batch axis is fixed at 1.
-    dynamic = bool(record["dynamic_batch"]) and not task_named(opts.task).one_frame_per_call
+    dynamic = bool(record["dynamic_batch"]) and not task_named(opts.task).ragged_outputs
     return Exported(target, tuple(shape), input_name, facts.output, names, facts, dynamic, record, cam)
 
 

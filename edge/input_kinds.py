@@ -17,6 +17,22 @@ from .errors import OptionError
 
 class _Kind:
     set_type: str
+    rank: int
+    shape_words: str  # what --input-shape must be, in words
+    shape_tuple: str  # an example, as Python writes it
+    range_fix: str  # the ranges a shape must keep
+
+    def check_shape(self, shape: Any) -> tuple[int, ...]:
+        """``--input-shape`` as integers, refused in one line where it cannot be an input of this kind."""
+        if (not isinstance(shape, (tuple, list)) or len(shape) != self.rank
+                or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)):
+            raise OptionError(f"input shape {shape!r} is not {self.shape_words}", f"write e.g. {self.shape_tuple}")
+        if any(d < 1 for d in shape) or not self.in_range(shape):
+            raise OptionError(f"input shape {tuple(shape)} is out of range", self.range_fix)
+        return tuple(shape)
+
+    def in_range(self, shape: tuple[int, ...]) -> bool:
+        raise NotImplementedError
 
     def holds(self, data: Any) -> bool:
         """``data`` (an opened data set) holds cases of this kind."""
@@ -47,14 +63,11 @@ class ImageKind(_Kind):
     shipped_calibration: str | None = None
     shipped_verdict: str | None = None
 
-    def check_shape(self, shape: Any) -> tuple[int, ...]:
-        """``--input-shape`` (N, C, H, W), refused in one line where it cannot be an image input."""
-        if (not isinstance(shape, (tuple, list)) or len(shape) != self.rank
-                or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)):
-            raise OptionError(f"input shape {shape!r} is not four integers N, C, H, W", "write e.g. (1, 1, 256, 256)")
-        if any(d < 1 for d in shape) or shape[1] > 64 or max(shape[2:]) > 8192:
-            raise OptionError(f"input shape {tuple(shape)} is out of range", "N, C >= 1, C <= 64, H and W in 1..8192")
-        return tuple(shape)
+    shape_words, shape_tuple = "four integers N, C, H, W", "(1, 1, 256, 256)"
+    range_fix = "N, C >= 1, C <= 64, H and W in 1..8192"
+
+    def in_range(self, shape: tuple[int, ...]) -> bool:
+        return shape[1] <= 64 and max(shape[2:]) <= 8192
 
     def validate_spec(self, spec: list) -> list[dict]:
         from .preprocess import validate_spec
@@ -75,15 +88,11 @@ class SignalKind(_Kind):
     shipped_calibration = "calibration/ecg_ds1.npz"  # MIT-BIH DS1 beats
     shipped_verdict = "ecg/ds2_beats.npz"  # DS2: patients the shipped ECG models never saw
 
-    def check_shape(self, shape: Any) -> tuple[int, ...]:
-        """``--input-shape`` (N, C, L): C leads of L samples."""
-        if (not isinstance(shape, (tuple, list)) or len(shape) != self.rank
-                or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)):
-            raise OptionError(f"input shape {shape!r} is not three integers N, C, L", "write e.g. (1, 1, 180)")
-        if any(d < 1 for d in shape) or shape[1] > 64 or shape[2] > 1 << 20:
-            raise OptionError(f"input shape {tuple(shape)} is out of range",
-                              "N, C >= 1, C <= 64 leads, L in 1..1048576")
-        return tuple(shape)
+    shape_words, shape_tuple = "three integers N, C, L", "(1, 1, 180)"  # C leads of L samples
+    range_fix = "N, C >= 1, C <= 64 leads, L in 1..1048576"
+
+    def in_range(self, shape: tuple[int, ...]) -> bool:
+        return shape[1] <= 64 and shape[2] <= 1 << 20
 
     def validate_spec(self, spec: list) -> list[dict]:
         from .signal_preprocess import validate_signal_spec

@@ -103,7 +103,7 @@ class TritonPythonModel:
                 if frames.ndim != 4:
                     raise InputError(f"{name} has shape {frames.shape}, not (B, H, W, C)",
                                      "send frames with a batch axis first and a channel axis last (1 for grey)")
-                if self.task.one_frame_per_call and len(frames) != 1:
+                if self.task.ragged_outputs and len(frames) != 1:
                     raise InputError(f"a detector answers one frame per request, got {len(frames)}",
                                      "send one frame per request (Triton batches requests)")
                 return [self.pipe.prepare(f) for f in frames]

@@ -171,7 +171,7 @@ def write_native(tmp: Path, bundle_dir: Path, bundle: Bundle, name: str, artifac
     inputs, outputs = engine_io(bundle_dir, artifact)
     if len(inputs) != 1:
         raise InputError(f"{bundle_dir}: the model has {len(inputs)} inputs", "export with --backend python")
-    batched = (max_batch > 0 and not task.one_frame_per_call and bundle.manifest.input.dynamic_batch
+    batched = (max_batch > 0 and not task.ragged_outputs and bundle.manifest.input.dynamic_batch
                and all(not isinstance(o.shape[0], int) or o.shape[0] <= 0 for o in outputs if o.shape))
     mb = max_batch if batched else 0
     config = step_config(bundle, [o.name for o in outputs], batched)

@@ -90,8 +90,9 @@ class Task(Protocol):
     plural: str  # what people call models of this task ("segmenters"), in messages
     #: the gate's budget when the user sets none (:func:`edgemed.gate.verdict.default_budget` reads it, nothing else)
     default_budget: str
-    #: one frame per engine call and per served request (a detector's boxes are per frame); others batch
-    one_frame_per_call: bool
+    #: a frame's outputs differ in size from frame to frame (a detector's boxes after NMS): one frame per engine call
+    #: and per served request, outputs measured and stored case by case, never stacked; others batch
+    ragged_outputs: bool
     #: outputs are maps on the frame's pixels: a flipped view's output is flipped back, and models combined must
     #: map frames to their input alike
     spatial: bool
@@ -113,8 +114,6 @@ class Task(Protocol):
     explainable: bool
     #: the exported graph ends in several outputs read together (a detector's boxes and scores), not one
     several_outputs: bool
-    #: an output's size differs case by case (boxes after NMS): measured case by case, never stacked
-    ragged_outputs: bool
     #: the module of edgemed.converters holding this task's own conversion steps (``setup`` after export,
     #: ``torch_output_names`` at export), or None where the generic steps do
     conversion_steps: str | None

@@ -28,7 +28,7 @@ class Classification:
     # flipped 1.6% of a test set holding that class 1.4 times as often). So of the cases FP32 calls S, at least 99%
     # must stay S, and so for every class (the worst class is the one judged); that term holds for any class mix.
     default_budget = "agreement>=0.999,class_agreement>=0.99"
-    one_frame_per_call = False
+    ragged_outputs = False
     spatial = False
     has_margins = True
     ensemble_refusal = ""
@@ -37,7 +37,6 @@ class Classification:
     takes_features = True
     explainable = True
     several_outputs = False
-    ragged_outputs = False
     conversion_steps = None
     output_format = "class probabilities"
     binary_case_scores = True

@@ -24,7 +24,7 @@ class Detection:
     # The same lesion-level bar as segmenters (a lesion found or lost changes care), and the boxes FP32 and the
     # candidate both find must overlap at IoU >= 0.9 on average.
     default_budget = "lesion_agreement>=0.99,box_iou>=0.9"
-    one_frame_per_call = True
+    ragged_outputs = True  # a box count per image
     spatial = False  # boxes are in the frame's pixels already (detection_post), never flipped back as maps
     has_margins = False
     ensemble_refusal = ("combining a detector's boxes needs box fusion (e.g. weighted boxes fusion), which edgemed "
@@ -34,7 +34,6 @@ class Detection:
     takes_features = False
     explainable = False
     several_outputs = True  # boxes and scores (or YOLO's one raw tensor, or NMS's outputs)
-    ragged_outputs = True  # a box count per image
     conversion_steps = "edgemed.converters.detection_setup"  # reads the layout, appends NMS with --nms graph
     output_format = "bounding boxes with class and score"
     binary_case_scores = False
@@ -63,7 +62,7 @@ class Detection:
                 ServedTensor("CLASSES", "TYPE_INT32", (-1,))]
 
     def served_arrays(self, results: Sequence[DetectionResult]) -> dict[str, np.ndarray]:
-        (r,) = results  # one frame per request (one_frame_per_call)
+        (r,) = results  # one frame per request (ragged_outputs)
         return {"BOXES": np.asarray(r.boxes, np.float32).reshape(1, -1, 4),
                 "SCORES": np.asarray(r.scores, np.float32).reshape(1, -1),
                 "CLASSES": np.asarray(r.classes, np.int32).reshape(1, -1)}

@@ -38,7 +38,7 @@ class Segmentation:
     # conservative; at 99.9% every quantized segmenter here stayed uncertified, FP16 included. A stricter budget is
     # one --drift-budget away.
     default_budget = "lesion_agreement>=0.99,case_dice>=0.99"
-    one_frame_per_call = False
+    ragged_outputs = False
     spatial = True
     has_margins = True
     ensemble_refusal = ""
@@ -47,7 +47,6 @@ class Segmentation:
     takes_features = True
     explainable = False  # a class activation map explains one score per image, not a map
     several_outputs = False
-    ragged_outputs = False
     conversion_steps = None
     output_format = "segmentation mask (per-pixel class)"
     binary_case_scores = False
