@@ -96,8 +96,9 @@ def image_scripts(bundle: Path, frame: Path) -> tuple[str, str]:
     m = _manifest(bundle)
     ops = {op["op"]: op for op in m.preprocess}
     known = {"to_gray", "to_rgb", "resize", "scale", "normalize"}
-    if m.model.task != "classification" or set(ops) - known or ops["resize"].get("interpolation") != "bilinear":
-        raise SystemExit(f"{bundle}: the bare script covers classifiers with {sorted(known)} (bilinear) only")
+    if len(m.output.shape) != 2 or set(ops) - known or ops["resize"].get("interpolation") != "bilinear":
+        raise SystemExit(f"{bundle}: the bare script covers one (N, classes) output after {sorted(known)} "
+                         "(bilinear) only")
     h, w = ops["resize"]["size"]
     norm = ops.get("normalize", {"mean": [0.0], "std": [1.0]})
     if len(set(norm["mean"])) != 1 or len(set(norm["std"])) != 1:

@@ -8,8 +8,9 @@ for one bundle whose spec they read once:
   preallocated input array, and run the engine with that array bound in place (ONNX Runtime IO binding;
   an OpenVINO input tensor sharing its memory);
 - single ECG beats: the beat's least-squares line removed (detrend) straight into a bound (1, 1, L) buffer;
-- the same postprocessing: softmax/argmax; the foreground margin resized to the frame and thresholded
-  (segmentation); threshold, map back, clip, greedy class-aware NMS vectorised in numpy (detection).
+- the same postprocessing (``edgemed.benchmarks.hand_written``, one module per task): softmax/argmax; the
+  foreground margin resized to the frame and thresholded (segmentation); threshold, map back, clip, greedy
+  class-aware NMS vectorised in numpy (detection).
 
 It runs on the very engine object edgemed opened (``pipe.engine``: the same ONNX Runtime session, the same
 compiled OpenVINO model), so only edgemed's layers are measured: two sessions of one model, or separate
@@ -35,13 +36,9 @@ from typing import Any
 import numpy as np
 
 import edgemed
+from edgemed.benchmarks.hand_written import NoBaseline, for_task
 
 AFFINE = ("scale", "normalize", "minmax")
-SEG_SIZES = ((128, 128), (512, 512), (584, 568))  # segmentation frames: model size, and full-resolution masks out
-
-
-class NoBaseline(Exception):
-    """This bundle's spec or backend has no hand-written baseline here."""
 
 
 # --- the hand-written pipelines ---------------------------------------------------------------------------
@@ -166,78 +163,6 @@ def _image_writer(pipe, resize: Callable | None = None) -> Callable[[np.ndarray,
     return write
 
 
-def _nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float, cap: int) -> np.ndarray:
-    """Greedy class-aware NMS, best first, the IoU of each kept box against the rest in one numpy pass."""
-    order = np.argsort(-scores, kind="stable")
-    boxes, classes = boxes[order], classes[order]
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    alive = np.ones(len(order), bool)
-    keep = []
-    for i in range(len(order)):
-        if not alive[i]:
-            continue
-        keep.append(order[i])
-        if len(keep) == cap:
-            break
-        b = boxes[i + 1:]
-        iw = np.clip(np.minimum(b[:, 2], boxes[i, 2]) - np.maximum(b[:, 0], boxes[i, 0]), 0, None)
-        ih = np.clip(np.minimum(b[:, 3], boxes[i, 3]) - np.maximum(b[:, 1], boxes[i, 1]), 0, None)
-        inter = iw * ih
-        over = inter / (area[i] + area[i + 1:] - inter) > iou
-        alive[i + 1:] &= ~(over & (classes[i + 1:] == classes[i]))
-    return np.asarray(keep, np.int64)
-
-
-def _post(pipe, frame_hw: tuple[int, int], in_hw: tuple[int, int]) -> Callable[[dict], Any]:
-    """Outputs → what predict answers: (index, probabilities), the mask, or (boxes, scores, classes)."""
-    task, kind, name = pipe.task, pipe.output_kind, pipe.output_name
-    if task == "classification":
-        def classify(out: dict) -> tuple[int, np.ndarray]:
-            row = out[name].reshape(-1).astype(np.float32)
-            if kind != "probabilities":
-                e = np.exp(row - row.max())
-                row = e / e.sum()
-            return int(np.argmax(row)), row
-        return classify
-    if task == "segmentation":
-        from PIL import Image
-
-        h, w = frame_hw
-
-        def segment(out: dict) -> np.ndarray:
-            m = out[name][0]
-            if m.shape[0] != 2 or kind == "probabilities":
-                raise NoBaseline("a segmenter other than two-class logits")
-            margin = np.tanh(0.5 * (m[1] - m[0]))  # sign(p1 - p0), and bilinear is linear: one map to resize
-            if margin.shape != (h, w):
-                margin = np.asarray(Image.fromarray(margin, "F").resize((w, h), Image.Resampling.BILINEAR))
-            return (margin > 0).view(np.uint8)
-        return segment
-    post = pipe.detection
-    if post.layout != "edgemed" or post.form not in ("edgemed", "nms"):
-        raise NoBaseline(f"detector layout {post.layout}/{post.form}")
-    sy, sx = frame_hw[0] / in_hw[0], frame_hw[1] / in_hw[1]
-
-    def detect(out: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if post.form == "nms":
-            boxes = out[post.outputs["boxes"]].reshape(-1, 4).astype(np.float32)
-            scores = out[post.outputs["scores"]].reshape(-1).astype(np.float32)
-            cls = out[post.outputs["classes"]].reshape(-1).astype(np.int64) - post.label_offset
-            k = scores > post.score_threshold
-            boxes, scores, cls = boxes[k], scores[k], cls[k]
-        else:
-            cand, sc = out[post.outputs["boxes"]][0], out[post.outputs["scores"]][0]
-            cells, cls = np.nonzero(sc > post.score_threshold)
-            boxes, scores, cls = cand[cells], sc[cells, cls], cls.astype(np.int64)
-        b = boxes.astype(np.float64) * (sx, sy, sx, sy)
-        b = np.clip(b, 0, (frame_hw[1], frame_hw[0], frame_hw[1], frame_hw[0])).astype(np.float32)
-        solid = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
-        b, scores, cls = b[solid], scores[solid].astype(np.float32), cls[solid]
-        keep = _nms(b, scores, cls, post.iou_threshold, post.max_detections)
-        return b[keep], scores[keep], cls[keep]
-    return detect
-
-
 @dataclass
 class Case:
     """One comparison: what predict is given, and the hand-written pipeline over the same engine."""
@@ -256,7 +181,7 @@ def image_case(pipe, frame: np.ndarray, label: str) -> Case:
     shape = tuple(int(d) if isinstance(d, int) and d > 0 else 1 for d in pipe.bundle.manifest.input.shape)
     bound = BoundEngine(pipe, shape)
     write = _image_writer(pipe)
-    post = _post(pipe, frame.shape[:2], shape[2:4])
+    post = for_task(pipe.task).post(pipe, frame.shape[:2], shape[2:4])
 
     def hand():
         write(frame, bound.x)
@@ -289,7 +214,7 @@ def beat_case(pipe, beat: np.ndarray, fs: float, label: str) -> Case:
     t = np.arange(n, dtype=np.float64) - (n - 1) / 2.0
     tt = float(t @ t)
     bound = BoundEngine(pipe, (1, 1, n))
-    post = _post(pipe, (n, 1), (n, 1))
+    post = for_task(pipe.task).post(pipe, (n, 1), (n, 1))
     dst = bound.x[0, 0]
 
     def write():
@@ -386,15 +311,7 @@ def same(pipe, case: Case, source: Any, describe: dict) -> str | None:
         return f"tensor shapes differ: {ours.tensor.shape} and {tensor.shape}"
     if not np.allclose(ours.tensor, tensor, rtol=1e-6, atol=1e-6):
         return f"tensors differ by up to {np.max(np.abs(ours.tensor - tensor)):.3g}"
-    r, h = case.predict(), case.hand()
-    if pipe.task == "classification":
-        ok = r.index == h[0] and np.allclose(r.probabilities, h[1], rtol=1e-5, atol=1e-6)
-    elif pipe.task == "segmentation":
-        ok = r.mask.shape == h.shape and np.array_equal(r.mask, h)
-    else:
-        ok = (len(r.boxes) == len(h[0]) and np.allclose(r.boxes, h[0], atol=1e-3)
-              and np.array_equal(r.classes, h[2]) and np.allclose(r.scores, h[1]))
-    return None if ok else "results differ"
+    return None if for_task(pipe.task).agrees(case.predict(), case.hand()) else "results differ"
 
 
 def measure(fns: dict[str, Callable[[], Any]], frames: int, warmup: int = 30) -> dict[str, np.ndarray]:
@@ -467,12 +384,12 @@ def cases_for(pipe, quick: bool) -> list[tuple[Case, np.ndarray, dict]]:
     from PIL import Image
 
     from edgemed.datasets import ImageSet
-    from edgemed.samples import samples_for_task
+    from edgemed.input_kinds import input_kind
+    from edgemed.samples import samples_dir, samples_for_task
 
-    if pipe.input_kind == "signal":
-        from edgemed.samples import assets_dir
-
-        with np.load(assets_dir() / "samples" / "ecg" / "ds2_beats.npz") as d:
+    kind = input_kind(pipe.input_kind)
+    if kind.recordings:  # beats: one shipped held-out beat, and a whole record cut into beats
+        with np.load(samples_dir(kind.shipped_verdict)) as d:
             beat = d["signals"][0].astype(np.float64) / float(d["adc_gain"])  # MIT-BIH DS2 counts to mV
             fs = float(d["fs"])
         describe = {"fs": fs, "units": "mV", "leads": ("MLII",)}
@@ -491,10 +408,9 @@ def cases_for(pipe, quick: bool) -> list[tuple[Case, np.ndarray, dict]]:
             refused = f"no hand-written baseline ({exc})"
             return cases + [(Case(label, *[lambda: None] * 4, check=lambda: refused), sig, {})]
     frame = next(iter(ImageSet.open(samples_for_task(pipe.task))))[1]
-    frames = [frame]
-    if pipe.task == "segmentation":
-        frames = [np.asarray(Image.fromarray(frame).resize((w, h), Image.Resampling.BILINEAR))
-                  for h, w in (SEG_SIZES[1:2] if quick else SEG_SIZES)]
+    sizes = for_task(pipe.task).frame_sizes(quick)  # segmentation: also at full resolution
+    frames = [frame] if sizes is None else [
+        np.asarray(Image.fromarray(frame).resize((w, h), Image.Resampling.BILINEAR)) for h, w in sizes]
     where = f", NMS {pipe.detection.nms}" if pipe.detection is not None else ""
     return [(image_case(pipe, f, f"frame {f.shape[0]}x{f.shape[1]}" + ("" if f.ndim == 2 else "x3") + where), f, {})
             for f in frames]

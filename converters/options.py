@@ -21,7 +21,7 @@ from typing import Any
 from edgemed.backends import PRECISIONS, TARGETS, by_target
 from edgemed.errors import OptionError
 from edgemed.gate.verdict import Budget, default_budget, default_budgets
-from edgemed.input_kinds import INPUT_KIND_NAMES, input_kind
+from edgemed.input_kinds import DEFAULT_INPUT_KIND, INPUT_KIND_NAMES, input_kind
 from edgemed.tasks import TASK_NAMES, TASKS, task_named
 
 DETECTION_LAYOUTS = ("edgemed", "yolo", "torchvision")
@@ -226,7 +226,7 @@ class ConvertOptions:
         """The rules that tie one option to another."""
         _set = object.__setattr__
         task, kind = task_named(self.task), input_kind(self.input_kind)
-        if kind.name != "image" and kind.name not in task.other_input_kinds:
+        if kind.name != DEFAULT_INPUT_KIND and kind.name not in task.other_input_kinds:
             takers = [t.name for t in TASKS.values() if self.input_kind in t.other_input_kinds]
             raise OptionError(f"--input-kind {self.input_kind} supports {' or '.join(takers)}, not {self.task}",
                               f"pass --task {takers[0]}")

@@ -3,7 +3,7 @@ the words for one case and many, the shapes and preprocessing ops it takes, the 
 shipped for it and which tools take it.
 
 Why a table: "is this a signal model?" was asked in convert, certify, the pipeline, predict, bench, the Triton
-export, the page and ensembles, each with its own ``input_kind == "signal"``. A kind answers instead; a new kind
+export, the page and ensembles, each comparing the kind's name itself. A kind answers instead; a new kind
 (say, a volume) is one class here. Below the manifest, whose vocabulary it gives; imports no backend.
 """
 
@@ -103,6 +103,8 @@ class SignalKind(_Kind):
 INPUT_KINDS: dict[str, ImageKind | SignalKind] = {k.name: k for k in (ImageKind(), SignalKind())}
 INPUT_KIND_NAMES: tuple[str, ...] = tuple(INPUT_KINDS)
 InputKindName = Literal[INPUT_KIND_NAMES]  # type: ignore[valid-type]  # the manifest's vocabulary
+#: what a model reads unless it says otherwise (the manifest's and convert's default); every task takes it
+DEFAULT_INPUT_KIND = ImageKind.name
 
 
 def input_kind(name: str) -> ImageKind | SignalKind:

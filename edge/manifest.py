@@ -30,13 +30,13 @@ from msgspec import Meta, Struct
 
 from .backends import Backend, Precision
 from .errors import BundleError
-from .input_kinds import InputKindName, input_kind
+from .input_kinds import DEFAULT_INPUT_KIND, InputKindName, input_kind
+from .task_names import TASK_FACTS, TaskName
 
 SCHEMA_VERSION = 3
 SCHEMA_FILE = Path(__file__).with_name("manifest.schema.json")
 MAX_INPUT_ELEMENTS = 1 << 28  # 268M floats (1 GiB): a declared shape beyond this is hostile or a mistake
 
-Task = Literal["classification", "segmentation", "detection"]
 Verdict = Literal["passed", "failed", "uncertified"]
 
 Name = Annotated[str, Meta(min_length=1, max_length=256)]
@@ -66,9 +66,9 @@ class FileRecord(Record, kw_only=True):
 
 class ModelCard(Record, kw_only=True):
     name: Name
-    task: Task
+    task: TaskName
     labels: Annotated[list[Name], Meta(min_length=1, max_length=4096)]
-    input_kind: InputKindName = "image"  # type: ignore[valid-type]  # edgemed.input_kinds
+    input_kind: InputKindName = DEFAULT_INPUT_KIND  # type: ignore[valid-type]  # edgemed.input_kinds
     # Set only for bundles made from edgemed's own shipped models: bench may then grade them on the
     # shipped labelled samples (never a user's model: that would grade it on someone else's data).
     shipped: Name | None = None
@@ -439,7 +439,7 @@ class Manifest(Record, kw_only=True):
         if self.features and self.explain is not None:
             raise ValueError("explain: saliency maps of a model with inputs beside the image are not made")
         if self.explain is not None:
-            if self.model.task != "classification" or not kind.frames:
+            if not TASK_FACTS[self.model.task].explainable or not kind.frames:
                 raise ValueError(f"explain: method {self.explain.method} explains image classifiers, not "
                                  f"{self.model.input_kind} {self.model.task}")
             if self.explain.features_output in self.output.names:
@@ -448,7 +448,8 @@ class Manifest(Record, kw_only=True):
 
     def _check_labels(self) -> None:
         """Class names must match what the model outputs (a 1-channel sigmoid output has two classes)."""
-        if self.model.task == "detection" or len(self.output.shape) < 2 or not isinstance(self.output.shape[1], int):
+        shape = self.output.shape
+        if not TASK_FACTS[self.model.task].channels_are_classes or len(shape) < 2 or not isinstance(shape[1], int):
             return
         classes = max(2, self.output.shape[1])
         if len(self.model.labels) != classes:

@@ -24,9 +24,11 @@ from .manifest import Manifest
 from .output_reader import OutputReader
 from .postprocess import check_finite
 from .preprocess import Prepared
-from .results import ClassificationResult, DetectionResult, SegmentationResult
 from .selection import Selection, open_engine, select, shared_by
 from .tasks import task_named
+from .tasks.classification import ClassificationResult
+from .tasks.detection import DetectionResult
+from .tasks.segmentation import SegmentationResult
 
 Result = ClassificationResult | SegmentationResult | DetectionResult
 SIGNAL_DESCRIPTION = {"fs", "units", "leads", "adc_gain"}  # what predict takes besides a beat (as_signal's)

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import EdgemedError
+from ..input_kinds import DEFAULT_INPUT_KIND, input_kind
 from .base import write_json
 from .bench_tables import BENCH_HEADERS, artifact_name, bench_row, ensemble_table, record_line
 from .options import accept_option, backend_option, precision_option
@@ -55,7 +56,7 @@ def bench(bundle: Path, json_out: Path | None, history: Path | None, no_history:
         report = bench_on_host(host, bundle, forwarded(kw), remote_edgemed)
     else:
         report = run_bench(bundle, log=lambda s: click.echo(s, err=True), **kw)
-    unit = "beat windows" if report.get("input_kind") == "signal" else "images"
+    unit = input_kind(report.get("input_kind") or DEFAULT_INPUT_KIND).unit
     click.echo(f"data: {report['data']['from']}: {report['data']['images']} {unit}"
                + ("" if report["data"]["labels"] else " (unlabelled: no accuracy vs ground truth)"))
     if "ensemble" in report:  # an ensemble: its configurations side by side, not artifacts

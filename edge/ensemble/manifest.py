@@ -19,6 +19,7 @@ from msgspec import Meta
 
 from ..errors import BundleError
 from ..manifest import Count, DriftRecord, FileName, FileRecord, Name, Record, Sha256, Text, _field_message
+from ..tasks import TASKS
 
 FORMAT = "edgemed-ensemble"
 SCHEMA_VERSION = 1
@@ -66,10 +67,14 @@ class BakedGraph(Record, kw_only=True):
     frames: Count
 
 
+# the tasks whose models combine (a detector's boxes would need box fusion: Detection.ensemble_refusal says so)
+EnsembleTask = Literal[tuple(n for n, t in TASKS.items() if not t.ensemble_refusal)]  # type: ignore[valid-type]
+
+
 class EnsembleManifest(Record, kw_only=True):
     format: Literal["edgemed-ensemble"]
     schema_version: Annotated[int, Meta(ge=SCHEMA_VERSION, le=SCHEMA_VERSION)]
-    task: Literal["classification", "segmentation"]
+    task: EnsembleTask
     labels: Annotated[list[Name], Meta(min_length=1, max_length=4096)]
     combine: Combine
     tta: Annotated[list[Flip], Meta(max_length=len(FLIPS))] = []

@@ -92,7 +92,7 @@ class Budget:
             if metric.direction != op:
                 raise OptionError(f"drift budget bound {term.strip()!r} points the wrong way",
                                   f"{name} is bounded with {metric.direction}")
-            if task not in metric.tasks:
+            if name not in TASKS[task].drift_metrics:
                 raise OptionError(f"drift budget metric {name!r} does not apply to {task}",
                                   f"for {task} use e.g. {example!r}")
             lo, hi = _RANGE.get(name, (0.0, float("inf")))

@@ -1,5 +1,6 @@
-"""What a drift comparison reports: the metrics a budget may bound (which tasks each belongs to, which way is
-better) and the :class:`Comparison` record of a candidate against FP32 on the same cases.
+"""What a drift comparison reports: the metrics a budget may bound (which way is better; each task names those its
+comparison reports, :attr:`edgemed.tasks.base.Task.drift_metrics`) and the :class:`Comparison` record of a candidate
+against FP32 on the same cases.
 
 Each task computes its comparison (:meth:`edgemed.tasks.base.Task.start_comparison`); :mod:`edgemed.gate.drift` is the
 entry point, :mod:`edgemed.gate.verdict` judges the figures against a budget.
@@ -16,33 +17,31 @@ from ..errors import BundleError
 
 @dataclass(frozen=True)
 class Metric:
-    """A drift metric a budget may bound: which way is better, and which tasks it belongs to."""
+    """A drift metric a budget may bound, and which way is better."""
 
     name: str
     direction: str  # ">=": larger is better; "<=": smaller is better
-    tasks: tuple[str, ...]
     meaning: str
 
 
-CLS, SEG, DET = ("classification",), ("segmentation",), ("detection",)
 METRICS = {m.name: m for m in (
-    Metric("agreement", ">=", CLS, "share of cases whose top-1 class equals FP32's"),
-    Metric("class_agreement", ">=", CLS, "per class FP32 assigns, the share of its cases that keep FP32's class; "
+    Metric("agreement", ">=", "share of cases whose top-1 class equals FP32's"),
+    Metric("class_agreement", ">=", "per class FP32 assigns, the share of its cases that keep FP32's class; "
            "the worst class"),
-    Metric("max_prob_diff", "<=", CLS, "largest difference of any class probability (observed)"),
-    Metric("lesion_agreement", ">=", SEG + DET, "share of cases where no lesion appears or vanishes"),
-    Metric("case_dice", ">=", SEG, "mean over cases of the Dice between candidate and FP32 lesions "
+    Metric("max_prob_diff", "<=", "largest difference of any class probability (observed)"),
+    Metric("lesion_agreement", ">=", "share of cases where no lesion appears or vanishes"),
+    Metric("case_dice", ">=", "mean over cases of the Dice between candidate and FP32 lesions "
            "(components of at least the lesion size)"),
-    Metric("dice", ">=", SEG, "Dice between candidate and FP32 masks, pooled over pixels (observed)"),
-    Metric("iou", ">=", SEG, "IoU between candidate and FP32 masks, pooled (observed)"),
-    Metric("changed_pixels", "<=", SEG, "share of pixels whose class differs from FP32's (observed)"),
-    Metric("recall", ">=", DET, "share of FP32's detections the candidate also finds (same class, IoU >= 0.5)"),
-    Metric("precision", ">=", DET, "share of the candidate's detections that FP32 also finds"),
-    Metric("box_iou", ">=", DET, "mean IoU of matched boxes"),
-    Metric("min_iou", ">=", DET, "smallest IoU of a matched box (observed)"),
-    Metric("max_score_diff", "<=", DET, "largest score difference of matched boxes (observed)"),
-    Metric("max_abs_diff", "<=", CLS + SEG, "largest absolute difference of any raw output value (observed)"),
-    Metric("mean_abs_diff", "<=", CLS + SEG, "mean absolute difference of the raw outputs"),
+    Metric("dice", ">=", "Dice between candidate and FP32 masks, pooled over pixels (observed)"),
+    Metric("iou", ">=", "IoU between candidate and FP32 masks, pooled (observed)"),
+    Metric("changed_pixels", "<=", "share of pixels whose class differs from FP32's (observed)"),
+    Metric("recall", ">=", "share of FP32's detections the candidate also finds (same class, IoU >= 0.5)"),
+    Metric("precision", ">=", "share of the candidate's detections that FP32 also finds"),
+    Metric("box_iou", ">=", "mean IoU of matched boxes"),
+    Metric("min_iou", ">=", "smallest IoU of a matched box (observed)"),
+    Metric("max_score_diff", "<=", "largest score difference of matched boxes (observed)"),
+    Metric("max_abs_diff", "<=", "largest absolute difference of any raw output value (observed)"),
+    Metric("mean_abs_diff", "<=", "mean absolute difference of the raw outputs"),
 )}
 
 

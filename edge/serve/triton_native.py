@@ -133,7 +133,7 @@ def step_config(bundle: Bundle, outputs: list[str], batched: bool) -> dict:
         # the tensors the post step answers with (the task's, as the Python backend's): which it computes follows
         "answers": [t.name for t in task_named(m.model.task).served_outputs(m.model.labels)],
         "output_kind": m.output.kind, "labels": list(m.model.labels), "outputs": outputs,
-        "detection": None if det is None else {
+        "box_decoding": None if det is None else {
             "form": det.form, "outputs": dict(det.outputs), "score_threshold": det.score_threshold,
             "iou_threshold": det.iou_threshold, "max_detections": det.max_detections,
             "label_offset": det.label_offset},

@@ -456,7 +456,7 @@ def post_step(inputs: dict[str, np.ndarray], config: dict) -> dict[str, np.ndarr
         major = config["pillow_major"]
         return {"MASK": np.stack([segmentation_mask(raw[0][i], kind, rows[i], major) for i in range(len(rows))])}
     outputs = dict(zip(config["outputs"], raw))  # a detector's (BOXES, SCORES, CLASSES)
-    boxes, scores, classes = detections(outputs, config["detection"], rows[0])
+    boxes, scores, classes = detections(outputs, config["box_decoding"], rows[0])
     return {"BOXES": boxes[None], "SCORES": scores[None], "CLASSES": classes[None]}
 
 

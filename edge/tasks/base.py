@@ -90,6 +90,8 @@ class Task(Protocol):
     plural: str  # what people call models of this task ("segmenters"), in messages
     #: the gate's budget when the user sets none (:func:`edgemed.gate.verdict.default_budget` reads it, nothing else)
     default_budget: str
+    #: the metrics of :data:`edgemed.measures.comparison.METRICS` its comparison reports, which a budget may bound
+    drift_metrics: tuple[str, ...]
     #: a frame's outputs differ in size from frame to frame (a detector's boxes after NMS): one frame per engine call
     #: and per served request, outputs measured and stored case by case, never stacked; others batch
     ragged_outputs: bool
@@ -235,6 +237,11 @@ def compare_cases(comparison: Any, reference: Any, candidate: Any) -> Any:
     for r, c in zip(reference, candidate, strict=True):
         comparison.add(r, c)
     return comparison.finish()
+
+
+def timings_ms(timings: Mapping[str, float]) -> dict[str, float]:
+    """A result's stage timings (seconds) as its JSON form gives them: milliseconds, to the microsecond."""
+    return {k: round(v * 1e3, 3) for k, v in timings.items()}
 
 
 def interval_text(i: Mapping[str, Any]) -> str:

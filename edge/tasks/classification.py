@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,43 @@ from ..measures.clinical import paired_test, stacked_scores
 from ..measures.comparison import Comparison, output_mismatch
 from ..measures.margins import Margins, decision_scores, margin_shifts, spaced_population
 from ..postprocess import class_probabilities
-from ..results import ClassificationResult
-from .base import SHOWN, ReportFrame, ServedTensor, activation_of, checked_labels, compare_cases, interval_text
+from ..task_names import TASK_FACTS
+from .base import (
+    SHOWN,
+    ReportFrame,
+    ServedTensor,
+    activation_of,
+    checked_labels,
+    compare_cases,
+    interval_text,
+    timings_ms,
+)
+
+
+@dataclass
+class ClassificationResult:
+    label: str
+    index: int
+    probabilities: np.ndarray
+    labels: list[str]
+    timings: dict[str, float] = field(default_factory=dict)
+    # bundles converted with --explain: the map, made when first read (edgemed.explain.saliency says why)
+    explanation: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def saliency(self) -> np.ndarray | None:
+        """(H, W) float32 in [0, 1] at the frame's own size: where the model looked for the predicted class (a
+        class activation map); None for a bundle converted without ``--explain``."""
+        return None if self.explanation is None else self.explanation()
+
+    def to_json(self) -> dict:
+        return {
+            "task": Classification.name,
+            "label": self.label,
+            "index": int(self.index),
+            "probabilities": {name: round(float(p), 6) for name, p in zip(self.labels, self.probabilities)},
+            "timings_ms": timings_ms(self.timings),
+        }
 
 
 class Classification:
@@ -28,6 +64,7 @@ class Classification:
     # flipped 1.6% of a test set holding that class 1.4 times as often). So of the cases FP32 calls S, at least 99%
     # must stay S, and so for every class (the worst class is the one judged); that term holds for any class mix.
     default_budget = "agreement>=0.999,class_agreement>=0.99"
+    drift_metrics = ("agreement", "class_agreement", "max_prob_diff", "max_abs_diff", "mean_abs_diff")
     ragged_outputs = False
     spatial = False
     has_margins = True
@@ -35,7 +72,7 @@ class Classification:
     option_group = None
     other_input_kinds = ("signal",)  # beat classifiers
     takes_features = True
-    explainable = True
+    explainable = TASK_FACTS[name].explainable
     several_outputs = False
     conversion_steps = None
     output_format = "class probabilities"

@@ -3,19 +3,51 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..detection import Detections, match
 from ..errors import BundleError, InputError, OptionError
 from ..manifest import PairedTest, Postprocess
 from ..measures import truth
 from ..measures.clinical import paired_test
 from ..measures.comparison import Comparison
 from ..measures.margins import Margins
-from ..results import DetectionResult
-from .base import SHOWN, ReportFrame, ServedTensor, interval_text
+from ..task_names import TASK_FACTS
+from .base import SHOWN, ReportFrame, ServedTensor, interval_text, timings_ms
+
+
+@dataclass
+class DetectionResult:
+    """Detections in the original image's pixels: boxes (N, 4) x1, y1, x2, y2; N = 0 is a normal answer."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+    labels: list[str]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def detections(self):
+        """As :class:`edgemed.detection.Detections` (what the metrics take)."""
+        return Detections(self.boxes, self.scores, self.classes)
+
+    @property
+    def names(self) -> list[str]:
+        """The class name of each box."""
+        return [self.labels[int(c)] if 0 <= int(c) < len(self.labels) else str(int(c)) for c in self.classes]
+
+    def to_json(self) -> dict:
+        return {
+            "task": Detection.name,
+            "count": int(len(self.scores)),
+            "detections": [{"box": [round(float(v), 2) for v in b], "score": round(float(s), 6), "label": n,
+                            "class": int(c)} for b, s, c, n in zip(self.boxes, self.scores, self.classes, self.names)],
+            "timings_ms": timings_ms(self.timings),
+        }
 
 
 class Detection:
@@ -24,6 +56,7 @@ class Detection:
     # The same lesion-level bar as segmenters (a lesion found or lost changes care), and the boxes FP32 and the
     # candidate both find must overlap at IoU >= 0.9 on average.
     default_budget = "lesion_agreement>=0.99,box_iou>=0.9"
+    drift_metrics = ("lesion_agreement", "recall", "precision", "box_iou", "min_iou", "max_score_diff")
     ragged_outputs = True  # a box count per image
     spatial = False  # boxes are in the frame's pixels already (detection_post), never flipped back as maps
     has_margins = False
@@ -32,7 +65,7 @@ class Detection:
     option_group = "detector"  # layout, NMS placement and thresholds (convert --help's "detector" group)
     other_input_kinds = ()
     takes_features = False
-    explainable = False
+    explainable = TASK_FACTS[name].explainable
     several_outputs = True  # boxes and scores (or YOLO's one raw tensor, or NMS's outputs)
     conversion_steps = "edgemed.converters.detection_setup"  # reads the layout, appends NMS with --nms graph
     output_format = "bounding boxes with class and score"
@@ -193,8 +226,6 @@ class Detection:
     def clinical_tests(self, truth, fp32, cand, kind: str, labels: list[str], margin: float) -> dict[str, PairedTest]:
         """Per class, lesion sensitivity at the operating threshold, paired lesion by lesion: a lesion found by
         one model and missed by the other is a discordant pair."""
-        from ..detection import Detections, match
-
         found_f, found_c, classes = [], [], []
         for (boxes, cls), f, c in zip(truth, fp32, cand):
             gt = Detections(np.asarray(boxes, np.float32), np.ones(len(boxes), np.float32), np.asarray(cls, np.int64))

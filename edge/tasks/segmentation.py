@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,40 @@ from ..measures.margins import (
 )
 from ..measures.metrics import dice
 from ..postprocess import segmentation_mask, segmentation_probabilities
-from ..results import SegmentationResult
-from .base import SHOWN, ReportFrame, ServedTensor, activation_of, checked_labels, compare_cases, interval_text
+from ..task_names import TASK_FACTS
+from .base import (
+    SHOWN,
+    ReportFrame,
+    ServedTensor,
+    activation_of,
+    checked_labels,
+    compare_cases,
+    interval_text,
+    timings_ms,
+)
+
+
+@dataclass
+class SegmentationResult:
+    mask: np.ndarray
+    labels: list[str]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def areas(self) -> dict[str, int]:
+        """Pixels per class at the original image size."""
+        counts = np.bincount(self.mask.ravel(), minlength=len(self.labels))
+        return {name: int(c) for name, c in zip(self.labels, counts)}
+
+    def to_json(self) -> dict:
+        total = int(self.mask.size)
+        return {
+            "task": Segmentation.name,
+            "size": [int(self.mask.shape[0]), int(self.mask.shape[1])],
+            "areas_px": self.areas,
+            "areas_fraction": {k: round(v / total, 6) for k, v in self.areas.items()},
+            "timings_ms": timings_ms(self.timings),
+        }
 
 
 class Segmentation:
@@ -38,6 +71,8 @@ class Segmentation:
     # conservative; at 99.9% every quantized segmenter here stayed uncertified, FP16 included. A stricter budget is
     # one --drift-budget away.
     default_budget = "lesion_agreement>=0.99,case_dice>=0.99"
+    drift_metrics = ("lesion_agreement", "case_dice", "dice", "iou", "changed_pixels", "max_abs_diff",
+                     "mean_abs_diff")
     ragged_outputs = False
     spatial = True
     has_margins = True
@@ -45,7 +80,7 @@ class Segmentation:
     option_group = None
     other_input_kinds = ()
     takes_features = True
-    explainable = False  # a class activation map explains one score per image, not a map
+    explainable = TASK_FACTS[name].explainable
     several_outputs = False
     conversion_steps = None
     output_format = "segmentation mask (per-pixel class)"
