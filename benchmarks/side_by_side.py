@@ -1,5 +1,5 @@
 """Configurations compared side by side on one machine: predict timed in permuted blocks, scores paired on the same
-cases. Shared by ``benchmarks/ensemble.py`` (the stand-alone study) and ``edgemed bench`` on an ensemble
+cases. Shared by ``benchmarks/studies/ensemble.py`` (the stand-alone study) and ``edgemed bench`` on an ensemble
 (:mod:`edgemed.benchmarks.ensemble_bench`).
 """
 

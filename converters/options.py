@@ -196,7 +196,7 @@ class ConvertOptions:
         check=_choice(DETECTION_LAYOUTS, "--detection-layout"))
     # Host NMS is the default: on the shipped detector it measured 0.5-0.8% (ONNX Runtime) and 3.3-3.5%
     # (OpenVINO) faster per predict than NMS in the graph, in three alternating runs
-    # (benchmarks/nms_placement.py), and it needs no NMS op on the backend (TensorRT's differs).
+    # (benchmarks/studies/nms_placement.py), and it needs no NMS op on the backend (TensorRT's differs).
     nms: str | None = opt(help="Detectors: NMS on the host after the engine (default, measured faster) or appended "
                                "to the ONNX graph.", group="detector", kind="choice", choices=NMS_PLACES,
                           check=_choice(NMS_PLACES, "--nms"))

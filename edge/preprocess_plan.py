@@ -15,7 +15,7 @@ HWC→CHW transpose copies again. A plan keeps the meaning and drops the copies:
 - the final NaN/Inf scan is skipped when the input's dtype bounds every value the spec can produce
   (e.g. uint8 through resize and normalize): it cannot find anything there.
 
-Measured side by side (the first benchmarks/overhead.py, 2 cores): on a 28×28 grey frame → RGB →
+Measured side by side (the first benchmarks/studies/overhead.py, 2 cores): on a 28×28 grey frame → RGB →
 224×224 → ImageNet normalisation, edgemed's predict took 0.45-0.51× the time of the same steps
 written op by op in PIL/numpy. The plan writes into the engine's bound input when predict gives it one (``out``).
 Equality with the op-by-op result is tested on real images for

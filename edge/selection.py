@@ -99,7 +99,7 @@ def shared_by(selection: Selection, callers: int, cores: int | None = None) -> S
     instance, whose front end and clients need cores too): each call gets an equal share of the cores as intra-op
     threads (unless ``threads`` was given) and no thread busy-waits for work. ONNX Runtime runs concurrent calls on
     one session in parallel, each on its caller's thread plus its share of the pool; spinning pools on shared cores
-    take the cycles the other callers need. Measured on 2 cores (benchmarks/concurrency.py): see the README's
+    take the cycles the other callers need. Measured on 2 cores (benchmarks/studies/concurrency.py): see the README's
     "Calling predict from several threads"."""
     import dataclasses
     import os

@@ -19,6 +19,20 @@ SHARED = ROOT.parent / "shared" / "data"
 DICOM = SHARED / "dicom"
 
 
+STUDIES = ROOT / "benchmarks" / "studies"
+
+
+def study(name: str):
+    """A stand-alone study of ``benchmarks/studies`` (run as files, never installed), imported as
+    ``python benchmarks/studies/NAME.py`` runs it: with its folder first on the path."""
+    import importlib
+    import sys
+
+    if str(STUDIES) not in sys.path:
+        sys.path.insert(0, str(STUDIES))
+    return importlib.import_module(name)
+
+
 def free_ports(n: int) -> list[int]:
     """``n`` distinct TCP ports free on loopback right now (for servers a test starts)."""
     import socket

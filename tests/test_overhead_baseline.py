@@ -1,6 +1,6 @@
 """The overhead benchmark's hand-written pipelines compute what predict computes, for every task.
 
-benchmarks/overhead.py times ``predict`` against the best pipeline an engineer writes by hand (one Pillow
+benchmarks/studies/overhead.py times ``predict`` against the best pipeline an engineer writes by hand (one Pillow
 resize, the folded affine map written into one bound input array, the engine called with IO binding or
 shared memory on the very engine edgemed opened). A ratio is only worth reading if both sides compute the
 same tensor and the same answer: this holds each baseline to that, on real frames and beats. No timing is
@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 import edgemed
-from edgemed.benchmarks import overhead
 
-from .conftest import convert_ecg_fp32, convert_shipped
+from .conftest import convert_ecg_fp32, convert_shipped, study
+
+overhead = study("overhead")
 
 
 def _artifacts(bundle):

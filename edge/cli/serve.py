@@ -11,7 +11,7 @@ import click
 from ..backends import TRITON_EXPORTS
 from .options import accept_option
 
-# Measured side by side (benchmarks/triton_load.py, 2 cores, HTTP binary, max batch 8): a 2 ms delay made a lone
+# Measured side by side (benchmarks/studies/triton_load.py, 2 cores, HTTP binary, max batch 8): a 2 ms delay made a lone
 # request wait it out (28x28 CNN p50 3.30 ms vs 1.11 ms with no delay; 128x128 U-Net 11.3 vs 10.5 ms), and bought
 # nothing under load (8 in flight: 1,252 vs 1,149-1,237 requests/s; U-Net at 4: 118.6 vs 118.4/s). With no delay
 # Triton still batches what queued while the instance was busy.

@@ -11,7 +11,7 @@ Cost: ``r.saliency`` is computed when first read, not in ``predict``. Measured o
 frame's size (bilinear 7x7 -> 28x28 -> 256x256 through the geometry) costs 1.2-1.6 ms more (1.67-1.96x). Made in
 every predict, it would nearly double the latency of a model this small; the engines return every output
 anyway, so keeping the feature map (64x7x7 floats, 12.5 kB) on the result is the whole hot-path cost, and a caller
-who reads ``r.saliency`` gets the same map as an eager one would have made. ``benchmarks/saliency_cost.py``
+who reads ``r.saliency`` gets the same map as an eager one would have made. ``benchmarks/studies/saliency_cost.py``
 measures it side by side (README: the explanation's cost).
 """
 

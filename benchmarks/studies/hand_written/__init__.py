@@ -1,7 +1,7 @@
-"""The hand-written post-processing ``benchmarks/overhead.py`` times edgemed's ``predict`` against: what an engineer
-writes for one model of one task without edgemed, one module per task here, found by the task's name. It must not
-share edgemed's code (that is what it measures), so it restates each task's answer in plain numpy; before any
-timing, ``overhead.same`` checks it gives predict's result. A task without a module here has no baseline.
+"""The hand-written post-processing ``benchmarks/studies/overhead.py`` times edgemed's ``predict`` against: what an
+engineer writes for one model of one task without edgemed, one module per task here, found by the task's name. It
+must not share edgemed's code (that is what it measures), so it restates each task's answer in plain numpy; before
+any timing, ``overhead.same`` checks it gives predict's result. A task without a module here has no baseline.
 """
 
 from __future__ import annotations

@@ -2,10 +2,10 @@
 
 Converts the shipped detector twice (``--nms graph`` and ``--nms host``, same weights, same data),
 checks both give the same detections on every frame, then times ``predict`` on the shipped BUSI
-frames in alternating blocks (order reversed each block, as the first benchmarks/overhead.py did) on every
+frames in alternating blocks (order reversed each block, as the first benchmarks/studies/overhead.py did) on every
 backend both bundles hold, and prints the p50 ratio host / graph from one run.
 
-    python benchmarks/nms_placement.py [--calls 1000] [--to onnx,openvino]
+    python benchmarks/studies/nms_placement.py [--calls 1000] [--to onnx,openvino]
 """
 
 from __future__ import annotations

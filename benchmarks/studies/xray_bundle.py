@@ -4,7 +4,7 @@
 normalised with ImageNet statistics, as torchvision-trained models expect. The weights are
 random (seeded): the benchmark measures cost, not accuracy.
 
-    python benchmarks/xray_bundle.py OUT_BUNDLE
+    python benchmarks/studies/xray_bundle.py OUT_BUNDLE
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Run in the serving environment (``.venv-serve``: nvidia-pytriton pins numpy<2):
 
-    .venv-serve/bin/python -m edgemed.benchmarks.triton_load BUNDLE [BUNDLE ...] [--requests 400]
+    .venv-serve/bin/python benchmarks/studies/triton_load.py BUNDLE [BUNDLE ...] [--requests 400]
         [--in-flight 1,2,4,8] [--protocols http-binary,http-json,grpc] [--json OUT] [--history [PATH]]
 
 For each bundle it starts Triton exactly as ``edgemed serve`` does (its defaults, or ``--max-batch``,

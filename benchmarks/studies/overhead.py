@@ -8,7 +8,7 @@ for one bundle whose spec they read once:
   preallocated input array, and run the engine with that array bound in place (ONNX Runtime IO binding;
   an OpenVINO input tensor sharing its memory);
 - single ECG beats: the beat's least-squares line removed (detrend) straight into a bound (1, 1, L) buffer;
-- the same postprocessing (``edgemed.benchmarks.hand_written``, one module per task): softmax/argmax; the
+- the same postprocessing (``hand_written/``, beside this script, one module per task): softmax/argmax; the
   foreground margin resized to the frame and thresholded (segmentation); threshold, map back, clip, greedy
   class-aware NMS vectorised in numpy (detection).
 
@@ -22,7 +22,7 @@ Before timing, the hand-written tensor must equal edgemed's (``pipe.prepare``) a
 (label and probabilities, the mask pixel for pixel, the boxes): otherwise the case is refused, not timed.
 An OpenCV resize variant (not the same pixels: for information) is timed when ``cv2`` imports.
 
-    python -m edgemed.benchmarks.overhead BUNDLE [BUNDLE ...] [--quick] [--frames 600]
+    python benchmarks/studies/overhead.py BUNDLE [BUNDLE ...] [--quick] [--frames 600]
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from hand_written import NoBaseline, for_task
 
 import edgemed
-from edgemed.benchmarks.hand_written import NoBaseline, for_task
 
 AFFINE = ("scale", "normalize", "minmax")
 

@@ -1,6 +1,6 @@
 """Soak one pipeline: many frames, several threads; prints RSS and p99 at the start and the end.
 
-    python benchmarks/soak.py BUNDLE [--frames 100000] [--threads 4]
+    python benchmarks/studies/soak.py BUNDLE [--frames 100000] [--threads 4]
 
 The CI runs a shorter version with the same assertions (tests/test_streaming.py).
 """

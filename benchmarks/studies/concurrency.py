@@ -8,7 +8,7 @@ in alternating rounds (so a shared machine's drift falls on every setting alike)
 - ``one pipeline, N threads, callers=N``: ``load(..., callers=N)`` shared by N threads;
 - ``N pipelines, threads=1``: one pipeline per thread with one intra-op thread each.
 
-    python -m edgemed.benchmarks.concurrency BUNDLE [BUNDLE ...] [--threads 2] [--seconds 2] [--rounds 5]
+    python benchmarks/studies/concurrency.py BUNDLE [BUNDLE ...] [--threads 2] [--seconds 2] [--rounds 5]
 
 A benchmark, not a test: the figures belong to the machine and its load.
 """

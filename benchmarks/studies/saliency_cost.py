@@ -16,7 +16,7 @@ frame by frame, every frame in a new random order, on real 256x256 BUSI frames:
 
 Ratios are of medians over the same frames.
 
-    python -m edgemed.benchmarks.saliency_cost [--frames 600] [--plain BUNDLE --cam BUNDLE] [--json OUT]
+    python benchmarks/studies/saliency_cost.py [--frames 600] [--plain BUNDLE --cam BUNDLE] [--json OUT]
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def explanation_cost(pipe: Pipeline, frames: list[np.ndarray], runs: int = 300, 
     (a second pipeline on this very engine with its explainer off), with it (the lazy map on every result), and
     with ``r.saliency`` read, alternating per frame over ``runs`` frames. One engine, so the ratios are free of
     two-engine noise; the extra graph output is paid in all three (against a bundle converted without
-    ``--explain``: ``python -m edgemed.benchmarks.saliency_cost``)."""
+    ``--explain``: ``python benchmarks/studies/saliency_cost.py``)."""
     bare = Pipeline(pipe.bundle, pipe.engine, pipe.selection)  # shares the engine: nothing to close
     bare.explainer = None
     calls = {"without explanation": bare.predict, "with explanation": pipe.predict,

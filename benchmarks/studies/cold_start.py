@@ -8,8 +8,8 @@ preprocessing spec written out in numpy, the same answer (checked: both print th
 two alternate, in rotating order, so that a shared machine's drift falls on both alike; the
 figures are medians over the rounds, and the ratio is formed per round.
 
-    python -m edgemed.benchmarks.cold_start --image BUNDLE --signal BUNDLE [--rounds 9]
-    python -m edgemed.benchmarks.cold_start --build DIR     # converts the shipped models into DIR first
+    python benchmarks/studies/cold_start.py --image BUNDLE --signal BUNDLE [--rounds 9]
+    python benchmarks/studies/cold_start.py --build DIR     # converts the shipped models into DIR first
 
 The signal side predicts one pre-cut beat at the model's own rate (``fs`` equal to the spec's
 resample rate), the path that must not pull in scipy.

@@ -8,9 +8,9 @@ Builds FP32 ONNX Runtime bundles of the members, ensembles of them at each TTA s
   or per-case lesion Dice (bootstrap bounds on the mean paired difference), both from :mod:`edgemed.measures.stats`
   (one-sided 95% bounds, i.e. a two-sided 90% interval).
 
-    python benchmarks/ensemble.py --model cnn_breastmnist   # shipped CNN + the seed-1 CNN, BreastMNIST test (156)
-    python benchmarks/ensemble.py --model unet_busi         # shipped U-Net alone, + hflip, + hflip,vflip, BUSI test
-    python benchmarks/ensemble.py --model unet_busi --member-weights OTHER_UNET.pt   # a second trained U-Net
+    python benchmarks/studies/ensemble.py --model cnn_breastmnist  # shipped CNN + seed-1 CNN, BreastMNIST test (156)
+    python benchmarks/studies/ensemble.py --model unet_busi        # shipped U-Net, + hflip, + hflip,vflip, BUSI test
+    python benchmarks/studies/ensemble.py --model unet_busi --member-weights OTHER_UNET.pt  # a second trained U-Net
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from edgemed.ensemble import make_ensemble
 from edgemed.samples import calibration_set, shipped_model
 from edgemed.tasks import Task, task_named
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data"
 SEED1_CNN = ROOT / "tests" / "fixtures" / "ensemble" / "cnn_breastmnist_seed1.pt"
 
