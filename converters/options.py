@@ -130,7 +130,8 @@ class ConvertOptions:
     # NCHW (images) or NCL (signals); optional for ONNX sources
     input_shape: tuple[int, ...] | None = opt(
         help="NxCxHxW, e.g. 1x1x256x256, or NxCxL for signals, e.g. 1x1x180 (optional for ONNX).", group="model")
-    input_kind: str = opt("image", help="signal: 1-D windows (ECG beats), NCL input, a signal preprocessing spec.",
+    input_kind: str = opt(DEFAULT_INPUT_KIND,
+                          help="signal: 1-D windows (ECG beats), NCL input, a signal preprocessing spec.",
                           group="model", kind="choice", choices=INPUT_KIND_NAMES,
                           check=_choice(INPUT_KIND_NAMES, "--input-kind"))
     arch: str | None = opt(help="Zoo architecture for a state_dict checkpoint (cnn, unet, centernet, ecg_cnn, "
@@ -275,7 +276,7 @@ class ConvertOptions:
     def from_cli(cls, model: Path, out: Path, task: str, **given: Any) -> ConvertOptions:
         """The command line's strings (by flag name: ``to``, ``precision``, ``drift_budget``, or by field name),
         parsed into typed options."""
-        kind = input_kind(given.get("input_kind") or "image")
+        kind = input_kind(given.get("input_kind") or DEFAULT_INPUT_KIND)
         by_flag = {option_flag(f).lstrip("-").replace("-", "_"): f for f in dataclasses.fields(cls)}
         typed: dict[str, Any] = {}
         for key, value in given.items():

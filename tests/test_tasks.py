@@ -25,7 +25,10 @@ CNN_LABELS = ["malignant", "benign_or_normal"]  # the shipped classifier's (Brea
 
 
 def test_every_task_keeps_the_protocol_and_an_unknown_one_is_refused_in_one_line():
-    members = [n for n in vars(Task) if not n.startswith("_")] + list(Task.__annotations__)
+    facets = [c for c in Task.__mro__[1:] if c.__module__ == Task.__module__]
+    assert len(facets) == 6 and not [n for n in vars(Task) if not n.startswith("_")]  # Task only joins its facets
+    members = [n for c in facets for n in [*vars(c), *c.__annotations__] if not n.startswith("_")]
+    assert len(members) == len(set(members))  # each member in one facet
     for name, task in TASKS.items():
         assert task.name == name
         assert all(hasattr(task, m) for m in members), (name, [m for m in members if not hasattr(task, m)])

@@ -1,12 +1,13 @@
-"""The Task protocol: every way tasks differ, stated once per task: reading the engine's output into a result,
-the gate's budget, drift comparison and margins, clinical tests and ground truth, how ensembles combine, what
-conversion checks and which steps of its own it needs, the Triton tensors, the SR's groups, bench's figures and
-worst cases, the lines a person reads.
+"""The Task protocol: every way tasks differ, stated once per task, in six facets: running (reading the engine's
+output into a result, ensembles), judging (the gate's budget and metrics, margins, clinical tests), converting
+(checks, labels, postprocess, its own steps), serving (Triton tensors), reporting (the CLI's line, the page, the
+SR and pictures, bench's figures and worst cases, occlusion) and data (shipped sets, ground truth).
 
 Why a protocol rather than branches: a task's rules were spread over the pipeline, gate, converters, bench, DICOM,
 CLI and Triton modules, each with its own ``if task == ...``; a new task then meant finding every branch. Here a
 task is one module (:mod:`edgemed.tasks.classification`, ...), and code elsewhere asks
-:func:`edgemed.tasks.task_named`.
+:func:`edgemed.tasks.task_named`. Why facets: 47 members in one list are hard to read and to implement; each
+facet says who reads it.
 No torch, no onnx: the runtime path imports this.
 """
 
@@ -83,15 +84,12 @@ class ReportFrame:
         return hd.sr.TrackingIdentifier(uid=self.uid(role), identifier=role)
 
 
-class Task(Protocol):
-    """What one task (classification, segmentation, detection) means to every part of edgemed."""
+class Running(Protocol):
+    """How a task's answer is made and compared at run time: ``predict``'s result, ensembles' combination, a
+    reload's same answer (the pipeline, ensembles, streaming and soaks read these)."""
 
     name: str
     plural: str  # what people call models of this task ("segmenters"), in messages
-    #: the gate's budget when the user sets none (:func:`edgemed.gate.verdict.default_budget` reads it, nothing else)
-    default_budget: str
-    #: the metrics of :data:`edgemed.measures.comparison.METRICS` its comparison reports, which a budget may bound
-    drift_metrics: tuple[str, ...]
     #: a frame's outputs differ in size from frame to frame (a detector's boxes after NMS): one frame per engine call
     #: and per served request, outputs measured and stored case by case, never stacked; others batch
     ragged_outputs: bool
@@ -100,53 +98,38 @@ class Task(Protocol):
     spatial: bool
     #: why models of this task cannot be ensembled ("" where they can)
     ensemble_refusal: str
+
+    def finish(self, outputs: Mapping[str, np.ndarray], pipe: RunContext, prepared: Prepared) -> Any:
+        """The result ``predict`` returns, from the engine's outputs of one input (already checked finite)."""
+
+    def combine(self, outputs: Sequence[np.ndarray], kinds: Sequence[str], weights: Sequence[float],
+                combine: str) -> tuple[np.ndarray, str]:
+        """An ensemble's raw answer from one output per (member, view), and how to read it
+        (:mod:`edgemed.tasks.combine` defines the combinations)."""
+
+    def combined_result(self, output: np.ndarray, kind: str, geometry: Any, labels: list[str]) -> Any:
+        """The result of an ensemble's combined raw answer, of the type ``predict`` returns."""
+
+    def same_answer(self, a: Any, b: Any) -> bool:
+        """Two results of this task are the same answer, bit for bit (a soak or a reload must give them)."""
+
+
+class Judging(Protocol):
+    """What the gate holds an artifact of this task to: the budget and its metrics, FP32's margins, the paired
+    clinical tests against ground truth (edgemed.gate and edgemed.converters read these)."""
+
+    #: the gate's budget when the user sets none (:func:`edgemed.gate.verdict.default_budget` reads it, nothing else)
+    default_budget: str
+    #: the metrics of :data:`edgemed.measures.comparison.METRICS` its comparison reports, which a budget may bound
+    drift_metrics: tuple[str, ...]
     #: FP32 decision margins exist per case (the gate's flip-rate estimate); detectors have none: after NMS a box's
     #: appearing or vanishing has no single margin, so their counts are bounded by counting alone
     has_margins: bool
-
-    # -- converting a model of this task (read by edgemed.converters; data and checks only: a task's own conversion
-    #    steps live in the converters, named here as a module and imported there, so tasks stay below them)
-    #: the convert options only models of this task take (their group in ``convert --help``), None where none
-    option_group: str | None
-    #: the input kinds this task converts besides images (beat classifiers read "signal" windows)
-    other_input_kinds: tuple[str, ...]
-    #: models may read inputs beside the main one (``--features``)
-    takes_features: bool
-    #: ``--explain`` applies: one class score per image for a class activation map to explain
-    explainable: bool
-    #: the exported graph ends in several outputs read together (a detector's boxes and scores), not one
-    several_outputs: bool
-    #: the module of edgemed.converters holding this task's own conversion steps (``setup`` after export,
-    #: ``torch_output_names`` at export), or None where the generic steps do
-    conversion_steps: str | None
-
-    #: what the model outputs, in words (the SBOM's model card)
-    output_format: str
     #: the per-case score against ground truth is 1/0 (a call right or wrong), not a fraction (Dice): paired
     #: comparisons then use exact counts
     binary_case_scores: bool
     #: the comparison's per-case figure a bench row keeps for every case: FP32's call kept, its lesions kept, Dice
     case_figure: str
-    #: what edgemed ships for this task (edgemed.samples; paths below assets/samples): a folder of sample frames, a
-    #: calibration set and the held-out set the shipped models' verdicts are taken on (None: the calibration
-    #: file's leftover cases); an input kind that ships its own (signals) overrides the last two
-    shipped_samples: str
-    shipped_calibration: str
-    shipped_verdict: str | None
-    #: the ground truth of the shipped sample frames (a file or folder under assets/samples)
-    shipped_truth: str
-
-    def output_labels(self, reference: np.ndarray, labels: tuple[str, ...] | None) -> list[str]:
-        """The class names of a model whose FP32 output on one case is ``reference``: ``labels`` checked against
-        the output's shape, or the defaults (a wrong task is refused here, in one line)."""
-
-    def postprocess(self, reference: np.ndarray, detection: Any = None) -> Postprocess:
-        """How a converted model's output becomes a decision (activation, decision, resizing), for the manifest
-        (``detection``: a detector's NMS record from its set-up)."""
-
-    def truth_in_input(self, truth: list, geometry: list) -> list:
-        """Ground truth in the model input's frame (boxes through each case's preprocessing geometry); labels and
-        masks, read at the input's size already, unchanged."""
 
     def start_comparison(self, kind: str, label_names: list[str] | None) -> Any:
         """An empty drift comparison to feed case by case (``add(reference, candidate)``, then ``finish()``)."""
@@ -161,16 +144,47 @@ class Task(Protocol):
     def population_margins(self, reference: Any, kind: str) -> dict[str, Any]:
         """The FP32 margins of every case (at most MAX_POPULATION, spaced) the gate's flip-rate estimate takes."""
 
-    def combine(self, outputs: Sequence[np.ndarray], kinds: Sequence[str], weights: Sequence[float],
-                combine: str) -> tuple[np.ndarray, str]:
-        """An ensemble's raw answer from one output per (member, view), and how to read it
-        (:mod:`edgemed.tasks.combine` defines the combinations)."""
+    def clinical_tests(self, truth: Any, fp32: Any, cand: Any, kind: str, labels: list[str],
+                       margin: float) -> dict[str, Any]:
+        """The candidate against ground truth beside FP32 on the same labelled cases, one paired test per figure
+        this task is held to (:mod:`edgemed.measures.clinical` has the statistics and the verdict rule)."""
 
-    def combined_result(self, output: np.ndarray, kind: str, geometry: Any, labels: list[str]) -> Any:
-        """The result of an ensemble's combined raw answer, of the type ``predict`` returns."""
 
-    def finish(self, outputs: Mapping[str, np.ndarray], pipe: RunContext, prepared: Prepared) -> Any:
-        """The result ``predict`` returns, from the engine's outputs of one input (already checked finite)."""
+class Converting(Protocol):
+    """What conversion checks and records for this task (edgemed.converters; data and checks only: a task's own
+    conversion steps live in the converters, named here as a module and imported there, so tasks stay below them)."""
+
+    #: the convert options only models of this task take (their group in ``convert --help``), None where none
+    option_group: str | None
+    #: the input kinds this task converts besides images (beat classifiers read "signal" windows)
+    other_input_kinds: tuple[str, ...]
+    #: models may read inputs beside the main one (``--features``)
+    takes_features: bool
+    #: ``--explain`` applies: one class score per image for a class activation map to explain
+    explainable: bool
+    #: the exported graph ends in several outputs read together (a detector's boxes and scores), not one
+    several_outputs: bool
+    #: the module of edgemed.converters holding this task's own conversion steps (``setup`` after export,
+    #: ``torch_output_names`` at export), or None where the generic steps do
+    conversion_steps: str | None
+    #: what the model outputs, in words (the SBOM's model card)
+    output_format: str
+
+    def output_labels(self, reference: np.ndarray, labels: tuple[str, ...] | None) -> list[str]:
+        """The class names of a model whose FP32 output on one case is ``reference``: ``labels`` checked against
+        the output's shape, or the defaults (a wrong task is refused here, in one line)."""
+
+    def postprocess(self, reference: np.ndarray, detection: Any = None) -> Postprocess:
+        """How a converted model's output becomes a decision (activation, decision, resizing), for the manifest
+        (``detection``: a detector's NMS record from its set-up)."""
+
+    def truth_in_input(self, truth: list, geometry: list) -> list:
+        """Ground truth in the model input's frame (boxes through each case's preprocessing geometry); labels and
+        masks, read at the input's size already, unchanged."""
+
+
+class Serving(Protocol):
+    """The tensors a served model of this task answers with, and reading them back (Triton export, model, client)."""
 
     def served_outputs(self, labels: Sequence[str]) -> list[ServedTensor]:
         """The tensors a served model of this task answers with (the Python-backend and native exports)."""
@@ -181,11 +195,19 @@ class Task(Protocol):
     def from_served(self, arrays: Mapping[str, np.ndarray], labels: list[str]) -> Any:
         """The first result of served tensors read back (``predict --server``), the same object ``predict`` gives."""
 
+
+class Reporting(Protocol):
+    """What a person reads: the CLI's line, the page's figures, the DICOM SR and pictures, bench's figures against
+    ground truth and its worst cases, and what occlusion explains."""
+
     def summary(self, record: Mapping[str, Any]) -> str:
         """The line the CLI prints after an input's name, from the result's JSON form."""
 
     def figures(self, result: Any, labels: list[str]) -> dict[str, str]:
         """The result as named lines for a person (the page's answer panel)."""
+
+    def render(self, image: np.ndarray, result: Any, labels: list[str]) -> np.ndarray:
+        """The frame as 8-bit RGB with the answer drawn on it (a DICOM SC, the page's overlay)."""
 
     def sr_groups(self, frame: ReportFrame, result: Any, labels: list[str]) -> list:
         """The measurement groups (highdicom) one frame's result adds to the DICOM SR: the finding and its
@@ -201,9 +223,6 @@ class Task(Protocol):
         """Each case's score against ground truth (1/0 a call right, or mean Dice over foreground classes), what
         paired comparisons of two models on the same cases pair."""
 
-    def same_answer(self, a: Any, b: Any) -> bool:
-        """Two results of this task are the same answer, bit for bit (a soak or a reload must give them)."""
-
     def worst_vs_fp32(self, per_case: Mapping[str, np.ndarray], results: Sequence[Any],
                       labels: list[str]) -> list[tuple[int, str]]:
         """The few cases where a candidate differs most from FP32 (``per_case``: its comparison's figures), each
@@ -218,18 +237,28 @@ class Task(Protocol):
         score, and its name ("probability of 'malignant'"). Detectors explain each box's score instead
         (:mod:`edgemed.explain.occlusion`), and refuse this."""
 
-    def render(self, image: np.ndarray, result: Any, labels: list[str]) -> np.ndarray:
-        """The frame as 8-bit RGB with the answer drawn on it (a DICOM SC, the page's overlay)."""
 
-    def clinical_tests(self, truth: Any, fp32: Any, cand: Any, kind: str, labels: list[str],
-                       margin: float) -> dict[str, Any]:
-        """The candidate against ground truth beside FP32 on the same labelled cases, one paired test per figure
-        this task is held to (:mod:`edgemed.measures.clinical` has the statistics and the verdict rule)."""
+class Data(Protocol):
+    """What edgemed ships for this task and how ground truth of it is read."""
+
+    #: what edgemed ships for this task (edgemed.samples; paths below assets/samples): a folder of sample frames, a
+    #: calibration set and the held-out set the shipped models' verdicts are taken on (None: the calibration
+    #: file's leftover cases); an input kind that ships its own (signals) overrides the last two
+    shipped_samples: str
+    shipped_calibration: str
+    shipped_verdict: str | None
+    #: the ground truth of the shipped sample frames (a file or folder under assets/samples)
+    shipped_truth: str
 
     def load_truth(self, path: Path, images: Any, label_names: list[str], implicit: bool) -> list | None:
         """Ground truth aligned with ``images`` from a file or folder in the forms this task reads
         (:mod:`edgemed.measures.truth`); ``implicit``: ``path`` is the images' own .npz, which may hold none (None
         then)."""
+
+
+class Task(Running, Judging, Converting, Serving, Reporting, Data, Protocol):
+    """What one task (classification, segmentation, detection) means to every part of edgemed: its six facets,
+    which a task module implements in one class (``task_named`` gives it)."""
 
 
 def compare_cases(comparison: Any, reference: Any, candidate: Any) -> Any:
