@@ -48,10 +48,10 @@ from edgemed.tasks import task_named
 
 from .bench_data import bench_data
 from .bench_header import SCHEMA, bench_versions, bench_workload
+from .explanation_cost import explanation_cost
 from .harness import bench_drift, bench_latency
 from .saliency_cases import class_maps, has_saliency_term
 from .saliency_cases import versus_fp32 as saliency_versus_fp32
-from .saliency_cost import explanation_cost
 from .scenarios import point_of_care, remote
 from .worst_cases import versus_fp32, versus_truth
 

@@ -24,14 +24,12 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 import edgemed
+from edgemed.benchmarks.explanation_cost import p50_alternating
 from edgemed.pipeline import Pipeline
 
 BACKENDS = ("onnxruntime", "openvino")
@@ -57,42 +55,6 @@ def _bundles(folder: Path) -> tuple[Path, Path]:
             convert(weights, folder / "cam", explain="cam", **common))
 
 
-def _p50_alternating(calls: dict[str, Callable[[np.ndarray], Any]], frames: list[np.ndarray], warmup: int
-                     ) -> dict[str, float]:
-    """Median seconds per call: every call on every frame, in a new random order per frame (seeded), after
-    ``warmup`` frames of each."""
-    for f in frames[:warmup]:
-        for call in calls.values():
-            call(f)
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    rng = np.random.default_rng(0)
-    names = list(calls)
-    for f in frames:
-        for i in rng.permutation(len(names)):
-            t0 = time.perf_counter()
-            calls[names[i]](f)
-            times[names[i]].append(time.perf_counter() - t0)
-    return {name: float(np.median(t)) for name, t in times.items()}
-
-
-def explanation_cost(pipe: Pipeline, frames: list[np.ndarray], runs: int = 300, warmup: int = 20) -> dict:
-    """``edgemed bench``'s figure for one artifact of an ``--explain`` bundle: predict p50 without the explanation
-    (a second pipeline on this very engine with its explainer off), with it (the lazy map on every result), and
-    with ``r.saliency`` read, alternating per frame over ``runs`` frames. One engine, so the ratios are free of
-    two-engine noise; the extra graph output is paid in all three (against a bundle converted without
-    ``--explain``: ``python benchmarks/studies/saliency_cost.py``)."""
-    bare = Pipeline(pipe.bundle, pipe.engine, pipe.selection)  # shares the engine: nothing to close
-    bare.explainer = None
-    calls = {"without explanation": bare.predict, "with explanation": pipe.predict,
-             "with the map read": lambda f: pipe.predict(f).saliency}
-    p50 = _p50_alternating(calls, [frames[i % len(frames)] for i in range(runs)], warmup)
-    base = p50["without explanation"]
-    return {"runs": runs, "p50_ms": {k: round(v * 1e3, 4) for k, v in p50.items()},
-            "with / without": round(p50["with explanation"] / base, 4),
-            "with the map read / without": round(p50["with the map read"] / base, 4),
-            "note": "one engine, the explainer off and on; the map read is r.saliency at the frame's size"}
-
-
 def measure(plain: Path, cam: Path, backend: str, frames: list[np.ndarray], warmup: int = 30) -> dict:
     pipes = {"plain": edgemed.load(plain, backend=backend, precision="fp32"),
              "cam": edgemed.load(cam, backend=backend, precision="fp32"),
@@ -107,7 +69,7 @@ def measure(plain: Path, cam: Path, backend: str, frames: list[np.ndarray], warm
             "cam+map": lambda f: pipes["cam"].predict(f).saliency,
             "plain again": lambda f: pipes["plain again"].predict(f),
         }
-        p50 = _p50_alternating(calls, frames, warmup)
+        p50 = p50_alternating(calls, frames, warmup)
     finally:
         for p in pipes.values():
             p.close()
