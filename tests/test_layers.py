@@ -70,3 +70,20 @@ def test_no_import_cycle_between_modules(tmp_path):
                           env={**os.environ, "PYTHONPATH": str(site)}, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "no cycle" in proc.stdout
+
+
+def test_every_installed_module_imports():
+    """A module moved out of the package (the studies now run as files) must take no installed importer with it."""
+    import importlib
+    import pkgutil
+
+    broken = []
+    for package in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]:
+        for module in pkgutil.iter_modules(importlib.import_module(package).__path__, package + "."):
+            if module.ispkg or module.name.endswith("__main__"):
+                continue
+            try:
+                importlib.import_module(module.name)
+            except ImportError as exc:
+                broken.append(f"{module.name}: {exc}")
+    assert not broken, broken
