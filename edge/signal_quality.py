@@ -35,8 +35,23 @@ class BadRun:
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     """(start, stop) of every run of True."""
-    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
-    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
+    if not mask.any():  # the usual block: nothing to find (the edges below cost 25 us a block of 17 s at 360 Hz)
+        return []
+    edges = _edges(mask)
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+
+
+def _edges(mask: np.ndarray) -> np.ndarray:
+    """Where runs of True start and stop, alternately (a stop is one past the run's last sample)."""
+    padded = np.zeros(len(mask) + 2, bool)
+    padded[1:-1] = mask
+    return np.flatnonzero(padded[1:] != padded[:-1])
+
+
+def _longest_run(mask: np.ndarray) -> int:
+    """The length of the longest run of True."""
+    edges = _edges(mask)
+    return int((edges[1::2] - edges[::2]).max(initial=0))
 
 
 def flat_mask(x: np.ndarray, fs: float) -> np.ndarray:
@@ -47,9 +62,13 @@ def flat_mask(x: np.ndarray, fs: float) -> np.ndarray:
     out = np.zeros(len(x), bool)
     if len(x) < w:
         return out
-    # peak to peak of x[i:i + w] for every start i (scipy's rank filters, centred by origin)
     finite = np.isfinite(x)
     y = np.where(finite, x, 0.0)  # rank filters do not skip NaN: windows that hold one are left out below
+    # A window under FLAT_MV peak to peak has every step inside it under FLAT_MV too: with no run of w - 1 such
+    # steps there is no flat window, and the rank filters need not run (real ECG: 0.13 of 0.18 ms per 17 s block).
+    if _longest_run(np.abs(np.diff(y)) < FLAT_MV) < w - 1:
+        return out
+    # peak to peak of x[i:i + w] for every start i (scipy's rank filters, centred by origin)
     span = maximum_filter1d(y, w, origin=-(w // 2)) - minimum_filter1d(y, w, origin=-(w // 2))
     nans = np.concatenate([[0], np.cumsum(~finite)])
     whole = nans[w:] - nans[:-w] == 0  # window i = x[i:i + w] holds no NaN (a NaN run is not "flat")
