@@ -108,6 +108,26 @@ def convert_ecg_fp32(out: Path, windows: int = 48) -> Path:
 
 
 @pytest.fixture(scope="session")
+def rr_bundle(tmp_path_factory) -> Path:
+    """ecg_rr (a beat window and its RR intervals), FP32 on both CPU backends; calibrated on 200 DS1 beats, its
+    parity and verdict taken on 600 DS2 beats of every class (patients it never saw), each with the RR intervals of
+    its record's annotated beats."""
+    from edgemed.converters.convert import convert
+    from edgemed.rr_intervals import RR_FEATURES
+    from edgemed.samples import assets_dir, calibration_set, ecg_beats
+    from edgemed.signal_sets import SignalSet
+
+    card = json.loads((assets_dir() / "ecg_rr.json").read_text())
+    tmp = tmp_path_factory.mktemp("rr")
+    SignalSet.open(calibration_set("classification", "signal")).subset(200).save(tmp / "ds1.npz")
+    SignalSet.open(ecg_beats()).subset(600).save(tmp / "ds2.npz")
+    return convert(assets_dir() / "ecg_rr.pt", tmp / "bundle", task="classification", input_kind="signal",
+                   input_shape=tuple(card["input_shape"]), arch=card["arch"], arch_args=card["arch_args"],
+                   labels=tuple(card["labels"]), preprocess=tuple(card["preprocess"]), features=(("rr", RR_FEATURES),),
+                   calib=tmp / "ds1.npz", eval=tmp / "ds2.npz", targets=("onnx", "openvino"), precisions=("fp32",))
+
+
+@pytest.fixture(scope="session")
 def unet_bundle(tmp_path_factory) -> Path:
     return convert_shipped("unet_busi", tmp_path_factory.mktemp("bundles") / "unet_busi")
 

@@ -28,21 +28,6 @@ def _card() -> dict:
     return json.loads((assets_dir() / "ecg_rr.json").read_text())
 
 
-@pytest.fixture(scope="module")
-def rr_bundle(tmp_path_factory):
-    """ecg_rr, FP32 on both CPU backends; calibrated on 200 DS1 beats, its parity and verdict taken on 600 DS2 beats of
-    every class (patients it never saw), each with the RR intervals of its record's annotated beats."""
-    card = _card()
-    tmp = tmp_path_factory.mktemp("rr")
-    ds1, ds2 = SignalSet.open(calibration_set("classification", "signal")), SignalSet.open(ecg_beats())
-    ds1.subset(200).save(tmp / "ds1.npz")
-    ds2.subset(600).save(tmp / "ds2.npz")
-    return convert(assets_dir() / "ecg_rr.pt", tmp / "bundle", task="classification", input_kind="signal",
-                   input_shape=tuple(card["input_shape"]), arch=card["arch"], arch_args=card["arch_args"],
-                   labels=tuple(card["labels"]), preprocess=tuple(card["preprocess"]), features=FEATURES,
-                   calib=tmp / "ds1.npz", eval=tmp / "ds2.npz", targets=("onnx", "openvino"), precisions=("fp32",))
-
-
 def _module():
     from edgemed.zoo import build
 

@@ -83,10 +83,10 @@ def _frame(image: np.ndarray) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def server(cnn_bundle, unet_bundle, cnn_pair):
+def server(cnn_bundle, unet_bundle, cnn_pair, rr_bundle):
     http, grpc, metrics = free_ports(3)
     proc = subprocess.Popen([str(SERVE_PY), "-m", "edgemed.cli", "serve", str(cnn_bundle), str(unet_bundle),
-                             str(cnn_pair),
+                             str(cnn_pair), str(rr_bundle),
                              "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
                              "--max-batch", "8", "--max-queue-delay-us", "20000"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -346,3 +346,49 @@ def test_predict_offloads_to_the_server_with_the_same_output(server, cnn_bundle,
         remote = [{k: v for k, v in json.loads(line).items() if k != "timings_ms"}
                   for line in there.stdout.splitlines()]
         assert remote == strip
+
+
+def test_a_beat_model_with_rr_intervals_is_served_with_the_answers_of_its_in_process_predict(server, rr_bundle):
+    """Issue 21: a two-input model on Triton, one tensor per input. Real DS2 beats (patients the model never saw)
+    with their RR intervals, sent as predict takes them (their rate, mV, features by name), eight requests at a time
+    (Triton's dynamic batcher may group them): each answer equals in-process predict's; a request without the
+    intervals, or a beat without its rate, is refused naming the missing input; the CLI says a recording's beats are
+    found in process."""
+    import sys
+
+    from edgemed.errors import InputError
+    from edgemed.samples import ecg_beats
+    from edgemed.serve.triton_client import RemotePipeline
+    from edgemed.signal_sets import SignalSet
+
+    beats = [b for _, b in SignalSet.open(ecg_beats()).subset(200) if np.isfinite(list(b.features.values())).all()]
+    beats = beats[:40]
+    remote = RemotePipeline(server["http"], "ecg_rr")
+    assert remote.input_kind == "signal" and "verdict passed" in remote.reason
+
+    def served(beat):
+        return remote.predict(beat.samples, fs=beat.fs, units="mV", leads=beat.leads, features=dict(beat.features))
+
+    with edgemed.load(rr_bundle) as pipe, cf.ThreadPoolExecutor(8) as pool:
+        local = [pipe.predict(b) for b in beats]
+        there = list(pool.map(served, beats))
+    assert {r.label for r in local} >= {"N", "V"}  # the subset holds more than one class
+    for a, b in zip(local, there):
+        assert a.label == b.label
+        np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-6)
+
+    beat = beats[0]
+    x = beat.samples.astype(np.float32)[None]
+    status, body = infer(server["http"], "ecg_rr", {"SIGNAL_FP32": x, "FS": np.array([[beat.fs]], np.float32)})
+    assert status == 400 and "input 'rr' must be (1, 4) float32" in body["error"], body
+    rr = np.array([[beat.features[k] for k in ("rr_pre", "rr_post", "rr_local", "rr_average")]], np.float32)
+    status, body = infer(server["http"], "ecg_rr", {"SIGNAL_FP32": x, "rr": rr})
+    assert status == 400 and "needs its sampling rate: FS" in body["error"], body
+    status, body = infer(server["http"], "ecg_rr", {"SIGNAL_FP32": x, "FS": np.array([[beat.fs]], np.float32),
+                                                     "rr": rr})
+    assert status == 200 and {o["name"] for o in body["outputs"]} == {"PROBABILITIES", "LABEL"}
+    with pytest.raises(InputError, match="reads rr_pre"):
+        remote.predict(beat.samples, fs=beat.fs, units="mV", leads=beat.leads)
+    proc = subprocess.run([sys.executable, "-m", "edgemed.cli", "predict", "--server", server["http"], "ecg_rr",
+                           str(ROOT / "tests")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "predict --server reads images" in proc.stderr and "Traceback" not in proc.stderr

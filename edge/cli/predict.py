@@ -67,6 +67,12 @@ def predict(bundle: Path, inputs: tuple[Path, ...], device: str, backend: str | 
             raise OptionError(f"--dicom {dicom_kinds}: {pipe.bundle.name} makes no explanation (it was converted "
                               "without --explain)", "leave saliency out of --dicom, or convert with --explain cam")
         signal = input_kind(pipe.input_kind).recordings  # recordings in, every beat out
+        if signal and server is not None:
+            from ..errors import OptionError
+
+            raise OptionError(f"predict --server reads images; {bundle} on {server} classifies pre-cut beats (a "
+                              "recording's beats are found in process)", "run predict on the bundle here, or send "
+                              "beats with edgemed.serve.triton_client.RemotePipeline(...).predict(beat, fs=...)")
         described = {"fs": fs, "units": units, "leads": tuple(x.strip() for x in leads.split(",")) if leads else None}
         if not signal and any(v is not None for v in described.values()):
             from ..errors import OptionError

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import BackendUnavailable, InputError
+from ..feature_inputs import FeatureFeeds
+from ..manifest import FeatureInput
 from ..preprocess import check_image
 from ..tasks import task_named
 
@@ -25,8 +27,6 @@ _DTYPES = {"FP32": np.float32, "UINT8": np.uint8, "INT32": np.int32, "INT64": np
 
 
 class RemotePipeline:
-    input_kind = "image"
-
     def __init__(self, server: str, model: str, timeout: float = 60.0) -> None:
         self.base, self.model, self.timeout = server.rstrip("/"), model, timeout
         config = self._get(f"/v2/models/{model}/config")
@@ -34,6 +34,11 @@ class RemotePipeline:
         if "task" not in params:
             raise InputError(f"{model} on {server} was not exported by edgemed", "serve a bundle with edgemed serve")
         self.task, self.labels = params["task"], params["labels"].split(",")
+        self.input_kind = params.get("input_kind") or "image"  # repositories exported before said only images
+        self.leads = tuple(params["leads"].split(",")) if params.get("leads") else None
+        # the inputs beside the main one, in the model's order (the config says them as convert's --features)
+        self.features = FeatureFeeds([FeatureInput(name=name, features=names.split(",")) for name, names in
+                                      (spec.split("=", 1) for spec in params.get("features", "").split(";") if spec)])
         self.task_rules = task_named(self.task)
         self._output_names = [t.name for t in self.task_rules.served_outputs(self.labels)]
         if "ensemble_sha256" in params:  # an ensemble: its members' artifacts and the combination's verdict
@@ -52,17 +57,30 @@ class RemotePipeline:
         except OSError as e:
             raise BackendUnavailable(f"cannot reach {self.base} ({e})", "start it with edgemed serve") from e
 
-    def predict(self, image: np.ndarray) -> Any:
-        x = check_image(image)
-        x = (x if x.ndim == 3 else x[:, :, None])[None]
-        name, kind = {np.dtype(np.uint8): ("IMAGE_UINT8", "UINT8"), np.dtype(np.uint16): ("IMAGE_UINT16", "UINT16")
-                      }.get(x.dtype, ("IMAGE_FP32", "FP32"))
-        x = np.ascontiguousarray(x, dtype=_DTYPES[kind])
-        header = json.dumps({"inputs": [{"name": name, "shape": list(x.shape), "datatype": kind,
-                                         "parameters": {"binary_data_size": x.nbytes}}],
+    def predict(self, image: Any, **describe: Any) -> Any:
+        """One frame (or, for a signal model, one pre-cut beat described as ``predict`` takes it: ``fs=``,
+        ``units=``, ``leads=``, ``adc_gain=``) and, for a model with inputs beside the main one, ``features=`` by
+        name: the result ``predict`` gives, computed by the server."""
+        features = describe.pop("features", None)
+        if self.input_kind == "image":
+            if describe:
+                raise InputError(f"{', '.join(describe)}: only signal models take a rate and units",
+                                 "pass just the image")
+            x = check_image(image)
+            x = (x if x.ndim == 3 else x[:, :, None])[None]
+            name, kind = {np.dtype(np.uint8): ("IMAGE_UINT8", "UINT8"),
+                          np.dtype(np.uint16): ("IMAGE_UINT16", "UINT16")}.get(x.dtype, ("IMAGE_FP32", "FP32"))
+            tensors = [(name, kind, np.ascontiguousarray(x, dtype=_DTYPES[kind]))]
+        else:
+            tensors = self._beat(image, describe)
+        tensors += self._features(features)
+        parts = [(n, k, np.ascontiguousarray(a)) for n, k, a in tensors]
+        header = json.dumps({"inputs": [{"name": n, "shape": list(a.shape), "datatype": k,
+                                         "parameters": {"binary_data_size": a.nbytes}} for n, k, a in parts],
                              "outputs": [{"name": n, "parameters": {"binary_data": False}} for n in self._output_names]}
                             ).encode()
-        req = urllib.request.Request(f"{self.base}/v2/models/{self.model}/infer", data=header + x.tobytes(),
+        req = urllib.request.Request(f"{self.base}/v2/models/{self.model}/infer",
+                                     data=header + b"".join(a.tobytes() for _, _, a in parts),
                                      headers={"Inference-Header-Content-Length": str(len(header))})
         t0 = time.perf_counter()
         try:
@@ -77,6 +95,29 @@ class RemotePipeline:
         result = self.task_rules.from_served(out, self.labels)
         result.timings = {"server_round_trip": time.perf_counter() - t0}
         return result
+
+    def _beat(self, beat: Any, describe: dict) -> list[tuple[str, str, np.ndarray]]:
+        """The beat in mV (T, leads) as the model reads its leads, and its rate: what the server prepares."""
+        from ..io.signals import as_signal
+
+        unknown = sorted(set(describe) - {"fs", "units", "leads", "adc_gain"})
+        if unknown:
+            raise InputError(f"{', '.join(unknown)}: not a description of a signal",
+                             "describe a beat with adc_gain, fs, leads, units only")
+        sig = as_signal(beat, source="beat", **describe)
+        if self.leads is not None and sig.leads != self.leads:
+            sig = sig.__class__(sig.samples[:, [sig.lead(n) for n in self.leads]], sig.fs, self.leads, sig.source)
+        return [("SIGNAL_FP32", "FP32", sig.samples.astype(np.float32)[None]),
+                ("FS", "FP32", np.array([[sig.fs]], np.float32))]
+
+    def _features(self, given: Any) -> list[tuple[str, str, np.ndarray]]:
+        """One (1, K) tensor per input beside the main one, from ``features=`` by name, checked by the rule
+        ``predict`` uses (:class:`edgemed.feature_inputs.FeatureFeeds`)."""
+        if not self.features:
+            if given is not None:
+                raise InputError("features: this model reads no input beside the main one", "leave features out")
+            return []
+        return [(name, "FP32", row) for name, row in self.features.one(given, None).items()]
 
     def close(self) -> None:
         pass

@@ -10,8 +10,11 @@ are served. Runs inside Triton's Python stub: no torch, no onnx, as on a device.
 Inputs (exactly one of them per request, batch axis first, frames of one request the same size; a request with
 two is refused, never answered for one of them):
 ``IMAGE_UINT8``, ``IMAGE_UINT16``, ``IMAGE_FP32``: (B, H, W, C) frames as ``predict`` takes them
-(C = 1 for grey); ``TENSOR``: (B, *model input without batch) already preprocessed float32 (not for an
-ensemble, whose members each preprocess the frame their own way).
+(C = 1 for grey); for a signal model instead ``SIGNAL_FP32``: (B, T, leads) pre-cut beats in mV with ``FS``
+(B, 1), their rate in Hz, the leads the model reads in its order (the config's ``leads``); ``TENSOR``: (B, *model
+input without batch) already preprocessed float32 (not for an ensemble, whose members each preprocess the frame
+their own way). A model with inputs beside the main one takes each as its own (B, K) float32 tensor under the
+manifest's name, in every request (the config's ``features`` names them and their order).
 Outputs by task: ``PROBABILITIES`` (B, C) and ``LABEL`` (B, 1) bytes; ``MASK`` (B, H, W) uint8;
 ``BOXES`` (B, K, 4), ``SCORES`` (B, K), ``CLASSES`` (B, K) int32 (detectors: B = 1).
 """
@@ -24,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 IMAGE_INPUTS = ("IMAGE_UINT8", "IMAGE_UINT16", "IMAGE_FP32")  # Triton checks each one's dtype (config.pbtxt)
+SIGNAL_INPUT, RATE_INPUT = "SIGNAL_FP32", "FS"
 TENSOR_INPUT = "TENSOR"
 
 
@@ -47,6 +51,9 @@ class TritonPythonModel:
         self.task = task_named(self.pipe.task)  # its served tensors (edgemed.tasks)
         self.ensemble = hasattr(self.pipe, "members")  # an EnsemblePipeline: its members run frame by frame
         self.batched = not self.ensemble and self.pipe.dynamic_batch
+        self.main_inputs = IMAGE_INPUTS if params.get("input_kind", "image") == "image" else (SIGNAL_INPUT,)
+        self.leads = tuple(params["leads"].split(",")) if params.get("leads") else None  # a beat's, in order
+        self.feature_specs = [] if self.ensemble else list(self.pipe.features.specs)
 
     def execute(self, requests: list) -> list:
         import triton_python_backend_utils as pb
@@ -79,35 +86,80 @@ class TritonPythonModel:
 
     def _prepare(self, request, pb) -> list:
         from edgemed.errors import InputError
-        from edgemed.preprocess import Prepared
 
-        given = [n for n in (*IMAGE_INPUTS, TENSOR_INPUT) if pb.get_input_tensor_by_name(request, n) is not None]
+        main = (*self.main_inputs, TENSOR_INPUT)
+        given = [n for n in main if pb.get_input_tensor_by_name(request, n) is not None]
         if len(given) > 1:  # answering one of them would silently drop the other
             raise InputError(f"the request carries {len(given)} inputs ({', '.join(given)}); each request is one "
-                             "frame or one batch", f"send exactly one of {', '.join([*IMAGE_INPUTS, TENSOR_INPUT])}")
-        tensor = pb.get_input_tensor_by_name(request, TENSOR_INPUT)
-        if tensor is not None and self.ensemble:  # the config declares no TENSOR for an ensemble; never guess one
+                             "frame or one batch", f"send exactly one of {', '.join(main)}")
+        if not given:
+            raise InputError("the request has no input", f"send one of {', '.join(main)}")
+        cases = pb.get_input_tensor_by_name(request, given[0]).as_numpy()
+        features = self._features(request, pb, len(cases))
+        if given[0] == TENSOR_INPUT:
+            return self._tensors_given(cases, features)
+        if given[0] == SIGNAL_INPUT:
+            return self._beats(cases, pb.get_input_tensor_by_name(request, RATE_INPUT), features)
+        if cases.ndim != 4:
+            raise InputError(f"{given[0]} has shape {cases.shape}, not (B, H, W, C)",
+                             "send frames with a batch axis first and a channel axis last (1 for grey)")
+        if self.task.ragged_outputs and len(cases) != 1:
+            raise InputError(f"a detector answers one frame per request, got {len(cases)}",
+                             "send one frame per request (Triton batches requests)")
+        return [self.pipe.prepare(f, **self._described(features, i)) for i, f in enumerate(cases)]
+
+    def _tensors_given(self, x: np.ndarray, features: list[dict] | None) -> list:
+        from edgemed.errors import InputError
+        from edgemed.preprocess import Prepared
+
+        if self.ensemble:  # the config declares no TENSOR for an ensemble; never guess one
             raise InputError("an ensemble takes frames: each member preprocesses them its own way",
                              f"send raw frames as one of {', '.join(IMAGE_INPUTS)}")
-        if tensor is not None:
-            x = tensor.as_numpy()
-            want = tuple(self.pipe.bundle.manifest.input.static_shape[1:])
-            if x.dtype != np.float32 or x.shape[1:] != want or not np.isfinite(x).all():
-                raise InputError(f"TENSOR must be finite float32 (B, {', '.join(map(str, want))}), got {x.dtype} "
-                                 f"{x.shape}", "send preprocessed tensors, or raw frames as IMAGE_*")
-            return [Prepared(t[None], tuple(want[-2:]), []) for t in x]
-        for name in IMAGE_INPUTS:
-            image = pb.get_input_tensor_by_name(request, name)
-            if image is not None:
-                frames = image.as_numpy()
-                if frames.ndim != 4:
-                    raise InputError(f"{name} has shape {frames.shape}, not (B, H, W, C)",
-                                     "send frames with a batch axis first and a channel axis last (1 for grey)")
-                if self.task.ragged_outputs and len(frames) != 1:
-                    raise InputError(f"a detector answers one frame per request, got {len(frames)}",
-                                     "send one frame per request (Triton batches requests)")
-                return [self.pipe.prepare(f) for f in frames]
-        raise InputError("the request has no input", f"send one of {', '.join([*IMAGE_INPUTS, TENSOR_INPUT])}")
+        want = tuple(self.pipe.bundle.manifest.input.static_shape[1:])
+        if x.dtype != np.float32 or x.shape[1:] != want or not np.isfinite(x).all():
+            raise InputError(f"TENSOR must be finite float32 (B, {', '.join(map(str, want))}), got {x.dtype} "
+                             f"{x.shape}", f"send preprocessed tensors, or raw inputs as {self.main_inputs[0]}")
+        prepared = [Prepared(t[None], tuple(want[-2:]), []) for t in x]
+        for i, p in enumerate(prepared):
+            if features is not None:
+                p.extra = self.pipe.features.one(features[i], None, None)
+        return prepared
+
+    def _beats(self, beats: np.ndarray, rate, features: list[dict] | None) -> list:
+        from edgemed.errors import InputError
+
+        if beats.ndim != 3:
+            raise InputError(f"{SIGNAL_INPUT} has shape {beats.shape}, not (B, T, leads)",
+                             "send beat windows with a batch axis first and a lead axis last (1 for one lead)")
+        fs = None if rate is None else rate.as_numpy().reshape(-1)
+        if fs is None or len(fs) != len(beats):
+            raise InputError(f"{SIGNAL_INPUT} needs its sampling rate: {RATE_INPUT} (B, 1) in Hz, one per beat",
+                             f"send {RATE_INPUT} beside the beats, e.g. [[360.0]]")
+        return [self.pipe.prepare(b, fs=float(fs[i]), units="mV", leads=self.leads, **self._described(features, i))
+                for i, b in enumerate(beats)]
+
+    def _features(self, request, pb, cases: int) -> list[dict] | None:
+        """Each case's features by name, from the request's tensor per input (None: the model reads none)."""
+        from edgemed.errors import InputError
+
+        if not self.feature_specs:
+            return None
+        rows: list[dict] = [{} for _ in range(cases)]
+        for spec in self.feature_specs:
+            tensor = pb.get_input_tensor_by_name(request, spec.name)
+            x = None if tensor is None else tensor.as_numpy()
+            if x is None or x.shape != (cases, len(spec.features)):
+                got = "none" if x is None else f"shape {x.shape}"
+                raise InputError(f"input {spec.name!r} must be ({cases}, {len(spec.features)}) float32 "
+                                 f"({', '.join(spec.features)} per case), got {got}",
+                                 f"send {spec.name} beside the main input, one row per case")
+            for row, values in zip(rows, x.tolist()):
+                row.update(zip(spec.features, values))
+        return rows
+
+    @staticmethod
+    def _described(features: list[dict] | None, i: int) -> dict:
+        return {} if features is None else {"features": features[i]}
 
     def _infer(self, prepared: list) -> list:
         """Each prepared frame's engine output: one batched call where the artifact takes a batch. An ensemble's
@@ -115,11 +167,12 @@ class TritonPythonModel:
         if self.ensemble:
             return prepared
         name = self.pipe.input_name
-        tensors = [p.tensor for p in prepared]
-        if self.batched and len(tensors) > 1:
-            out = self.pipe.engine.infer({name: np.concatenate(tensors)}, validate=False)
-            return [{k: v[i:i + 1] for k, v in out.items()} for i in range(len(tensors))]
-        return [self.pipe.engine.infer({name: t}, validate=False) for t in tensors]
+        if self.batched and len(prepared) > 1:
+            feeds = [p.feed(name) for p in prepared]
+            out = self.pipe.engine.infer({k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]},
+                                         validate=False)
+            return [{k: v[i:i + 1] for k, v in out.items()} for i in range(len(prepared))]
+        return [self.pipe.engine.infer(p.feed(name), validate=False) for p in prepared]
 
     def _finish(self, out, prepared):
         if self.ensemble:  # check_finite in the members' runs raises here, inside the request's own try

@@ -12,6 +12,11 @@ The verdicts travel: exporting selects the artifact exactly as ``load`` would on
 serves what the device would refuse. A signed bundle's signature is checked first when a public
 key is given.
 
+A beat classifier is one model the same way, pre-cut beats with their rate in (``SIGNAL_FP32``, ``FS``); a model
+with inputs beside the main one (RR intervals beside a beat, numbers beside an image) declares each as a tensor
+under its manifest name, and its config's parameters name them for any client. The native exports take
+one-input image models only.
+
 An ensemble (``edgemed ensemble``) is one model the same way: its whole folder (members and, where made, the
 baked graph) in the version folder, ``edgemed.load`` running it in the stub, raw frames in (its members each
 preprocess for themselves, so no ``TENSOR`` input), the task's usual outputs out. Each member's artifact is
@@ -56,16 +61,25 @@ class ServedModel:
     tensor_dims: tuple[int, ...] | None  # (C, H, W) of a preprocessed frame; None: an ensemble (members preprocess)
     params: dict[str, str]
     backends: frozenset[str]  # the runtime libraries its execution environment needs
+    frames: bool = True  # cases are pictures (IMAGE_* inputs); else pre-cut beats with their rate (SIGNAL_FP32, FS)
+    features: tuple[tuple[str, int], ...] = ()  # the inputs beside the main one: (name, features per case)
 
 
 def config_pbtxt(model: ServedModel, max_batch: int, queue_delay_us: int, instances: int,
                  env: str | None = None) -> str:
-    # frames are (H, W, C) after the batch axis, C = 1 for grey: one rank for every frame, any size and channels
-    inputs = [f'  {{ name: "{n}" data_type: {t} dims: [ -1, -1, -1 ] optional: true allow_ragged_batch: true }}'
-              for n, t in (("IMAGE_UINT8", "TYPE_UINT8"), ("IMAGE_UINT16", "TYPE_UINT16"), ("IMAGE_FP32", "TYPE_FP32"))]
+    if model.frames:  # frames are (H, W, C) after the batch axis, C = 1 for grey: one rank for any size and channels
+        inputs = [f'  {{ name: "{n}" data_type: {t} dims: [ -1, -1, -1 ] optional: true allow_ragged_batch: true }}'
+                  for n, t in (("IMAGE_UINT8", "TYPE_UINT8"), ("IMAGE_UINT16", "TYPE_UINT16"),
+                               ("IMAGE_FP32", "TYPE_FP32"))]
+    else:  # a beat window (T, leads) in mV, any length, with its sampling rate in Hz
+        inputs = ['  { name: "SIGNAL_FP32" data_type: TYPE_FP32 dims: [ -1, -1 ] optional: true '
+                  'allow_ragged_batch: true }',
+                  '  { name: "FS" data_type: TYPE_FP32 dims: [ 1 ] optional: true }']
     if model.tensor_dims is not None:
         dims = ", ".join(str(d) for d in model.tensor_dims)
         inputs.append(f'  {{ name: "TENSOR" data_type: TYPE_FP32 dims: [ {dims} ] optional: true }}')
+    # the model's other inputs, one tensor each under the manifest's name: every request carries them
+    inputs += [f'  {{ name: "{name}" data_type: TYPE_FP32 dims: [ {k} ] }}' for name, k in model.features]
     params = dict(model.params)
     if env is not None:  # Triton's Python backend starts this model's stub in that environment
         params["EXECUTION_ENV_PATH"] = env
@@ -176,20 +190,22 @@ def _bundle_model(path: Path, backend: str, accept: str | None, callers: int
                   ) -> tuple[ServedModel, Artifact, Bundle]:
     """One bundle and the artifact that will serve it, chosen exactly as ``load`` would on the server."""
     b = Bundle.open(path)
-    if not input_kind(b.manifest.model.input_kind).frames:
-        raise InputError(f"{path}: a {b.manifest.model.input_kind} model; edgemed serve takes image models",
-                         "run signal bundles in process (pipe.beats / pipe.beat_reader)")
-    if b.manifest.features:
-        raise InputError(f"{path}: the model reads inputs beside the image ({b.manifest.features[0].name}); "
-                         "edgemed serve takes one-input models", "run it in process (edgemed.load)")
+    m = b.manifest
+    kind = input_kind(m.model.input_kind)
     chosen = select(b, "cpu", None if backend == "python" else backend, None, None, accept).artifact
     if accept is None and chosen.verdict != "passed":
         raise InputError(f"{path}: no passed artifact to serve", "pass --accept to serve an unverified one")
     params = {"bundle_sha256": b.manifest_sha256(), "artifact": chosen.file, "backend": chosen.backend,
               "precision": chosen.precision, "verdict": chosen.verdict, "accept": accept or "", "task": b.task,
-              "labels": ",".join(b.labels), "device": "cpu", "callers": str(callers)}
-    model = ServedModel(model_name(b.name), b.task, list(b.labels), tuple(b.manifest.input.static_shape[1:]),
-                        params, frozenset({chosen.backend}))
+              "labels": ",".join(b.labels), "device": "cpu", "callers": str(callers), "input_kind": kind.name}
+    # what a client must send beside the main input (convert's --features syntax), and the leads a beat must hold;
+    # only where there are any (Triton's JSON leaves empty strings out)
+    features = ";".join(f"{f.name}={','.join(f.features)}" for f in m.features)
+    leads = ",".join(next((op["leads"] for op in m.preprocess if op["op"] == "select_leads"), []))
+    params.update({k: v for k, v in (("features", features), ("leads", leads)) if v})
+    model = ServedModel(model_name(b.name), b.task, list(b.labels), tuple(m.input.static_shape[1:]), params,
+                        frozenset({chosen.backend}), kind.frames,
+                        tuple((f.name, len(f.features)) for f in m.features))
     return model, chosen, b
 
 
