@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,98 +70,141 @@ def run_bench(bundle: Path, device: str = "cpu", backend: str | None = None, pre
         return run_ensemble_bench(Path(bundle), device, backend, precision, all_artifacts, scenario, data, labels, fps,
                                   duration, threads, runs, warmup, limit, data_key, accept, record, log)
     b = Bundle.open(bundle)
-    task = task_named(b.task)
     # The device first: asking for a Jetson on a laptop is said before any data is read.
     chosen = select(b, device, backend, precision, threads, accept)
     if record is not None and not input_kind(b.manifest.model.input_kind).recordings:
         from edgemed.errors import OptionError
 
         raise OptionError(f"--record {record}: {b.name} reads images, not signals", "drop --record")
-    targets = b.artifacts if all_artifacts else [chosen.artifact]
     source = bench_data(b, data, labels, limit, data_key)
-    images, frames, truth = source.images, source.frames, source.truth
     log(f"data: {source.source}")
-    reference_outputs = None  # on-device FP32 outputs on the user's data: what every artifact is compared with
-    reference_saliency = None  # --explain bundles: FP32's classes and maps on the same frames
-    per_artifact = []
-    for art in targets:
-        row = {"file": art.file, "backend": art.backend, "precision": art.precision, "bytes": art.size_bytes,
-               "verdict": art.verdict, "gate": msgspec.to_builtins(art.drift),
-               "clinical": msgspec.to_builtins(art.clinical) if art.clinical else None}
-        # Every artifact is measured: whether to collect the cases that would certify an INT8 artifact depends on
-        # its speed. One that did not pass is marked, and never selected (load, auto, serve never hand it over).
-        row["selectable"] = art.verdict == "passed"
-        if not row["selectable"]:
-            row["note"] = (f"{art.verdict} at conversion: measured, never selected (load/predict use it only when "
-                           "named with --accept)")
-        log(f"benchmarking {art.key}" + ("" if row["selectable"] else f" ({art.verdict}: not selectable)"))
-        try:
-            opened = load(bundle, device=device, backend=art.backend, precision=art.precision, threads=threads,
-                          accept=None if art.verdict == "passed" else art.verdict)
-        except BackendUnavailable as exc:  # e.g. a TensorRT engine on a machine without TensorRT: said, not fatal
-            if art is chosen.artifact:
-                raise
-            row["skipped"] = f"not measurable on this device: {exc}"
-            per_artifact.append(row)
-            continue
-        with opened as pipe:
-            row["engine"] = pipe.engine.describe()
-            row["latency"] = bench_latency(pipe, frames, runs=runs, warmup=warmup)
-            if pipe.explainer is not None:  # --explain: what the explanation costs predict, side by side
-                row["explanation_cost"] = explanation_cost(pipe, frames, runs=runs, warmup=warmup)
-            row["drift_reference"] = msgspec.to_builtins(
-                recheck(art.drift, bench_drift(pipe), b.task, "the bundle's reference probes"))
-            outputs, results = _run_frames(pipe, frames)
-            if reference_outputs is None:
-                reference_outputs = _fp32_outputs(bundle, frames, device, threads)
-                population = population_margins(reference_outputs[0], b.task, pipe.output_kind)
-            comparison = compare(reference_outputs[0], outputs, b.task, pipe.output_kind, b.labels)
-            row["drift_on_data"] = msgspec.to_builtins(recheck(art.drift, comparison, b.task, "the bench data",
-                                                               population))
-            if task.spatial:  # maps: Dice per case, and the worst case's masks side by side
-                case = comparison.per_case[task.case_figure].tolist()
-                row["dice_per_case"] = case
-                worst = int(np.argmin(case))
-                row["worst_case"] = {
-                    "name": images.names[worst], "dice_vs_fp32": case[worst],
-                    "fp32_overlay_png": _thumb(frames[worst], reference_outputs[1][worst]),
-                    "overlay_png": _thumb(frames[worst], results[worst].mask)}
-            else:  # per case: did this artifact keep FP32's call (classification) or its boxes (detection)
-                row["agreement_per_case"] = comparison.per_case[task.case_figure].astype(bool).tolist()
-            if (art.backend, art.precision) != ("onnxruntime", "fp32"):  # the reference against itself shows nothing
-                row["worst_vs_fp32"] = versus_fp32(b.task, images.names, frames, results, comparison, b.labels,
-                                                   reference_outputs[1])
-            if (pipe.explainer is not None and has_saliency_term(art)
-                    and (art.backend, art.precision) != ("onnxruntime", "fp32")):  # where the maps moved, and how
-                if reference_saliency is None:
-                    reference_saliency = _fp32_saliency(bundle, frames, device, threads)
-                classes, fp32_maps = reference_saliency
-                row.update(saliency_versus_fp32(images.names, frames, b.labels, classes, fp32_maps,
-                                                class_maps(pipe, frames, classes)[1]))
-            if truth is not None:
-                row["accuracy"] = task.truth_report(truth, results, b.labels, b.manifest.postprocess)
-                row["worst_vs_truth"] = versus_truth(b.task, images.names, frames, results, truth, b.labels)
-            if record is not None:
-                from .signal_stream import stream_record
-
-                row["record"] = stream_record(pipe, record)
-            if scenario == "point-of-care":
-                row["point_of_care"] = point_of_care(pipe, frames, fps, duration)
-            profile = pipe.profile
-        if scenario == "remote":
-            with tempfile.TemporaryDirectory() as tmp:
-                row["remote"] = remote(Path(bundle), art, frames[0], Path(tmp), profile, runs=runs)
-        per_artifact.append(row)
+    run = _Run(Path(bundle), b, task_named(b.task), source, device, threads, runs, warmup, scenario, fps, duration,
+               record)
+    per_artifact = [_bench_artifact(run, art, art is chosen.artifact, log)
+                    for art in (b.artifacts if all_artifacts else [chosen.artifact])]
     return {
         "schema": SCHEMA, "bundle": str(bundle), "bundle_sha256": b.manifest_sha256(),
         "model": b.name, "task": b.task, "input_kind": b.manifest.model.input_kind, "device": device,
         "scenario": scenario or "latency",
-        "data": {"from": source.source, "images": len(images), "available": source.available,
-                 "labels": truth is not None},
-        "workload": bench_workload(images, scenario, fps, duration, threads),
+        "data": {"from": source.source, "images": len(source.images), "available": source.available,
+                 "labels": source.truth is not None},
+        "workload": bench_workload(source.images, scenario, fps, duration, threads),
         "artifacts": per_artifact,
         "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(), "versions": bench_versions(),
     }
+
+
+@dataclass
+class _Run:
+    """What every artifact of one bench run shares: the bundle, its data and settings, and the on-device FP32
+    references, each made once, by the first artifact that needs it."""
+
+    bundle: Path
+    b: Bundle
+    task: Any
+    source: Any  # BenchData: images (names), frames, truth
+    device: str
+    threads: int | None
+    runs: int
+    warmup: int
+    scenario: str | None
+    fps: float
+    duration: float
+    record: Path | None
+    reference: tuple | None = None  # FP32 ONNX Runtime's outputs and masks on the frames: every artifact's reference
+    population: Any = None  # their decision margins
+    saliency: tuple | None = None  # --explain bundles: FP32's classes and maps on the same frames
+
+    def compare(self, pipe, outputs: Any) -> Any:
+        """The artifact's outputs against FP32's on the same frames (the reference made on first use)."""
+        if self.reference is None:
+            self.reference = _fp32_outputs(self.bundle, self.source.frames, self.device, self.threads)
+            self.population = population_margins(self.reference[0], self.b.task, pipe.output_kind)
+        return compare(self.reference[0], outputs, self.b.task, pipe.output_kind, self.b.labels)
+
+    def fp32_saliency(self) -> tuple:
+        if self.saliency is None:
+            self.saliency = _fp32_saliency(self.bundle, self.source.frames, self.device, self.threads)
+        return self.saliency
+
+
+def _artifact_row(art) -> dict:
+    """What the bundle says of an artifact. Every artifact is measured: whether to collect the cases that would
+    certify an INT8 artifact depends on its speed. One that did not pass is marked, and never selected (load, auto,
+    serve never hand it over)."""
+    row = {"file": art.file, "backend": art.backend, "precision": art.precision, "bytes": art.size_bytes,
+           "verdict": art.verdict, "gate": msgspec.to_builtins(art.drift),
+           "clinical": msgspec.to_builtins(art.clinical) if art.clinical else None,
+           "selectable": art.verdict == "passed"}
+    if not row["selectable"]:
+        row["note"] = (f"{art.verdict} at conversion: measured, never selected (load/predict use it only when named "
+                       "with --accept)")
+    return row
+
+
+def _bench_artifact(run: _Run, art, chosen: bool, log) -> dict:
+    """One artifact's row: latency, drift against the bundle's probes and against FP32 on the data, per-case
+    figures and worst cases, accuracy against truth, and the scenario's figures."""
+    row = _artifact_row(art)
+    log(f"benchmarking {art.key}" + ("" if row["selectable"] else f" ({art.verdict}: not selectable)"))
+    try:
+        opened = load(run.bundle, device=run.device, backend=art.backend, precision=art.precision,
+                      threads=run.threads, accept=None if art.verdict == "passed" else art.verdict)
+    except BackendUnavailable as exc:  # e.g. a TensorRT engine on a machine without TensorRT: said, not fatal
+        if chosen:
+            raise
+        row["skipped"] = f"not measurable on this device: {exc}"
+        return row
+    b, task, frames, names = run.b, run.task, run.source.frames, run.source.images.names
+    with opened as pipe:
+        row["engine"] = pipe.engine.describe()
+        row["latency"] = bench_latency(pipe, frames, runs=run.runs, warmup=run.warmup)
+        if pipe.explainer is not None:  # --explain: what the explanation costs predict, side by side
+            row["explanation_cost"] = explanation_cost(pipe, frames, runs=run.runs, warmup=run.warmup)
+        row["drift_reference"] = msgspec.to_builtins(
+            recheck(art.drift, bench_drift(pipe), b.task, "the bundle's reference probes"))
+        outputs, results = _run_frames(pipe, frames)
+        comparison = run.compare(pipe, outputs)
+        row["drift_on_data"] = msgspec.to_builtins(recheck(art.drift, comparison, b.task, "the bench data",
+                                                           run.population))
+        row.update(_per_case(run, comparison, results))
+        reference = (art.backend, art.precision) == ("onnxruntime", "fp32")  # against itself it shows nothing
+        if not reference:
+            row["worst_vs_fp32"] = versus_fp32(b.task, names, frames, results, comparison, b.labels,
+                                               run.reference[1])
+        if pipe.explainer is not None and has_saliency_term(art) and not reference:  # where the maps moved, and how
+            classes, fp32_maps = run.fp32_saliency()
+            row.update(saliency_versus_fp32(names, frames, b.labels, classes, fp32_maps,
+                                            class_maps(pipe, frames, classes)[1]))
+        if run.source.truth is not None:
+            row["accuracy"] = task.truth_report(run.source.truth, results, b.labels, b.manifest.postprocess)
+            row["worst_vs_truth"] = versus_truth(b.task, names, frames, results, run.source.truth, b.labels)
+        if run.record is not None:
+            from .signal_stream import stream_record
+
+            row["record"] = stream_record(pipe, run.record)
+        if run.scenario == "point-of-care":
+            row["point_of_care"] = point_of_care(pipe, frames, run.fps, run.duration)
+        profile = pipe.profile
+    if run.scenario == "remote":
+        with tempfile.TemporaryDirectory() as tmp:
+            row["remote"] = remote(run.bundle, art, frames[0], Path(tmp), profile, runs=run.runs)
+    return row
+
+
+def _per_case(run: _Run, comparison: Any, results: list) -> dict:
+    """The comparison's per-case figure: Dice per case and the worst case's masks side by side (maps), or whether
+    each case kept FP32's call (classification) or its boxes (detection)."""
+    case = comparison.per_case[run.task.case_figure]
+    if not run.task.spatial:
+        return {"agreement_per_case": case.astype(bool).tolist()}
+    case = case.tolist()
+    worst = int(np.argmin(case))
+    frame = run.source.frames[worst]
+    return {"dice_per_case": case,
+            "worst_case": {"name": run.source.images.names[worst], "dice_vs_fp32": case[worst],
+                           "fp32_overlay_png": _thumb(frame, run.reference[1][worst]),
+                           "overlay_png": _thumb(frame, results[worst].mask)}}
 
 
 def _fp32_outputs(bundle: Path, frames: list, device: str, threads: int | None):

@@ -77,6 +77,7 @@ def test_errors_are_one_line(cnn_bundle, tmp_path):
         f.seek(100)
         f.write(b"\x00\x01\x02")
     assert_one_line_error(edgemed("predict", tampered, bad), "model.onnx does not match its SHA-256")
+    assert_one_line_error(edgemed("predict", cnn_bundle, bad, "--fs", "360"), "--fs/--units/--leads describe signals")
     assert_one_line_error(edgemed("bench", cnn_bundle, "--backend", "tensorrt"), "available: onnxruntime/fp32")
 
 

@@ -67,18 +67,8 @@ def predict(bundle: Path, inputs: tuple[Path, ...], device: str, backend: str | 
             raise OptionError(f"--dicom {dicom_kinds}: {pipe.bundle.name} makes no explanation (it was converted "
                               "without --explain)", "leave saliency out of --dicom, or convert with --explain cam")
         signal = input_kind(pipe.input_kind).recordings  # recordings in, every beat out
-        if signal and server is not None:
-            from ..errors import OptionError
-
-            raise OptionError(f"predict --server reads images; {bundle} on {server} classifies pre-cut beats (a "
-                              "recording's beats are found in process)", "run predict on the bundle here, or send "
-                              "beats with edgemed.serve.triton_client.RemotePipeline(...).predict(beat, fs=...)")
         described = {"fs": fs, "units": units, "leads": tuple(x.strip() for x in leads.split(",")) if leads else None}
-        if not signal and any(v is not None for v in described.values()):
-            from ..errors import OptionError
-
-            raise OptionError(f"--fs/--units/--leads describe signals, and {pipe.bundle.name} reads images",
-                              "drop them for image bundles")
+        _check_described(Path(bundle).name, signal, described, server)
         files = expand(inputs, signals=signal)
         stems = unique_stems(files)
         written, failed, internal = 0, [], False
@@ -108,6 +98,19 @@ def predict(bundle: Path, inputs: tuple[Path, ...], device: str, backend: str | 
             click.echo(f"edgemed: {len(failed)} of {len(files)} input file(s) not analysed (said above); every other "
                        "file's results are complete", err=True)
             sys.exit(EXIT_INTERNAL if internal else EXIT_USER_ERROR)
+
+
+def _check_described(name: str, signal: bool, described: dict, server: str | None) -> None:
+    """A recording's description goes with a signal bundle run here: a served one takes pre-cut beats only."""
+    from ..errors import OptionError
+
+    if signal and server is not None:
+        raise OptionError(f"predict --server reads images; {name} on {server} classifies pre-cut beats (a "
+                          "recording's beats are found in process)", "run predict on the bundle here, or send "
+                          "beats with edgemed.serve.triton_client.RemotePipeline(...).predict(beat, fs=...)")
+    if not signal and any(v is not None for v in described.values()):
+        raise OptionError(f"--fs/--units/--leads describe signals, and {name} reads images",
+                          "drop them for image bundles")
 
 
 def _predict_file(pipe, path: Path, stem: str, out: Path | None, as_json: bool, kinds: tuple[str, ...],

@@ -29,7 +29,7 @@ from ..manifest import DriftRecord, Estimate
 from ..measures import stats
 from ..measures.comparison import METRICS, STRATA, Comparison
 from ..measures.margins import Margins
-from ..tasks import TASKS
+from ..tasks import TASKS, task_named
 
 # Each task's default budget, and why, lives with the task (edgemed.tasks: Classification.default_budget, ...).
 _DEFAULT_BUDGETS = {name: task.default_budget for name, task in TASKS.items()}
@@ -92,7 +92,7 @@ class Budget:
             if metric.direction != op:
                 raise OptionError(f"drift budget bound {term.strip()!r} points the wrong way",
                                   f"{name} is bounded with {metric.direction}")
-            if name not in TASKS[task].drift_metrics:
+            if name not in task_named(task).drift_metrics:
                 raise OptionError(f"drift budget metric {name!r} does not apply to {task}",
                                   f"for {task} use e.g. {example!r}")
             lo, hi = _RANGE.get(name, (0.0, float("inf")))
