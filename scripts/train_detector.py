@@ -46,6 +46,7 @@ from edgemed.zoo import build
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from busi_augment import intensity, random_affine, warp  # noqa: E402
 from provenance import command  # noqa: E402
+from weight_average import update_average  # noqa: E402
 
 SIZE = 128
 SPEC = [
@@ -225,12 +226,7 @@ def main() -> None:
             opt.step()
             sched.step()
             if args.ema:
-                with torch.no_grad():
-                    for a, p in zip(average.state_dict().values(), model.state_dict().values()):
-                        if a.dtype.is_floating_point:
-                            a.mul_(args.ema).add_(p, alpha=1 - args.ema)
-                        else:
-                            a.copy_(p)
+                update_average(average, model, args.ema)
         curve_val = froc(truth["val"], detect(average, x["val"], geo["val"], 0.01))
         score = float(np.mean([curve_val[0.125], curve_val[0.25], curve_val[0.5]]))
         curve.append(round(score, 4))

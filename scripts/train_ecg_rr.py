@@ -34,6 +34,7 @@ from edgemed.zoo.ecg import RR_FEATURES, rr_features
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from provenance import command  # noqa: E402
 from train_ecg import CLASSES, SPEC, VAL_RECORDS  # noqa: E402
+from weight_average import update_average  # noqa: E402
 
 
 def load(path: Path) -> tuple[dict, dict, dict, dict]:
@@ -264,12 +265,7 @@ def main() -> None:
             opt.step()
             sched.step()
             if args.ema:
-                with torch.no_grad():
-                    for a, p in zip(average.state_dict().values(), model.state_dict().values()):
-                        if a.dtype.is_floating_point:
-                            a.mul_(args.ema).add_(p, alpha=1 - args.ema)
-                        else:
-                            a.copy_(p)
+                update_average(average, model, args.ema)
         pred = predict(average, beats["val"], rr["val"])
         score = selection_f1(pred, y["val"])
         curve.append(round(score, 4))

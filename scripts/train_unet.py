@@ -36,6 +36,7 @@ from edgemed.zoo import build
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from busi_augment import intensity, random_affine, warp  # noqa: E402
 from provenance import command  # noqa: E402
+from weight_average import update_average  # noqa: E402
 
 SIZE = 128
 SPEC = [
@@ -110,12 +111,7 @@ def main() -> None:
             opt.step()
             sched.step()
             if args.ema:
-                with torch.no_grad():
-                    for a, p in zip(average.state_dict().values(), model.state_dict().values()):
-                        if a.dtype.is_floating_point:
-                            a.mul_(args.ema).add_(p, alpha=1 - args.ema)
-                        else:
-                            a.copy_(p)
+                update_average(average, model, args.ema)
         val = float(lesion_dice(predict(average, x["val"]), y["val"]).mean())
         curve.append(round(val, 4))
         print(f"unet epoch {epoch + 1}/{args.epochs} loss {loss.item():.3f} val dice {val:.4f} "
