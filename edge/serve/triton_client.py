@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import BackendUnavailable, InputError
 from ..feature_inputs import FeatureFeeds
+from ..input_kinds import DEFAULT_INPUT_KIND, input_kind
 from ..manifest import FeatureInput
 from ..preprocess import check_image
 from ..tasks import task_named
@@ -34,7 +35,7 @@ class RemotePipeline:
         if "task" not in params:
             raise InputError(f"{model} on {server} was not exported by edgemed", "serve a bundle with edgemed serve")
         self.task, self.labels = params["task"], params["labels"].split(",")
-        self.input_kind = params.get("input_kind") or "image"  # repositories exported before said only images
+        self.input_kind = params.get("input_kind") or DEFAULT_INPUT_KIND  # exported before: images only
         self.leads = tuple(params["leads"].split(",")) if params.get("leads") else None
         # the inputs beside the main one, in the model's order (the config says them as convert's --features)
         self.features = FeatureFeeds([FeatureInput(name=name, features=names.split(",")) for name, names in
@@ -62,7 +63,7 @@ class RemotePipeline:
         ``units=``, ``leads=``, ``adc_gain=``) and, for a model with inputs beside the main one, ``features=`` by
         name: the result ``predict`` gives, computed by the server."""
         features = describe.pop("features", None)
-        if self.input_kind == "image":
+        if input_kind(self.input_kind).frames:
             if describe:
                 raise InputError(f"{', '.join(describe)}: only signal models take a rate and units",
                                  "pass just the image")

@@ -40,6 +40,7 @@ def _bad_request(pb, message: str):
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         import edgemed
+        from edgemed.input_kinds import DEFAULT_INPUT_KIND, input_kind
         from edgemed.tasks import task_named
 
         config = json.loads(args["model_config"])
@@ -51,7 +52,8 @@ class TritonPythonModel:
         self.task = task_named(self.pipe.task)  # its served tensors (edgemed.tasks)
         self.ensemble = hasattr(self.pipe, "members")  # an EnsemblePipeline: its members run frame by frame
         self.batched = not self.ensemble and self.pipe.dynamic_batch
-        self.main_inputs = IMAGE_INPUTS if params.get("input_kind", "image") == "image" else (SIGNAL_INPUT,)
+        kind = input_kind(params.get("input_kind") or DEFAULT_INPUT_KIND)  # exported before: images only
+        self.main_inputs = IMAGE_INPUTS if kind.frames else (SIGNAL_INPUT,)
         self.leads = tuple(params["leads"].split(",")) if params.get("leads") else None  # a beat's, in order
         self.feature_specs = [] if self.ensemble else list(self.pipe.features.specs)
 
