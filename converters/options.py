@@ -341,7 +341,7 @@ def click_options(command: Callable) -> Callable:
     return command
 
 
-def parse_shape(text: str, kind: Any = "image") -> tuple[int, ...]:
+def parse_shape(text: str, kind: Any = DEFAULT_INPUT_KIND) -> tuple[int, ...]:
     """``--input-shape`` as the command line writes it (``1x1x256x256``), for a model of input ``kind``."""
     kind = input_kind(kind) if isinstance(kind, str) else kind
     if not isinstance(text, str) or not re.fullmatch(r"\s*\d+(\s*x\s*\d+){" + str(kind.rank - 1) + r"}\s*", text):
@@ -407,7 +407,7 @@ def parse_arch_args(text: str | None) -> dict:
     return parsed
 
 
-def read_preprocess(value: str | Path | None, kind: Any = "image") -> tuple[dict, ...] | None:
+def read_preprocess(value: str | Path | None, kind: Any = DEFAULT_INPUT_KIND) -> tuple[dict, ...] | None:
     """A spec given as a JSON file path, or as JSON text starting with '['; ``kind``: the model's input kind (its
     name or :mod:`edgemed.input_kinds` entry), whose ops the spec may use."""
     kind = input_kind(kind) if isinstance(kind, str) else kind

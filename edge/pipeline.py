@@ -14,12 +14,13 @@ from typing import Any
 import numpy as np
 
 from .bundle import Bundle
-from .errors import BundleError, InputError, NoEligibleArtifact, OptionError, PipelineClosed
+from .errors import BundleError, InputError, NoEligibleArtifact, PipelineClosed
 from .feature_inputs import FeatureFeeds
 from .input_kinds import input_kind
 from .input_range import always_within, range_matters
 from .input_range import check as check_range
 from .io.images import read_image
+from .io.signals import check_description
 from .manifest import Manifest
 from .output_reader import OutputReader
 from .postprocess import check_finite
@@ -31,7 +32,6 @@ from .tasks.detection import DetectionResult
 from .tasks.segmentation import SegmentationResult
 
 Result = ClassificationResult | SegmentationResult | DetectionResult
-SIGNAL_DESCRIPTION = {"fs", "units", "leads", "adc_gain"}  # what predict takes besides a beat (as_signal's)
 
 
 class Pipeline:
@@ -96,10 +96,7 @@ class Pipeline:
 
     def _prepare_main(self, image: Any, out: np.ndarray | None, describe: dict[str, Any]) -> Prepared:
         if self._kind.recordings:  # a beat window, or a recording to cut one from: described by rate and units
-            unknown = sorted(set(describe) - SIGNAL_DESCRIPTION)
-            if unknown:
-                raise OptionError(f"{', '.join(unknown)}: not a description of a signal",
-                                  f"describe a beat with {', '.join(sorted(SIGNAL_DESCRIPTION))} only")
+            check_description(describe)
             if isinstance(image, (str, Path)):
                 from .io.signals import read_signal
 

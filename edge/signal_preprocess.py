@@ -196,6 +196,12 @@ def lowpass(up: int, down: int) -> np.ndarray:
     return taps
 
 
+def selected_leads(spec: Sequence[dict]) -> list | None:
+    """The leads (names or indices) a spec's first ``select_leads`` before its window keeps; None: every lead."""
+    first = next((p for p in spec if p["op"] in ("select_leads", "window")), None)
+    return None if first is None or first["op"] != "select_leads" else list(first["leads"])
+
+
 def apply_record_ops(sig: Signal, spec: Sequence[dict]) -> Signal:
     """The ops before ``window``, on a whole signal (or a pre-cut beat)."""
     for p in spec:
@@ -296,10 +302,8 @@ class SignalPreprocessor:
 
     def read_leads(self, sig: Signal) -> list[int]:
         """The indices of the leads the model reads (the spec's first ``select_leads``; every lead without one)."""
-        first = next((p for p in self.spec if p["op"] in ("select_leads", "window")), None)
-        if first is None or first["op"] != "select_leads":
-            return list(range(len(sig.leads)))
-        return [sig.lead(x) for x in first["leads"]]
+        chosen = selected_leads(self.spec)
+        return list(range(len(sig.leads))) if chosen is None else [sig.lead(x) for x in chosen]
 
     def record(self, sig: Signal | np.ndarray, **describe: Any) -> Signal:
         """A signal after the record ops, checked on the leads the model reads (the samples every window is

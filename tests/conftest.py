@@ -87,10 +87,11 @@ def convert_shipped(name: str, out: Path, **overrides) -> Path:
     return convert(weights, out, **kwargs)
 
 
-def convert_ecg_fp32(out: Path, windows: int = 48) -> Path:
+def convert_ecg_fp32(out: Path, windows: int = 48, **overrides) -> Path:
     """The shipped 1-D CNN beat classifier as one FP32 ONNX Runtime artifact, calibrated and judged on ``windows``
     evenly spaced beats of the shipped DS1 set (FP32 is judged by parity, which needs no more): what a test of a
-    signal entry point needs, in a third of the time the whole 1,000-beat set takes."""
+    signal entry point needs, in a third of the time the whole 1,000-beat set takes; ``overrides`` are
+    ConvertOptions fields."""
     import json
 
     from edgemed.converters.convert import convert
@@ -101,10 +102,10 @@ def convert_ecg_fp32(out: Path, windows: int = 48) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     beats = out.parent / f"{out.name}_beats.npz"
     SignalSet.open(calibration_set("classification", "signal")).save(beats, windows)
-    return convert(assets_dir() / "ecg_cnn.pt", out, task="classification", input_kind="signal",
-                   input_shape=tuple(card["input_shape"]), arch=card["arch"], arch_args=card["arch_args"],
-                   labels=tuple(card["labels"]), preprocess=tuple(card["preprocess"]), calib=beats,
-                   targets=("onnx",), precisions=("fp32",))
+    kwargs = dict(task="classification", input_kind="signal", input_shape=tuple(card["input_shape"]),
+                  arch=card["arch"], arch_args=card["arch_args"], labels=tuple(card["labels"]),
+                  preprocess=tuple(card["preprocess"]), calib=beats, targets=("onnx",), precisions=("fp32",))
+    return convert(assets_dir() / "ecg_cnn.pt", out, **{**kwargs, **overrides})
 
 
 @pytest.fixture(scope="session")

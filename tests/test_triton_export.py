@@ -34,7 +34,7 @@ from edgemed.datasets import ImageSet
 from edgemed.samples import samples_dir
 from edgemed.serve.triton_repository import export_repository
 
-from .conftest import ROOT, SHARED, convert_shipped, free_ports
+from .conftest import ROOT, SHARED, convert_ecg_fp32, convert_shipped, free_ports
 from .test_layers import _installed_layout
 
 SERVE_PY = Path(os.environ.get("EDGEMED_SERVE_PYTHON", ROOT / ".venv-serve" / "bin" / "python"))
@@ -459,3 +459,23 @@ def test_an_ensemble_exports_whole_for_the_python_backend_once_its_combination_p
         export_repository([unjudged], tmp_path / "refused")
     assert not (tmp_path / "native").exists() and not (tmp_path / "refused").exists()
     assert export_repository([unjudged], tmp_path / "accepted", accept="uncertified") == ["unjudged"]
+
+
+def test_a_beat_model_exports_the_leads_a_client_must_send(tmp_path):
+    """The config names the leads a served beat must hold where the spec selects them by name; by index (or not at
+    all) a beat's leads go as they are, and the server's select_leads picks them (the parameter is left out)."""
+    import re
+
+    def params(bundle, repo):
+        export_repository([bundle], repo)
+        text = (repo / "ecg_cnn" / "config.pbtxt").read_text()
+        return dict(re.findall(r'key: "([^"]+)"\n  value: \{ string_value: "([^"]*)" \}', text))
+
+    by_name = convert_ecg_fp32(tmp_path / "by_name", windows=24)
+    spec = [dict(op) for op in json.loads((by_name / "edgemed.json").read_text())["preprocess"]]
+    assert [op["leads"] for op in spec if op["op"] == "select_leads"] == [["MLII"]]
+    named = params(by_name, tmp_path / "r1")
+    assert named["input_kind"] == "signal" and named["leads"] == "MLII" and "features" not in named
+    indexed = [{**op, "leads": [0]} if op["op"] == "select_leads" else op for op in spec]
+    by_index = convert_ecg_fp32(tmp_path / "by_index", windows=24, preprocess=tuple(indexed))
+    assert "leads" not in params(by_index, tmp_path / "r2")  # was a TypeError joining [0]

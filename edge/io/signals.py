@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, OptionError
 
 # Units a reader converts to millivolts; anything else is refused rather than guessed.
 TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3, "nv": 1e-6}
@@ -115,6 +115,18 @@ def stored_to_mv(units: str, adc_gain: object, where: str) -> float:
         raise InputError(f"{where}: units={units!r} is not a unit name", "state the unit as text, e.g. units='mV'")
     gain = check_gain(adc_gain, where)
     return to_mv(units, where) / gain
+
+
+SIGNAL_DESCRIPTION = frozenset({"fs", "units", "leads", "adc_gain"})  # as_signal's keywords: how a beat is described
+
+
+def check_description(describe: dict) -> None:
+    """Only what describes a signal (``as_signal``'s keywords) goes with one: anything else is refused, never
+    ignored."""
+    unknown = sorted(set(describe) - SIGNAL_DESCRIPTION)
+    if unknown:
+        raise OptionError(f"{', '.join(unknown)}: not a description of a signal",
+                          f"describe a beat with {', '.join(sorted(SIGNAL_DESCRIPTION))} only")
 
 
 def as_signal(x: np.ndarray | Signal, fs: float | None = None, units: str | None = None,

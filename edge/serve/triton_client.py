@@ -99,15 +99,12 @@ class RemotePipeline:
 
     def _beat(self, beat: Any, describe: dict) -> list[tuple[str, str, np.ndarray]]:
         """The beat in mV (T, leads) as the model reads its leads, and its rate: what the server prepares."""
-        from ..io.signals import as_signal
+        from ..io.signals import Signal, as_signal, check_description
 
-        unknown = sorted(set(describe) - {"fs", "units", "leads", "adc_gain"})
-        if unknown:
-            raise InputError(f"{', '.join(unknown)}: not a description of a signal",
-                             "describe a beat with adc_gain, fs, leads, units only")
+        check_description(describe)
         sig = as_signal(beat, source="beat", **describe)
         if self.leads is not None and sig.leads != self.leads:
-            sig = sig.__class__(sig.samples[:, [sig.lead(n) for n in self.leads]], sig.fs, self.leads, sig.source)
+            sig = Signal(sig.samples[:, [sig.lead(n) for n in self.leads]], sig.fs, self.leads, sig.source)
         return [("SIGNAL_FP32", "FP32", sig.samples.astype(np.float32)[None]),
                 ("FS", "FP32", np.array([[sig.fs]], np.float32))]
 

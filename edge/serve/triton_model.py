@@ -121,11 +121,9 @@ class TritonPythonModel:
         if x.dtype != np.float32 or x.shape[1:] != want or not np.isfinite(x).all():
             raise InputError(f"TENSOR must be finite float32 (B, {', '.join(map(str, want))}), got {x.dtype} "
                              f"{x.shape}", f"send preprocessed tensors, or raw inputs as {self.main_inputs[0]}")
-        prepared = [Prepared(t[None], tuple(want[-2:]), []) for t in x]
-        for i, p in enumerate(prepared):
-            if features is not None:
-                p.extra = self.pipe.features.one(features[i], None, None)
-        return prepared
+        return [Prepared(t[None], tuple(want[-2:]), [],
+                         None if features is None else self.pipe.features.one(features[i], None))
+                for i, t in enumerate(x)]
 
     def _beats(self, beats: np.ndarray, rate, features: list[dict] | None) -> list:
         from edgemed.errors import InputError

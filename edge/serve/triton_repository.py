@@ -38,6 +38,7 @@ from ..hashing import sha256_file
 from ..input_kinds import input_kind
 from ..manifest import Artifact
 from ..selection import VERDICTS, select
+from ..signal_preprocess import selected_leads
 from ..tasks import task_named
 
 MODEL_PY = '''"""Triton Python-backend entry point written by edgemed export triton: the edgemed pipeline."""
@@ -198,10 +199,12 @@ def _bundle_model(path: Path, backend: str, accept: str | None, callers: int
     params = {"bundle_sha256": b.manifest_sha256(), "artifact": chosen.file, "backend": chosen.backend,
               "precision": chosen.precision, "verdict": chosen.verdict, "accept": accept or "", "task": b.task,
               "labels": ",".join(b.labels), "device": "cpu", "callers": str(callers), "input_kind": kind.name}
-    # what a client must send beside the main input (convert's --features syntax), and the leads a beat must hold;
-    # only where there are any (Triton's JSON leaves empty strings out)
+    # what a client must send beside the main input (convert's --features syntax), and the leads a beat must hold
+    # where the spec selects them by name (by index, or none: the beat's leads as they are); only where there are
+    # any (Triton's JSON leaves empty strings out)
     features = ";".join(f"{f.name}={','.join(f.features)}" for f in m.features)
-    leads = ",".join(next((op["leads"] for op in m.preprocess if op["op"] == "select_leads"), []))
+    read = selected_leads(m.preprocess) if kind.recordings else None
+    leads = ",".join(read) if read and all(isinstance(n, str) for n in read) else ""
     params.update({k: v for k, v in (("features", features), ("leads", leads)) if v})
     model = ServedModel(model_name(b.name), b.task, list(b.labels), tuple(m.input.static_shape[1:]), params,
                         frozenset({chosen.backend}), kind.frames,
