@@ -221,3 +221,32 @@ def test_a_scanner_echoes_and_sends_compressed_and_anonymous_images(unet_bundle,
     assert len(received) == 3 and len(delivered) == 9 and sum("received again" in ln for ln in lines) == 1
     assert all(": seg, sr, sc queued" in ln for ln in received), received
     assert len(lines) == 1 + 3 + 9 + 1, "\n".join(lines)  # start, images, results, the repeat: nothing else
+
+
+def test_an_ecg_waveform_reaches_the_pacs_as_its_beat_report(rr_bundle, tmp_path):
+    """A cart sends a 10-minute ECG to the node running a beat classifier: the PACS receives one Comprehensive SR in
+    the ECG's study, the one ``predict`` writes (same UID), and a second send of the ECG stores nothing new."""
+    from edgemed.io.signals import read_signal
+    from edgemed.samples import ecg_record
+
+    from .dicom_waveform import write_ecg_waveform
+
+    sig = read_signal(ecg_record())
+    ecg = write_ecg_waveform(sig.samples, sig.fs, sig.leads, tmp_path / "mitdb213.dcm")
+    subprocess.run([sys.executable, "-m", "edgemed.cli", "predict", str(rr_bundle), str(ecg), "--out",
+                    str(tmp_path / "local")], check=True, capture_output=True, timeout=300)
+    local = pydicom.dcmread(tmp_path / "local" / "mitdb213.sr.dcm")
+    dicom_port, http_port, node_port = free_ports(3)
+    pacs = Orthanc(tmp_path / "orthanc", dicom_port, http_port)
+    pacs.start()
+    try:
+        with Listen(rr_bundle, node_port, f"ORTHANC@127.0.0.1:{dicom_port}", tmp_path / "outbox") as node:
+            assert _send(node_port, ecg) == 0x0000
+            assert _wait(lambda: len(pacs.instances()) == 1), pacs.instances()
+            assert _send(node_port, ecg) == 0x0000
+            time.sleep(3)
+            held = pacs.instances()
+    finally:
+        pacs.stop()
+    assert len(held) == 1 and held[0]["MainDicomTags"]["SOPInstanceUID"] == local.SOPInstanceUID
+    assert "beats in 600 s" in node.log and "received again" in node.log

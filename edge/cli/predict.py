@@ -56,6 +56,12 @@ def predict(bundle: Path, inputs: tuple[Path, ...], device: str, backend: str | 
     with opened as pipe:
         if accept:
             click.echo(f"edgemed: warning: {pipe.reason}", err=True)
+        signal = input_kind(pipe.input_kind).recordings  # recordings in, every beat out
+        if signal and dicom_kinds is not None and set(kinds) - {"sr"}:
+            from ..errors import OptionError
+
+            raise OptionError(f"--dicom {dicom_kinds}: {pipe.bundle.name} classifies beats, which go into an SR "
+                              "pointing into the waveform", "use --dicom sr (or none)")
         if "seg" in kinds and dicom_kinds is not None and not task_named(pipe.task).spatial:
             from ..errors import OptionError
 
@@ -66,7 +72,6 @@ def predict(bundle: Path, inputs: tuple[Path, ...], device: str, backend: str | 
 
             raise OptionError(f"--dicom {dicom_kinds}: {pipe.bundle.name} makes no explanation (it was converted "
                               "without --explain)", "leave saliency out of --dicom, or convert with --explain cam")
-        signal = input_kind(pipe.input_kind).recordings  # recordings in, every beat out
         described = {"fs": fs, "units": units, "leads": tuple(x.strip() for x in leads.split(",")) if leads else None}
         _check_described(Path(bundle).name, signal, described, server)
         files = expand(inputs, signals=signal)
@@ -75,7 +80,7 @@ def predict(bundle: Path, inputs: tuple[Path, ...], device: str, backend: str | 
         for path in files:  # one file that cannot be analysed never stops the others
             try:
                 if signal:
-                    _predict_signal(pipe, path, out, as_json, described)
+                    written += _predict_signal(pipe, path, out, as_json, described, "sr" in kinds)
                 else:
                     written += _predict_file(pipe, path, stems[path], out, as_json, kinds, dicom_kinds is not None)
             except KeyboardInterrupt:
@@ -92,7 +97,7 @@ def predict(bundle: Path, inputs: tuple[Path, ...], device: str, backend: str | 
                 internal = True
                 click.echo(f"edgemed: internal error on {path}: {type(exc).__name__}: {first_line(exc)}; rerun with "
                            "EDGEMED_DEBUG=1 for the traceback and report it", err=True)
-        if out is not None and not as_json and not signal:
+        if out is not None and not as_json:
             click.echo(f"{written} files written to {out}", err=True)
         if failed:
             click.echo(f"edgemed: {len(failed)} of {len(files)} input file(s) not analysed (said above); every other "
@@ -168,10 +173,12 @@ def _dicom_kinds(text: str | None, out: Path | None, server: str | None) -> tupl
     return kinds
 
 
-def _predict_signal(pipe, path: Path, out: Path | None, as_json: bool, described: dict) -> None:
+def _predict_signal(pipe, path: Path, out: Path | None, as_json: bool, described: dict, sr: bool) -> int:
     """Signal bundles: every beat of one recording (WFDB .hea, DICOM waveform, CSV), one line per record or one
-    JSON object per beat; with --out, STEM.beats.json holds its beats, gaps and warnings."""
+    JSON object per beat; with --out, STEM.beats.json holds its beats, gaps and warnings, and a DICOM waveform's
+    beats also go into STEM.sr.dcm (``sr``) in its study. Returns files written."""
     from ..atomic import write_atomic
+    from ..io.images import is_dicom
 
     record = pipe.beats(path, **described)
     beats = [{"input": str(path), **b.to_json()} for b in record.beats]
@@ -184,11 +191,18 @@ def _predict_signal(pipe, path: Path, out: Path | None, as_json: bool, described
                    f" with no usable signal; {record.realtime_factor:.0f}x real time")
     for warning in record.warnings:  # on stderr in either form: a script reading --json sees it too
         click.echo(f"edgemed: warning: {path}: {warning}", err=True)
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        target = out / f"{Path(path).stem}.beats.json"
-        write_atomic(target, json.dumps({"input": str(path), "duration_s": record.duration_s, "beats": beats,
-                                         "gaps": [vars(g) for g in record.gaps], "warnings": record.warnings},
-                                        indent=1) + "\n")
-        if not as_json:
-            click.echo(f"written: {target}", err=True)
+    if out is None:
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / f"{Path(path).stem}.beats.json"
+    write_atomic(target, json.dumps({"input": str(path), "duration_s": record.duration_s, "beats": beats,
+                                     "gaps": [vars(g) for g in record.gaps], "warnings": record.warnings},
+                                    indent=1) + "\n")
+    written = [target]
+    if sr and is_dicom(path):
+        from ..pacs.beat_report import write_beat_sr
+
+        written.append(write_beat_sr(pipe, path, record, out / Path(path).stem))
+    if not as_json:
+        click.echo(f"written: {', '.join(str(p) for p in written)}", err=True)
+    return len(written)

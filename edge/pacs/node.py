@@ -1,7 +1,9 @@
 """``edgemed listen``: a DICOM node that infers on what the scanner or PACS sends and sends the results on.
 
-A C-STORE SCP (pynetdicom) receives images; each is routed by modality to a bundle, run through the
-same pipeline as ``predict`` and turned into SEG/SR/SC (:mod:`edgemed.pacs.results`). The results
+A C-STORE SCP (pynetdicom) receives images and ECG waveforms; each is routed by modality to a bundle, run
+through the same pipeline as ``predict`` and turned into SEG/SR/SC (:mod:`edgemed.pacs.results`), or for a
+waveform and a beat classifier, every beat into one SR that points into the waveform
+(:mod:`edgemed.pacs.beat_report`). The results
 go into an on-disk outbox first (written whole, by atomic rename), and a sender thread C-STOREs them
 to the destination and deletes each only after the destination confirmed it. A destination that is
 down, refuses the association or fails a store leaves the file in the outbox, retried with backoff,
@@ -33,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EdgemedError, OptionError
-from ..tasks import task_named
 
 LOG = logging.getLogger("edgemed.listen")
 FAILURE_CANNOT_UNDERSTAND = 0xC000  # C-STORE "cannot understand": the sender learns this object was not analysed
@@ -97,19 +98,15 @@ class Node:
 
     def _already_sent(self, pipe, ds) -> bool:
         """Every result this source would get from this artifact has been delivered before."""
-        from .results import Algorithm, result_uid
+        from .results import Algorithm, kinds_made, result_uid
 
-        kinds = [k for k in self.kinds if (k != "seg" or task_named(pipe.task).spatial)
-                 and (k != "saliency" or getattr(pipe, "explainer", None) is not None)]
+        kinds = kinds_made(pipe, self.kinds)
         algo = Algorithm.of(pipe)
         return bool(kinds) and all(self.delivered(result_uid(ds, algo, k)) for k in kinds)
 
     # -- receiving ------------------------------------------------------------------------------
     def handle_store(self, event) -> int:
         """One received object: analysed and queued (0x0000), or refused with a failure status."""
-        from ..io.images import read_frames
-        from .results import write_objects
-
         try:
             ds = event.dataset
             ds.file_meta = event.file_meta
@@ -135,11 +132,8 @@ class Node:
             src = Path(tmp) / "in.dcm"
             try:
                 ds.save_as(src, enforce_file_format=True)
-                frames = read_frames(src)
                 with self._lock:  # one pipeline call at a time per node (pynetdicom may run handlers concurrently)
-                    results = [pipe.predict(f) for f in frames]
-                    written = write_objects(pipe, src, frames, results, self.outbox / uid, self.kinds, strict=False,
-                                            note=lambda s: LOG.info("%s: %s", uid, s.replace(str(src), "it")))
+                    what, written = self._analyse(pipe, src, uid)
             except EdgemedError as exc:
                 LOG.warning("%s: not analysed: %s", uid, str(exc).replace(str(src), "the object"))
                 self.refused += 1
@@ -151,9 +145,29 @@ class Node:
                 self.refused += 1
                 return FAILURE_CANNOT_UNDERSTAND
         self.received += 1
-        LOG.info("%s: %s %s: %s queued", uid, getattr(ds, "Modality", "?"), frames[0].shape if frames else "",
+        LOG.info("%s: %s %s: %s queued", uid, getattr(ds, "Modality", "?"), what,
                  ", ".join(p.name.rsplit(".", 2)[-2] for p in written) or "nothing")  # UID.seg.dcm -> seg
         return 0x0000
+
+    def _analyse(self, pipe, src: Path, uid: str) -> tuple[str, list[Path]]:
+        """One saved object through its pipeline into the outbox: an image's frames (SEG/SR/SC), or a waveform's
+        beats (an SR pointing into it). Returns what was read, for the log line, and the files written."""
+        from ..input_kinds import input_kind
+        from .results import kinds_made, write_objects
+
+        if input_kind(pipe.input_kind).recordings:
+            from .beat_report import write_beat_sr
+
+            record = pipe.beats(src)
+            written = [write_beat_sr(pipe, src, record, self.outbox / uid)] if kinds_made(pipe, self.kinds) else []
+            return f"{len(record.beats)} beats in {record.duration_s:.0f} s", written
+        from ..io.images import read_frames
+
+        frames = read_frames(src)
+        results = [pipe.predict(f) for f in frames]
+        written = write_objects(pipe, src, frames, results, self.outbox / uid, self.kinds, strict=False,
+                                note=lambda s: LOG.info("%s: %s", uid, s.replace(str(src), "it")))
+        return str(frames[0].shape if frames else ""), written
 
     # -- sending --------------------------------------------------------------------------------
     def pending(self) -> list[Path]:
@@ -165,6 +179,7 @@ class Node:
         from pynetdicom import AE
         from pynetdicom.sop_class import (
             Comprehensive3DSRStorage,
+            ComprehensiveSRStorage,
             SecondaryCaptureImageStorage,
             SegmentationStorage,
         )
@@ -173,7 +188,8 @@ class Node:
         if not files or self.destination is None:
             return 0
         ae = AE(ae_title="EDGEMED")
-        for sop in (SegmentationStorage, Comprehensive3DSRStorage, SecondaryCaptureImageStorage):
+        for sop in (SegmentationStorage, Comprehensive3DSRStorage, ComprehensiveSRStorage,
+                    SecondaryCaptureImageStorage):  # Comprehensive SR: the beats of an ECG waveform
             ae.add_requested_context(sop, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
         d = self.destination
         assoc = ae.associate(d.host, d.port, ae_title=d.ae_title)

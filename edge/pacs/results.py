@@ -70,14 +70,21 @@ class Algorithm:
 
 def read_source(path: Path):
     """The source instance; refused with one line if it holds no image edgemed can answer for."""
+    ds = open_source(path, "pass a DICOM image")
+    if "PixelData" not in ds:
+        raise InputError(f"{path}: the DICOM object has no pixel data", "send an image, not a report or a waveform")
+    return ds
+
+
+def open_source(path: Path, fix: str):
+    """A source instance as every result copies it: refused with one line (``fix``) if it does not read, its
+    type-2 study context present (empty where absent) and dates it cannot use emptied."""
     import pydicom
 
     try:
         ds = pydicom.dcmread(str(path))
     except Exception as exc:  # noqa: BLE001
-        raise InputError(f"{path}: not a readable DICOM file ({str(exc)[:120]})", "pass a DICOM image") from exc
-    if "PixelData" not in ds:
-        raise InputError(f"{path}: the DICOM object has no pixel data", "send an image, not a report or a waveform")
+        raise InputError(f"{path}: not a readable DICOM file ({str(exc)[:120]})", fix) from exc
     for keyword in TYPE2_CONTEXT:  # what every result copies from its source: absent there, present and empty here
         if keyword not in ds:
             setattr(ds, keyword, None)
@@ -108,7 +115,7 @@ TYPE2_CONTEXT = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "
                  "ReferringPhysicianName", "StudyDate", "StudyTime")
 
 
-def _save(dataset, path: Path) -> Path:
+def save_whole(dataset, path: Path) -> Path:
     """Written whole or not at all: a temporary file in the same folder, then an atomic rename."""
     import os
 
@@ -161,7 +168,7 @@ def write_seg(source, masks: list[np.ndarray], labels: list[str], algo: Algorith
         omit_empty_frames=False)
     if "FrameOfReferenceUID" not in source:  # no patient coordinates: General Image's orientation is type 2C
         _copy_or_empty(seg, source, "PatientOrientation")
-    return _save(seg, out.with_name(out.name + ".seg.dcm"))
+    return save_whole(seg, out.with_name(out.name + ".seg.dcm"))
 
 
 def _capture(source, rgb: np.ndarray, algo: Algorithm, kind: str, series_number: int, description: str):
@@ -186,7 +193,7 @@ def _capture(source, rgb: np.ndarray, algo: Algorithm, kind: str, series_number:
 
 def write_sc(source, overlay_rgb: np.ndarray, algo: Algorithm, out: Path) -> Path:
     sc = _capture(source, overlay_rgb, algo, "sc", 9103, f"edgemed {algo.name} overlay ({algo.verdict})")
-    return _save(sc, out.with_name(out.name + ".sc.dcm"))
+    return save_whole(sc, out.with_name(out.name + ".sc.dcm"))
 
 
 EXPLANATION = "EXPLANATION (saliency), not a finding"
@@ -215,7 +222,7 @@ def write_saliency_sc(source, picture_rgb: np.ndarray, method: str, target: str,
     # The caption edgemed draws identifies nobody, so it changes nothing here; a source that does not say is unknown.
     if "BurnedInAnnotation" in source:
         sc.BurnedInAnnotation = source.BurnedInAnnotation
-    return _save(sc, out.with_name(out.name + ".saliency.dcm"))
+    return save_whole(sc, out.with_name(out.name + ".saliency.dcm"))
 
 
 def _orientation(source) -> tuple[str, str] | None:
@@ -274,10 +281,21 @@ def write_sr(source, results: list, task: str, labels: list[str], algo: Algorith
         evidence=[source], content=report, series_instance_uid=series, series_number=9102,
         sop_instance_uid=instance, instance_number=1, manufacturer=MANUFACTURER,
         series_description=f"edgemed {algo.name} report ({algo.backend}/{algo.precision}, {algo.verdict})"[:64])
-    return _save(sr, out.with_name(out.name + ".sr.dcm"))
+    return save_whole(sr, out.with_name(out.name + ".sr.dcm"))
 
 
 KINDS = ("seg", "sr", "sc", "saliency")  # saliency: bundles converted with --explain
+
+
+def kinds_made(pipe: Any, kinds: tuple[str, ...]) -> tuple[str, ...]:
+    """Of ``kinds``, those this pipeline's results can fill: a SEG needs masks, a saliency capture an explainer,
+    and a model that reads recordings answers with beats, which only an SR carries (:mod:`.beat_report`)."""
+    from ..input_kinds import input_kind
+
+    if input_kind(pipe.input_kind).recordings:
+        return tuple(k for k in kinds if k == "sr")
+    return tuple(k for k in kinds if (k != "seg" or task_named(pipe.task).spatial)
+                 and (k != "saliency" or getattr(pipe, "explainer", None) is not None))
 
 
 def check_source(source, path: Path) -> None:
