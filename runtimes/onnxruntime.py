@@ -85,8 +85,17 @@ class OnnxRuntimeEngine(Engine):
         main = self._main_input(extra)
         if self.device != "cpu" or main is None:
             return None  # CUDA/TensorRT providers: IO binding there is untested here (no GPU); run() serves
-        dynamic = [o.name for o in self.outputs if not all(isinstance(d, int) and d > 0 for d in o.shape)]
-        return _OrtBinding(self.session, main, shape, self._output_names, dynamic, extra or {})
+        return _OrtBinding(self.session, main, shape, self._output_names, self._data_dependent(), extra or {})
+
+    def _data_dependent(self) -> list[str]:
+        """Outputs whose shape the bound inputs do not fix: a dimension that is neither a number nor named in an
+        input (ONNX: one dim_param name is one size throughout the model), such as a detector's count of boxes
+        after NMS. Only these are bound anew per run. Re-binding every output whose batch is symbolic (all of
+        them, as edgemed exports) cost 1.25 us per bind_output; bound once, the shipped classifier's bound run
+        went 97.7 -> 95.9 us p50 (40,000 runs alternating on one session, 2 loaded cores)."""
+        named = {d for i in self.inputs for d in i.shape if isinstance(d, str)}
+        return [o.name for o in self.outputs
+                if any(not (isinstance(d, int) and d > 0) and d not in named for d in o.shape)]
 
     def close(self) -> None:
         self.session = None  # type: ignore[assignment]

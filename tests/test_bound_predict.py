@@ -97,3 +97,31 @@ def test_a_dtype_trusted_without_a_scan_can_never_fail_the_range_check():
     assert not always_within(np.dtype(np.uint8), narrow)
     with pytest.raises(InputError, match="far outside"):
         check(np.full((4, 4), 255, np.uint8), narrow)
+
+
+def test_only_outputs_the_inputs_do_not_size_are_bound_anew(tmp_path):
+    """An output sized by the inputs' named dims (every edgemed export's ``batch``) stays bound between runs; one
+    whose size the data decides (NonZero's count, as a detector's boxes after NMS) is bound anew each run, so
+    runs of different counts answer exactly what ``session.run`` answers."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    from edgemed.runtimes.onnxruntime import OnnxRuntimeEngine
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("NonZero", ["x"], ["z"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 5]),
+         helper.make_tensor_value_info("z", TensorProto.INT64, [2, "count"])])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    engine = OnnxRuntimeEngine(path)
+    assert engine._data_dependent() == ["z"]
+    binding = engine.bind((1, 5))
+    for row in ([1, 0, 2, 0, 3], [0, 0, 0, 0, 4], [5, 6, 7, 8, 9], [-1, 0, 0, 0, 0]):
+        binding.input[:] = np.asarray(row, np.float32)
+        got = binding.run()
+        y, z = engine.session.run(["y", "z"], {"x": binding.input})
+        np.testing.assert_array_equal(got["y"], y)
+        np.testing.assert_array_equal(got["z"], z)
+        assert got["y"] is not binding.run()["y"]  # every run's outputs are its own arrays
