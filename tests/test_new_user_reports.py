@@ -96,7 +96,8 @@ def test_a_zoo_unet_at_a_size_it_cannot_take_names_the_rule(tmp_path):
     weights, card = shipped_model("unet_busi")
     proc = edgemed("convert", weights, "-o", tmp_path / "b", "--task", "segmentation", "--input-shape", "1x1x100x130",
                    "--arch", "unet", "--arch-args", json.dumps(card["arch_args"]))
-    assert_one_line_error(proc, "needs sides that are multiples of 8")
+    multiple = 2 ** (card["arch_args"].get("depth", 4) - 1)  # each pooling halves the sides: 16 at depth 5
+    assert_one_line_error(proc, f"needs sides that are multiples of {multiple}; use e.g. --input-shape")
 
 
 def test_a_state_dict_mismatch_says_what_differs(tmp_path):
