@@ -220,16 +220,20 @@ def _dicom(path: Path) -> Signal:
     except Exception as exc:  # noqa: BLE001
         raise InputError(f"{path}: the waveform data do not decode ({str(exc)[:160]})",
                          "check the file is complete") from exc
-    leads, factors = [], []
+    factors = []
     for i, channel in enumerate(group.ChannelDefinitionSequence):
-        source = channel.ChannelSourceSequence[0] if "ChannelSourceSequence" in channel else None
-        leads.append(_lead_name(source.CodeMeaning) if source is not None else f"lead{i}")
         unit = channel.ChannelSensitivityUnitsSequence[0].CodeValue if "ChannelSensitivityUnitsSequence" in channel \
             else None
         if unit is None:
             raise InputError(f"{path}: channel {i} states no sensitivity units", "the file cannot be read safely")
         factors.append(to_mv(unit, str(path)))
-    return Signal(samples * np.array(factors), float(group.SamplingFrequency), tuple(leads), str(path))
+    return Signal(samples * np.array(factors), float(group.SamplingFrequency), dicom_lead_names(group), str(path))
+
+
+def dicom_lead_names(group) -> tuple[str, ...]:
+    """The leads of one DICOM waveform multiplex group, named as edgemed names them ('Lead II' -> 'II')."""
+    return tuple(_lead_name(ch.ChannelSourceSequence[0].CodeMeaning) if "ChannelSourceSequence" in ch else f"lead{i}"
+                 for i, ch in enumerate(group.ChannelDefinitionSequence))
 
 
 def _lead_name(meaning: str) -> str:

@@ -90,29 +90,26 @@ def write_beat_sr(pipe: Any, path: Path, record: Any, out: Path) -> Path:
     """The beats ``pipe.beats(path)`` found in one DICOM ECG waveform, as a Comprehensive SR in the source's
     study, written as ``OUT.sr.dcm``."""
     import highdicom as hd
+    import numpy as np
     from highdicom.sr import CodedConcept
     from pydicom.sr.codedict import codes
 
-    from ..io.signals import read_signal
+    from ..io.signals import Signal, dicom_lead_names
     from .results import check_source
 
     source = read_waveform_source(path)
     check_source(source, path)
-    signal = read_signal(path)  # as the beat stream read it: its rate and the leads the spec picks from it
-    channels = [i + 1 for i in pipe.preprocessor.read_leads(signal)]
+    group = source.WaveformSequence[0]  # the group read_signal reads: its rate, and the leads the spec picks from it
+    fs, leads = float(group.SamplingFrequency), dicom_lead_names(group)
+    channels = [i + 1 for i in pipe.preprocessor.read_leads(Signal(np.ones((2, len(leads))), fs, leads, str(path)))]
     algo = Algorithm.of(pipe)
-    observer = hd.sr.ObservationContext(observer_device_context=hd.sr.ObserverContext(
-        observer_type=codes.DCM.Device,
-        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=algo.device_uid(), name=algo.name[:64], manufacturer_name=MANUFACTURER,
-            model_name=algo.artifact[:64])))
     findings = hd.sr.ContainerContentItem(name=codes.DCM.Findings, relationship_type="CONTAINS")
     algorithm = hd.sr.AlgorithmIdentification(name=algo.name[:64], version=algo.bundle_sha256[:16], parameters=[
         f"artifact={algo.artifact}", f"backend={algo.backend}", f"precision={algo.precision}",
         f"verdict={algo.verdict}"])
-    findings.ContentSequence = [*algorithm, *beat_findings(record, list(pipe.labels), signal.fs)]
+    findings.ContentSequence = [*algorithm, *beat_findings(record, list(pipe.labels), fs)]
     root = hd.sr.ContainerContentItem(name=codes.LN.ECGReport)
-    root.ContentSequence = [*observer, findings]
+    root.ContentSequence = [*algo.observation_context(), findings]
     procedure = CodedConcept("edgemed-ai", LOCAL_SCHEME, "AI analysis")
     out.parent.mkdir(parents=True, exist_ok=True)
     sr = hd.sr.ComprehensiveSR(

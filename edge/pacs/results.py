@@ -58,6 +58,17 @@ class Algorithm:
 
         return generate_uid(entropy_srcs=[self.bundle_sha256, self.artifact, self.backend, self.precision, "device"])
 
+    def observation_context(self):
+        """Who observed, as every SR edgemed writes states it: this device (bundle and artifact), edgemed made it."""
+        import highdicom as hd
+        from pydicom.sr.codedict import codes
+
+        return hd.sr.ObservationContext(observer_device_context=hd.sr.ObserverContext(
+            observer_type=codes.DCM.Device,
+            observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+                uid=self.device_uid(), name=self.name[:64], manufacturer_name=MANUFACTURER,
+                model_name=self.artifact[:64])))
+
     def identification(self):
         import highdicom as hd
         from pydicom.sr.codedict import codes
@@ -260,14 +271,8 @@ def pixel_area(source) -> tuple[float, str]:
 def write_sr(source, results: list, task: str, labels: list[str], algo: Algorithm, out: Path) -> Path:
     import highdicom as hd
     from highdicom.sr import CodedConcept
-    from pydicom.sr.codedict import codes
 
-    observer = hd.sr.ObserverContext(
-        observer_type=codes.DCM.Device,
-        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=algo.device_uid(), name=algo.name[:64], manufacturer_name=MANUFACTURER,
-            model_name=algo.artifact[:64]))
-    context = hd.sr.ObservationContext(observer_device_context=observer)
+    context = algo.observation_context()
     frame_area, unit = pixel_area(source)
     groups = []
     for number, result in enumerate(results, start=1):
