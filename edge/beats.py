@@ -46,6 +46,7 @@ GUARD_S = 0.25  # usable signal a kept beat's window needs beside a gap (the res
 DETECT_FS = 360.0  # the rate XQRS is tuned for (MIT-BIH's)
 MIN_STRETCH_S = 1.0  # XQRS's own filters need at least 0.3 s; shorter usable stretches hold no whole beat anyway
 QRS_BAND_HZ = 20.0  # the top of the band XQRS filters to (wfdb.processing.XQRS._bandpass)
+MAX_BATCH = 256  # beat windows per engine call: as fast as all of a 10 min record at once, bounded memory
 _RR_COLUMN = {name: i for i, name in enumerate(RR_FEATURES)}  # the columns of rr_rows
 
 
@@ -124,6 +125,8 @@ class BeatReader:
                              "classify pre-cut beats with pipe.predict(beat, features=...)")
         self._history = np.zeros(0, np.int64)  # R peaks found so far (source samples), as far back as RR needs
         self._pending: list[tuple[int, np.ndarray]] = []  # (R peak, window) waiting for the next R peak
+        # windows cut by the blocks this feed completed, classified together at its end (see _classify_cut)
+        self._cut: list[tuple[np.ndarray, np.ndarray, tuple[int, int]]] = []
         self.unclassified = 0  # beats without RR intervals (the signal's first and last): not classified
 
     def feed(self, samples: np.ndarray) -> list[Beat]:
@@ -143,7 +146,7 @@ class BeatReader:
         while self._received >= (self._next_block + 1) * self.block + self.margin:
             out += self._analyse(self._next_block)
             self._next_block += 1
-        return out
+        return out + self._classify_cut()
 
     def flush(self) -> list[Beat]:
         """The end of the signal: analyse what is left (its last block has no right margin beyond the end)."""
@@ -151,6 +154,7 @@ class BeatReader:
         while self._next_block * self.block < self._received:
             out += self._analyse(self._next_block)
             self._next_block += 1
+        out += self._classify_cut()
         if self._rr:
             self.unclassified += len(self._pending)  # the last beat has no next R peak: no rr_post
             self._pending = []
@@ -243,8 +247,38 @@ class BeatReader:
             return []
         if self._rr:
             self._pending += list(zip(peaks.tolist(), windows))
+        else:
+            self._cut.append((peaks, windows, (max(lo, core_lo), min(lo + len(span), core_hi))))
+        return []
+
+    def _classify_cut(self) -> list[Beat]:
+        """The windows every block of one feed cut, classified in engine calls of up to MAX_BATCH windows rather than
+        one call per block: a record given whole is then batched as a hand-written pipeline would batch it. Per
+        block (about 18 beats of a 10 s block at 70 bpm) the 1-D CNN's 1,079 beats of MIT-BIH 213 took 12.7 ms in
+        OpenVINO and 32.4 ms in ONNX Runtime, in batches of 256 9.2 and 29.8 ms (2 cores). Each beat's probabilities
+        do not depend on the batch it rode in on either CPU backend (batches of 1, 18 and 1,079: bit for bit), so
+        a stream fed sample by sample gets the answer the whole record gets (tests/test_ecg.py). Where a batch's
+        outputs overflow, each stretch is classified on its own and the one at fault becomes a gap, as before."""
+        if not self._cut:
             return []
-        return self._beats(peaks, self._infer(windows))
+        t0 = time.perf_counter()
+        cut, self._cut = self._cut, []
+        peaks = np.concatenate([p for p, _, _ in cut])
+        windows = np.concatenate([w for _, w, _ in cut])
+        try:
+            beats = self._beats(peaks, np.concatenate([self._infer(windows[i:i + MAX_BATCH])
+                                                       for i in range(0, len(windows), MAX_BATCH)]))
+        except SignalQualityError:  # some stretch overflows the model: which one, as a gap
+            beats = []
+            for p, w, (start, stop) in cut:
+                try:
+                    beats += self._beats(p, self._infer(w))
+                except SignalQualityError as exc:
+                    self._gap(start, stop, exc.problem)
+            self.gaps.sort(key=lambda g: g.start_s)
+        self.found += len(beats)
+        self.compute_s += time.perf_counter() - t0
+        return beats
 
     def _beats(self, peaks: np.ndarray, probs: np.ndarray) -> list[Beat]:
         labels = self.pipe.labels
