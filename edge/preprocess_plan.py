@@ -45,6 +45,16 @@ class Plan:
     a: tuple[float, ...]  # per channel, the rest of the tail: value = (x + shift) * a * scale + b
     b: tuple[float, ...]
 
+    @property
+    def factors(self) -> list[tuple[np.float32, np.float32]]:
+        """(a, b) per channel as the float32 scalars the write multiplies and adds by, made once per plan (two
+        numpy scalars per channel cost 0.3 us a frame); what ``write`` uses where no minmax scales ``a``."""
+        made = self.__dict__.get("_factors")
+        if made is None:
+            made = [(np.float32(a), np.float32(b)) for a, b in zip(self.a, self.b)]
+            object.__setattr__(self, "_factors", made)
+        return made
+
 
 def make_plan(spec: Sequence[dict], channels: int) -> Plan:
     """Split the spec into ops run one by one and a folded affine tail, for a model of ``channels``."""
@@ -104,19 +114,21 @@ def write(plan: Plan, x: np.ndarray, channels: int, layout: str, out: np.ndarray
     if out is None or out.shape != shape or out.dtype != np.float32:
         # a fresh 600 kB (224x224x3) array costs ~25 us more than a reused one here: new pages fault in every call
         out = np.empty(shape, np.float32)
+    factors = None if plan.minmax else plan.factors
     for c, src in enumerate(_planes(x, channels)):
         dst = out[0, c] if layout == "NCHW" else out[0, :, :, c]
         a, b = plan.a[c] * scale, plan.b[c]
+        a32, b32 = (np.float32(a), np.float32(b)) if factors is None else factors[c]  # the same float32 values
         if shift != 0.0:
             np.add(src, np.float32(shift), out=dst, casting="unsafe")
             if a != 1.0:
-                np.multiply(dst, np.float32(a), out=dst)
+                np.multiply(dst, a32, out=dst)
         elif a == 1.0:
             np.copyto(dst, src, casting="unsafe")
         else:
-            np.multiply(src, np.float32(a), out=dst, casting="unsafe")
+            np.multiply(src, a32, out=dst, casting="unsafe")
         if b != 0.0:
-            np.add(dst, np.float32(b), out=dst)
+            np.add(dst, b32, out=dst)
     return out
 
 

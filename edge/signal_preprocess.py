@@ -24,6 +24,7 @@ never a silent answer. Only the leads the spec reads are checked: a flat V1 does
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -138,6 +139,12 @@ def check_signal(sig: Signal) -> None:
 def check_samples(x: np.ndarray, leads: Sequence[str], fs: float, source: str) -> None:
     """:func:`check_signal` on samples (T, L) and their description, with no Signal to build (per beat, the
     Signal's own checks cost more than these)."""
+    # Per lead, max - min: NaN where a lead holds NaN (maximum propagates it), Inf where it holds Inf, so one finite
+    # sum of the spans clears both checks' first question in four reductions over the samples (2.5 against 4.9 us a
+    # beat); only a signal that fails it is looked at again, sample by sample, to say what is wrong.
+    span = np.subtract(np.maximum.reduce(x, axis=0), np.minimum.reduce(x, axis=0))
+    if not span.size or (math.isfinite(np.add.reduce(span)) and not np.minimum.reduce(span) < FLAT_MV):
+        return
     if not np.isfinite(x).all():
         bad = ~np.isfinite(x)
         t = int(np.argmax(bad.any(axis=1)))
@@ -257,7 +264,7 @@ def apply_beat_ops(windows: np.ndarray, spec: Sequence[dict], out: np.ndarray | 
 
 def beat_ops_after(windows: np.ndarray, after: Sequence[dict], out: np.ndarray | None = None) -> np.ndarray:
     """:func:`apply_beat_ops` given the ops after ``window`` (a preprocessor finds them once, not per beat)."""
-    x = windows.astype(np.float64)
+    x = windows.astype(np.float64, copy=False)  # every op below makes a new array: the caller's is never written
     for p in after:
         if p["op"] == "detrend":
             x = detrend(x)
@@ -350,9 +357,10 @@ class SignalPreprocessor:
         Every check that depends only on the description, dtype and shape (Signal's) is then done; what depends
         on the samples (NaN/Inf, flat leads, overflow) is still checked on every beat."""
         try:
-            # the value's type too: fs=True must not find the plan fs=1 made (True == 1 and hashes alike)
-            key = (beat.dtype.str, beat.shape, *sorted((k, type(v).__name__, tuple(v) if isinstance(v, list) else v)
-                                                        for k, v in describe.items()))
+            # the value's type too: fs=True must not find the plan fs=1 made (True == 1 and hashes alike); in the
+            # caller's order (another order is another key, at most a second plan), unsorted: 1 us less per beat
+            key = (beat.dtype.str, beat.shape, *[(k, type(v), tuple(v) if type(v) is list else v)
+                                                  for k, v in describe.items()])
             return self._plans[key]
         except TypeError:  # an unhashable description: the general path judges it
             return None
@@ -373,8 +381,8 @@ class SignalPreprocessor:
         """:meth:`__call__` of a plain array along the checked plan: the same samples (as_signal's arithmetic),
         the same checks and ops, the same bits."""
         x, factor = beat.reshape(plan.shape), plan.factor
-        if factor == 1.0:
-            samples = x.astype(np.float64)  # x * 1.0 is x, Inf and NaN included: no multiply, no errstate
+        if factor == 1.0:  # x * 1.0 is x, Inf and NaN included: no multiply, no errstate; read, never written
+            samples = x.astype(np.float64, copy=False)
         else:
             with np.errstate(over="ignore"):
                 samples = x.astype(np.float64) * factor

@@ -95,7 +95,7 @@ class Classification:
     def combined_result(self, output, kind: str, geometry, labels: list[str]) -> ClassificationResult:
         """The result of one (1, C) output row (an engine's, an ensemble's combination, a served answer)."""
         probs = class_probabilities(output[0], kind)
-        index = int(np.argmax(probs))
+        index = int(probs.argmax())
         return ClassificationResult(labels[index], index, probs, labels)
 
     def served_outputs(self, labels: Sequence[str]) -> list[ServedTensor]:
