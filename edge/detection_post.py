@@ -81,17 +81,18 @@ def finish(outputs: dict[str, np.ndarray], post: DetectionPost, geometry: list, 
 
 def to_original(dets: Detections, geometry: list, size: tuple[int, int]) -> Detections:
     """Boxes from the model's input back onto the original image, last preprocessing step first."""
-    boxes = dets.boxes.astype(np.float64).copy()
+    boxes = dets.boxes.astype(np.float64)  # a new array: the in-place steps below never touch the engine's
+    # (x, y) pairs: each step is one broadcast op per axis pair, the same float64 arithmetic per coordinate as a
+    # column at a time (17 -> 6 us for the BUSI detector's boxes; fancy-indexed columns copied twice per step)
+    xy = boxes.reshape(-1, 2, 2)
     for step in reversed(geometry):
         if isinstance(step, CropStep):
-            boxes[:, [0, 2]] += step.left
-            boxes[:, [1, 3]] += step.top
+            xy += (step.left, step.top)
         elif isinstance(step, ResizeStep):
             top, left, h, w = step.box
-            boxes[:, [0, 2]] = (boxes[:, [0, 2]] - left) * (step.src[1] / w)
-            boxes[:, [1, 3]] = (boxes[:, [1, 3]] - top) * (step.src[0] / h)
-    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, size[1])
-    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, size[0])
+            xy -= (left, top)
+            xy *= (step.src[1] / w, step.src[0] / h)
+    np.clip(xy, 0, (size[1], size[0]), out=xy)
     return Detections(boxes.astype(np.float32), dets.scores, dets.classes)
 
 
