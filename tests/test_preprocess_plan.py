@@ -78,6 +78,14 @@ def test_plan_equals_the_ops_one_by_one(images, data):
     out = np.full(want.shape, np.nan, np.float32)
     bound = pre(images[name], out=out).tensor
     assert bound is out and np.array_equal(bound, got), f"{spec} on {name}"
+    # another frame of that dtype and shape takes the trusted path (checks done once per dtype and shape): the
+    # tensor and geometry a fresh preprocessor's checked path gives it, to the bit
+    other = np.ascontiguousarray(images[name][::-1, ::-1])
+    assert pre._trusted, f"{spec} on {name}: the checked frame left nothing to trust"
+    fresh = Preprocessor(spec, shape, layout)(other)
+    trusted = pre(other)
+    assert np.array_equal(trusted.tensor, fresh.tensor) and trusted.geometry == fresh.geometry, f"{spec} on {name}"
+    assert trusted.original_size == fresh.original_size
 
 
 def test_the_plan_defers_rgb_and_folds_the_affine_tail():
@@ -101,6 +109,25 @@ def test_the_nan_scan_is_skipped_only_where_the_dtype_bounds_every_value():
     pre = Preprocessor([{"op": "scale", "factor": 1e35}], [1, 1, 4, 4])
     with pytest.raises(InputError, match="NaN or Inf"):
         pre(np.full((4, 4), 60000, np.uint16))
+
+
+def test_a_trusted_dtype_and_shape_still_has_every_pixel_checked(images):
+    """Once a float frame's dtype and shape are trusted, a NaN in the next frame is still refused, and a frame of
+    another shape or dtype goes through every check again."""
+    ct = images["ct float32"]
+    pre = Preprocessor([{"op": "resize", "size": [SIZE, SIZE]}, {"op": "scale", "factor": 1 / 255}], [1, 1, SIZE, SIZE])
+    pre(ct)
+    assert (ct.dtype, ct.shape) in pre._trusted
+    bad = ct.copy()
+    bad[5, 7] = np.nan
+    with pytest.raises(InputError, match="NaN or Inf"):
+        pre(bad)
+    with pytest.raises(InputError, match="not \\(H,W\\)"):
+        pre(np.zeros((4,) + ct.shape, np.float32))
+    rgb = Preprocessor([{"op": "resize", "size": [SIZE, SIZE]}], [1, 1, SIZE, SIZE])
+    rgb(images["grey uint8"])
+    with pytest.raises(InputError, match="channel"):  # an RGB frame for a grey model: its own signature, checked
+        rgb(images["rgb uint8"])
 
 
 def test_a_buffer_of_another_shape_or_type_is_never_written(images):
