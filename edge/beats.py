@@ -204,7 +204,7 @@ class BeatReader:
             try:
                 beats += self._classify(span[a:b], lo + a, core_lo, core_hi, ok_lo, ok_hi)
             except SignalQualityError as exc:  # no signal here after all: say so and go on
-                self._gap(max(lo + a, core_lo), min(lo + b, core_hi), exc.problem)
+                self._lost(max(lo + a, core_lo), min(lo + b, core_hi), exc.problem)
         if self._rr:
             beats = self._release()
         # keep only what the next block's left margin needs
@@ -213,6 +213,13 @@ class BeatReader:
         self.found += len(beats)
         self.compute_s += time.perf_counter() - t0
         return beats
+
+    def _lost(self, start: int, stop: int, reason: str) -> None:
+        """A stretch judged usable by its samples that could not be analysed after all (an amplitude no ECG has, a
+        model output with NaN): a gap, and no longer usable signal, so no warning blames the QRS detector for it."""
+        if start < stop:
+            self.usable_s -= (stop - start) / self.fs
+            self._gap(start, stop, reason)
 
     def _gap(self, start: int, stop: int, reason: str) -> None:
         """A gap in source samples; one that continues the last one for the same reason extends it."""
@@ -274,7 +281,7 @@ class BeatReader:
                 try:
                     beats += self._beats(p, self._infer(w))
                 except SignalQualityError as exc:
-                    self._gap(start, stop, exc.problem)
+                    self._lost(start, stop, exc.problem)
             self.gaps.sort(key=lambda g: g.start_s)
         self.found += len(beats)
         self.compute_s += time.perf_counter() - t0

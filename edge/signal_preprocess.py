@@ -35,7 +35,7 @@ import numpy as np
 from .errors import InputError, SignalQualityError
 from .io.signals import Signal, as_signal, stored_to_mv
 from .preprocess import Prepared
-from .signal_quality import FLAT_MV
+from .signal_quality import ECG_MAX_MV, FLAT_MV
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,8 @@ def check_samples(x: np.ndarray, leads: Sequence[str], fs: float, source: str) -
     # sum of the spans clears both checks' first question in four reductions over the samples (2.5 against 4.9 us a
     # beat); only a signal that fails it is looked at again, sample by sample, to say what is wrong.
     span = np.subtract(np.maximum.reduce(x, axis=0), np.minimum.reduce(x, axis=0))
-    if not span.size or (math.isfinite(np.add.reduce(span)) and not np.minimum.reduce(span) < FLAT_MV):
+    if not span.size or (math.isfinite(np.add.reduce(span)) and not np.minimum.reduce(span) < FLAT_MV
+                         and not np.maximum.reduce(span) > ECG_MAX_MV):
         return
     if not np.isfinite(x).all():
         bad = ~np.isfinite(x)
@@ -156,6 +157,13 @@ def check_samples(x: np.ndarray, leads: Sequence[str], fs: float, source: str) -
         flat = [leads[i] for i in np.flatnonzero(low)]
         raise SignalQualityError(f"{source or 'signal'}: lead(s) {', '.join(flat)} are flat (under "
                                  f"{FLAT_MV * 1e3:g} µV peak to peak)", "check the electrodes, or select another lead")
+    wide = span > ECG_MAX_MV
+    if wide.any():
+        named = ", ".join(f"{leads[i]} {span[i]:.4g} mV" for i in np.flatnonzero(wide))
+        raise SignalQualityError(f"{source or 'signal'}: peak to peak {named}, beyond any ECG in mV, so a wrong "
+                                 f"unit or gain (a front end takes 10 mV; over {ECG_MAX_MV:g} mV is refused)",
+                                 "check the units (µV given as mV?) and the gain (raw counts need adc_gain=, counts "
+                                 "per mV)")
 
 
 def _butter(sig: Signal, p: dict, kind: str) -> Signal:

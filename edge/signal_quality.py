@@ -21,6 +21,12 @@ from dataclasses import dataclass
 import numpy as np
 
 FLAT_MV = 1e-3  # a lead whose peak-to-peak is under 1 µV carries no ECG (electrode off, or zero-filled)
+# A lead whose peak-to-peak is over 50 mV is no ECG in mV either: a front end takes a 10 mV differential signal (AAMI
+# EC13's +-5 mV); the largest 14 s stretch of MIT-BIH 105, 208, 213 and 232 (105: the noisiest) spans 6.6 mV, a
+# beat 1-7 mV. What does reach it is a wrong scale: microvolts said to be mV (1,000x), raw counts without their gain
+# (MIT-BIH's 200 per mV), values near float limits. The shipped 1-D CNN answered all three "N" with probability
+# 1.000 on DS2 beats of 1.2-1.7 mV; now they are refused with the fix (edgemed.signal_preprocess.check_samples).
+ECG_MAX_MV = 50.0
 FLAT_RUN_S = 0.5
 
 

@@ -30,16 +30,18 @@ def ecg(tmp_path_factory):
 # --- silently wrong answers: NaN probabilities with a label ------------------------------------------------
 
 def test_a_finite_beat_that_overflows_the_model_is_refused_not_answered_with_nan(ecg):
-    """1e37 mV passes every input check (finite, not flat, float32 holds it) and overflows in the model's first
-    layers: predict answered 'N' with probabilities [nan, nan, nan, nan]."""
-    with pytest.raises(InputError, match="holds NaN or Inf.*overflows the model"):
+    """1e37 mV once passed every input check (finite, not flat, float32 holds it) and overflowed in the model's first
+    layers: predict answered 'N' with probabilities [nan, nan, nan, nan]. No ECG spans over 50 mV, so it is now
+    refused before the model, with the fix (an output holding NaN is still refused: the test below)."""
+    with pytest.raises(SignalQualityError, match="beyond any ECG in mV.*check the units"):
         ecg.predict(BEAT * 1e37, fs=360, units="mV", leads=("MLII",))
     assert np.isfinite(ecg.predict(BEAT, fs=360, units="mV", leads=("MLII",)).probabilities).all()
 
 
 def test_a_beat_beyond_float32_is_refused_before_the_model(ecg):
-    """1e300 mV is a finite float64; cast to the model's float32 input it became Inf, and NaN came out."""
-    with pytest.raises(SignalQualityError, match="too large for the model's float32 input"):
+    """1e300 mV is a finite float64; cast to the model's float32 input it became Inf, and NaN came out. Refused
+    now by the amplitude no ECG has, before any cast."""
+    with pytest.raises(SignalQualityError, match="beyond any ECG in mV"):
         ecg.predict(BEAT * 1e300, fs=360, units="mV", leads=("MLII",))
 
 
