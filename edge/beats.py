@@ -265,7 +265,7 @@ class BeatReader:
         OpenVINO and 32.4 ms in ONNX Runtime, in batches of 256 9.2 and 29.8 ms (2 cores). Each beat's probabilities
         do not depend on the batch it rode in on either CPU backend (batches of 1, 18 and 1,079: bit for bit), so
         a stream fed sample by sample gets the answer the whole record gets (tests/test_ecg.py). Where a batch's
-        outputs overflow, each stretch is classified on its own and the one at fault becomes a gap, as before."""
+        outputs hold NaN or Inf, each stretch is classified on its own and the one at fault becomes a gap."""
         if not self._cut:
             return []
         t0 = time.perf_counter()
@@ -275,7 +275,7 @@ class BeatReader:
         try:
             beats = self._beats(peaks, np.concatenate([self._infer(windows[i:i + MAX_BATCH])
                                                        for i in range(0, len(windows), MAX_BATCH)]))
-        except SignalQualityError:  # some stretch overflows the model: which one, as a gap
+        except SignalQualityError:  # some stretch's outputs hold NaN or Inf: which one, as a gap
             beats = []
             for p, w, (start, stop) in cut:
                 try:

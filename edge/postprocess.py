@@ -7,8 +7,6 @@ the argmax, so the mask a clinician sees is aligned with the frame they captured
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from .errors import InputError
@@ -24,10 +22,9 @@ def check_finite(outputs: dict[str, np.ndarray], tensor: np.ndarray, error: type
     is covered by the same rule."""
     for name, value in outputs.items():
         value = np.asarray(value)
-        # one pass summing, a second only when the sum is not finite: a NaN or Inf anywhere makes it NaN or Inf,
-        # and finite values too large to sum are then told apart (0.7 against 1.3 us for a classifier's row)
-        if value.dtype.kind in "fc" and not math.isfinite(np.add.reduce(value, axis=None)) \
-                and not np.isfinite(value).all():
+        # np.isfinite(...).all() (measured against one summing pass: 1.2 against 0.9 us for a classifier's row, 4.3
+        # against 6.5 us for a U-Net's 2x128x128 logits; not worth a second rule)
+        if value.dtype.kind in "fc" and not np.isfinite(value).all():
             with np.errstate(all="ignore"):
                 peak = float(np.nanmax(np.abs(tensor))) if tensor.size and not np.isnan(tensor).all() else float("nan")
             raise error(f"the model's output {name!r} holds NaN or Inf for this input (its largest value after "
@@ -54,7 +51,7 @@ def class_probabilities(output: np.ndarray, kind: str) -> np.ndarray:
     if row.size == 1:
         p = float(sigmoid(row)[0])
         return np.array([1.0 - p, p], dtype=np.float32)
-    # softmax's ufuncs on the one row, called without the keepdims wrappers (4.4 -> 2.5 us for two classes): the
+    # softmax's ufuncs on the one row, called without the keepdims wrappers (4.4 -> 3.4 us for two classes): the
     # same reductions and element-wise ops, so the same bits as softmax() and class_probabilities_rows
     e = np.exp(row - np.maximum.reduce(row))
     e /= np.add.reduce(e)

@@ -454,7 +454,7 @@ class Preprocessor:
         passed then (shape, size, channels, the spec's fit), the ops that gave the frame back as it was are left out
         and the geometry is the one recorded (it follows from the shapes); what depends on the pixels is still done
         (a float frame's NaN/Inf, every op that computes, the output scan where the dtype does not bound it). 6.5 ->
-        3.7 us per 28x28 frame of the shipped classifier (with the plan's other savings); tests/test_preprocess_plan
+        3.6 us per 28x28 frame of the shipped classifier (with the plan's other savings); tests/test_preprocess_plan
         holds it to the bits of a fresh preprocessor."""
         _refuse_nonfinite(image)
         x, scratch = image, []

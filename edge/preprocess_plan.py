@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -44,16 +44,12 @@ class Plan:
     minmax: bool  # the tail opens with minmax: its range is measured per frame
     a: tuple[float, ...]  # per channel, the rest of the tail: value = (x + shift) * a * scale + b
     b: tuple[float, ...]
+    # (a, b) per channel as the float32 scalars the write multiplies and adds by, made once per plan (two numpy
+    # scalars per channel cost 0.3 us a frame); what ``write`` uses where no minmax scales ``a``
+    factors: tuple[tuple[np.float32, np.float32], ...] = field(init=False, repr=False, compare=False)
 
-    @property
-    def factors(self) -> list[tuple[np.float32, np.float32]]:
-        """(a, b) per channel as the float32 scalars the write multiplies and adds by, made once per plan (two
-        numpy scalars per channel cost 0.3 us a frame); what ``write`` uses where no minmax scales ``a``."""
-        made = self.__dict__.get("_factors")
-        if made is None:
-            made = [(np.float32(a), np.float32(b)) for a, b in zip(self.a, self.b)]
-            object.__setattr__(self, "_factors", made)
-        return made
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "factors", tuple((np.float32(a), np.float32(b)) for a, b in zip(self.a, self.b)))
 
 
 def make_plan(spec: Sequence[dict], channels: int) -> Plan:
