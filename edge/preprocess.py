@@ -368,6 +368,12 @@ def _refuse_nonfinite(image: np.ndarray) -> None:
         raise InputError("image contains NaN or Inf values", "replace or mask non-finite pixels before predict")
 
 
+def _refuse_nonfinite_tensor(tensor: np.ndarray, bound: float) -> None:
+    """The model input's NaN/Inf scan, skipped where the frame's dtype bounds every value the spec can produce."""
+    if bound > SAFE_BOUND and not np.isfinite(tensor).all():
+        raise InputError("preprocessing produced NaN or Inf", "check the spec's scale/normalize parameters")
+
+
 # ops whose result, and whether they leave the array as it is, follow from its dtype and shape alone
 _SHAPE_OPS = ("to_gray", "to_rgb", "resize", "center_crop")
 
@@ -442,8 +448,7 @@ class Preprocessor:
         bound = self._bounds.get(original.dtype)
         if bound is None:
             bound = self._bounds[original.dtype] = output_bound(self.spec, original.dtype)
-        if bound > SAFE_BOUND and not np.isfinite(tensor).all():
-            raise InputError("preprocessing produced NaN or Inf", "check the spec's scale/normalize parameters")
+        _refuse_nonfinite_tensor(tensor, bound)
         if original is image and signature is not None and len(self._trusted) < 16:
             steps = tuple(p for p, s in zip(self.plan.prefix, skip) if not s)
             self._trusted[signature] = _Trusted(steps, tuple(geo), c, bound)
@@ -461,8 +466,7 @@ class Preprocessor:
         for params in t.steps:
             x = _OPS[params["op"]][0](x, params, scratch)
         tensor = write(self.plan, x, t.channels, self.layout, out)
-        if t.bound > SAFE_BOUND and not np.isfinite(tensor).all():
-            raise InputError("preprocessing produced NaN or Inf", "check the spec's scale/normalize parameters")
+        _refuse_nonfinite_tensor(tensor, t.bound)
         return Prepared(tensor, image.shape[:2], list(t.geometry))
 
 
